@@ -1,0 +1,373 @@
+//! The command line: parses it once, turns it into settings and calls the
+//! module that does the work.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use git2::Repository;
+
+use crate::deploy::{self, Job};
+use crate::error::usage;
+use crate::lock::Lock;
+use crate::receive::{self, Decision, PUSH_OPTIONS};
+use crate::record::{Records, Trigger};
+use crate::report::Report;
+use crate::settings::{Environment, KEYS, Origin, RECREATE_ENV, Settings, Sources, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "pushdeploy",
+    version,
+    about = "git push deploys a Python web app into a site directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct RepoArg {
+    /// The bare repository (default: $GIT_DIR, else the current directory)
+    #[arg(long, value_name = "PATH")]
+    repo: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make or adopt a bare repository that deploys pushes into a site directory
+    Init {
+        repository: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        site: PathBuf,
+        /// The deployment branch (default: the branch HEAD names; `main` for a new repository)
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// What the post-receive hook runs: reads the pushed refs on stdin
+    PostReceive {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Deploy a commit by hand (default: the deployment branch)
+    Deploy {
+        #[command(flatten)]
+        repo: RepoArg,
+        rev: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+        /// Delete the env and create it anew
+        #[arg(long)]
+        recreate_env: bool,
+    },
+    /// Deploy an earlier deployment's commit again (roll back)
+    Redeploy {
+        #[command(flatten)]
+        repo: RepoArg,
+        id: String,
+        #[arg(long)]
+        recreate_env: bool,
+    },
+    /// The deployments, newest first
+    List {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One deployment: its summary and its log
+    Show {
+        #[command(flatten)]
+        repo: RepoArg,
+        id: String,
+    },
+    /// Every setting's effective value and where it came from
+    Config {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the site's virtual environment
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvAction {
+    /// Delete the env; the next deployment creates it anew
+    Delete {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+}
+
+/// Opens the repository and resolves its settings.
+fn open(
+    repo: &RepoArg,
+    env: Environment,
+    flags: impl FnOnce(&mut Sources),
+) -> Result<(Repository, Settings)> {
+    let path = repo.repo.clone().unwrap_or_else(|| env.default_repo());
+    let path = fs_err::canonicalize(&path)
+        .map_err(|e| usage(format!("repository {}: {e}", path.display())))?;
+    let repository = Repository::open(&path).map_err(|e| {
+        usage(format!(
+            "{}: not a git repository ({})",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let mut sources = Sources::new(env, &repository)?;
+    flags(&mut sources);
+    let settings = Settings::resolve(repository.path(), &repository, sources)?;
+    Ok((repository, settings))
+}
+
+fn recreate_flag(on: bool) -> impl FnOnce(&mut Sources) {
+    move |s: &mut Sources| {
+        if on {
+            s.flag(RECREATE_ENV, "--recreate-env", "true");
+        }
+    }
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let env = Environment::from_process();
+    match cli.command {
+        Command::Init {
+            repository,
+            site,
+            branch,
+        } => {
+            crate::init::init(&repository, &site, branch.as_deref(), &mut Report::stdout())?;
+        }
+        Command::PostReceive { repo } => post_receive(&repo, env)?,
+        Command::Deploy {
+            repo,
+            rev,
+            dry_run,
+            json,
+            recreate_env,
+        } => {
+            let (repository, settings) = open(&repo, env, recreate_flag(recreate_env))?;
+            let job = Job {
+                rev,
+                ref_name: None,
+                trigger: Trigger::Manual,
+                dry_run,
+                json,
+            };
+            deploy::run(&settings, &repository, &job, &mut Report::stdout())?;
+        }
+        Command::Redeploy {
+            repo,
+            id,
+            recreate_env,
+        } => {
+            let (repository, settings) = open(&repo, env, recreate_flag(recreate_env))?;
+            let record = Records::new(&settings.state_dir)
+                .find(&id)
+                .map_err(|e| usage(format!("{e:#}")))?;
+            let job = Job {
+                rev: Some(record.id),
+                ref_name: None,
+                trigger: Trigger::Redeploy,
+                dry_run: false,
+                json: false,
+            };
+            deploy::run(&settings, &repository, &job, &mut Report::stdout())?;
+        }
+        Command::List { repo, json } => list(&repo, env, json)?,
+        Command::Show { repo, id } => show(&repo, env, &id)?,
+        Command::Config { repo, json } => config(&repo, env, json)?,
+        Command::Env {
+            action: EnvAction::Delete { repo },
+        } => {
+            let (_, settings) = open(&repo, env, |_| {})?;
+            let mut report = Report::stdout();
+            let _lock = Lock::acquire(
+                &settings.state_dir,
+                &format!("pushdeploy env delete (pid {})", std::process::id()),
+                &mut report,
+            )?;
+            if crate::env::delete(&settings.site)? {
+                report.header(format!(
+                    "Deleted {}; the next deployment creates it anew",
+                    settings.site.join("env").display()
+                ));
+            } else {
+                report.header(format!(
+                    "{} has no env; nothing to delete",
+                    settings.site.display()
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The hook: deploys the deployment branch's update, reports the others as
+/// ignored. Its exit status cannot undo the push: git has updated the refs.
+fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
+    let mut report = Report::stdout();
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the pushed refs from stdin")?;
+    let updates = receive::parse(&input)?;
+    let options = env.push_options();
+    let (repository, settings) = open(repo, env, |sources| {
+        for option in &options {
+            if PUSH_OPTIONS.contains(&option.as_str()) {
+                sources.flags.insert(
+                    RECREATE_ENV.name,
+                    Value {
+                        value: "true".into(),
+                        origin: Origin::PushOption(option.clone()),
+                    },
+                );
+            }
+        }
+    })?;
+    for option in options
+        .iter()
+        .filter(|o| !PUSH_OPTIONS.contains(&o.as_str()))
+    {
+        report.header(format!(
+            "Ignoring unknown push option {}; known: {}",
+            crate::error::shown(option.as_bytes()),
+            PUSH_OPTIONS.join(", ")
+        ));
+    }
+    let mut deploy = None;
+    for update in &updates {
+        match receive::decide(update, &settings.branch) {
+            Decision::Deploy => deploy = Some(update.clone()),
+            Decision::Ignore(why) => report.header(format!("Ignored: {why}")),
+        }
+    }
+    let Some(update) = deploy else {
+        report.header(format!(
+            "Nothing to deploy: pushes to refs/heads/{} deploy to {}",
+            settings.branch,
+            settings.site.display()
+        ));
+        return Ok(());
+    };
+    let job = Job {
+        rev: Some(update.new),
+        ref_name: Some(update.name),
+        trigger: Trigger::Push,
+        dry_run: false,
+        json: false,
+    };
+    deploy::run(&settings, &repository, &job, &mut report)
+}
+
+fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
+    let (_, settings) = open(repo, env, |_| {})?;
+    let records = Records::new(&settings.state_dir).list()?;
+    if json {
+        let summaries: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("a record is JSON");
+                v.as_object_mut()
+                    .expect("a record is an object")
+                    .remove("log");
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        return Ok(());
+    }
+    let active = records
+        .iter()
+        .find(|r| r.status == crate::record::Status::Success)
+        .map(|r| r.seq);
+    println!(
+        "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} MESSAGE",
+        "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
+    );
+    for r in &records {
+        let total: f64 = r.steps.iter().map(|s| s.seconds).sum();
+        let status = format!("{:?}", r.status).to_lowercase();
+        let mark = if Some(r.seq) == active { "*" } else { " " };
+        println!(
+            "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
+            format!("{}{mark}", r.seq),
+            &r.id[..7],
+            status,
+            format!("{:?}", r.trigger).to_lowercase(),
+            r.started,
+            crate::report::seconds_text(total),
+            r.message
+        );
+    }
+    Ok(())
+}
+
+fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
+    let (_, settings) = open(repo, env, |_| {})?;
+    let r = Records::new(&settings.state_dir)
+        .find(id)
+        .map_err(|e| usage(format!("{e:#}")))?;
+    println!("deployment #{} {}", r.seq, r.id);
+    println!("ref:      {}", r.ref_name);
+    println!("author:   {}", r.author);
+    println!("message:  {}", r.message);
+    println!("trigger:  {:?}", r.trigger);
+    println!("status:   {:?}", r.status);
+    println!("started:  {}", r.started);
+    println!("finished: {}", r.finished.as_deref().unwrap_or("-"));
+    if let Some(error) = &r.error {
+        println!("error:    {error}");
+    }
+    for s in &r.steps {
+        println!(
+            "step:     {} {}",
+            s.step,
+            crate::report::seconds_text(s.seconds)
+        );
+    }
+    println!();
+    for line in &r.log {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn config(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
+    let (_, settings) = open(repo, env, |_| {})?;
+    let rows: Vec<(&str, Value)> = KEYS
+        .iter()
+        .map(|k| (k.name, settings.sources.effective(k)))
+        .collect();
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::to_value(v).expect("a value is JSON"),
+                )
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&map)?);
+    } else {
+        for (key, value) in rows {
+            println!("{:<22} {:<40} {}", key, value.value, value.origin);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Reading a commit: its summary and its tree, with git2 and no work tree.
+//! Every entry name is checked here, so no later step sees a path that could
+//! leave the site.
+
+use anyhow::{Context, Result, bail};
+use git2::{ObjectType, Oid, Repository, Tree};
+use serde::Serialize;
+
+use crate::error::shown;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitInfo {
+    pub id: String,
+    pub short: String,
+    pub author: String,
+    pub message: String,
+}
+
+/// What git records for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Executable,
+    Symlink,
+}
+
+impl Kind {
+    pub fn mode(self) -> u32 {
+        match self {
+            Kind::Executable => 0o755,
+            _ => 0o644,
+        }
+    }
+}
+
+/// One file of the commit, by its path relative to the tree's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+    pub blob: String,
+}
+
+/// Entries the sync leaves out, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+pub struct Commit<'r> {
+    repo: &'r Repository,
+    pub info: CommitInfo,
+    tree: Tree<'r>,
+}
+
+/// Top-level names that are never deployed (Kudu's rules).
+pub const NOT_DEPLOYED: &[&str] = &[".git", ".deployment", "deploy.sh"];
+
+impl<'r> Commit<'r> {
+    /// Resolves a revision (`main`, a commit id, a prefix) to a commit.
+    pub fn open(repo: &'r Repository, rev: &str) -> Result<Self> {
+        let object = repo.revparse_single(rev).with_context(|| {
+            format!(
+                "revision {}: not found in the repository",
+                shown(rev.as_bytes())
+            )
+        })?;
+        let commit = object
+            .peel_to_commit()
+            .with_context(|| format!("revision {}: not a commit", shown(rev.as_bytes())))?;
+        let id = commit.id().to_string();
+        let info = CommitInfo {
+            short: id[..7].to_string(),
+            id,
+            author: commit.author().name().unwrap_or("unknown").to_string(),
+
+            message: commit.summary().ok().flatten().unwrap_or("").to_string(),
+        };
+        let tree = commit.tree().context("reading the commit's tree")?;
+        Ok(Commit { repo, info, tree })
+    }
+
+    /// The content of a file at the root of the tree, if there is one.
+    pub fn read_root_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.tree.get_name(name) {
+            Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
+                let blob = self
+                    .repo
+                    .find_blob(entry.id())
+                    .with_context(|| format!("reading {name} from the commit"))?;
+                Ok(Some(blob.content().to_vec()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn has_root_entry(&self, name: &str) -> bool {
+        self.tree.get_name(name).is_some()
+    }
+
+    /// Every file of the tree, checked, sorted by path; plus what is skipped.
+    pub fn entries(&self) -> Result<(Vec<Entry>, Vec<Skipped>)> {
+        let mut entries = Vec::new();
+        let mut skipped = Vec::new();
+        self.walk(&self.tree, "", &mut entries, &mut skipped)?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((entries, skipped))
+    }
+
+    fn walk(
+        &self,
+        tree: &Tree,
+        prefix: &str,
+        entries: &mut Vec<Entry>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<()> {
+        for entry in tree.iter() {
+            let name = check_name(entry.name_bytes(), prefix)?;
+            let path = format!("{prefix}{name}");
+            if prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
+                continue;
+            }
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => {
+                    let sub = self
+                        .repo
+                        .find_tree(entry.id())
+                        .with_context(|| format!("reading directory {path} of the commit"))?;
+                    self.walk(&sub, &format!("{path}/"), entries, skipped)?;
+                }
+                (Some(ObjectType::Blob), mode) => {
+                    let kind = match mode {
+                        0o120000 => Kind::Symlink,
+                        0o100755 => Kind::Executable,
+                        _ => Kind::File,
+                    };
+                    entries.push(Entry {
+                        path,
+                        kind,
+                        blob: entry.id().to_string(),
+                    });
+                }
+                (Some(ObjectType::Commit), _) => skipped.push(Skipped {
+                    path,
+                    reason: "a submodule (gitlink): its files are not in this repository".into(),
+                }),
+                (other, mode) => {
+                    bail!("commit entry {path}: unexpected object {other:?} with mode {mode:o}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The content of a blob.
+    pub fn blob(&self, id: &str) -> Result<git2::Blob<'r>> {
+        let oid = Oid::from_str(id)?;
+        self.repo
+            .find_blob(oid)
+            .with_context(|| format!("reading blob {id}"))
+    }
+}
+
+/// A tree entry's name must be one path component that cannot climb out of
+/// the site or into git's own data.
+fn check_name<'a>(name: &'a [u8], prefix: &str) -> Result<&'a str> {
+    let Ok(text) = std::str::from_utf8(name) else {
+        bail!(
+            "commit entry {prefix}{}: the name is not UTF-8; refused",
+            shown(name)
+        );
+    };
+    let bad = text.is_empty()
+        || text == "."
+        || text == ".."
+        || text.contains('/')
+        || text.contains('\0')
+        || text.eq_ignore_ascii_case(".git");
+    if bad {
+        bail!(
+            "commit entry {prefix}{}: not a safe file name; refused",
+            shown(name)
+        );
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_are_refused_and_named() {
+        for name in [
+            &b".."[..],
+            b".",
+            b".git",
+            b".GIT",
+            b"a/b",
+            b"",
+            b"a\0b",
+            b"\xff\xfe",
+        ] {
+            let err = check_name(name, "dir/").unwrap_err().to_string();
+            assert!(err.starts_with("commit entry dir/"), "{err}");
+        }
+        assert_eq!(check_name(b"app.py", "").unwrap(), "app.py");
+        assert_eq!(check_name(b"..hidden", "").unwrap(), "..hidden");
+    }
+}

@@ -1,0 +1,225 @@
+//! One deployment, from a revision to a finished record: lock, plan, sync,
+//! env, packages, record. Used by the hook, `deploy` and `redeploy`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use git2::Repository;
+
+use crate::commit::Commit;
+use crate::env::{self, Decision};
+use crate::error::Failure;
+use crate::lock::Lock;
+use crate::manifest;
+use crate::packages;
+use crate::plan::{Plan, Python, runtime_line};
+use crate::record::{Records, Status, Trigger, now};
+use crate::report::{Report, seconds_text};
+use crate::settings::Settings;
+use crate::sync;
+
+/// What to deploy, and how.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// A revision; `None` means the deployment branch's head.
+    pub rev: Option<String>,
+    /// The ref to name in the output and the record; default: `rev`.
+    pub ref_name: Option<String>,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+fn branch_ref(settings: &Settings) -> String {
+    format!("refs/heads/{}", settings.branch)
+}
+
+/// Checks the site before anything is written: it must be a directory.
+fn check_site(settings: &Settings) -> Result<()> {
+    let site = &settings.site;
+    match std::fs::metadata(site) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => bail!("site {}: is not a directory", site.display()),
+        Err(_) => bail!(
+            "site {}: does not exist; create it, or run `pushdeploy init <repository> --site {}`",
+            site.display(),
+            site.display()
+        ),
+    }
+}
+
+/// Runs a deployment (or, with `dry_run`, prints its plan).
+pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Report) -> Result<()> {
+    let rev = job.rev.clone().unwrap_or_else(|| branch_ref(settings));
+    let ref_name = job.ref_name.clone().unwrap_or_else(|| rev.clone());
+    if job.dry_run {
+        return dry_run(settings, repo, &rev, &ref_name, job.json, report);
+    }
+    let first = Commit::open(repo, &rev)?;
+    let _lock = Lock::acquire(
+        &settings.state_dir,
+        &format!(
+            "deployment {} (pid {})",
+            first.info.short,
+            std::process::id()
+        ),
+        report,
+    )?;
+    let records = Records::new(&settings.state_dir);
+    for stale in records.close_unfinished()? {
+        report.header(format!(
+            "Deployment {} (#{}) did not finish; its record is marked failed",
+            &stale.id[..7],
+            stale.seq
+        ));
+    }
+    // Pushes that waited for the lock deploy the branch as it is now, so the
+    // last one to run leaves the site at the branch's head.
+    let mut commit = first;
+    if job.trigger == Trigger::Push {
+        let head = Commit::open(repo, &branch_ref(settings))?;
+        if head.info.id != commit.info.id {
+            report.header(format!(
+                "{} moved on to {} while waiting; deploying that",
+                ref_name, head.info.short
+            ));
+            commit = head;
+        }
+    }
+    let mut record = records.start(&commit.info, &ref_name, job.trigger)?;
+    let started = Instant::now();
+    report.header(format!(
+        "Deploying {} ({}) to {}",
+        commit.info.short,
+        ref_name,
+        settings.site.display()
+    ));
+    let result = execute(settings, &commit, &ref_name, report);
+    let elapsed = seconds_text(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(()) => report.header(format!(
+            "Deployment {} successful in {elapsed}",
+            commit.info.short
+        )),
+        Err(e) => {
+            let step = report.current.clone().unwrap_or_else(|| "plan".into());
+            report.header(format!(
+                "Deployment {} failed in step {step} after {elapsed}: {e:#}",
+                commit.info.short
+            ));
+        }
+    }
+    record.status = if result.is_ok() {
+        Status::Success
+    } else {
+        Status::Failed
+    };
+    record.error = result.as_ref().err().map(|e| format!("{e:#}"));
+    record.finished = Some(now());
+    record.steps = report.steps.clone();
+    record.log = report.log.clone();
+    records.save(&record)?;
+    result.map_err(|_| Failure.into())
+}
+
+fn dry_run(
+    settings: &Settings,
+    repo: &Repository,
+    rev: &str,
+    ref_name: &str,
+    json: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let commit = Commit::open(repo, rev)?;
+    check_site(settings)?;
+    let plan = Plan::build(settings, &commit, ref_name, true)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        report.header(format!(
+            "Plan for {} ({}) to {} (dry run: nothing changes)",
+            commit.info.short,
+            ref_name,
+            settings.site.display()
+        ));
+        for line in plan.lines() {
+            report.detail(line);
+        }
+    }
+    Ok(())
+}
+
+fn execute(
+    settings: &Settings,
+    commit: &Commit,
+    ref_name: &str,
+    report: &mut Report,
+) -> Result<()> {
+    check_site(settings)?;
+    let plan = Plan::build(settings, commit, ref_name, false)?;
+    let site = &settings.site;
+    let store = manifest::Store::new(&settings.state_dir);
+    report.step(
+        "sync",
+        format!("Syncing files: {}", plan.sync.summary()),
+        |report| {
+            for s in &plan.sync.skipped {
+                report.detail(format!("skipped {}: {}", s.path, s.reason));
+            }
+            let manifest = plan.manifest();
+            store.begin(&manifest)?;
+            sync::apply(&plan.sync, commit, site)?;
+            store.commit(&manifest)
+        },
+    )?;
+    let Python::Run {
+        runtime,
+        env: decision,
+        ..
+    } = &plan.python
+    else {
+        if let Python::Skip { reason } = &plan.python {
+            report.header(format!("Python steps skipped: {reason}"));
+        }
+        return Ok(());
+    };
+    report.header(runtime_line(runtime));
+    match decision {
+        Decision::Reuse => {
+            report.header(format!(
+                "Found compatible virtual environment env/ ({})",
+                runtime.runtime
+            ));
+            report.step("pip", "pip install -r requirements.txt", |r| {
+                packages::install(&site.join("env"), site, r)
+            })
+        }
+        Decision::Create { message, .. } => {
+            let new_env = report.step(
+                "env",
+                format!(
+                    "Creating virtual environment env/ with {}: {message}",
+                    runtime.runtime
+                ),
+                |r| env::build(site, runtime, r),
+            )?;
+            let installed = report.step(
+                "pip",
+                "pip install -r requirements.txt (into the new env)",
+                |r| packages::install(&new_env, site, r),
+            );
+            if let Err(e) = installed {
+                // The old env stays in place, untouched.
+                let _ = fs_err::remove_dir_all(&new_env);
+                return Err(e);
+            }
+            report
+                .step(
+                    "switch",
+                    "Switching env/ to the new virtual environment",
+                    |_| env::switch(site, &new_env),
+                )
+                .context("switching env")
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors that decide the exit status: 1 when a deployment failed, 2 for bad
+//! usage or settings. Everything else is an `anyhow::Error` with context.
+
+use std::fmt;
+
+/// Bad usage or settings (exit status 2): nothing was attempted.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A deployment that ran and failed (exit status 1); its output already said why.
+#[derive(Debug)]
+pub struct Failure;
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deployment failed")
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The one place that maps an error to an exit status.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<UsageError>()) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Shorthand for returning a usage error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// Shows a value from a file so that hidden characters can be seen, cut to a
+/// readable length: `"python-3.12\r"`, `"\u{feff}python"`.
+pub fn shown(value: &[u8]) -> String {
+    const MAX: usize = 60;
+    let text = String::from_utf8_lossy(value);
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if text.chars().count() > MAX {
+        out.push_str(&format!("... ({} bytes)", value.len()));
+    }
+    format!("\"{out}\"")
+}

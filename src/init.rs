@@ -1,0 +1,100 @@
+//! `pushdeploy init`: makes or adopts a bare repository, installs the
+//! post-receive hook and writes the settings. Running it again changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use git2::{Repository, RepositoryInitOptions};
+
+use crate::error::usage;
+use crate::report::Report;
+
+/// The hook script kept in this repository's `hooks/` folder.
+const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
+
+/// Quotes a path for the hook script (single quotes; a `'` inside is closed,
+/// escaped and reopened), so no character of it is read by the shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+pub fn hook_script(exe: &Path) -> String {
+    HOOK_TEMPLATE.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()))
+}
+
+pub fn init(
+    repo_path: &Path,
+    site: &Path,
+    branch: Option<&str>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut changes = Vec::new();
+    let repo = if repo_path.exists() {
+        Repository::open_bare(repo_path).map_err(|e| {
+            usage(format!(
+                "{}: not a bare git repository ({})",
+                repo_path.display(),
+                e.message()
+            ))
+        })?
+    } else {
+        let mut opts = RepositoryInitOptions::new();
+        opts.bare(true).initial_head(branch.unwrap_or("main"));
+        changes.push(format!("created bare repository {}", repo_path.display()));
+        Repository::init_opts(repo_path, &opts)
+            .with_context(|| format!("creating {}", repo_path.display()))?
+    };
+    let repo_path = repo.path().to_path_buf();
+
+    if !site.exists() {
+        fs_err::create_dir_all(site)?;
+        changes.push(format!("created site directory {}", site.display()));
+    }
+    let site = fs_err::canonicalize(site)?;
+
+    let exe = std::env::current_exe().context("finding the pushdeploy executable")?;
+    let hook = repo_path.join("hooks").join("post-receive");
+    let script = hook_script(&exe);
+    if fs_err::read_to_string(&hook).ok().as_deref() != Some(script.as_str()) {
+        fs_err::create_dir_all(hook.parent().expect("hooks/ has a parent"))?;
+        fs_err::write(&hook, &script)?;
+        changes.push(format!("installed {}", hook.display()));
+    }
+    if fs_err::metadata(&hook)?.permissions().mode() & 0o777 != 0o755 {
+        fs_err::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
+    let mut wanted = vec![
+        ("deploy.site", site.to_string_lossy().into_owned()),
+        ("receive.advertisePushOptions", "true".into()),
+    ];
+    if let Some(branch) = branch {
+        wanted.push(("deploy.branch", branch.to_string()));
+    }
+    for (key, value) in wanted {
+        if config.get_string(key).ok().as_deref() != Some(value.as_str()) {
+            config.set_str(key, &value)?;
+            changes.push(format!("set {key} = {value}"));
+        }
+    }
+
+    if changes.is_empty() {
+        report.header(format!(
+            "{} is already set up to deploy to {}: nothing changed",
+            repo_path.display(),
+            site.display()
+        ));
+    } else {
+        report.header(format!(
+            "{} deploys to {}",
+            repo_path.display(),
+            site.display()
+        ));
+        for change in changes {
+            report.detail(change);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! pushdeploy: `git push` deploys a Python web app into a site directory.
+//!
+//! One module per concept of a deployment; `deploy` ties them together and
+//! `cli` turns the command line into calls of the others.
+
+pub mod cli;
+pub mod commit;
+pub mod deploy;
+pub mod env;
+pub mod error;
+pub mod init;
+pub mod lock;
+pub mod manifest;
+pub mod packages;
+pub mod plan;
+pub mod receive;
+pub mod record;
+pub mod report;
+pub mod runtime;
+pub mod settings;
+pub mod sync;
+
+pub use error::{Failure, UsageError};

@@ -1,0 +1,62 @@
+//! One deployment per repository at a time: an exclusive kernel lock on a
+//! file in the state dir. The kernel drops it when the process ends, however
+//! it ends, so a killed deployment never leaves the lock held.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::report::Report;
+
+pub struct Lock {
+    file: File,
+}
+
+impl Lock {
+    /// Waits for the lock, saying whose deployment it waits for, then writes
+    /// `holder` into the lock file for the next one that waits.
+    pub fn acquire(state_dir: &Path, holder: &str, report: &mut Report) -> Result<Lock> {
+        fs_err::create_dir_all(state_dir)?;
+        let path = state_dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the deployment lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut other = String::new();
+                let _ = file.read_to_string(&mut other);
+                let other = other.trim();
+                let other = if other.is_empty() {
+                    "another deployment"
+                } else {
+                    other
+                };
+                report.header(format!("Waiting for {other} to finish"));
+                file.lock().with_context(|| {
+                    format!("waiting for the deployment lock {}", path.display())
+                })?;
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{holder}")?;
+        Ok(Lock { file })
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}

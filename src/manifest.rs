@@ -1,0 +1,125 @@
+//! The manifest: which files the last completed deployment wrote into the
+//! site. Only these are ever deleted; everything else in the site (uploads,
+//! logs, `env/`) belongs to the app.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{Entry, Kind};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub blob: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub site: PathBuf,
+    pub commit: String,
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+impl Manifest {
+    pub fn from_entries(site: &Path, commit: &str, entries: &[Entry]) -> Self {
+        let files = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    FileRecord {
+                        blob: e.blob.clone(),
+                        kind: e.kind,
+                    },
+                )
+            })
+            .collect();
+        Manifest {
+            site: site.to_path_buf(),
+            commit: commit.to_string(),
+            files,
+        }
+    }
+}
+
+/// The manifest files of one state dir.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Self {
+        Store {
+            dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn complete(&self) -> PathBuf {
+        self.dir.join("manifest.json")
+    }
+
+    /// Written before a sync starts, removed when it completed: the paths an
+    /// interrupted sync may have written, so that the next one cleans them up.
+    fn pending(&self) -> PathBuf {
+        self.dir.join("manifest.pending.json")
+    }
+
+    /// The last completed deployment's manifest for this site (empty for
+    /// another site, or when there is none).
+    pub fn load(&self, site: &Path) -> Result<Manifest> {
+        Ok(read(&self.complete())?
+            .filter(|m| m.site == site)
+            .unwrap_or_default())
+    }
+
+    /// Paths of an interrupted sync into this site, if one was interrupted.
+    pub fn load_pending(&self, site: &Path) -> Result<Option<Manifest>> {
+        Ok(read(&self.pending())?.filter(|m| m.site == site))
+    }
+
+    pub fn begin(&self, pending: &Manifest) -> Result<()> {
+        write_atomic(&self.pending(), &serde_json::to_vec(pending)?)
+    }
+
+    pub fn commit(&self, manifest: &Manifest) -> Result<()> {
+        write_atomic(&self.complete(), &serde_json::to_vec(manifest)?)?;
+        match fs_err::remove_file(self.pending()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Option<Manifest>> {
+    match fs_err::read(path) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{}: not a valid manifest", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a file so that a reader sees the old or the new content, never half:
+/// a temp file beside it, synced, then renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .context("a file to write has no parent directory")?;
+    fs_err::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

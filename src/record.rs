@@ -1,0 +1,168 @@
+//! Deployment records: one JSON file per deployment under
+//! `<state dir>/deployments/`, each written atomically. The newest successful
+//! one is the active deployment.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::commit::CommitInfo;
+use crate::manifest::write_atomic;
+use crate::report::StepTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Push,
+    Manual,
+    Redeploy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The deployment's number in this state dir; orders the records.
+    pub seq: u64,
+    /// The commit id, as in Kudu.
+    pub id: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub author: String,
+    pub message: String,
+    pub trigger: Trigger,
+    pub started: String,
+    pub finished: Option<String>,
+    pub status: Status,
+    pub steps: Vec<StepTime>,
+    pub error: Option<String>,
+    pub pid: u32,
+    pub log: Vec<String>,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn new(state_dir: &Path) -> Self {
+        Records {
+            dir: state_dir.join("deployments"),
+        }
+    }
+
+    fn path(&self, record: &Record) -> PathBuf {
+        self.dir.join(format!(
+            "{:06}-{}.json",
+            record.seq,
+            &record.id[..7.min(record.id.len())]
+        ))
+    }
+
+    pub fn save(&self, record: &Record) -> Result<()> {
+        write_atomic(&self.path(record), &serde_json::to_vec_pretty(record)?)
+    }
+
+    /// All records, newest first.
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let entries = match fs_err::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs_err::read(&path)?;
+                let record: Record = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a deployment record", path.display()))?;
+                records.push(record);
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        Ok(records)
+    }
+
+    /// Starts the record of a new deployment (status running).
+    pub fn start(&self, commit: &CommitInfo, ref_name: &str, trigger: Trigger) -> Result<Record> {
+        let seq = self.list()?.first().map_or(1, |r| r.seq + 1);
+        let record = Record {
+            seq,
+            id: commit.id.clone(),
+            ref_name: ref_name.to_string(),
+            author: commit.author.clone(),
+            message: commit.message.clone(),
+            trigger,
+            started: now(),
+            finished: None,
+            status: Status::Running,
+            steps: Vec::new(),
+            error: None,
+            pid: std::process::id(),
+            log: Vec::new(),
+        };
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Records left as running by a deployment that was killed. Called under
+    /// the lock, so no other deployment is running.
+    pub fn close_unfinished(&self) -> Result<Vec<Record>> {
+        let mut closed = Vec::new();
+        for mut record in self.list()? {
+            if record.status == Status::Running {
+                record.status = Status::Failed;
+                record.error = Some(format!(
+                    "did not finish: the process (pid {}) ended during the deployment",
+                    record.pid
+                ));
+                self.save(&record)?;
+                closed.push(record);
+            }
+        }
+        Ok(closed)
+    }
+
+    /// A record by a unique prefix of its commit id (the newest of that
+    /// commit), or by its number (`#3`).
+    pub fn find(&self, wanted: &str) -> Result<Record> {
+        let records = self.list()?;
+        if let Some(seq) = wanted.strip_prefix('#').and_then(|n| n.parse::<u64>().ok()) {
+            return records
+                .into_iter()
+                .find(|r| r.seq == seq)
+                .with_context(|| format!("no deployment #{seq}"));
+        }
+        let lower = wanted.to_ascii_lowercase();
+        let mut ids: Vec<&Record> = records
+            .iter()
+            .filter(|r| !lower.is_empty() && r.id.starts_with(&lower))
+            .collect();
+        ids.dedup_by(|a, b| a.id == b.id);
+        match ids.as_slice() {
+            [] => bail!("no deployment has an id starting with {wanted:?}"),
+            [one] => Ok((*one).clone()),
+            many => bail!(
+                "{wanted:?} is the start of {} deployment ids ({}); give more of it",
+                many.len(),
+                many.iter()
+                    .map(|r| &r.id[..12])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}

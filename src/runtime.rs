@@ -1,0 +1,467 @@
+//! The Python runtime: which version the app wants (runtime.txt,
+//! `.python-version`, the `python` setting) and which interpreter on this
+//! machine provides it.
+//!
+//! Interpreters are looked for, in this order, and the first whose real
+//! version fits is taken: the `pythonPath` directories; `pythonX.Y` on PATH;
+//! pyenv's `versions/*` (newest patch first); `python3` and `python` on PATH.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::error::shown;
+use crate::settings::{Origin, PYTHON, Settings};
+
+/// A wanted Python version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Request {
+    pub major: u32,
+    pub minor: u32,
+    /// Set when an exact patch release is wanted (`python-3.12.4`).
+    pub patch: Option<u32>,
+}
+
+impl Request {
+    /// Kudu's runtime name, `python-X.Y`, which names the env's marker.
+    pub fn runtime(&self) -> String {
+        format!("python-{}.{}", self.major, self.minor)
+    }
+
+    pub fn fits(&self, v: Version) -> bool {
+        v.major == self.major && v.minor == self.minor && self.patch.is_none_or(|p| p == v.patch)
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.patch {
+            Some(p) => write!(f, "python-{}.{}.{}", self.major, self.minor, p),
+            None => write!(f, "python-{}.{}", self.major, self.minor),
+        }
+    }
+}
+
+/// An interpreter's real version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+const TOO_LONG: usize = 256;
+
+/// Parses `X.Y` or `X.Y.Z` (small numbers only).
+fn parse_numbers(text: &str) -> Option<Request> {
+    let parts: Vec<&str> = text.split('.').collect();
+    let num = |s: &str| {
+        (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match parts.as_slice() {
+        [a, b] => Some(Request {
+            major: num(a)?,
+            minor: num(b)?,
+            patch: None,
+        }),
+        [a, b, c] => Some(Request {
+            major: num(a)?,
+            minor: num(b)?,
+            patch: Some(num(c)?),
+        }),
+        _ => None,
+    }
+}
+
+/// The text of a version file: UTF-8, without a BOM; refused when it is
+/// UTF-16, binary or far too long for what it should hold.
+fn file_text<'a>(file: &str, bytes: &'a [u8], expected: &str) -> Result<&'a str> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        bail!(
+            "{file}: {} is UTF-16; save it as UTF-8 containing {expected}",
+            shown(bytes)
+        );
+    }
+    if bytes.len() > TOO_LONG {
+        bail!(
+            "{file}: {} bytes, starting {}; expected one line such as {expected}",
+            bytes.len(),
+            shown(&bytes[..40])
+        );
+    }
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => Ok(text),
+        _ => bail!("{file}: {} is not text; expected {expected}", shown(bytes)),
+    }
+}
+
+/// runtime.txt: `python-3.12` or `python-3.12.4`, any case, surrounding
+/// whitespace, CRLF, a BOM or no final newline.
+pub fn parse_runtime_txt(bytes: &[u8]) -> Result<Request> {
+    const EXPECTED: &str = "python-X.Y or python-X.Y.Z (such as python-3.12)";
+    let text = file_text("runtime.txt", bytes, EXPECTED)?;
+    let value = text.trim();
+    if value.is_empty() {
+        bail!("runtime.txt: is empty; expected {EXPECTED}");
+    }
+    let lower = value.to_ascii_lowercase();
+    match lower.strip_prefix("python-").and_then(parse_numbers) {
+        Some(request) => Ok(request),
+        None => bail!(
+            "runtime.txt: {} is not a Python runtime; expected {EXPECTED}",
+            shown(value.as_bytes())
+        ),
+    }
+}
+
+/// `.python-version` (pyenv's format): the first line that is not empty or a
+/// comment, `3.12` or `3.12.4`.
+pub fn parse_python_version(bytes: &[u8]) -> Result<Request> {
+    const EXPECTED: &str = "X.Y or X.Y.Z (such as 3.12)";
+    let text = file_text(".python-version", bytes, EXPECTED)?;
+    let Some(value) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+    else {
+        bail!(".python-version: has no version; expected {EXPECTED}");
+    };
+    match parse_numbers(value) {
+        Some(request) => Ok(request),
+        None => bail!(
+            ".python-version: {} is not a version pushdeploy can use; expected {EXPECTED}",
+            shown(value.as_bytes())
+        ),
+    }
+}
+
+/// Where the wanted runtime came from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    RuntimeTxt,
+    PythonVersion,
+    Setting(Origin),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::RuntimeTxt => f.write_str("runtime.txt"),
+            Source::PythonVersion => f.write_str(".python-version"),
+            Source::Setting(origin) => write!(f, "setting python, {origin}"),
+        }
+    }
+}
+
+/// An interpreter on this machine and its real version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interpreter {
+    pub path: PathBuf,
+    pub version: Version,
+}
+
+/// The decided runtime: what was wanted, from where, and what provides it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Choice {
+    pub request: Request,
+    pub runtime: String,
+    pub source: Source,
+    pub interpreter: Interpreter,
+}
+
+/// Runs an interpreter once and asks for its version and real path.
+pub fn probe(path: &Path) -> Option<Interpreter> {
+    const SCRIPT: &str =
+        "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable)";
+    let out = duct::cmd!(path, "-c", SCRIPT)
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let v = parse_numbers(lines.next()?.trim())?;
+    let executable = lines
+        .next()
+        .map(str::trim)
+        .filter(|p| Path::new(p).is_absolute())
+        .map(PathBuf::from);
+    Some(Interpreter {
+        path: executable.unwrap_or_else(|| path.to_path_buf()),
+        version: Version {
+            major: v.major,
+            minor: v.minor,
+            patch: v.patch.unwrap_or(0),
+        },
+    })
+}
+
+/// Candidate paths for a request, in the documented order (not yet run).
+fn candidates(request: Option<Request>, settings: &Settings) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let specific = request.map(|r| format!("python{}.{}", r.major, r.minor));
+    let names: Vec<String> = specific
+        .iter()
+        .cloned()
+        .chain(["python3".to_string(), "python".to_string()])
+        .collect();
+    for dir in &settings.python_path {
+        for d in [dir.clone(), dir.join("bin")] {
+            out.extend(names.iter().map(|n| d.join(n)).filter(|p| p.is_file()));
+        }
+    }
+    if let Some(name) = &specific {
+        out.extend(which::which_all(name).into_iter().flatten());
+    }
+    out.extend(pyenv_versions(&settings.pyenv_root, request));
+    for name in ["python3", "python"] {
+        out.extend(which::which_all(name).into_iter().flatten());
+    }
+    out
+}
+
+/// `<pyenv root>/versions/*/bin/python`, newest first; only those whose
+/// directory name matches the request when there is one.
+fn pyenv_versions(root: &Path, request: Option<Request>) -> Vec<PathBuf> {
+    let Ok(dirs) = std::fs::read_dir(root.join("versions")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(Request, PathBuf)> = dirs
+        .flatten()
+        .filter_map(|d| {
+            let name = d.file_name().into_string().ok()?;
+            let v = parse_numbers(&name)?;
+            let python = d.path().join("bin").join("python");
+            python.is_file().then_some((v, python))
+        })
+        .filter(|(v, _)| request.is_none_or(|r| r.major == v.major && r.minor == v.minor))
+        .collect();
+    found.sort_by_key(|(v, _)| std::cmp::Reverse((v.major, v.minor, v.patch)));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Every interpreter that can be found, for messages that list them.
+pub fn all_found(settings: &Settings) -> Vec<Interpreter> {
+    let mut paths = candidates(None, settings);
+    for minor in 0..=20 {
+        paths.extend(
+            which::which_all(format!("python3.{minor}"))
+                .into_iter()
+                .flatten(),
+        );
+    }
+    paths.extend(which::which_all("python2").into_iter().flatten());
+    let mut seen = BTreeSet::new();
+    let mut found: Vec<Interpreter> = paths
+        .iter()
+        .filter_map(|p| probe(p))
+        .filter(|i| seen.insert(i.path.clone()))
+        .collect();
+    found.sort_by_key(|i| i.version);
+    found
+}
+
+fn list(interpreters: &[Interpreter]) -> String {
+    if interpreters.is_empty() {
+        return "none".into();
+    }
+    interpreters
+        .iter()
+        .map(|i| format!("{} ({})", i.version, i.path.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first interpreter that fits, in the documented order.
+pub fn find(request: Request, settings: &Settings) -> Option<Interpreter> {
+    let mut tried = BTreeSet::new();
+    candidates(Some(request), settings)
+        .into_iter()
+        .filter(|p| tried.insert(p.clone()))
+        .filter_map(|p| probe(&p))
+        .find(|i| request.fits(i.version))
+}
+
+/// Decides the runtime from the commit's files and the settings.
+/// `runtime_txt` and `python_version` are those files' contents, if present.
+pub fn choose(
+    runtime_txt: Option<&[u8]>,
+    python_version: Option<&[u8]>,
+    settings: &Settings,
+) -> Result<Choice> {
+    let (request, source) = if let Some(bytes) = runtime_txt {
+        (parse_runtime_txt(bytes)?, Source::RuntimeTxt)
+    } else if let Some(bytes) = python_version {
+        (parse_python_version(bytes)?, Source::PythonVersion)
+    } else {
+        let setting = settings.sources.effective(PYTHON);
+        let as_version = setting
+            .value
+            .strip_prefix("python-")
+            .unwrap_or(&setting.value);
+        match parse_numbers(as_version) {
+            Some(request) => (request, Source::Setting(setting.origin)),
+            None => {
+                // A command or a path: whatever version it is, is the runtime.
+                let Some(interpreter) = which::which(&setting.value).ok().and_then(|p| probe(&p))
+                else {
+                    bail!(
+                        "setting python ({}): {} is not a Python interpreter that runs; found: {}",
+                        setting.origin,
+                        shown(setting.value.as_bytes()),
+                        list(&all_found(settings))
+                    );
+                };
+                let v = interpreter.version;
+                let request = Request {
+                    major: v.major,
+                    minor: v.minor,
+                    patch: None,
+                };
+                let source = Source::Setting(setting.origin);
+                return Ok(Choice {
+                    request,
+                    runtime: request.runtime(),
+                    source,
+                    interpreter,
+                });
+            }
+        }
+    };
+    match find(request, settings) {
+        Some(interpreter) => Ok(Choice {
+            request,
+            runtime: request.runtime(),
+            source,
+            interpreter,
+        }),
+        None => {
+            let found = all_found(settings);
+            let same_minor: Vec<Interpreter> = found
+                .iter()
+                .filter(|i| i.version.major == request.major && i.version.minor == request.minor)
+                .cloned()
+                .collect();
+            if request.patch.is_some() && !same_minor.is_empty() {
+                bail!(
+                    "{source}: {request} is not installed; the {}.{} builds found are {}",
+                    request.major,
+                    request.minor,
+                    list(&same_minor)
+                );
+            }
+            bail!(
+                "{source}: {request} is not installed; found: {}",
+                list(&found)
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(major: u32, minor: u32, patch: Option<u32>) -> Request {
+        Request {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    #[test]
+    fn runtime_txt_formats() {
+        for good in [
+            &b"python-3.12"[..],
+            b"Python-3.12\n",
+            b"  PYTHON-3.12 \r\n",
+            b"\xef\xbb\xbfpython-3.12",
+            b"python-3.12\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_runtime_txt(good).unwrap(),
+                req(3, 12, None),
+                "{good:?}"
+            );
+        }
+        assert_eq!(
+            parse_runtime_txt(b"python-3.12.4").unwrap(),
+            req(3, 12, Some(4))
+        );
+        assert_eq!(
+            parse_runtime_txt(b"python-3.12.4").unwrap().to_string(),
+            "python-3.12.4"
+        );
+    }
+
+    #[test]
+    fn runtime_txt_errors_name_the_file_and_value() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "is empty"),
+            (b"  \n", "is empty"),
+            (b"python-3", "\"python-3\""),
+            (b"3.12", "\"3.12\""),
+            (b"python-3.12; rm -rf /", "rm -rf /"),
+            (b"python-3.x", "python-3.x"),
+            (b"\xff\xfep\x00y\x00", "UTF-16"),
+            (b"python-\x003.12", "not text"),
+        ];
+        for (input, needle) in cases {
+            let err = parse_runtime_txt(input).unwrap_err().to_string();
+            assert!(
+                err.starts_with("runtime.txt: ") && err.contains(needle),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let big = vec![b'a'; 10 * 1024 * 1024];
+        let err = parse_runtime_txt(&big).unwrap_err().to_string();
+        assert!(err.contains("10485760 bytes") && err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn python_version_file() {
+        assert_eq!(
+            parse_python_version(b"# pyenv\n\n3.11\n").unwrap(),
+            req(3, 11, None)
+        );
+        assert_eq!(
+            parse_python_version(b"3.12.1").unwrap(),
+            req(3, 12, Some(1))
+        );
+        let err = parse_python_version(b"system\n").unwrap_err().to_string();
+        assert!(err.starts_with(".python-version: \"system\""), "{err}");
+        assert!(parse_python_version(b"# only a comment\n").is_err());
+    }
+
+    #[test]
+    fn request_fits_versions() {
+        let v = Version {
+            major: 3,
+            minor: 12,
+            patch: 1,
+        };
+        assert!(req(3, 12, None).fits(v));
+        assert!(req(3, 12, Some(1)).fits(v));
+        assert!(!req(3, 12, Some(4)).fits(v));
+        assert!(!req(3, 11, None).fits(v));
+    }
+}

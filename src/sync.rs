@@ -1,0 +1,274 @@
+//! Syncing files: making the site match the commit. Changed files are written
+//! atomically (temp file, rename); files that the previous deployment wrote
+//! and this commit lacks are deleted, with directories that this leaves empty.
+//! No path is followed through a symlink, so nothing lands outside the site.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::commit::{Commit, Entry, Kind, Skipped};
+use crate::error::shown;
+use crate::manifest::Manifest;
+
+/// Names in the site that belong to the env; the sync never touches them.
+pub const ENV_NAMES: &[&str] = &["env"];
+pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Why {
+    Added,
+    Changed,
+    /// Written again: an earlier sync of it was interrupted.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub path: String,
+    pub kind: Kind,
+    pub blob: String,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncPlan {
+    pub write: Vec<Change>,
+    pub delete: Vec<String>,
+    pub unchanged: usize,
+    pub skipped: Vec<Skipped>,
+}
+
+impl SyncPlan {
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} to write, {} to delete, {} unchanged",
+            self.write.len(),
+            self.delete.len(),
+            self.unchanged
+        );
+        if !self.skipped.is_empty() {
+            s.push_str(&format!(", {} skipped", self.skipped.len()));
+        }
+        s
+    }
+}
+
+/// Compares the commit's files with what the previous deployment wrote.
+pub fn plan(
+    commit: &Commit,
+    entries: &[Entry],
+    skipped: Vec<Skipped>,
+    previous: &Manifest,
+    pending: Option<&Manifest>,
+) -> Result<SyncPlan> {
+    let mut plan = SyncPlan {
+        skipped,
+        ..SyncPlan::default()
+    };
+    let mut wanted = BTreeSet::new();
+    for entry in entries {
+        check_entry(commit, entry)?;
+        wanted.insert(entry.path.as_str());
+        let before = previous.files.get(&entry.path);
+        let why = match before {
+            None => Some(Why::Added),
+            Some(f) if f.blob != entry.blob || f.kind != entry.kind => Some(Why::Changed),
+            Some(_) if pending.is_some_and(|p| p.files.contains_key(&entry.path)) => {
+                Some(Why::Interrupted)
+            }
+            Some(_) => None,
+        };
+        match why {
+            Some(why) => plan.write.push(Change {
+                path: entry.path.clone(),
+                kind: entry.kind,
+                blob: entry.blob.clone(),
+                why,
+            }),
+            None => plan.unchanged += 1,
+        }
+    }
+    let written_before = previous
+        .files
+        .keys()
+        .chain(pending.into_iter().flat_map(|p| p.files.keys()));
+    let gone: BTreeSet<&String> = written_before
+        .filter(|p| !wanted.contains(p.as_str()))
+        .collect();
+    plan.delete = gone.into_iter().cloned().collect();
+    Ok(plan)
+}
+
+/// Refuses what the sync must never do: write into the env, or make a symlink
+/// that points outside the site.
+fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
+    let top = entry.path.split('/').next().unwrap_or("");
+    if ENV_NAMES.contains(&top) || top.starts_with(ENV_DIR_PREFIX) {
+        bail!(
+            "commit entry {}: the commit contains a virtual environment ({top}/); remove it from the repository (git rm -r --cached {top}) and list it in .gitignore",
+            entry.path
+        );
+    }
+    if entry.kind == Kind::Symlink {
+        let blob = commit.blob(&entry.blob)?;
+        let target = blob.content();
+        if !target_stays_inside(&entry.path, target) {
+            bail!(
+                "commit entry {}: symlink to {} points outside the site; refused",
+                entry.path,
+                shown(target)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a relative symlink target, resolved lexically from the link's
+/// directory, stays inside the site. Absolute targets never do.
+fn target_stays_inside(link: &str, target: &[u8]) -> bool {
+    let Ok(target) = std::str::from_utf8(target) else {
+        return false;
+    };
+    if target.is_empty() || target.contains('\0') {
+        return false;
+    }
+    let mut depth: i64 = link.matches('/').count() as i64;
+    for component in Path::new(target).components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Carries out the plan in the site: deletions first (a file may become a
+/// directory), then writes.
+pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
+    for path in &plan.delete {
+        delete(site, path)?;
+    }
+    for change in &plan.write {
+        write(site, commit, change).with_context(|| format!("writing {}", change.path))?;
+    }
+    Ok(())
+}
+
+/// Whether every directory between the site and `rel` is a real directory
+/// (not a symlink), so that acting on `rel` stays inside the site.
+fn parents_are_real_dirs(site: &Path, rel: &str) -> bool {
+    let mut dir = site.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match fs_err::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn delete(site: &Path, rel: &str) -> Result<()> {
+    // A parent that is no longer a real directory means the file is not ours to delete.
+    if !parents_are_real_dirs(site, rel) {
+        return Ok(());
+    }
+    let path = site.join(rel);
+    match fs_err::symlink_metadata(&path) {
+        Ok(meta) if !meta.file_type().is_dir() => fs_err::remove_file(&path)?,
+        _ => return Ok(()),
+    }
+    // Remove the directories this left empty, up to the site.
+    let mut dir = path.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        if d == site || fs_err::remove_dir(&d).is_err() {
+            break;
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    Ok(())
+}
+
+/// Makes every parent of `rel` a real directory, replacing a file or symlink
+/// that stands where the commit wants a directory.
+fn make_parents(site: &Path, rel: &str) -> Result<PathBuf> {
+    let mut dir = site.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match fs_err::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_dir() => continue,
+            Ok(_) => fs_err::remove_file(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        fs_err::create_dir(&dir)?;
+    }
+    Ok(dir)
+}
+
+fn write(site: &Path, commit: &Commit, change: &Change) -> Result<()> {
+    let dir = make_parents(site, &change.path)?;
+    let target = site.join(&change.path);
+    // A directory where the commit now has a file: it must be empty by now.
+    if let Ok(meta) = fs_err::symlink_metadata(&target)
+        && meta.file_type().is_dir()
+    {
+        fs_err::remove_dir(&target).with_context(|| {
+                format!("{} is a directory with files that pushdeploy did not write, and the commit has a file there", change.path)
+            })?;
+    }
+    let blob = commit.blob(&change.blob)?;
+    match change.kind {
+        Kind::Symlink => {
+            let link = std::ffi::OsStr::new(
+                std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
+            );
+            let tmp = tempfile::Builder::new()
+                .prefix(".pushdeploy-")
+                .make_in(&dir, |p| std::os::unix::fs::symlink(link, p))?;
+            // rename(2) replaces the name itself, never what a symlink there points to.
+            tmp.persist(&target)?;
+        }
+        Kind::File | Kind::Executable => {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".pushdeploy-")
+                .tempfile_in(&dir)?;
+            tmp.write_all(blob.content())?;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(change.kind.mode()))?;
+            tmp.persist(&target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_inside_and_outside() {
+        assert!(target_stays_inside("a", b"b"));
+        assert!(target_stays_inside("static/x", b"../app.py"));
+        assert!(target_stays_inside("a/b/c", b"../../d"));
+        assert!(!target_stays_inside("a", b"/etc/passwd"));
+        assert!(!target_stays_inside("a", b"../outside"));
+        assert!(!target_stays_inside("a/b", b"../../x"));
+        assert!(!target_stays_inside("a", b""));
+    }
+}
