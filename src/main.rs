@@ -4,8 +4,11 @@ fn main() -> ExitCode {
     match pushdeploy::cli::run() {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` prints the whole context chain on one line.
-            eprintln!("pushdeploy: error: {err:#}");
+            // A failed deployment has already said why, as its last line.
+            if !err.is::<pushdeploy::Failure>() {
+                // `{:#}` prints the whole context chain on one line.
+                eprintln!("pushdeploy: error: {err:#}");
+            }
             ExitCode::from(pushdeploy::error::exit_status(&err))
         }
     }

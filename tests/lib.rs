@@ -1,0 +1,6 @@
+//! Integration tests: each does what a user does, with a real `git push`,
+//! real `python -m venv` and real pip (offline, from fixtures/wheels).
+
+mod util;
+
+mod pipeline;
