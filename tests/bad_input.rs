@@ -1,0 +1,140 @@
+//! Issue 2 and 6: bad input fails with one clear line, in the plan, before
+//! anything changes; the pushed commits stay in the repository.
+
+use crate::util::{Server, snapshot};
+
+/// Deploys the flask app once, then pushes `files` on top; returns the push.
+fn push_bad(
+    files: &[(&str, &[u8])],
+) -> (
+    Server,
+    crate::util::Run,
+    std::collections::BTreeMap<String, String>,
+) {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("good");
+    s.push(&[]).assert_ok();
+    let before = snapshot(&s.site);
+    for (path, content) in files {
+        std::fs::write(s.work.join(path), content).unwrap();
+    }
+    s.write("app.py", "changed = True\n");
+    let id = s.commit("bad");
+    let push = s.push(&[]);
+    assert_eq!(push.status, 0, "git keeps the push whatever the hook says");
+    assert_eq!(s.branch_head("main"), id, "the ref update stands");
+    (s, push, before)
+}
+
+/// The one line that says why the deployment failed.
+fn failure_line(push: &crate::util::Run) -> String {
+    let remote = push.remote();
+    let last = remote.last().expect("the hook printed lines").clone();
+    assert!(
+        last.starts_with("-----> Deployment ") && last.contains(" failed in step plan"),
+        "{last}"
+    );
+    last
+}
+
+#[test]
+fn runtime_txt_errors_name_file_and_value_and_change_nothing() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"", "runtime.txt: is empty"),
+        (
+            b"garbage\n",
+            "runtime.txt: \"garbage\" is not a Python runtime",
+        ),
+        (
+            b"python-3.12; rm -rf /\n",
+            "runtime.txt: \"python-3.12; rm -rf /\" is not a Python runtime",
+        ),
+        (b"\x00\x01\x02\xff", "runtime.txt: "),
+        (
+            b"python-9.9\n",
+            "runtime.txt: python-9.9 is not installed; found: ",
+        ),
+    ];
+    for (content, expected) in cases {
+        let (s, push, before) = push_bad(&[("runtime.txt", content)]);
+        let line = failure_line(&push);
+        assert!(line.contains(expected), "{line}");
+        if expected.contains("not installed") {
+            assert!(
+                line.contains("3.11.7 ("),
+                "the interpreters that were found are listed: {line}"
+            );
+        }
+        assert_eq!(snapshot(&s.site), before, "nothing changed for {content:?}");
+        let records = s.records();
+        assert_eq!(records[0]["status"], "failed");
+        assert!(
+            records[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("runtime.txt")
+        );
+    }
+}
+
+#[test]
+fn unknown_package_fails_the_deployment_in_pip() {
+    let (s, push, _) = push_bad(&[(
+        "requirements.txt",
+        b"greeting==1.0.0\nno-such-package==1.0\n",
+    )]);
+    push.assert_has("No matching distribution found for no-such-package");
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.contains("failed in step pip") && last.contains("pip install exited with status 1"),
+        "{last}"
+    );
+    assert_eq!(s.records()[0]["status"], "failed");
+    s.env_python("import greeting").assert_ok();
+    // By hand, the same failure is exit status 1.
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("failed in step pip")
+    );
+}
+
+#[test]
+fn a_bad_requirements_line_fails_in_pip() {
+    let (_, push, _) = push_bad(&[("requirements.txt", b"greeting===\n")]);
+    push.assert_has("failed in step pip");
+}
+
+#[test]
+fn a_committed_env_is_refused_in_the_plan() {
+    let (s, push, before) = push_bad(&[("env", b"not a venv")]);
+    let line = failure_line(&push);
+    assert!(
+        line.contains("commit entry env: the commit contains a virtual environment (env/)"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn usage_errors_exit_with_status_2() {
+    let s = Server::new();
+    let bogus = s.root.join("nothing-here");
+    let run = s.pushdeploy(&["deploy", "--repo", bogus.to_str().unwrap()]);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("nothing-here"), "{}", run.stderr);
+    let plain = s.root.join("plain.git");
+    git2::Repository::init_bare(&plain).unwrap();
+    let run = s.pushdeploy(&["deploy", "--repo", plain.to_str().unwrap()]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr.contains("setting site is not set"),
+        "{}",
+        run.stderr
+    );
+}
