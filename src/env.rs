@@ -142,6 +142,33 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>) -> Decision
     Decision::Reuse
 }
 
+/// The module that makes an env with this interpreter: `venv`, or for
+/// Python 2 (Kudu's old default, which has no venv) `virtualenv`, as Kudu did.
+/// Checked in the plan, so a missing module fails before anything changes.
+pub fn tool(choice: &Choice) -> Result<&'static str> {
+    if choice.interpreter.version.major != 2 {
+        return Ok("venv");
+    }
+    let python = &choice.interpreter.path;
+    let has_it = duct::cmd!(python, "-c", "import virtualenv")
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()?
+        .status
+        .success();
+    if !has_it {
+        bail!(
+            "{}: {} at {} has no virtualenv module, which a Python 2 env needs; install it ({} -m pip install virtualenv) or choose Python 3",
+            choice.source,
+            choice.request,
+            python.display(),
+            python.display()
+        );
+    }
+    Ok("virtualenv")
+}
+
 /// Builds a new env in a new directory beside `env` and returns its path.
 /// `env` itself is not touched: `switch` does that once the env is complete.
 pub fn build(site: &Path, choice: &Choice, report: &mut Report) -> Result<PathBuf> {
@@ -152,28 +179,7 @@ pub fn build(site: &Path, choice: &Choice, report: &mut Report) -> Result<PathBu
         .with_context(|| format!("creating a directory for the new env in {}", site.display()))?;
     let python = &choice.interpreter.path;
     let v = choice.interpreter.version;
-    let tool = if v.major == 2 {
-        // Kudu's old default, 2.7, has no venv module: use virtualenv as Kudu did.
-        if !duct::cmd!(python, "-c", "import virtualenv")
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run()?
-            .status
-            .success()
-        {
-            bail!(
-                "{}: {} at {} has no virtualenv module, which a Python 2 env needs; install it ({} -m pip install virtualenv) or choose Python 3",
-                choice.source,
-                choice.request,
-                python.display(),
-                python.display()
-            );
-        }
-        "virtualenv"
-    } else {
-        "venv"
-    };
+    let tool = tool(choice)?;
     report.detail(format!(
         "{} -m {tool} {}",
         python.display(),

@@ -154,6 +154,9 @@ fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Py
     let python_version = commit.read_root_file(".python-version")?;
     let runtime = runtime::choose(runtime_txt.as_deref(), python_version.as_deref(), settings)?;
     let env = env::decide(&settings.site, runtime.request, forced(settings)?);
+    if matches!(env, Decision::Create { .. }) {
+        env::tool(&runtime)?;
+    }
     let packages = match (&env, preview) {
         (_, false) => Preview::NotAsked,
         (Decision::Create { .. }, true) => Preview::NewEnv,

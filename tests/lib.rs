@@ -5,4 +5,5 @@ mod util;
 
 mod bad_input;
 mod pipeline;
+mod runtime_env;
 mod setup;

@@ -60,6 +60,16 @@ impl Run {
             .collect()
     }
 
+    /// The rest of the first output line that contains `prefix`, after it.
+    pub fn remote_or_stdout_line(&self, prefix: &str) -> String {
+        let all = self.all();
+        let line = all
+            .lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no line with {prefix:?}"));
+        line.split_once(prefix).unwrap().1.trim().to_string()
+    }
+
     pub fn has(&self, needle: &str) -> bool {
         self.all().contains(needle)
     }
