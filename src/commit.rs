@@ -2,6 +2,8 @@
 //! Every entry name is checked here, so no later step sees a path that could
 //! leave the site.
 
+use std::collections::HashSet;
+
 use anyhow::{Context, Result, bail};
 use git2::{ObjectType, Oid, Repository, Tree};
 use serde::Serialize;
@@ -116,9 +118,30 @@ impl<'r> Commit<'r> {
         entries: &mut Vec<Entry>,
         skipped: &mut Vec<Skipped>,
     ) -> Result<()> {
+        let mut names = HashSet::new();
+        let mut last_key: Option<Vec<u8>> = None;
         for entry in tree.iter() {
             let name = check_name(entry.name_bytes(), prefix)?;
             let path = format!("{prefix}{name}");
+            if path.len() > MAX_PATH {
+                bail!(
+                    "commit entry {}: the path is {} bytes long, more than a file system takes ({MAX_PATH}); refused",
+                    shown(path.as_bytes()),
+                    path.len()
+                );
+            }
+            // Git writes each name once, in its order; a tree that breaks
+            // this was made by hand, and its files could be read two ways.
+            if !names.insert(name.to_string()) {
+                bail!("commit entry {path}: appears twice in its directory; refused");
+            }
+            let key = order_key(name, entry.kind() == Some(ObjectType::Tree));
+            if last_key.as_ref().is_some_and(|last| *last > key) {
+                bail!(
+                    "commit entry {path}: its directory's entries are not in git's order (a tree git does not write); refused"
+                );
+            }
+            last_key = Some(key);
             if prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
                 continue;
             }
@@ -127,10 +150,23 @@ impl<'r> Commit<'r> {
                     let sub = self
                         .repo
                         .find_tree(entry.id())
-                        .with_context(|| format!("reading directory {path} of the commit"))?;
+                        .with_context(|| format!("commit entry {path}: reading the directory"))?;
                     self.walk(&sub, &format!("{path}/"), entries, skipped)?;
                 }
                 (Some(ObjectType::Blob), mode) => {
+                    // Checked here, so that the sync cannot fail half-way on it.
+                    match self.repo.odb()?.read_header(entry.id()) {
+                        Ok((_, ObjectType::Blob)) => {}
+                        Ok((_, other)) => bail!(
+                            "commit entry {path}: git records a file, but object {} is a {other}; refused",
+                            entry.id()
+                        ),
+                        Err(e) => bail!(
+                            "commit entry {path}: object {} cannot be read: {}",
+                            entry.id(),
+                            e.message()
+                        ),
+                    }
                     let kind = match mode {
                         0o120000 => Kind::Symlink,
                         0o100755 => Kind::Executable,
@@ -163,14 +199,33 @@ impl<'r> Commit<'r> {
     }
 }
 
+/// The longest file name Linux file systems take (NAME_MAX), in bytes.
+pub const MAX_NAME: usize = 255;
+
+/// The longest path relative to the site that can be written (PATH_MAX less
+/// its NUL); the site's own path makes the real limit smaller.
+pub const MAX_PATH: usize = 4095;
+
+/// Git's order of tree entries: by name, a directory as if its name ended in `/`.
+fn order_key(name: &str, is_tree: bool) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    if is_tree {
+        key.push(b'/');
+    }
+    key
+}
+
 /// A tree entry's name must be one path component that cannot climb out of
-/// the site or into git's own data.
+/// the site or into git's own data, that a file system takes, and that
+/// prints as one line in messages.
 fn check_name<'a>(name: &'a [u8], prefix: &str) -> Result<&'a str> {
+    let path = || {
+        let mut p = prefix.as_bytes().to_vec();
+        p.extend_from_slice(name);
+        shown(&p)
+    };
     let Ok(text) = std::str::from_utf8(name) else {
-        bail!(
-            "commit entry {prefix}{}: the name is not UTF-8; refused",
-            shown(name)
-        );
+        bail!("commit entry {}: the name is not UTF-8; refused", path());
     };
     let bad = text.is_empty()
         || text == "."
@@ -179,9 +234,19 @@ fn check_name<'a>(name: &'a [u8], prefix: &str) -> Result<&'a str> {
         || text.contains('\0')
         || text.eq_ignore_ascii_case(".git");
     if bad {
+        bail!("commit entry {}: not a safe file name; refused", path());
+    }
+    if text.chars().any(char::is_control) {
         bail!(
-            "commit entry {prefix}{}: not a safe file name; refused",
-            shown(name)
+            "commit entry {}: the name holds a control character (a newline, a tab...); refused",
+            path()
+        );
+    }
+    if name.len() > MAX_NAME {
+        bail!(
+            "commit entry {}: the name is {} bytes long, more than a file system takes ({MAX_NAME}); refused",
+            path(),
+            name.len()
         );
     }
     Ok(text)
@@ -204,8 +269,15 @@ mod tests {
             b"\xff\xfe",
         ] {
             let err = check_name(name, "dir/").unwrap_err().to_string();
-            assert!(err.starts_with("commit entry dir/"), "{err}");
+            assert!(err.starts_with("commit entry \"dir/"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
         }
+        for name in [&b"a\nb"[..], b"tab\there", b"\x1b[31mred", &[b'x'; 256]] {
+            let err = check_name(name, "").unwrap_err().to_string();
+            assert!(err.starts_with("commit entry \""), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(check_name(&[b'x'; 255], "").is_ok());
         assert_eq!(check_name(b"app.py", "").unwrap(), "app.py");
         assert_eq!(check_name(b"..hidden", "").unwrap(), "..hidden");
     }

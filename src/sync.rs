@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::commit::{Commit, Entry, Kind, Skipped};
+use crate::commit::{Commit, Entry, Kind, MAX_PATH, Skipped};
 use crate::error::shown;
 use crate::manifest::Manifest;
 
@@ -118,9 +118,9 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
     if entry.kind == Kind::Symlink {
         let blob = commit.blob(&entry.blob)?;
         let target = blob.content();
-        if !target_stays_inside(&entry.path, target) {
+        if let Err(why) = check_link_target(&entry.path, target) {
             bail!(
-                "commit entry {}: symlink to {} points outside the site; refused",
+                "commit entry {}: symlink to {} {why}; refused",
                 entry.path,
                 shown(target)
             );
@@ -129,40 +129,79 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
     Ok(())
 }
 
-/// Whether a relative symlink target, resolved lexically from the link's
-/// directory, stays inside the site. Absolute targets never do.
-fn target_stays_inside(link: &str, target: &[u8]) -> bool {
+/// Whether a symlink made from the commit stays inside the site, said
+/// without following anything: the target must be relative, and its `..`
+/// may only come first, climbing no higher than the site. A `..` after a
+/// name could climb out through another link (`d/l -> ..` makes `d/l/..`
+/// the site's parent), so it is refused even where it looks harmless.
+fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
     let Ok(target) = std::str::from_utf8(target) else {
-        return false;
+        return Err("is not UTF-8");
     };
     if target.is_empty() || target.contains('\0') {
-        return false;
+        return Err("is not a path");
+    }
+    if target.len() > MAX_PATH {
+        return Err("is longer than a file system takes");
     }
     let mut depth: i64 = link.matches('/').count() as i64;
+    let mut named = false;
     for component in Path::new(target).components() {
         match component {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                named = true;
+                depth += 1;
+            }
             Component::CurDir => {}
+            Component::ParentDir if named => {
+                return Err(
+                    "has .. after a name, which can lead outside the site through another link (write the path without it)",
+                );
+            }
             Component::ParentDir => {
                 depth -= 1;
                 if depth < 0 {
-                    return false;
+                    return Err("points outside the site");
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return false,
+            Component::RootDir | Component::Prefix(_) => return Err("points outside the site"),
         }
     }
-    true
+    Ok(())
 }
 
 /// Carries out the plan in the site: deletions first (a file may become a
 /// directory), then writes.
 pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
+    check_lengths(plan, site)?;
     for path in &plan.delete {
         delete(site, path)?;
     }
     for change in &plan.write {
         write(site, commit, change).with_context(|| format!("writing {}", change.path))?;
+    }
+    Ok(())
+}
+
+/// Fails, before anything is written, when a path in the site would be too
+/// long for the file system: the commit's paths were checked on their own,
+/// the site's path adds to them. A temp file beside each file must fit too.
+fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
+    const TEMP_NAME: usize = 32;
+    for change in &plan.write {
+        let path = site.join(&change.path);
+        let dir = path.parent().unwrap_or(site);
+        let longest = path
+            .as_os_str()
+            .len()
+            .max(dir.as_os_str().len() + 1 + TEMP_NAME);
+        if longest > MAX_PATH {
+            bail!(
+                "commit entry {}: in the site its path would be {} bytes long, more than a file system takes ({MAX_PATH}); nothing was written",
+                shown(change.path.as_bytes()),
+                path.as_os_str().len()
+            );
+        }
     }
     Ok(())
 }
@@ -263,12 +302,21 @@ mod tests {
 
     #[test]
     fn symlink_targets_inside_and_outside() {
-        assert!(target_stays_inside("a", b"b"));
-        assert!(target_stays_inside("static/x", b"../app.py"));
-        assert!(target_stays_inside("a/b/c", b"../../d"));
-        assert!(!target_stays_inside("a", b"/etc/passwd"));
-        assert!(!target_stays_inside("a", b"../outside"));
-        assert!(!target_stays_inside("a/b", b"../../x"));
-        assert!(!target_stays_inside("a", b""));
+        let ok = |link, target: &[u8]| check_link_target(link, target).is_ok();
+        assert!(ok("a", b"b"));
+        assert!(ok("a", b"./b/c"));
+        assert!(ok("static/x", b"../app.py"));
+        assert!(ok("a/b/c", b"../../d"));
+        assert!(ok("d/l", b".."));
+        assert!(!ok("a", b"/etc/passwd"));
+        assert!(!ok("a", b"../outside"));
+        assert!(!ok("a/b", b"../../x"));
+        assert!(!ok("a", b""));
+        assert!(!ok("a", b"x\0y"));
+        assert!(!ok("a", b"\xff"));
+        assert!(!ok("a", "x/".repeat(2048).as_bytes()));
+        // Through another link `d/l -> ..`, `d/l/..` is the site's parent.
+        assert!(!ok("e", b"d/l/../outside"));
+        assert!(!ok("e", b"static/../app.py"));
     }
 }

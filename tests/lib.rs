@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod hostile;
 mod pipeline;
 mod runtime_env;
 mod setup;
