@@ -15,7 +15,7 @@ use crate::lock::Lock;
 use crate::receive::{self, Decision, PUSH_OPTIONS};
 use crate::record::{Records, Trigger};
 use crate::report::Report;
-use crate::settings::{Environment, KEYS, Origin, RECREATE_ENV, Settings, Sources, Value};
+use crate::settings::{self, Environment, KEYS, Origin, RECREATE_ENV, Settings, Sources, Value};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,32 @@ struct RepoArg {
     /// The bare repository (default: $GIT_DIR, else the current directory)
     #[arg(long, value_name = "PATH")]
     repo: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SetArgs {
+    /// Set a setting for this run, above every other source (repeatable)
+    #[arg(short = 'c', value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl SetArgs {
+    /// Puts `-c key=value` into the flag layer; an unknown key is a usage error.
+    fn apply(&self, sources: &mut Sources) -> Result<()> {
+        for pair in &self.set {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| usage(format!("-c {pair:?}: expected KEY=VALUE")))?;
+            let key = settings::key_named(name.trim()).ok_or_else(|| {
+                usage(format!(
+                    "-c {pair:?}: {:?} is not a setting; `pushdeploy config` lists them",
+                    name.trim()
+                ))
+            })?;
+            sources.flag(key, &format!("-c {}", key.name), value);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,6 +91,8 @@ enum Command {
         /// Delete the env and create it anew
         #[arg(long)]
         recreate_env: bool,
+        #[command(flatten)]
+        set: SetArgs,
     },
     /// Deploy an earlier deployment's commit again (roll back)
     Redeploy {
@@ -73,6 +101,8 @@ enum Command {
         id: String,
         #[arg(long)]
         recreate_env: bool,
+        #[command(flatten)]
+        set: SetArgs,
     },
     /// The deployments, newest first
     List {
@@ -93,6 +123,8 @@ enum Command {
         repo: RepoArg,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        set: SetArgs,
     },
     /// Manage the site's virtual environment
     Env {
@@ -114,7 +146,7 @@ enum EnvAction {
 fn open(
     repo: &RepoArg,
     env: Environment,
-    flags: impl FnOnce(&mut Sources),
+    flags: impl FnOnce(&mut Sources) -> Result<()>,
 ) -> Result<(Repository, Settings)> {
     let path = repo.repo.clone().unwrap_or_else(|| env.default_repo());
     let path = fs_err::canonicalize(&path)
@@ -127,16 +159,17 @@ fn open(
         ))
     })?;
     let mut sources = Sources::new(env, &repository)?;
-    flags(&mut sources);
+    flags(&mut sources)?;
     let settings = Settings::resolve(repository.path(), &repository, sources)?;
     Ok((repository, settings))
 }
 
-fn recreate_flag(on: bool) -> impl FnOnce(&mut Sources) {
+fn flags(recreate_env: bool, set: &SetArgs) -> impl FnOnce(&mut Sources) -> Result<()> {
     move |s: &mut Sources| {
-        if on {
+        if recreate_env {
             s.flag(RECREATE_ENV, "--recreate-env", "true");
         }
+        set.apply(s)
     }
 }
 
@@ -158,8 +191,9 @@ pub fn run() -> Result<ExitCode> {
             dry_run,
             json,
             recreate_env,
+            set,
         } => {
-            let (repository, settings) = open(&repo, env, recreate_flag(recreate_env))?;
+            let (repository, settings) = open(&repo, env, flags(recreate_env, &set))?;
             let job = Job {
                 rev,
                 ref_name: None,
@@ -173,8 +207,9 @@ pub fn run() -> Result<ExitCode> {
             repo,
             id,
             recreate_env,
+            set,
         } => {
-            let (repository, settings) = open(&repo, env, recreate_flag(recreate_env))?;
+            let (repository, settings) = open(&repo, env, flags(recreate_env, &set))?;
             let record = Records::new(&settings.state_dir)
                 .find(&id)
                 .map_err(|e| usage(format!("{e:#}")))?;
@@ -189,11 +224,11 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::List { repo, json } => list(&repo, env, json)?,
         Command::Show { repo, id } => show(&repo, env, &id)?,
-        Command::Config { repo, json } => config(&repo, env, json)?,
+        Command::Config { repo, json, set } => config(&repo, env, json, &set)?,
         Command::Env {
             action: EnvAction::Delete { repo },
         } => {
-            let (_, settings) = open(&repo, env, |_| {})?;
+            let (_, settings) = open(&repo, env, |_| Ok(()))?;
             let mut report = Report::stdout();
             let _lock = Lock::acquire(
                 &settings.state_dir,
@@ -238,6 +273,7 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
                 );
             }
         }
+        Ok(())
     })?;
     for option in options
         .iter()
@@ -275,7 +311,7 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
 }
 
 fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
-    let (_, settings) = open(repo, env, |_| {})?;
+    let (_, settings) = open(repo, env, |_| Ok(()))?;
     let records = Records::new(&settings.state_dir).list()?;
     if json {
         let summaries: Vec<serde_json::Value> = records
@@ -318,7 +354,7 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
 }
 
 fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
-    let (_, settings) = open(repo, env, |_| {})?;
+    let (_, settings) = open(repo, env, |_| Ok(()))?;
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
@@ -347,14 +383,26 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn config(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
-    let (_, settings) = open(repo, env, |_| {})?;
+/// Every setting with its effective value and origin, `.deployment` read
+/// from the deployment branch's head, like `git config --show-origin`.
+fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result<()> {
+    let (repository, settings) = open(repo, env, |s| set.apply(s))?;
+    let branch = format!("refs/heads/{}", settings.branch);
+    let (settings, app_settings) = match crate::commit::Commit::open(&repository, &branch) {
+        Ok(head) => {
+            let (settings, _, file) = crate::plan::prepare(&settings, head)?;
+            let app = settings.sources.app_settings(&file);
+            (settings, app)
+        }
+        // No commit on the branch yet: no .deployment to read.
+        Err(_) => (settings, Vec::new()),
+    };
     let rows: Vec<(&str, Value)> = KEYS
         .iter()
         .map(|k| (k.name, settings.sources.effective(k)))
         .collect();
     if json {
-        let map: serde_json::Map<String, serde_json::Value> = rows
+        let mut map: serde_json::Map<String, serde_json::Value> = rows
             .iter()
             .map(|(k, v)| {
                 (
@@ -363,10 +411,18 @@ fn config(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
                 )
             })
             .collect();
+        let app: serde_json::Map<String, serde_json::Value> = app_settings
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        map.insert("appSettings".into(), app.into());
         println!("{}", serde_json::to_string_pretty(&map)?);
     } else {
         for (key, value) in rows {
-            println!("{:<22} {:<40} {}", key, value.value, value.origin);
+            println!("{:<28} {:<40} {}", key, value.value, value.origin);
+        }
+        for (key, value) in app_settings {
+            println!("{key:<28} {value:<40} .deployment (app setting, passed to the build steps)");
         }
     }
     Ok(())

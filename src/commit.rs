@@ -54,7 +54,10 @@ pub struct Skipped {
 pub struct Commit<'r> {
     repo: &'r Repository,
     pub info: CommitInfo,
+    /// The folder that deploys: the whole tree, or `.deployment`'s project.
     tree: Tree<'r>,
+    /// The whole tree, where `.deployment` is read.
+    top: Tree<'r>,
 }
 
 /// Top-level names that are never deployed (Kudu's rules).
@@ -81,7 +84,51 @@ impl<'r> Commit<'r> {
             message: commit.summary().ok().flatten().unwrap_or("").to_string(),
         };
         let tree = commit.tree().context("reading the commit's tree")?;
-        Ok(Commit { repo, info, tree })
+        Ok(Commit {
+            repo,
+            info,
+            top: tree.clone(),
+            tree,
+        })
+    }
+
+    /// The same commit, deploying only the sub-folder `project`.
+    pub fn with_project(self, project: &str) -> Result<Self> {
+        let dir = project.trim_matches('/');
+        let bad = dir.is_empty()
+            || dir
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
+        let entry = if bad {
+            None
+        } else {
+            self.top.get_path(std::path::Path::new(dir)).ok()
+        };
+        match entry.filter(|e| e.kind() == Some(ObjectType::Tree)) {
+            Some(entry) => {
+                let tree = self.repo.find_tree(entry.id())?;
+                Ok(Commit { tree, ..self })
+            }
+            None => bail!(
+                "setting project: {} is not a folder of commit {}",
+                shown(project.as_bytes()),
+                self.info.short
+            ),
+        }
+    }
+
+    /// The content of a file at the top of the whole commit (`.deployment`).
+    pub fn read_top_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.top.get_name(name) {
+            Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
+                let blob = self
+                    .repo
+                    .find_blob(entry.id())
+                    .with_context(|| format!("reading {name} from the commit"))?;
+                Ok(Some(blob.content().to_vec()))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The content of a file at the root of the tree, if there is one.
@@ -106,15 +153,25 @@ impl<'r> Commit<'r> {
     pub fn entries(&self) -> Result<(Vec<Entry>, Vec<Skipped>)> {
         let mut entries = Vec::new();
         let mut skipped = Vec::new();
-        self.walk(&self.tree, "", &mut entries, &mut skipped)?;
+        self.walk(&self.tree, "", true, &mut entries, &mut skipped)?;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((entries, skipped))
+    }
+
+    /// Every file of the whole commit, `.deployment` and `deploy.sh` included:
+    /// what a custom command gets as its checkout.
+    pub fn all_entries(&self) -> Result<Vec<Entry>> {
+        let (mut entries, mut skipped) = (Vec::new(), Vec::new());
+        self.walk(&self.top, "", false, &mut entries, &mut skipped)?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
     }
 
     fn walk(
         &self,
         tree: &Tree,
         prefix: &str,
+        only_deployed: bool,
         entries: &mut Vec<Entry>,
         skipped: &mut Vec<Skipped>,
     ) -> Result<()> {
@@ -142,7 +199,7 @@ impl<'r> Commit<'r> {
                 );
             }
             last_key = Some(key);
-            if prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
+            if only_deployed && prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
                 continue;
             }
             match (entry.kind(), entry.filemode()) {
@@ -151,7 +208,7 @@ impl<'r> Commit<'r> {
                         .repo
                         .find_tree(entry.id())
                         .with_context(|| format!("commit entry {path}: reading the directory"))?;
-                    self.walk(&sub, &format!("{path}/"), entries, skipped)?;
+                    self.walk(&sub, &format!("{path}/"), only_deployed, entries, skipped)?;
                 }
                 (Some(ObjectType::Blob), mode) => {
                     // Checked here, so that the sync cannot fail half-way on it.

@@ -12,7 +12,10 @@ use crate::error::Failure;
 use crate::lock::Lock;
 use crate::manifest;
 use crate::packages;
-use crate::plan::{Plan, Python, runtime_line};
+use std::path::Path;
+
+use crate::framework;
+use crate::plan::{self, Framework, Plan, Python, runtime_line};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
 use crate::settings::Settings;
@@ -94,18 +97,16 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         ref_name,
         settings.site.display()
     ));
-    let result = execute(settings, &commit, &ref_name, report);
+    let short = commit.info.short.clone();
+    let result = execute(settings, commit, &ref_name, report);
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
     match &result {
-        Ok(()) => report.header(format!(
-            "Deployment {} successful in {elapsed}",
-            commit.info.short
-        )),
+        Ok(()) => report.header(format!("Deployment {} successful in {elapsed}", short)),
         Err(e) => {
             let step = report.current.clone().unwrap_or_else(|| "plan".into());
             report.header(format!(
                 "Deployment {} failed in step {step} after {elapsed}: {e:#}",
-                commit.info.short
+                short
             ));
         }
     }
@@ -132,7 +133,8 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let plan = Plan::build(settings, &commit, ref_name, true)?;
+    let (settings, commit, file) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -149,39 +151,65 @@ fn dry_run(
     Ok(())
 }
 
-fn execute(
-    settings: &Settings,
-    commit: &Commit,
-    ref_name: &str,
-    report: &mut Report,
-) -> Result<()> {
+fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
-    let plan = Plan::build(settings, commit, ref_name, false)?;
+    let (settings, commit, file) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
+    let settings = &settings;
     let site = &settings.site;
-    let store = manifest::Store::new(&settings.state_dir);
-    report.step(
-        "sync",
-        format!("Syncing files: {}", plan.sync.summary()),
-        |report| {
-            for s in &plan.sync.skipped {
-                report.detail(format!("skipped {}: {}", s.path, s.reason));
-            }
-            let manifest = plan.manifest();
-            store.begin(&manifest)?;
-            sync::apply(&plan.sync, commit, site)?;
-            store.commit(&manifest)
-        },
-    )?;
-    let Python::Run {
-        runtime,
-        env: decision,
-        ..
-    } = &plan.python
-    else {
-        if let Python::Skip { reason } = &plan.python {
-            report.header(format!("Python steps skipped: {reason}"));
+    report.extra_env = plan.app_settings.clone();
+    if let Some(sync) = &plan.sync {
+        let store = manifest::Store::new(&settings.state_dir);
+        report.step(
+            "sync",
+            format!("Syncing files: {}", sync.summary()),
+            |report| {
+                for s in &sync.skipped {
+                    report.detail(format!("skipped {}: {}", s.path, s.reason));
+                }
+                let manifest = plan.manifest();
+                store.begin(&manifest)?;
+                sync::apply(sync, &commit, site)?;
+                store.commit(&manifest)
+            },
+        )?;
+    }
+    if let Some(command) = &plan.command {
+        report.step(
+            "command",
+            format!("Running {} (from .deployment)", command.path),
+            |r| crate::command::run(command, &commit, site, &settings.state_dir, r),
+        )?;
+    }
+    python_steps(&plan, site, report)?;
+    match &plan.framework {
+        Framework::Collectstatic if framework::django_installed(site) => report.step(
+            "collectstatic",
+            "python manage.py collectstatic --noinput --clear",
+            |r| framework::collectstatic(site, r),
+        )?,
+        Framework::Collectstatic => {
+            report.header("Django is not installed in env/: collectstatic skipped")
         }
-        return Ok(());
+        Framework::Skip { .. } => {}
+    }
+    if let Some(words) = &plan.post_deploy {
+        report.step(
+            "postDeploy",
+            format!("postDeploy: {}", shell_words::join(words)),
+            |r| r.run("postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
+        )?;
+    }
+    Ok(())
+}
+
+fn python_steps(plan: &Plan, site: &Path, report: &mut Report) -> Result<()> {
+    let (runtime, decision) = match &plan.python {
+        Python::Run { runtime, env, .. } => (runtime, env),
+        Python::Skip { reason } => {
+            report.header(format!("Python steps skipped: {reason}"));
+            return Ok(());
+        }
     };
     report.header(runtime_line(runtime));
     match decision {
@@ -195,14 +223,11 @@ fn execute(
             })
         }
         Decision::Create { message, .. } => {
-            let new_env = report.step(
-                "env",
-                format!(
-                    "Creating virtual environment env/ with {}: {message}",
-                    runtime.runtime
-                ),
-                |r| env::build(site, runtime, r),
-            )?;
+            let header = format!(
+                "Creating virtual environment env/ with {}: {message}",
+                runtime.runtime
+            );
+            let new_env = report.step("env", header, |r| env::build(site, runtime, r))?;
             let installed = report.step(
                 "pip",
                 "pip install -r requirements.txt (into the new env)",

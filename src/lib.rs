@@ -4,10 +4,13 @@
 //! `cli` turns the command line into calls of the others.
 
 pub mod cli;
+pub mod command;
 pub mod commit;
 pub mod deploy;
+pub mod deployment_file;
 pub mod env;
 pub mod error;
+pub mod framework;
 pub mod init;
 pub mod lock;
 pub mod manifest;

@@ -4,18 +4,23 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::commit::{Commit, CommitInfo, Entry};
+use crate::commit::{Commit, CommitInfo, Entry, Kind};
+use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice};
-use crate::settings::{RECREATE_ENV, Settings};
+use crate::settings::{
+    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD, Settings,
+    parse_bool,
+};
 use crate::sync::{self, SyncPlan, Why};
 
 pub const SKIP_PYTHON: &str = ".skipPythonDeployment";
+pub const SKIP_DJANGO: &str = ".skipDjango";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -23,9 +28,18 @@ pub struct Plan {
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub site: PathBuf,
-    pub sync: SyncPlan,
+    /// `.deployment`'s project: the sub-folder that deploys.
+    pub project: Option<String>,
+    /// `None` when a custom command deploys instead.
+    pub sync: Option<SyncPlan>,
     pub python: Python,
-    /// The commit's files, for the manifest written after the sync.
+    pub framework: Framework,
+    pub command: Option<CustomCommand>,
+    /// `.deployment` keys that are not settings, passed to the build steps.
+    pub app_settings: Vec<(String, String)>,
+    /// Run after a successful deployment (a server setting), as words.
+    pub post_deploy: Option<Vec<String>>,
+    /// The files of the deployed folder, for the manifest written after the sync.
     #[serde(skip)]
     pub entries: Vec<Entry>,
 }
@@ -43,6 +57,22 @@ pub enum Python {
     },
 }
 
+/// Django's collectstatic, run when Django is installed in the env.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum Framework {
+    Skip { reason: String },
+    Collectstatic,
+}
+
+/// `.deployment`'s `command`: a script of the commit, run instead of the
+/// built-in steps, in a checkout of the whole commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomCommand {
+    pub path: String,
+    pub runtime: Choice,
+}
+
 /// What forces a new env, if anything: `--recreate-env`, the push option,
 /// the environment, or a setting.
 fn forced(settings: &Settings) -> Result<Option<String>> {
@@ -52,29 +82,105 @@ fn forced(settings: &Settings) -> Result<Option<String>> {
         .and_then(|(on, origin)| on.then(|| origin.to_string())))
 }
 
+/// Reads `.deployment` from the commit into the settings, and narrows the
+/// commit to the project folder when one is set.
+pub fn prepare<'r>(
+    settings: &Settings,
+    commit: Commit<'r>,
+) -> Result<(Settings, Commit<'r>, DeploymentFile)> {
+    let mut settings = settings.clone();
+    let file = match commit.read_top_file(deployment_file::FILE)? {
+        Some(bytes) => deployment_file::parse(&bytes)?,
+        None => DeploymentFile::default(),
+    };
+    settings.sources.deployment = file.by_key();
+    let commit = match settings.sources.get(PROJECT) {
+        Some(project) => commit.with_project(&project.value)?,
+        None => commit,
+    };
+    Ok((settings, commit, file))
+}
+
 impl Plan {
     /// Reads and checks everything; changes nothing. With `preview`, asks pip
     /// what it would install (the dry run).
     pub fn build(
         settings: &Settings,
         commit: &Commit,
+        file: &DeploymentFile,
         ref_name: &str,
         preview: bool,
     ) -> Result<Plan> {
+        let project = settings.sources.get(PROJECT).map(|v| v.value);
+        let app_settings = settings.sources.app_settings(file);
+        let post_deploy = match settings.sources.get(POST_DEPLOY) {
+            Some(v) => Some(
+                shell_words::split(&v.value)
+                    .ok()
+                    .filter(|w| !w.is_empty())
+                    .with_context(|| {
+                        format!(
+                            "setting postDeploy ({}): {:?} is not a command line",
+                            v.origin, v.value
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let mut plan = Plan {
+            commit: commit.info.clone(),
+            ref_name: ref_name.to_string(),
+            site: settings.site.clone(),
+            project,
+            sync: None,
+            python: Python::Skip {
+                reason: String::new(),
+            },
+            framework: Framework::Skip {
+                reason: String::new(),
+            },
+            command: None,
+            app_settings,
+            post_deploy,
+            entries: Vec::new(),
+        };
+        if let Some(command) = settings.sources.get(COMMAND) {
+            let path = command_path(commit, &command.value)?;
+            let runtime = choose_runtime(settings, commit)?;
+            let reason = format!("command {path} deploys instead");
+            plan.python = Python::Skip {
+                reason: reason.clone(),
+            };
+            plan.framework = Framework::Skip { reason };
+            plan.command = Some(CustomCommand { path, runtime });
+            return Ok(plan);
+        }
         let store = manifest::Store::new(&settings.state_dir);
         let previous = store.load(&settings.site)?;
         let pending = store.load_pending(&settings.site)?;
         let (entries, skipped) = commit.entries()?;
-        let sync = sync::plan(commit, &entries, skipped, &previous, pending.as_ref())?;
-        let python = python_plan(settings, commit, preview)?;
-        Ok(Plan {
-            commit: commit.info.clone(),
-            ref_name: ref_name.to_string(),
-            site: settings.site.clone(),
-            sync,
-            python,
-            entries,
-        })
+        plan.sync = Some(sync::plan(
+            commit,
+            &entries,
+            skipped,
+            &previous,
+            pending.as_ref(),
+        )?);
+        plan.entries = entries;
+        match settings.sources.bool(SCM_DO_BUILD)? {
+            Some((false, origin)) => {
+                let reason = format!("SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})");
+                plan.python = Python::Skip {
+                    reason: reason.clone(),
+                };
+                plan.framework = Framework::Skip { reason };
+            }
+            _ => {
+                plan.python = python_plan(settings, commit, preview)?;
+                plan.framework = framework_plan(settings, commit, &plan.python);
+            }
+        }
+        Ok(plan)
     }
 
     pub fn manifest(&self) -> Manifest {
@@ -83,22 +189,36 @@ impl Plan {
 
     /// The plan as the dry run prints it.
     pub fn lines(&self) -> Vec<String> {
-        let mut out = vec![format!("Files: {}", self.sync.summary())];
-        for change in &self.sync.write {
-            let why = match change.why {
-                Why::Added => "new",
-                Why::Changed => "changed",
-                Why::Interrupted => "rewrite after an interrupted sync",
-            };
-            out.push(format!("  write  {} ({why})", change.path));
+        let mut out = Vec::new();
+        if let Some(project) = &self.project {
+            out.push(format!(
+                "Project: {project}/ (from .deployment or the settings)"
+            ));
         }
-        out.extend(self.sync.delete.iter().map(|p| format!("  delete {p}")));
-        out.extend(
-            self.sync
-                .skipped
-                .iter()
-                .map(|s| format!("  skip   {} ({})", s.path, s.reason)),
-        );
+        if let Some(sync) = &self.sync {
+            out.push(format!("Files: {}", sync.summary()));
+            for change in &sync.write {
+                let why = match change.why {
+                    Why::Added => "new",
+                    Why::Changed => "changed",
+                    Why::Interrupted => "rewrite after an interrupted sync",
+                };
+                out.push(format!("  write  {} ({why})", change.path));
+            }
+            out.extend(sync.delete.iter().map(|p| format!("  delete {p}")));
+            out.extend(
+                sync.skipped
+                    .iter()
+                    .map(|s| format!("  skip   {} ({})", s.path, s.reason)),
+            );
+        }
+        if let Some(command) = &self.command {
+            out.push(format!(
+                "Command: {} runs instead of the built-in steps, with {}",
+                command.path,
+                runtime_line(&command.runtime)
+            ));
+        }
         match &self.python {
             Python::Skip { reason } => out.push(format!("Python: skipped ({reason})")),
             Python::Run {
@@ -113,19 +233,45 @@ impl Plan {
                         format!("env: create with {} ({message})", runtime.runtime)
                     }
                 });
-                out.push(match packages {
-                    Preview::NotAsked => "pip: install -r requirements.txt".into(),
-                    Preview::NewEnv => "pip: install everything in requirements.txt into the new env".into(),
-                    Preview::WouldInstall { packages } if packages.is_empty() => "pip: nothing to install (all requirements are satisfied)".into(),
-                    Preview::WouldInstall { packages } => format!(
-                        "pip: would install {}",
-                        packages.iter().map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>().join(", ")
-                    ),
-                    Preview::Unknown { why } => format!("pip: install -r requirements.txt (pip cannot say what it would install: {why})"),
-                });
+                out.push(packages_line(packages));
             }
         }
+        out.push(match &self.framework {
+            Framework::Skip { reason } => format!("Django: skipped ({reason})"),
+            Framework::Collectstatic => {
+                "Django: manage.py collectstatic --noinput --clear, when Django is installed in env/".into()
+            }
+        });
+        for (key, value) in &self.app_settings {
+            out.push(format!("App setting: {key}={value}"));
+        }
+        if let Some(words) = &self.post_deploy {
+            out.push(format!("postDeploy: {}", shell_words::join(words)));
+        }
         out
+    }
+}
+
+fn packages_line(packages: &Preview) -> String {
+    match packages {
+        Preview::NotAsked => "pip: install -r requirements.txt".into(),
+        Preview::NewEnv => "pip: install everything in requirements.txt into the new env".into(),
+        Preview::WouldInstall { packages } if packages.is_empty() => {
+            "pip: nothing to install (all requirements are satisfied)".into()
+        }
+        Preview::WouldInstall { packages } => format!(
+            "pip: would install {}",
+            packages
+                .iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Preview::Unknown { why } => {
+            format!(
+                "pip: install -r requirements.txt (pip cannot say what it would install: {why})"
+            )
+        }
     }
 }
 
@@ -139,6 +285,29 @@ pub fn runtime_line(choice: &Choice) -> String {
     )
 }
 
+fn choose_runtime(settings: &Settings, commit: &Commit) -> Result<Choice> {
+    let runtime_txt = commit.read_root_file("runtime.txt")?;
+    let python_version = commit.read_root_file(".python-version")?;
+    runtime::choose(runtime_txt.as_deref(), python_version.as_deref(), settings)
+}
+
+/// The custom command's path in the commit: a file there, executable, that
+/// is run directly (no shell).
+fn command_path(commit: &Commit, value: &str) -> Result<String> {
+    let path = value.trim().trim_start_matches("./").to_string();
+    let entries = commit.all_entries()?;
+    match entries.iter().find(|e| e.path == path) {
+        Some(e) if e.kind == Kind::Executable => Ok(path),
+        Some(_) => bail!(
+            "setting command: {path} is not executable in the commit; run `git update-index --chmod=+x {path}` and commit"
+        ),
+        None => bail!(
+            "setting command: {value:?} is not a file of commit {}",
+            commit.info.short
+        ),
+    }
+}
+
 fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Python> {
     let Some(requirements) = commit.read_root_file(REQUIREMENTS)? else {
         return Ok(Python::Skip {
@@ -150,9 +319,7 @@ fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Py
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let runtime_txt = commit.read_root_file("runtime.txt")?;
-    let python_version = commit.read_root_file(".python-version")?;
-    let runtime = runtime::choose(runtime_txt.as_deref(), python_version.as_deref(), settings)?;
+    let runtime = choose_runtime(settings, commit)?;
     let env = env::decide(&settings.site, runtime.request, forced(settings)?);
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
@@ -167,6 +334,26 @@ fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Py
         env,
         packages,
     })
+}
+
+fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {
+    let skip = |reason: String| Framework::Skip { reason };
+    if !commit.has_root_entry("manage.py") {
+        return skip("no manage.py".into());
+    }
+    if let Python::Skip { reason } = python {
+        return skip(format!("the Python steps are skipped: {reason}"));
+    }
+    if commit.has_root_entry(SKIP_DJANGO) {
+        return skip(format!("{SKIP_DJANGO} is in the commit"));
+    }
+    if let Some(v) = settings.sources.get(DISABLE_COLLECTSTATIC) {
+        // Kudu's rule: set means disabled, whatever the value, but for an explicit false.
+        if parse_bool(&v.value) != Some(false) {
+            return skip(format!("DISABLE_COLLECTSTATIC is set ({})", v.origin));
+        }
+    }
+    Framework::Collectstatic
 }
 
 /// Writes the commit's requirement files to a temp dir and asks the env's pip.

@@ -20,6 +20,8 @@ pub struct Report {
     pub steps: Vec<StepTime>,
     /// The step running now, named in a failure.
     pub current: Option<String>,
+    /// Variables for every program a step runs (`.deployment` app settings).
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub const INDENT: &str = "       ";
@@ -31,6 +33,7 @@ impl Report {
             log: Vec::new(),
             steps: Vec::new(),
             current: None,
+            extra_env: Vec::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Report {
     /// Runs a program, its output (stdout and stderr) indented line by line as
     /// it comes; fails with the exit status when the program does.
     pub fn run(&mut self, what: &str, expr: duct::Expression) -> Result<()> {
+        let expr = self.extra_env.iter().fold(expr, |e, (k, v)| e.env(k, v));
         let reader = expr
             .env("PYTHONUNBUFFERED", "1")
             .stderr_to_stdout()

@@ -19,6 +19,8 @@ use crate::error::usage;
 pub struct Key {
     pub name: &'static str,
     pub env: &'static str,
+    /// The key's name in `.deployment` (Kudu's spelling), any case.
+    pub file: &'static str,
     pub server_only: bool,
     pub default: &'static str,
     pub doc: &'static str,
@@ -27,6 +29,7 @@ pub struct Key {
 pub const BRANCH: &Key = &Key {
     name: "branch",
     env: "PUSHDEPLOY_BRANCH",
+    file: "branch",
     server_only: true,
     default: "(the branch HEAD names)",
     doc: "the branch whose pushes deploy",
@@ -34,6 +37,7 @@ pub const BRANCH: &Key = &Key {
 pub const SITE: &Key = &Key {
     name: "site",
     env: "PUSHDEPLOY_SITE",
+    file: "site",
     server_only: true,
     default: "(none: required)",
     doc: "the directory that serves the app",
@@ -41,6 +45,7 @@ pub const SITE: &Key = &Key {
 pub const STATE_DIR: &Key = &Key {
     name: "stateDir",
     env: "PUSHDEPLOY_STATE_DIR",
+    file: "stateDir",
     server_only: true,
     default: "<repository>/pushdeploy",
     doc: "records, manifest and lock",
@@ -48,6 +53,7 @@ pub const STATE_DIR: &Key = &Key {
 pub const PYTHON: &Key = &Key {
     name: "python",
     env: "PUSHDEPLOY_PYTHON",
+    file: "python",
     server_only: false,
     default: "python3",
     doc: "the interpreter when the commit has no runtime.txt or .python-version: a command, a path, or a version such as 3.12",
@@ -55,6 +61,7 @@ pub const PYTHON: &Key = &Key {
 pub const PYTHON_PATH: &Key = &Key {
     name: "pythonPath",
     env: "PUSHDEPLOY_PYTHON_PATH",
+    file: "pythonPath",
     server_only: true,
     default: "(empty)",
     doc: "extra directories to search for interpreters, separated by ':'",
@@ -62,6 +69,7 @@ pub const PYTHON_PATH: &Key = &Key {
 pub const RECREATE_ENV: &Key = &Key {
     name: "recreateEnv",
     env: "PUSHDEPLOY_RECREATE_ENV",
+    file: "recreateEnv",
     server_only: false,
     default: "false",
     doc: "delete and recreate env on the next deployment",
@@ -69,9 +77,51 @@ pub const RECREATE_ENV: &Key = &Key {
 pub const PYENV_ROOT: &Key = &Key {
     name: "pyenvRoot",
     env: "PYENV_ROOT",
+    file: "pyenvRoot",
     server_only: true,
     default: "~/.pyenv",
     doc: "where pyenv keeps interpreters (versions/*/bin/python)",
+};
+
+pub const PROJECT: &Key = &Key {
+    name: "project",
+    env: "PROJECT",
+    file: "project",
+    server_only: false,
+    default: "(the top of the repository)",
+    doc: "deploy this sub-folder of the repository; its runtime.txt and requirements.txt count",
+};
+pub const COMMAND: &Key = &Key {
+    name: "command",
+    env: "COMMAND",
+    file: "command",
+    server_only: false,
+    default: "(none)",
+    doc: "a script in the commit that runs instead of the sync, env, packages and framework steps",
+};
+pub const SCM_DO_BUILD: &Key = &Key {
+    name: "scmDoBuildDuringDeployment",
+    env: "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    file: "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    server_only: false,
+    default: "true",
+    doc: "false: sync the files only (no env, packages or framework steps)",
+};
+pub const DISABLE_COLLECTSTATIC: &Key = &Key {
+    name: "disableCollectstatic",
+    env: "DISABLE_COLLECTSTATIC",
+    file: "DISABLE_COLLECTSTATIC",
+    server_only: false,
+    default: "(unset)",
+    doc: "set (to anything but false): skip Django's collectstatic",
+};
+pub const POST_DEPLOY: &Key = &Key {
+    name: "postDeploy",
+    env: "PUSHDEPLOY_POST_DEPLOY",
+    file: "postDeploy",
+    server_only: true,
+    default: "(none)",
+    doc: "a command run after a successful deployment (split into words like a shell would, never run by one)",
 };
 
 /// All keys, in the order `pushdeploy config` shows them.
@@ -83,7 +133,19 @@ pub const KEYS: &[&Key] = &[
     PYTHON_PATH,
     PYENV_ROOT,
     RECREATE_ENV,
+    PROJECT,
+    COMMAND,
+    SCM_DO_BUILD,
+    DISABLE_COLLECTSTATIC,
+    POST_DEPLOY,
 ];
+
+/// The key of a name, as given to `-c name=value` (any case).
+pub fn key_named(name: &str) -> Option<&'static Key> {
+    KEYS.iter()
+        .copied()
+        .find(|k| k.name.eq_ignore_ascii_case(name) || k.file.eq_ignore_ascii_case(name))
+}
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +262,19 @@ impl Sources {
             deployment: BTreeMap::new(),
             git,
         })
+    }
+
+    /// The `.deployment` keys that name no setting: app settings, passed to
+    /// the build steps as environment variables.
+    pub fn app_settings(
+        &self,
+        file: &crate::deployment_file::DeploymentFile,
+    ) -> Vec<(String, String)> {
+        file.entries
+            .iter()
+            .filter(|(k, _, _)| !KEYS.iter().any(|key| key.file.eq_ignore_ascii_case(k)))
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn flag(&mut self, key: &Key, flag: &str, value: impl Into<String>) {
