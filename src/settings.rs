@@ -299,7 +299,7 @@ impl Sources {
             });
         }
         if !key.server_only
-            && let Some((v, line)) = self.deployment.get(&key.name.to_ascii_lowercase())
+            && let Some((v, line)) = self.deployment.get(&key.file.to_ascii_lowercase())
         {
             return Some(Value {
                 value: v.clone(),

@@ -1,0 +1,313 @@
+//! Issue 4: `.deployment`, the Django step, postDeploy and the precedence of
+//! settings.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::{Server, snapshot};
+
+fn config_value(s: &Server, args: &[&str], vars: &[(&str, &str)], key: &str) -> (String, String) {
+    let mut all = vec!["config", "--repo", s.repo.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let run = s.pushdeploy_with(&all, vars);
+    run.assert_ok();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    (
+        json[key]["value"].as_str().unwrap().to_string(),
+        json[key]["origin"].to_string(),
+    )
+}
+
+#[test]
+fn precedence_of_one_key_across_all_five_sources() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    assert_eq!(
+        config_value(&s, &[], &[], "python"),
+        ("python3".into(), "\"default\"".into())
+    );
+    s.git(&[
+        "--git-dir",
+        s.repo.to_str().unwrap(),
+        "config",
+        "deploy.python",
+        "3.10",
+    ])
+    .assert_ok();
+    assert_eq!(
+        config_value(&s, &[], &[], "python"),
+        ("3.10".into(), r#"{"gitConfig":"deploy.python"}"#.into())
+    );
+    s.write(".deployment", "[config]\npython = 3.12\n");
+    s.commit("deployment file");
+    s.push(&[]).assert_ok();
+    assert_eq!(
+        config_value(&s, &[], &[], "python"),
+        ("3.12".into(), r#"{"deployment":2}"#.into())
+    );
+    let env = [("PUSHDEPLOY_PYTHON", "3.13")];
+    assert_eq!(
+        config_value(&s, &[], &env, "python"),
+        (
+            "3.13".into(),
+            r#"{"environment":"PUSHDEPLOY_PYTHON"}"#.into()
+        )
+    );
+    assert_eq!(
+        config_value(&s, &["-c", "python=3.11"], &env, "python"),
+        ("3.11".into(), r#"{"flag":"-c python"}"#.into())
+    );
+    // A server-only key is never taken from the pushed commit.
+    s.write(
+        ".deployment",
+        "[config]\nbranch = evil\nsite = /tmp/elsewhere\n",
+    );
+    s.commit("tries to redirect");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(
+        config_value(&s, &[], &[], "site").0,
+        s.site.canonicalize().unwrap().to_str().unwrap()
+    );
+    let bad = s.run("config", &["-c", "nosuchkey=1"]);
+    assert_eq!(bad.status, 2);
+    assert!(
+        bad.stderr.contains("\"nosuchkey\" is not a setting"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn project_deploys_a_sub_folder_with_its_own_runtime_and_requirements() {
+    let s = Server::new();
+    s.write("MONOREPO.md", "monorepo\n")
+        .write(".deployment", "[config]\nproject = src/webapp\n");
+    let app = s.work.join("src/webapp");
+    std::fs::create_dir_all(&app).unwrap();
+    crate::util::copy_dir(&crate::util::fixtures().join("apps/flask-app"), &app);
+    s.write("src/webapp/runtime.txt", "python-3.12\n");
+    s.commit("monorepo");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Python runtime: python-3.12 (runtime.txt)")
+        .assert_has("successful");
+    assert!(s.site.join("app.py").is_file());
+    assert!(!s.site.join("MONOREPO.md").exists() && !s.site.join("src").exists());
+    s.env_python("import sys, greeting; assert sys.version_info[:2] == (3, 12)")
+        .assert_ok();
+
+    s.write(".deployment", "[config]\nproject = src/nothing\n");
+    s.commit("bad project");
+    s.push(&[])
+        .assert_has("setting project: \"src/nothing\" is not a folder of commit");
+}
+
+#[test]
+fn build_off_syncs_files_only_and_other_keys_reach_the_build_as_variables() {
+    let s = Server::new();
+    s.app("flask-app").write(
+        ".deployment",
+        "[config]\nSCM_DO_BUILD_DURING_DEPLOYMENT = false\n",
+    );
+    s.commit("files only");
+    s.push(&[]).assert_ok().assert_has(
+        "Python steps skipped: SCM_DO_BUILD_DURING_DEPLOYMENT is false (.deployment line 2)",
+    );
+    assert!(s.site.join("app.py").exists() && !s.site.join("env").exists());
+    assert!(
+        !s.site.join(".deployment").exists(),
+        ".deployment is not deployed"
+    );
+
+    // Other keys are app settings: variables for the build steps, pip included.
+    s.write(
+        ".deployment",
+        "[config]\nPIP_FIND_LINKS = /nonexistent-wheels\nGREETING_STYLE = formal\n",
+    )
+    .write("requirements.txt", "greeting==2.0.0\n");
+    s.commit("build with app settings");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has("App setting: GREETING_STYLE=formal");
+    s.run("deploy", &[])
+        .assert_has("Looking in links: /nonexistent-wheels")
+        .assert_has("failed in step pip");
+
+    s.write(".deployment", "[config]\nproject\n");
+    s.commit("malformed");
+    let before = snapshot(&s.site);
+    let push = s.push(&[]);
+    push.assert_has(".deployment line 2: \"project\" is not `key = value`");
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn a_custom_command_runs_instead_of_the_built_in_steps_with_kudus_variables() {
+    let s = Server::new();
+    s.app("flask-app").write(
+        ".deployment",
+        "[config]\ncommand = ./deploy.sh\nGREETING = hello\n",
+    );
+    s.write(
+        "deploy.sh",
+        r#"#!/bin/sh
+set -e
+for v in DEPLOYMENT_SOURCE DEPLOYMENT_TARGET DEPLOYMENT_TEMP NEXT_MANIFEST_PATH PREVIOUS_MANIFEST_PATH SCM_COMMIT_ID PYTHON_RUNTIME PYTHON_EXE GREETING; do
+  eval "value=\${$v:-}"
+  [ -n "$value" ] || { echo "missing $v"; exit 3; }
+  echo "$v=$value" >> "$DEPLOYMENT_TARGET/vars.txt"
+done
+test -f "$DEPLOYMENT_SOURCE/deploy.sh" && test -f "$DEPLOYMENT_SOURCE/.deployment"
+test -d "$DEPLOYMENT_TEMP"
+cp "$DEPLOYMENT_SOURCE/app.py" "$DEPLOYMENT_TARGET/app.py"
+"$PYTHON_EXE" -c 'import sys; print("custom step on", sys.version_info[:2])'
+ls "$DEPLOYMENT_SOURCE" > "$NEXT_MANIFEST_PATH"
+[ -n "${FAIL:-}" ] && exit 7
+echo done
+"#,
+    );
+    std::fs::set_permissions(
+        s.work.join("deploy.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let id = s.commit("custom");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("Running deploy.sh (from .deployment)")
+        .assert_has("custom step on (3, 11)")
+        .assert_has("successful");
+    let vars = s.site_file("vars.txt");
+    assert!(vars.contains(&format!("SCM_COMMIT_ID={id}")), "{vars}");
+    assert!(
+        vars.contains("PYTHON_RUNTIME=python-3.11") && vars.contains("GREETING=hello"),
+        "{vars}"
+    );
+    assert!(
+        vars.contains(&format!(
+            "DEPLOYMENT_TARGET={}",
+            s.site.canonicalize().unwrap().display()
+        )),
+        "{vars}"
+    );
+    assert!(s.site.join("app.py").exists());
+    assert!(
+        !s.site.join("requirements.txt").exists() && !s.site.join("env").exists(),
+        "the built-in steps did not run"
+    );
+    assert!(
+        s.repo.join("pushdeploy/command-manifest.txt").is_file(),
+        "the next manifest becomes the previous one"
+    );
+
+    let run = s.pushdeploy_with(
+        &["deploy", "--repo", s.repo.to_str().unwrap()],
+        &[("FAIL", "1")],
+    );
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stdout.contains("failed in step command after")
+            && run.stdout.contains("deploy.sh exited with status 7"),
+        "{}",
+        run.stdout
+    );
+
+    std::fs::set_permissions(
+        s.work.join("deploy.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    s.commit("not executable");
+    s.push(&[])
+        .assert_has("setting command: deploy.sh is not executable in the commit");
+}
+
+#[test]
+fn collectstatic_runs_for_django_and_both_ways_to_skip_it_work() {
+    let s = Server::new();
+    s.app("django-app");
+    s.commit("django");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("python manage.py collectstatic --noinput --clear")
+        .assert_has("2 static files copied to");
+    assert!(s.site.join("staticfiles/css/site.css").is_file());
+    let records = s.records();
+    let steps = records[0]["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|st| st["step"] == "collectstatic"));
+
+    std::fs::remove_dir_all(s.site.join("staticfiles")).unwrap();
+    s.write(".skipDjango", "");
+    s.commit("skip django");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_has("Django: skipped (.skipDjango is in the commit)");
+    s.run("deploy", &[]).assert_ok().assert_has("successful");
+    assert!(!s.site.join("staticfiles").exists());
+
+    s.remove(".skipDjango");
+    s.commit("django again");
+    s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("DISABLE_COLLECTSTATIC", "1")],
+    )
+    .assert_ok();
+    assert!(!s.site.join("staticfiles").exists());
+    s.write(".deployment", "[config]\nDISABLE_COLLECTSTATIC = true\n");
+    s.commit("disabled in the file");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_has("Django: skipped (DISABLE_COLLECTSTATIC is set (.deployment line 2))");
+
+    // A failing collectstatic fails the deployment.
+    s.remove(".deployment").write(
+        "mysite/settings.py",
+        "STATICFILES_DIRS = ['/nonexistent']\nSTATIC_ROOT = None\n",
+    );
+    s.commit("broken settings");
+    s.push(&[]).assert_has("failed in step collectstatic");
+}
+
+#[test]
+fn post_deploy_runs_after_success_and_its_failure_fails_the_deployment() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    s.git(&[
+        "--git-dir",
+        s.repo.to_str().unwrap(),
+        "config",
+        "deploy.postDeploy",
+        "touch 'restarted app.txt'",
+    ])
+    .assert_ok();
+    s.push(&[])
+        .assert_ok()
+        .assert_has("postDeploy: touch 'restarted app.txt'")
+        .assert_has("successful");
+    assert!(s.site.join("restarted app.txt").exists());
+    // The pushed commit cannot set it.
+    s.write(".deployment", "[config]\npostDeploy = touch evil.txt\n");
+    s.commit("tries postDeploy");
+    s.git(&[
+        "--git-dir",
+        s.repo.to_str().unwrap(),
+        "config",
+        "deploy.postDeploy",
+        "false",
+    ])
+    .assert_ok();
+    let push = s.push(&[]);
+    assert!(
+        push.remote()
+            .last()
+            .unwrap()
+            .contains("failed in step postDeploy after"),
+        "{:?}",
+        push.remote()
+    );
+    assert!(!s.site.join("evil.txt").exists());
+    assert_eq!(s.records()[0]["status"], "failed");
+}

@@ -1,0 +1,226 @@
+//! Issue 4: records, the lock, list/show/redeploy, and concurrent pushes.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::{Server, fixtures};
+
+#[test]
+fn redeploy_of_an_older_id_restores_its_files_and_packages() {
+    let s = Server::new();
+    s.app("flask-app").write("old.txt", "v1\n");
+    let v1 = s.commit("v1");
+    s.push(&[]).assert_ok();
+    s.remove("old.txt")
+        .write("new.txt", "v2\n")
+        .write("requirements.txt", "greeting==2.0.0\ntinyweb==1.0.0\n");
+    let v2 = s.commit("v2");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Successfully installed greeting-2.0.0");
+    assert!(s.site.join("new.txt").exists() && !s.site.join("old.txt").exists());
+
+    let run = s.run("redeploy", &[&v1[..7]]);
+    run.assert_ok()
+        .assert_has(&format!("Deploying {} ({v1})", &v1[..7]));
+    assert_eq!(s.site_file("old.txt"), "v1\n");
+    assert!(!s.site.join("new.txt").exists());
+    s.env_python("import greeting; print(greeting.__version__)")
+        .assert_ok()
+        .assert_has("1.0.0");
+
+    let records = s.records();
+    let summary: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap()[..7].to_string(),
+                r["trigger"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        (&v1[..7], "redeploy"),
+        (&v2[..7], "push"),
+        (&v1[..7], "push"),
+    ]
+    .map(|(id, trigger)| (id.to_string(), trigger.to_string(), "success".to_string()));
+    assert_eq!(summary, expected, "newest first");
+    for r in &records {
+        assert_eq!(r["author"], "Ada Tester");
+        assert!(r["finished"].is_string() && r["started"].is_string());
+        let steps: Vec<&str> = r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert!(
+            steps.contains(&"sync") && steps.contains(&"pip"),
+            "{steps:?}"
+        );
+    }
+    assert_eq!(records[1]["message"], "v2");
+
+    let list = s.run("list", &[]);
+    list.assert_ok();
+    let first_row = list.stdout.lines().nth(1).unwrap();
+    assert!(
+        first_row.starts_with("3*")
+            && first_row.contains("redeploy")
+            && first_row.contains(&v1[..7]),
+        "{first_row}"
+    );
+    s.run("show", &[&v2[..6]])
+        .assert_ok()
+        .assert_has("message:  v2")
+        .assert_has("Successfully installed greeting-2.0.0");
+    let unknown = s.run("show", &["ffffff"]);
+    assert_eq!(unknown.status, 2);
+    assert!(
+        unknown
+            .stderr
+            .contains("no deployment has an id starting with \"ffffff\"")
+    );
+}
+
+#[test]
+fn a_push_waits_for_the_running_deployment_and_says_whose() {
+    let s = Server::new();
+    s.write("index.html", "one\n");
+    s.commit("one");
+    s.push(&[]).assert_ok();
+    // Hold the lock as a running deployment would.
+    let lock_path = s.repo.join("pushdeploy/lock");
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    write!(lock, "deployment 1234567 (pid 42)").unwrap();
+
+    s.write("index.html", "two\n");
+    s.commit("two");
+    let push = Command::new("git")
+        .args(["push", s.repo.to_str().unwrap(), "main"])
+        .current_dir(&s.work)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        s.site_file("index.html"),
+        "one\n",
+        "nothing is deployed while the lock is held"
+    );
+    lock.set_len(0).unwrap();
+    lock.unlock().unwrap();
+    let out = push.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Waiting for deployment 1234567 (pid 42) to finish"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("successful"), "{stderr}");
+    assert_eq!(s.site_file("index.html"), "two\n");
+}
+
+#[test]
+fn concurrent_pushes_from_several_clones_end_at_the_branch_head() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("base");
+    s.push(&[]).assert_ok();
+    let clones: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = s.root.join(format!("clone{i}"));
+            s.git(&[
+                "clone",
+                "-q",
+                s.repo.to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ])
+            .assert_ok();
+            std::fs::write(dir.join("who.txt"), format!("clone {i}\n")).unwrap();
+            let git = |args: &[&str]| {
+                let ok = Command::new("git")
+                    .args(args)
+                    .current_dir(&dir)
+                    .env("GIT_AUTHOR_NAME", "c")
+                    .env("GIT_AUTHOR_EMAIL", "c@example.invalid")
+                    .env("GIT_COMMITTER_NAME", "c")
+                    .env("GIT_COMMITTER_EMAIL", "c@example.invalid")
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
+            };
+            git(&["add", "-A"]);
+            git(&["commit", "-q", "-m", &format!("clone {i}")]);
+            dir
+        })
+        .collect();
+    // git itself refuses a push whose ref moved under it ("cannot lock ref");
+    // like a user, each clone then pushes again.
+    let wheels = fixtures().join("wheels");
+    let threads: Vec<_> = clones
+        .into_iter()
+        .map(|dir| {
+            let repo = s.repo.clone();
+            let wheels = wheels.clone();
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    let out = Command::new("git")
+                        .args(["push", "-f", repo.to_str().unwrap(), "main"])
+                        .current_dir(&dir)
+                        .env("PIP_NO_INDEX", "1")
+                        .env("PIP_FIND_LINKS", &wheels)
+                        .env("PIP_CONFIG_FILE", "/dev/null")
+                        .output()
+                        .unwrap();
+                    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                    if out.status.success() {
+                        return stderr;
+                    }
+                    assert!(stderr.contains("cannot lock ref"), "{stderr}");
+                }
+                panic!("a push was refused 30 times");
+            })
+        })
+        .collect();
+    for thread in threads {
+        let stderr = thread.join().unwrap();
+        assert!(stderr.contains("successful"), "{stderr}");
+    }
+    let head = s.branch_head("main");
+    let records = s.records();
+    assert_eq!(records.len(), 4, "every push has a record");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == "success" && r["finished"].is_string())
+    );
+    assert_eq!(
+        records[0]["id"],
+        head.as_str(),
+        "the last deployment is the branch head"
+    );
+    let expected = Command::new("git")
+        .args([
+            "--git-dir",
+            s.repo.to_str().unwrap(),
+            "show",
+            "main:who.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        s.site_file("who.txt"),
+        String::from_utf8_lossy(&expected.stdout)
+    );
+    s.env_python("import greeting").assert_ok();
+}
