@@ -4,6 +4,8 @@
 mod util;
 
 mod bad_input;
+mod customise;
+mod history;
 mod hostile;
 mod pipeline;
 mod runtime_env;
