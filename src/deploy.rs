@@ -181,7 +181,7 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
             |r| crate::command::run(command, &commit, site, &settings.state_dir, r),
         )?;
     }
-    python_steps(&plan, site, report)?;
+    python_steps(&plan, site, &settings.seed_dir, report)?;
     match &plan.framework {
         Framework::Collectstatic if framework::django_installed(site) => report.step(
             "collectstatic",
@@ -203,7 +203,7 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
     Ok(())
 }
 
-fn python_steps(plan: &Plan, site: &Path, report: &mut Report) -> Result<()> {
+fn python_steps(plan: &Plan, site: &Path, seeds: &Path, report: &mut Report) -> Result<()> {
     let (runtime, decision) = match &plan.python {
         Python::Run { runtime, env, .. } => (runtime, env),
         Python::Skip { reason } => {
@@ -227,7 +227,7 @@ fn python_steps(plan: &Plan, site: &Path, report: &mut Report) -> Result<()> {
                 "Creating virtual environment env/ with {}: {message}",
                 runtime.runtime
             );
-            let new_env = report.step("env", header, |r| env::build(site, runtime, r))?;
+            let new_env = report.step("env", header, |r| env::build(site, runtime, seeds, r))?;
             let installed = report.step(
                 "pip",
                 "pip install -r requirements.txt (into the new env)",

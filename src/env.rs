@@ -171,7 +171,9 @@ pub fn tool(choice: &Choice) -> Result<&'static str> {
 
 /// Builds a new env in a new directory beside `env` and returns its path.
 /// `env` itself is not touched: `switch` does that once the env is complete.
-pub fn build(site: &Path, choice: &Choice, report: &mut Report) -> Result<PathBuf> {
+///
+/// `seeds` is where pip is kept per interpreter for fast creation (see `seed`).
+pub fn build(site: &Path, choice: &Choice, seeds: &Path, report: &mut Report) -> Result<PathBuf> {
     remove_stale(site)?;
     let dir = tempfile::Builder::new()
         .prefix(ENV_DIR_PREFIX)
@@ -180,15 +182,19 @@ pub fn build(site: &Path, choice: &Choice, report: &mut Report) -> Result<PathBu
     let python = &choice.interpreter.path;
     let v = choice.interpreter.version;
     let tool = tool(choice)?;
-    report.detail(format!(
-        "{} -m {tool} {}",
-        python.display(),
-        dir.path().display()
-    ));
-    report.run(
-        &format!("python -m {tool}"),
-        duct::cmd!(python, "-m", tool, dir.path()),
-    )?;
+    if tool == "venv" {
+        crate::seed::create(python, v, dir.path(), seeds, report)?;
+    } else {
+        report.detail(format!(
+            "{} -m {tool} {}",
+            python.display(),
+            dir.path().display()
+        ));
+        report.run(
+            &format!("python -m {tool}"),
+            duct::cmd!(python, "-m", tool, dir.path()),
+        )?;
+    }
     let marker = dir.path().join(marker_name(&choice.runtime));
     fs_err::write(&marker, format!("{}\n{}\n", python.display(), v))?;
     Ok(dir.keep())

@@ -20,6 +20,7 @@ pub mod receive;
 pub mod record;
 pub mod report;
 pub mod runtime;
+pub mod seed;
 pub mod settings;
 pub mod sync;
 

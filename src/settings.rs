@@ -83,6 +83,14 @@ pub const PYENV_ROOT: &Key = &Key {
     doc: "where pyenv keeps interpreters (versions/*/bin/python)",
 };
 
+pub const SEED_DIR: &Key = &Key {
+    name: "seedDir",
+    env: "PUSHDEPLOY_SEED_DIR",
+    file: "seedDir",
+    server_only: true,
+    default: "<state dir>/seeds",
+    doc: "where pip is kept per interpreter to create envs fast; several repositories may share one",
+};
 pub const PROJECT: &Key = &Key {
     name: "project",
     env: "PROJECT",
@@ -133,6 +141,7 @@ pub const KEYS: &[&Key] = &[
     PYTHON_PATH,
     PYENV_ROOT,
     RECREATE_ENV,
+    SEED_DIR,
     PROJECT,
     COMMAND,
     SCM_DO_BUILD,
@@ -355,6 +364,7 @@ pub struct Settings {
     pub branch: String,
     pub python_path: Vec<PathBuf>,
     pub pyenv_root: PathBuf,
+    pub seed_dir: PathBuf,
     pub sources: Sources,
 }
 
@@ -395,6 +405,10 @@ impl Settings {
             Some(v) => PathBuf::from(v.value),
             None => sources.env.home().join(".pyenv"),
         };
+        let seed_dir = match sources.get(SEED_DIR) {
+            Some(v) => absolute(Path::new(&v.value), repo_path),
+            None => state_dir.join("seeds"),
+        };
         Ok(Settings {
             repo: repo_path.to_path_buf(),
             site,
@@ -402,6 +416,7 @@ impl Settings {
             branch,
             python_path,
             pyenv_root,
+            seed_dir,
             sources,
         })
     }

@@ -297,3 +297,76 @@ fn the_dry_runs_package_list_matches_what_the_real_run_installs() {
     assert_eq!(listed, installed);
     assert_eq!(listed, ["greeting-2.0.0"]);
 }
+
+#[test]
+fn a_new_env_is_seeded_with_the_same_pip_as_venv_would_install() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    let seeds = s.root.join("seeds");
+    let vars = [("PUSHDEPLOY_SEED_DIR", seeds.to_str().unwrap())];
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has("caching pip for ")
+        .assert_has("-m venv --without-pip");
+    let again = s.pushdeploy_with(
+        &[
+            "deploy",
+            "--repo",
+            s.repo.to_str().unwrap(),
+            "--recreate-env",
+        ],
+        &vars,
+    );
+    again.assert_ok().assert_has("pip seeded from");
+    assert!(
+        !again.has("caching pip"),
+        "the seed is made once per interpreter"
+    );
+
+    let freeze = |pip: &std::path::Path| {
+        let out = std::process::Command::new(pip)
+            .args(["list", "--format=freeze"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("greeting==") && !l.starts_with("tinyweb=="))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let plain = s.root.join("plain-venv");
+    assert!(
+        std::process::Command::new(pyenv("3.11.7"))
+            .args(["-m", "venv"])
+            .arg(&plain)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        freeze(&s.site.join("env/bin/pip")),
+        freeze(&plain.join("bin/pip"))
+    );
+    let script = std::fs::read_to_string(s.site.join("env/bin/pip3.11")).unwrap();
+    assert!(
+        script.starts_with(&format!(
+            "#!{}",
+            s.site
+                .join("env")
+                .canonicalize()
+                .unwrap()
+                .join("bin/python")
+                .display()
+        )),
+        "{script}"
+    );
+}

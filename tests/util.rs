@@ -130,6 +130,11 @@ impl Server {
             .env("PIP_FIND_LINKS", fixtures().join("wheels"))
             .env("PIP_CONFIG_FILE", "/dev/null")
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            // One pip seed for all tests: each interpreter's is made once per run.
+            .env(
+                "PUSHDEPLOY_SEED_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("seeds"),
+            )
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_AUTHOR_NAME", "Ada Tester")
             .env("GIT_AUTHOR_EMAIL", "ada@example.invalid")
