@@ -18,6 +18,9 @@ use crate::manifest::Manifest;
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
 pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
+/// Each file is written to a temp file of this name beside it, then renamed.
+/// One left by a sync that was killed is removed by the next sync.
+pub const TEMP_PREFIX: &str = ".pushdeploy-tmp-";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +118,13 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
             entry.path
         );
     }
+    let name = entry.path.rsplit('/').next().unwrap_or("");
+    if name.starts_with(TEMP_PREFIX) {
+        bail!(
+            "commit entry {}: names starting with {TEMP_PREFIX} are pushdeploy's temp files, which a sync removes; rename it",
+            entry.path
+        );
+    }
     if entry.kind == Kind::Symlink {
         let blob = commit.blob(&entry.blob)?;
         let target = blob.content();
@@ -170,10 +180,11 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Carries out the plan in the site: deletions first (a file may become a
-/// directory), then writes.
+/// Carries out the plan in the site: temp files a killed sync left first,
+/// then deletions (a file may become a directory), then writes.
 pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
     check_lengths(plan, site)?;
+    remove_temp_files(plan, site)?;
     for path in &plan.delete {
         delete(site, path)?;
     }
@@ -201,6 +212,36 @@ fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
                 shown(change.path.as_bytes()),
                 path.as_os_str().len()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temp files that a killed sync left in the directories this
+/// one writes to or deletes from: a sync that was interrupted is always
+/// followed by one that touches each directory it did (it rewrites or
+/// deletes every file the interrupted one may have written).
+fn remove_temp_files(plan: &SyncPlan, site: &Path) -> Result<()> {
+    let dirs: BTreeSet<&str> = plan
+        .write
+        .iter()
+        .map(|c| c.path.as_str())
+        .chain(plan.delete.iter().map(String::as_str))
+        .map(|p| p.rsplit_once('/').map_or("", |(dir, _)| dir))
+        .collect();
+    for dir in dirs {
+        if !dir.is_empty() && !parents_are_real_dirs(site, &format!("{dir}/x")) {
+            continue;
+        }
+        let path = site.join(dir);
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let ours = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+            if ours && entry.file_type().is_ok_and(|t| !t.is_dir()) {
+                fs_err::remove_file(entry.path())?;
+            }
         }
     }
     Ok(())
@@ -278,14 +319,14 @@ fn write(site: &Path, commit: &Commit, change: &Change) -> Result<()> {
                 std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
             );
             let tmp = tempfile::Builder::new()
-                .prefix(".pushdeploy-")
+                .prefix(TEMP_PREFIX)
                 .make_in(&dir, |p| std::os::unix::fs::symlink(link, p))?;
             // rename(2) replaces the name itself, never what a symlink there points to.
             tmp.persist(&target)?;
         }
         Kind::File | Kind::Executable => {
             let mut tmp = tempfile::Builder::new()
-                .prefix(".pushdeploy-")
+                .prefix(TEMP_PREFIX)
                 .tempfile_in(&dir)?;
             tmp.write_all(blob.content())?;
             tmp.as_file()

@@ -356,6 +356,10 @@ fn entries_that_name_no_file_are_refused_in_the_plan() {
         (app().raw(b"a/b", blob("x")), "\"a/b\""),
         (app().raw(b"/abs", blob("x")), "\"/abs\""),
         (app().raw(b"bad\xffname", blob("x")), "\"bad\u{fffd}name\""),
+        (
+            app().file("static/.pushdeploy-tmp-x1", "x"),
+            "static/.pushdeploy-tmp-x1: names starting with .pushdeploy-tmp- are pushdeploy's temp files",
+        ),
         // libgit2 cannot read a tree with an empty name: the directory that
         // holds it is named. (A NUL cannot be in a name: it ends the name in
         // git's tree format, so no such tree can be written at all.)
