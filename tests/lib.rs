@@ -9,5 +9,6 @@ mod faults;
 mod history;
 mod hostile;
 mod pipeline;
+mod properties;
 mod runtime_env;
 mod setup;
