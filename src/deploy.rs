@@ -15,6 +15,8 @@ use crate::packages;
 use std::path::Path;
 
 use crate::framework;
+use crate::installed::{self, PipDecision};
+use crate::packages::Installer;
 use crate::plan::{self, Framework, Plan, Python, runtime_line};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
@@ -181,7 +183,7 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
             |r| crate::command::run(command, &commit, site, &settings.state_dir, r),
         )?;
     }
-    python_steps(&plan, site, &settings.seed_dir, report)?;
+    python_steps(&plan, settings, report)?;
     match &plan.framework {
         Framework::Collectstatic if framework::django_installed(site) => report.step(
             "collectstatic",
@@ -203,12 +205,40 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
     Ok(())
 }
 
-fn python_steps(plan: &Plan, site: &Path, seeds: &Path, report: &mut Report) -> Result<()> {
-    let (runtime, decision) = match &plan.python {
-        Python::Run { runtime, env, .. } => (runtime, env),
+fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result<()> {
+    let site = &settings.site;
+    let (runtime, decision, installer, pip, fingerprint) = match &plan.python {
+        Python::Run {
+            runtime,
+            env,
+            installer,
+            pip,
+            fingerprint,
+            ..
+        } => (runtime, env, installer, pip, fingerprint),
         Python::Skip { reason } => {
             report.header(format!("Python steps skipped: {reason}"));
             return Ok(());
+        }
+    };
+    let store = installed::Store::new(&settings.state_dir);
+    let step = match installer {
+        Installer::Pip => "pip",
+        Installer::Uv { .. } => "uv",
+    };
+    let command = match installer {
+        Installer::Pip => "pip install -r requirements.txt".to_string(),
+        Installer::Uv { path } => format!("{} pip install -r requirements.txt", path.display()),
+    };
+    // Records what the install depended on, with the env as it is now.
+    let remember = |env: &Path| -> Result<()> {
+        match fingerprint {
+            Some(fp) => {
+                let mut fp = fp.clone();
+                fp.insert("env".into(), installed::env_identity(env));
+                store.save(&fp, &plan.commit.id)
+            }
+            None => store.forget(),
         }
     };
     report.header(runtime_line(runtime));
@@ -218,21 +248,36 @@ fn python_steps(plan: &Plan, site: &Path, seeds: &Path, report: &mut Report) -> 
                 "Found compatible virtual environment env/ ({})",
                 runtime.runtime
             ));
-            report.step("pip", "pip install -r requirements.txt", |r| {
-                packages::install(&site.join("env"), site, r)
-            })
+            let reason = match pip {
+                PipDecision::Skip { reason } => {
+                    report.header(format!("{step} skipped: {reason}"));
+                    return Ok(());
+                }
+                PipDecision::Run { reason } => reason,
+            };
+            let env = site.join("env");
+            let result = report.step(step, format!("{command} ({reason})"), |r| {
+                packages::install(installer, &env, site, r)
+            });
+            match result {
+                Ok(()) => remember(&env),
+                Err(e) => {
+                    store.forget()?;
+                    Err(e)
+                }
+            }
         }
         Decision::Create { message, .. } => {
             let header = format!(
                 "Creating virtual environment env/ with {}: {message}",
                 runtime.runtime
             );
-            let new_env = report.step("env", header, |r| env::build(site, runtime, seeds, r))?;
-            let installed = report.step(
-                "pip",
-                "pip install -r requirements.txt (into the new env)",
-                |r| packages::install(&new_env, site, r),
-            );
+            let new_env = report.step("env", header, |r| {
+                env::build(site, runtime, &settings.seed_dir, r)
+            })?;
+            let installed = report.step(step, format!("{command} (into the new env)"), |r| {
+                packages::install(installer, &new_env, site, r)
+            });
             if let Err(e) = installed {
                 // The old env stays in place, untouched.
                 let _ = fs_err::remove_dir_all(&new_env);
@@ -244,7 +289,8 @@ fn python_steps(plan: &Plan, site: &Path, seeds: &Path, report: &mut Report) -> 
                     "Switching env/ to the new virtual environment",
                     |_| env::switch(site, &new_env),
                 )
-                .context("switching env")
+                .context("switching env")?;
+            remember(&site.join("env"))
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod framework;
 pub mod init;
+pub mod installed;
 pub mod lock;
 pub mod manifest;
 pub mod packages;

@@ -2,12 +2,14 @@
 //! skips what is already installed; and, for the dry run, asking pip what it
 //! would install (`--dry-run --report`).
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::report::Report;
+use crate::settings::{INSTALLER, Settings};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
 
@@ -32,23 +34,88 @@ pub enum Preview {
     Unknown { why: String },
 }
 
+/// The program that installs the requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "name")]
+pub enum Installer {
+    Pip,
+    Uv { path: PathBuf },
+}
+
+impl fmt::Display for Installer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Installer::Pip => f.write_str("pip"),
+            Installer::Uv { path } => write!(f, "uv ({})", path.display()),
+        }
+    }
+}
+
+/// The `installer` setting: `pip` (the default), `uv` (found with `which`),
+/// or a path to uv.
+pub fn installer(settings: &Settings) -> Result<Installer> {
+    let value = settings.sources.effective(INSTALLER);
+    let text = value.value.trim();
+    match text {
+        "pip" => Ok(Installer::Pip),
+        "uv" => match which::which("uv") {
+            Ok(path) => Ok(Installer::Uv { path }),
+            Err(_) => bail!(
+                "setting installer ({}): uv is not installed (not found on PATH); install it or set installer = pip",
+                value.origin
+            ),
+        },
+        path if path.contains('/') && Path::new(path).is_file() => Ok(Installer::Uv {
+            path: PathBuf::from(path),
+        }),
+        other => bail!(
+            "setting installer ({}): {other:?} is not pip, uv or a path to uv",
+            value.origin
+        ),
+    }
+}
+
 fn pip(env_dir: &Path) -> std::path::PathBuf {
     env_dir.join("bin").join("pip")
 }
 
-/// Runs pip in the site with the env at `env_dir`, its output streamed.
-pub fn install(env_dir: &Path, site: &Path, report: &mut Report) -> Result<()> {
-    let expr = duct::cmd!(
-        pip(env_dir),
-        "install",
-        "--progress-bar",
-        "off",
-        "-r",
-        REQUIREMENTS
-    )
-    .dir(site)
-    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-    report.run("pip install", expr)
+/// Runs the installer in the site for the env at `env_dir`, its output
+/// streamed.
+pub fn install(
+    installer: &Installer,
+    env_dir: &Path,
+    site: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    match installer {
+        Installer::Pip => {
+            let expr = duct::cmd!(
+                pip(env_dir),
+                "install",
+                "--progress-bar",
+                "off",
+                "-r",
+                REQUIREMENTS
+            )
+            .dir(site)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+            report.run("pip install", expr)
+        }
+        Installer::Uv { path } => {
+            let python = env_dir.join("bin").join("python");
+            let expr = duct::cmd!(
+                path,
+                "pip",
+                "install",
+                "-r",
+                REQUIREMENTS,
+                "--python",
+                python
+            )
+            .dir(site);
+            report.run("uv pip install", expr)
+        }
+    }
 }
 
 /// Asks pip which packages `requirements` (a file, with whatever it includes

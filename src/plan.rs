@@ -10,12 +10,13 @@ use serde::Serialize;
 use crate::commit::{Commit, CommitInfo, Entry, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
+use crate::installed::{self, Fingerprint, PipDecision};
 use crate::manifest::{self, Manifest};
-use crate::packages::{self, Preview, REQUIREMENTS};
+use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice};
 use crate::settings::{
-    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD, Settings,
-    parse_bool,
+    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
+    SKIP_UNCHANGED, Settings, parse_bool,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -53,7 +54,14 @@ pub enum Python {
     Run {
         runtime: Choice,
         env: Decision,
+        /// `pip`, or `uv <path>`.
+        installer: Installer,
+        pip: PipDecision,
         packages: Preview,
+        /// What the install depends on, recorded after it succeeded; `None`
+        /// when pip must always run.
+        #[serde(skip)]
+        fingerprint: Option<Fingerprint>,
     },
 }
 
@@ -176,7 +184,7 @@ impl Plan {
                 plan.framework = Framework::Skip { reason };
             }
             _ => {
-                plan.python = python_plan(settings, commit, preview)?;
+                plan.python = python_plan(settings, commit, preview, &plan.app_settings)?;
                 plan.framework = framework_plan(settings, commit, &plan.python);
             }
         }
@@ -224,7 +232,10 @@ impl Plan {
             Python::Run {
                 runtime,
                 env,
+                installer,
+                pip,
                 packages,
+                ..
             } => {
                 out.push(runtime_line(runtime));
                 out.push(match env {
@@ -233,7 +244,13 @@ impl Plan {
                         format!("env: create with {} ({message})", runtime.runtime)
                     }
                 });
-                out.push(packages_line(packages));
+                out.push(match pip {
+                    PipDecision::Skip { reason } => format!("{installer}: skipped ({reason})"),
+                    PipDecision::Run { reason } => format!("{installer}: runs ({reason})"),
+                });
+                if matches!(pip, PipDecision::Run { .. }) {
+                    out.push(packages_line(packages));
+                }
             }
         }
         out.push(match &self.framework {
@@ -308,12 +325,17 @@ fn command_path(commit: &Commit, value: &str) -> Result<String> {
     }
 }
 
-fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Python> {
-    let Some(requirements) = commit.read_root_file(REQUIREMENTS)? else {
+fn python_plan(
+    settings: &Settings,
+    commit: &Commit,
+    preview: bool,
+    app_settings: &[(String, String)],
+) -> Result<Python> {
+    if commit.read_root_file(REQUIREMENTS)?.is_none() {
         return Ok(Python::Skip {
             reason: "no requirements.txt in the commit".into(),
         });
-    };
+    }
     if commit.has_root_entry(SKIP_PYTHON) {
         return Ok(Python::Skip {
             reason: format!("{SKIP_PYTHON} is in the commit"),
@@ -324,16 +346,120 @@ fn python_plan(settings: &Settings, commit: &Commit, preview: bool) -> Result<Py
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
     }
-    let packages = match (&env, preview) {
-        (_, false) => Preview::NotAsked,
-        (Decision::Create { .. }, true) => Preview::NewEnv,
-        (Decision::Reuse, true) => preview_packages(settings, commit, &requirements)?,
+    let installer = packages::installer(settings)?;
+    let files = requirement_files(commit)?;
+    let fingerprint = match &files {
+        Ok(files) => {
+            let mut vars = settings.sources.env.with_prefix("PIP_");
+            vars.extend(settings.sources.env.with_prefix("UV_"));
+            vars.extend(
+                app_settings
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("PIP_") || k.starts_with("UV_"))
+                    .cloned(),
+            );
+            let config_files = pip_config_files(settings);
+            let inputs = installed::Inputs {
+                files,
+                vars: &vars,
+                config_files: &config_files,
+                installer: installer.to_string(),
+                interpreter: format!(
+                    "{} {}",
+                    runtime.interpreter.version,
+                    runtime.interpreter.path.display()
+                ),
+                env: &settings.site.join("env"),
+            };
+            installed::fingerprint(&inputs)
+        }
+        Err(why) => Err(why.clone()),
+    };
+    let store = installed::Store::new(&settings.state_dir);
+    let pip = match (&env, &fingerprint, settings.sources.bool(SKIP_UNCHANGED)?) {
+        (Decision::Create { .. }, _, _) => PipDecision::Run {
+            reason: "a new env".into(),
+        },
+        (_, Err(why), _) => PipDecision::Run {
+            reason: format!("{why}: the installer always runs"),
+        },
+        (_, _, Some((false, origin))) => PipDecision::Run {
+            reason: format!("skipUnchangedPackages is false ({origin})"),
+        },
+        (Decision::Reuse, Ok(fp), _) => store.decide(fp),
+    };
+    let packages = match (&env, &pip, preview) {
+        (_, _, false) => Preview::NotAsked,
+        (Decision::Create { .. }, _, true) => Preview::NewEnv,
+        (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
+            packages: Vec::new(),
+        },
+        (Decision::Reuse, _, true) => match &files {
+            Ok(files) => preview_packages(settings, files)?,
+            Err(why) => Preview::Unknown { why: why.clone() },
+        },
     };
     Ok(Python::Run {
         runtime,
         env,
+        installer,
+        pip,
         packages,
+        fingerprint: fingerprint.ok(),
     })
+}
+
+/// pip's configuration files that may apply to the installer.
+fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
+    let env = &settings.sources.env;
+    let home = env.home();
+    let mut files = vec![
+        PathBuf::from("/etc/pip.conf"),
+        home.join(".pip/pip.conf"),
+        home.join(".config/pip/pip.conf"),
+    ];
+    if let Some(xdg) = env.get("XDG_CONFIG_HOME") {
+        files.push(Path::new(xdg).join("pip/pip.conf"));
+    }
+    if let Some(file) = env.get("PIP_CONFIG_FILE") {
+        files.push(PathBuf::from(file));
+    }
+    files.push(settings.site.join("env/pip.conf"));
+    files
+}
+
+/// requirements.txt and the files it includes (`-r`, `-c`), read from the
+/// commit; or why they cannot all be read, which makes pip always run.
+fn requirement_files(commit: &Commit) -> Result<Result<Vec<(String, Vec<u8>)>, String>> {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut queue = vec![REQUIREMENTS.to_string()];
+    while let Some(name) = queue.pop() {
+        if files.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if name.contains('/') || name.starts_with('.') || files.len() > 32 {
+            return Ok(Err(format!(
+                "requirements include {name}, outside the top folder"
+            )));
+        }
+        let Some(content) = commit.read_root_file(&name)? else {
+            return Ok(Err(format!(
+                "requirements include {name}, which is not in the commit"
+            )));
+        };
+        queue.extend(packages::included_files(&String::from_utf8_lossy(&content)));
+        files.push((name, content));
+    }
+    Ok(Ok(files))
+}
+
+/// Writes the commit's requirement files to a temp dir and asks the env's pip.
+fn preview_packages(settings: &Settings, files: &[(String, Vec<u8>)]) -> Result<Preview> {
+    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
+    for (name, content) in files {
+        fs_err::write(dir.path().join(name), content)?;
+    }
+    Ok(packages::preview(&settings.site.join("env"), dir.path()))
 }
 
 fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {
@@ -354,31 +480,4 @@ fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Fram
         }
     }
     Framework::Collectstatic
-}
-
-/// Writes the commit's requirement files to a temp dir and asks the env's pip.
-fn preview_packages(settings: &Settings, commit: &Commit, requirements: &[u8]) -> Result<Preview> {
-    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
-    write_requirements(commit, dir.path(), REQUIREMENTS, requirements, 0)?;
-    Ok(packages::preview(&settings.site.join("env"), dir.path()))
-}
-
-fn write_requirements(
-    commit: &Commit,
-    dir: &Path,
-    name: &str,
-    content: &[u8],
-    depth: usize,
-) -> Result<()> {
-    // Only plain names at the root: an include elsewhere is read by pip from the site.
-    if depth > 8 || name.contains('/') || name.starts_with('.') {
-        return Ok(());
-    }
-    fs_err::write(dir.join(name), content)?;
-    for include in packages::included_files(&String::from_utf8_lossy(content)) {
-        if let Some(bytes) = commit.read_root_file(&include)? {
-            write_requirements(commit, dir, &include, &bytes, depth + 1)?;
-        }
-    }
-    Ok(())
 }

@@ -83,6 +83,22 @@ pub const PYENV_ROOT: &Key = &Key {
     doc: "where pyenv keeps interpreters (versions/*/bin/python)",
 };
 
+pub const SKIP_UNCHANGED: &Key = &Key {
+    name: "skipUnchangedPackages",
+    env: "PUSHDEPLOY_SKIP_UNCHANGED_PACKAGES",
+    file: "skipUnchangedPackages",
+    server_only: false,
+    default: "true",
+    doc: "false: run the installer on every deployment, even when nothing it depends on changed",
+};
+pub const INSTALLER: &Key = &Key {
+    name: "installer",
+    env: "PUSHDEPLOY_INSTALLER",
+    file: "installer",
+    server_only: false,
+    default: "pip",
+    doc: "pip, or uv (`uv pip install`, found with which or at a path given as uv:<path>)",
+};
 pub const SEED_DIR: &Key = &Key {
     name: "seedDir",
     env: "PUSHDEPLOY_SEED_DIR",
@@ -142,6 +158,8 @@ pub const KEYS: &[&Key] = &[
     PYENV_ROOT,
     RECREATE_ENV,
     SEED_DIR,
+    SKIP_UNCHANGED,
+    INSTALLER,
     PROJECT,
     COMMAND,
     SCM_DO_BUILD,
@@ -214,6 +232,15 @@ impl Environment {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// The variables whose names start with `prefix`, sorted.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// `GIT_PUSH_OPTION_COUNT` / `GIT_PUSH_OPTION_<i>`, as git passes `git push -o`.
