@@ -12,3 +12,4 @@ mod pipeline;
 mod properties;
 mod runtime_env;
 mod setup;
+mod speed;

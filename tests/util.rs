@@ -22,6 +22,14 @@ pub fn pyenv(version: &str) -> PathBuf {
         .join("bin/python")
 }
 
+/// uv, when it is installed: on PATH, or where .ci/run puts it.
+pub fn uv() -> Option<PathBuf> {
+    let ci = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/uv");
+    which::which("uv")
+        .ok()
+        .or_else(|| ci.is_file().then_some(ci))
+}
+
 pub fn home() -> PathBuf {
     PathBuf::from(std::env::var("HOME").expect("HOME is set"))
 }
@@ -130,6 +138,8 @@ impl Server {
             .env("PIP_FIND_LINKS", fixtures().join("wheels"))
             .env("PIP_CONFIG_FILE", "/dev/null")
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("UV_NO_INDEX", "1")
+            .env("UV_FIND_LINKS", fixtures().join("wheels"))
             // One pip seed for all tests: each interpreter's is made once per run.
             .env(
                 "PUSHDEPLOY_SEED_DIR",
