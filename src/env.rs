@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::report::Report;
-use crate::runtime::{Choice, Request, Version, probe};
+use crate::runtime::{Choice, Probes, Request, Version};
 use crate::sync::ENV_DIR_PREFIX;
 
 /// Why an env is created.
@@ -94,7 +94,7 @@ fn base_home(env: &Path) -> Option<PathBuf> {
 
 /// Decides whether the env at `<site>/env` can be reused for `choice`.
 /// `forced` names what forces a new env, if anything does.
-pub fn decide(site: &Path, request: Request, forced: Option<String>) -> Decision {
+pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Probes) -> Decision {
     let create = |reason: Reason| Decision::Create {
         message: reason.to_string(),
         reason,
@@ -122,7 +122,7 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>) -> Decision
     {
         return create(Reason::BaseGone { home });
     }
-    let Some(python) = probe(&env.join("bin").join("python")) else {
+    let Some(python) = probes.probe(&env.join("bin").join("python")) else {
         return create(Reason::Broken {
             detail: "env/bin/python does not run".into(),
         });

@@ -13,7 +13,7 @@ use crate::env::{self, Decision};
 use crate::installed::{self, Fingerprint, PipDecision};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
-use crate::runtime::{self, Choice};
+use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
     SKIP_UNCHANGED, Settings, parse_bool,
@@ -152,15 +152,19 @@ impl Plan {
             post_deploy,
             entries: Vec::new(),
         };
+        let probes = Probes::load(&settings.state_dir);
         if let Some(command) = settings.sources.get(COMMAND) {
             let path = command_path(commit, &command.value)?;
-            let runtime = choose_runtime(settings, commit)?;
+            let runtime = choose_runtime(settings, commit, &probes)?;
             let reason = format!("command {path} deploys instead");
             plan.python = Python::Skip {
                 reason: reason.clone(),
             };
             plan.framework = Framework::Skip { reason };
             plan.command = Some(CustomCommand { path, runtime });
+            if !preview {
+                probes.save()?;
+            }
             return Ok(plan);
         }
         let store = manifest::Store::new(&settings.state_dir);
@@ -184,9 +188,13 @@ impl Plan {
                 plan.framework = Framework::Skip { reason };
             }
             _ => {
-                plan.python = python_plan(settings, commit, preview, &plan.app_settings)?;
+                plan.python = python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
                 plan.framework = framework_plan(settings, commit, &plan.python);
             }
+        }
+        // A dry run changes nothing, the state dir included.
+        if !preview {
+            probes.save()?;
         }
         Ok(plan)
     }
@@ -302,10 +310,15 @@ pub fn runtime_line(choice: &Choice) -> String {
     )
 }
 
-fn choose_runtime(settings: &Settings, commit: &Commit) -> Result<Choice> {
+fn choose_runtime(settings: &Settings, commit: &Commit, probes: &Probes) -> Result<Choice> {
     let runtime_txt = commit.read_root_file("runtime.txt")?;
     let python_version = commit.read_root_file(".python-version")?;
-    runtime::choose(runtime_txt.as_deref(), python_version.as_deref(), settings)
+    runtime::choose(
+        runtime_txt.as_deref(),
+        python_version.as_deref(),
+        settings,
+        probes,
+    )
 }
 
 /// The custom command's path in the commit: a file there, executable, that
@@ -330,6 +343,7 @@ fn python_plan(
     commit: &Commit,
     preview: bool,
     app_settings: &[(String, String)],
+    probes: &Probes,
 ) -> Result<Python> {
     if commit.read_root_file(REQUIREMENTS)?.is_none() {
         return Ok(Python::Skip {
@@ -341,8 +355,8 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let runtime = choose_runtime(settings, commit)?;
-    let env = env::decide(&settings.site, runtime.request, forced(settings)?);
+    let runtime = choose_runtime(settings, commit, probes)?;
+    let env = env::decide(&settings.site, runtime.request, forced(settings)?, probes);
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
     }

@@ -6,7 +6,8 @@
 //! version fits is taken: the `pythonPath` directories; `pythonX.Y` on PATH;
 //! pyenv's `versions/*` (newest patch first); `python3` and `python` on PATH.
 
-use std::collections::BTreeSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ impl fmt::Display for Request {
 }
 
 /// An interpreter's real version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Version {
     pub major: u32,
     pub minor: u32,
@@ -167,7 +168,7 @@ impl fmt::Display for Source {
 }
 
 /// An interpreter on this machine and its real version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Interpreter {
     pub path: PathBuf,
     pub version: Version,
@@ -180,6 +181,83 @@ pub struct Choice {
     pub runtime: String,
     pub source: Source,
     pub interpreter: Interpreter,
+}
+
+/// Interpreters already run, kept in the state dir: each is run once, and
+/// again only when the file it runs (or its env's pyvenv.cfg) changed.
+pub struct Probes {
+    path: Option<PathBuf>,
+    known: RefCell<BTreeMap<String, Interpreter>>,
+    changed: Cell<bool>,
+}
+
+impl Probes {
+    /// The cache of a state dir (empty when there is none yet).
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join("interpreters.json");
+        let known = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Probes {
+            path: Some(path),
+            known: RefCell::new(known),
+            changed: Cell::new(false),
+        }
+    }
+
+    /// No cache: every interpreter is run.
+    pub fn none() -> Self {
+        Probes {
+            path: None,
+            known: RefCell::new(BTreeMap::new()),
+            changed: Cell::new(false),
+        }
+    }
+
+    /// Writes what was learned (not in a dry run, which changes nothing).
+    pub fn save(&self) -> Result<()> {
+        match &self.path {
+            Some(path) if self.changed.get() => {
+                crate::manifest::write_atomic(path, &serde_json::to_vec(&*self.known.borrow())?)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What identifies an interpreter's behaviour: its path, the file it
+    /// runs, and for a venv's python its pyvenv.cfg.
+    fn key(path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| format!("{}:{}:{}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+        };
+        let mut key = format!("{} {}", path.display(), stamp(path)?);
+        if let Some(cfg) = path
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("pyvenv.cfg"))
+        {
+            if let Some(cfg_stamp) = stamp(&cfg) {
+                key.push_str(&format!(" cfg {cfg_stamp}"));
+            }
+        }
+        Some(key)
+    }
+
+    /// The interpreter's version and real path: from the cache, or by running it.
+    pub fn probe(&self, path: &Path) -> Option<Interpreter> {
+        let key = Self::key(path)?;
+        if let Some(known) = self.known.borrow().get(&key) {
+            return Some(known.clone());
+        }
+        let found = probe(path)?;
+        self.known.borrow_mut().insert(key, found.clone());
+        self.changed.set(true);
+        Some(found)
+    }
 }
 
 /// Runs an interpreter once and asks for its version and real path.
@@ -214,6 +292,18 @@ pub fn probe(path: &Path) -> Option<Interpreter> {
 }
 
 /// Candidate paths for a request, in the documented order (not yet run).
+/// `name` on PATH, leaving out pyenv's shims: they are slow scripts whose
+/// answer depends on pyenv's own settings, and pyenv's versions are searched
+/// directly anyway.
+fn on_path(name: &str, settings: &Settings) -> Vec<PathBuf> {
+    let shims = settings.pyenv_root.join("shims");
+    which::which_all(name)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.parent() != Some(shims.as_path()))
+        .collect()
+}
+
 fn candidates(request: Option<Request>, settings: &Settings) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let specific = request.map(|r| format!("python{}.{}", r.major, r.minor));
@@ -228,11 +318,11 @@ fn candidates(request: Option<Request>, settings: &Settings) -> Vec<PathBuf> {
         }
     }
     if let Some(name) = &specific {
-        out.extend(which::which_all(name).into_iter().flatten());
+        out.extend(on_path(name, settings));
     }
     out.extend(pyenv_versions(&settings.pyenv_root, request));
     for name in ["python3", "python"] {
-        out.extend(which::which_all(name).into_iter().flatten());
+        out.extend(on_path(name, settings));
     }
     out
 }
@@ -258,20 +348,16 @@ fn pyenv_versions(root: &Path, request: Option<Request>) -> Vec<PathBuf> {
 }
 
 /// Every interpreter that can be found, for messages that list them.
-pub fn all_found(settings: &Settings) -> Vec<Interpreter> {
+pub fn all_found(settings: &Settings, probes: &Probes) -> Vec<Interpreter> {
     let mut paths = candidates(None, settings);
     for minor in 0..=20 {
-        paths.extend(
-            which::which_all(format!("python3.{minor}"))
-                .into_iter()
-                .flatten(),
-        );
+        paths.extend(on_path(&format!("python3.{minor}"), settings));
     }
-    paths.extend(which::which_all("python2").into_iter().flatten());
+    paths.extend(on_path("python2", settings));
     let mut seen = BTreeSet::new();
     let mut found: Vec<Interpreter> = paths
         .iter()
-        .filter_map(|p| probe(p))
+        .filter_map(|p| probes.probe(p))
         .filter(|i| seen.insert(i.path.clone()))
         .collect();
     found.sort_by_key(|i| i.version);
@@ -290,12 +376,12 @@ fn list(interpreters: &[Interpreter]) -> String {
 }
 
 /// The first interpreter that fits, in the documented order.
-pub fn find(request: Request, settings: &Settings) -> Option<Interpreter> {
+pub fn find(request: Request, settings: &Settings, probes: &Probes) -> Option<Interpreter> {
     let mut tried = BTreeSet::new();
     candidates(Some(request), settings)
         .into_iter()
         .filter(|p| tried.insert(p.clone()))
-        .filter_map(|p| probe(&p))
+        .filter_map(|p| probes.probe(&p))
         .find(|i| request.fits(i.version))
 }
 
@@ -305,6 +391,7 @@ pub fn choose(
     runtime_txt: Option<&[u8]>,
     python_version: Option<&[u8]>,
     settings: &Settings,
+    probes: &Probes,
 ) -> Result<Choice> {
     let (request, source) = if let Some(bytes) = runtime_txt {
         (parse_runtime_txt(bytes)?, Source::RuntimeTxt)
@@ -320,13 +407,15 @@ pub fn choose(
             Some(request) => (request, Source::Setting(setting.origin)),
             None => {
                 // A command or a path: whatever version it is, is the runtime.
-                let Some(interpreter) = which::which(&setting.value).ok().and_then(|p| probe(&p))
+                let Some(interpreter) = which::which(&setting.value)
+                    .ok()
+                    .and_then(|p| probes.probe(&p))
                 else {
                     bail!(
                         "setting python ({}): {} is not a Python interpreter that runs; found: {}",
                         setting.origin,
                         shown(setting.value.as_bytes()),
-                        list(&all_found(settings))
+                        list(&all_found(settings, probes))
                     );
                 };
                 let v = interpreter.version;
@@ -345,7 +434,7 @@ pub fn choose(
             }
         }
     };
-    match find(request, settings) {
+    match find(request, settings, probes) {
         Some(interpreter) => Ok(Choice {
             request,
             runtime: request.runtime(),
@@ -353,7 +442,7 @@ pub fn choose(
             interpreter,
         }),
         None => {
-            let found = all_found(settings);
+            let found = all_found(settings, probes);
             let same_minor: Vec<Interpreter> = found
                 .iter()
                 .filter(|i| i.version.major == request.major && i.version.minor == request.minor)

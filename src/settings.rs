@@ -249,8 +249,10 @@ impl Environment {
             .get("GIT_PUSH_OPTION_COUNT")
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
+        // git sets every variable up to the count; stopping at the first gap
+        // keeps a forged huge count from looping.
         (0..count)
-            .filter_map(|i| self.vars.get(&format!("GIT_PUSH_OPTION_{i}")).cloned())
+            .map_while(|i| self.vars.get(&format!("GIT_PUSH_OPTION_{i}")).cloned())
             .collect()
     }
 

@@ -302,6 +302,7 @@ fn the_dry_runs_package_list_matches_what_the_real_run_installs() {
 fn a_new_env_is_seeded_with_the_same_pip_as_venv_would_install() {
     let s = Server::new();
     s.app("flask-app");
+    s.write("runtime.txt", "python-3.11.7\n");
     s.commit("first");
     let seeds = s.root.join("seeds");
     let vars = [("PUSHDEPLOY_SEED_DIR", seeds.to_str().unwrap())];
