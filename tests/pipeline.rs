@@ -220,3 +220,36 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
         .assert_has("Successfully installed greeting-2.0.0");
     assert_ne!(snapshot(&s.site), site_before);
 }
+
+#[test]
+fn the_pusher_sees_each_line_as_it_happens() {
+    use std::io::{BufRead, BufReader};
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    // A slow last step: the first lines must reach the pusher before it ends.
+    s.git(&[
+        "--git-dir",
+        s.repo.to_str().unwrap(),
+        "config",
+        "deploy.postDeploy",
+        "sleep 3",
+    ])
+    .assert_ok();
+    let mut push = std::process::Command::new("git")
+        .args(["push", s.repo.to_str().unwrap(), "main"])
+        .current_dir(&s.work)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(push.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("remote: -----> Deploying "), "{first}");
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the line came before the push ended"
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(push.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("successful")), "{rest:?}");
+}
