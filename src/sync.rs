@@ -184,6 +184,7 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
 /// then deletions (a file may become a directory), then writes.
 pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
     check_lengths(plan, site)?;
+    check_directories_in_the_way(plan, site)?;
     remove_temp_files(plan, site)?;
     for path in &plan.delete {
         delete(site, path)?;
@@ -212,6 +213,47 @@ fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
                 shown(change.path.as_bytes()),
                 path.as_os_str().len()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Fails, before anything is written, where the commit has a file and the
+/// site a directory that the deletions will not empty: it holds something
+/// pushdeploy did not write, which is never deleted.
+fn check_directories_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
+    let deleted: BTreeSet<&str> = plan.delete.iter().map(String::as_str).collect();
+    for change in &plan.write {
+        if !parents_are_real_dirs(site, &change.path) {
+            continue; // Its parent is replaced by a directory: nothing is there yet.
+        }
+        let target = site.join(&change.path);
+        if !fs_err::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_dir()) {
+            continue;
+        }
+        let mut dirs = vec![change.path.clone()];
+        while let Some(dir) = dirs.pop() {
+            let mut empty = true;
+            for entry in fs_err::read_dir(site.join(&dir))? {
+                let entry = entry?;
+                empty = false;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rel = format!("{dir}/{name}");
+                if entry.file_type()?.is_dir() {
+                    dirs.push(rel);
+                } else if !deleted.contains(rel.as_str()) && !name.starts_with(TEMP_PREFIX) {
+                    bail!(
+                        "commit entry {}: the site has a directory there, holding {rel} that pushdeploy did not write; move it away, or rename the entry; nothing was written",
+                        change.path
+                    );
+                }
+            }
+            if empty {
+                bail!(
+                    "commit entry {}: the site has a directory there, holding the empty directory {dir} that pushdeploy did not make; remove it, or rename the entry; nothing was written",
+                    change.path
+                );
+            }
         }
     }
     Ok(())

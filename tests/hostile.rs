@@ -650,3 +650,43 @@ fn a_name_cannot_forge_output_lines() {
         &outside,
     );
 }
+
+#[test]
+fn a_file_where_the_site_has_a_directory_of_its_own() {
+    let (s, objects, outside) = deployed_server();
+    // Directories the app made, with a file and empty.
+    std::fs::create_dir_all(s.site.join("uploads/2024")).unwrap();
+    std::fs::write(s.site.join("uploads/2024/photo.jpg"), "app data").unwrap();
+    std::fs::create_dir_all(s.site.join("cache")).unwrap();
+    let before = snapshot(&s.site);
+    for (name, holding) in [
+        (
+            "uploads",
+            "holding uploads/2024/photo.jpg that pushdeploy did not write",
+        ),
+        (
+            "cache",
+            "holding the empty directory cache that pushdeploy did not make",
+        ),
+    ] {
+        // app.py comes first in path order: a sync that found out only when
+        // it got there would have changed it already.
+        objects.commit(
+            &app().file("static/new.css", "x").file(name, "a file"),
+            "a file there",
+        );
+        let run = s.run("deploy", &[]);
+        assert_eq!(run.status, 1);
+        let last = run.stdout.lines().last().unwrap();
+        assert!(
+            last.contains("failed in step sync")
+                && last.contains(&format!(
+                    "commit entry {name}: the site has a directory there, {holding}"
+                ))
+                && last.contains("nothing was written"),
+            "{last}"
+        );
+        assert_eq!(snapshot(&s.site), before);
+        outside.unchanged(&s);
+    }
+}
