@@ -167,51 +167,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requirements_that_are_not_fixed() {
-        assert_eq!(unfixed("flask==3.1.0"), None);
-        assert_eq!(unfixed("# -e ."), None);
-        assert_eq!(unfixed("-e ."), Some("an editable requirement (-e)"));
-        assert_eq!(unfixed("./libs/mypkg"), Some("a local path"));
-        assert_eq!(unfixed("pkg @ file:///srv/pkg.whl"), Some("a file: URL"));
-        assert_eq!(
-            unfixed("git+https://example.invalid/x.git@main#egg=x"),
-            Some("a VCS URL without a commit")
-        );
-        assert_eq!(
-            unfixed(
-                "git+https://example.invalid/x.git@0123456789abcdef0123456789abcdef01234567#egg=x"
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn decides_by_every_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
-        let mut fp = Fingerprint::new();
-        fp.insert("requirements".into(), "requirements.txt abc".into());
-        fp.insert("python".into(), "3.11.7".into());
-        assert!(matches!(store.decide(&fp), PipDecision::Run { .. }));
-        store.save(&fp, "0123456789").unwrap();
-        assert!(
-            matches!(store.decide(&fp), PipDecision::Skip { reason } if reason.contains("0123456"))
-        );
-        fp.insert("python".into(), "3.11.8".into());
-        assert_eq!(
-            store.decide(&fp),
-            PipDecision::Run {
-                reason: "changed since the last install: python".into()
-            }
-        );
-    }
-}
-
 /// What one install depends on, gathered by the plan.
 pub struct Inputs<'a> {
     /// Requirement files as (name, content), requirements.txt first.
@@ -283,4 +238,49 @@ pub fn fingerprint(inputs: &Inputs) -> Result<Fingerprint, String> {
     }
     fp.insert("find-links directories".into(), dirs.join("\n"));
     Ok(fp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_that_are_not_fixed() {
+        assert_eq!(unfixed("flask==3.1.0"), None);
+        assert_eq!(unfixed("# -e ."), None);
+        assert_eq!(unfixed("-e ."), Some("an editable requirement (-e)"));
+        assert_eq!(unfixed("./libs/mypkg"), Some("a local path"));
+        assert_eq!(unfixed("pkg @ file:///srv/pkg.whl"), Some("a file: URL"));
+        assert_eq!(
+            unfixed("git+https://example.invalid/x.git@main#egg=x"),
+            Some("a VCS URL without a commit")
+        );
+        assert_eq!(
+            unfixed(
+                "git+https://example.invalid/x.git@0123456789abcdef0123456789abcdef01234567#egg=x"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn decides_by_every_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mut fp = Fingerprint::new();
+        fp.insert("requirements".into(), "requirements.txt abc".into());
+        fp.insert("python".into(), "3.11.7".into());
+        assert!(matches!(store.decide(&fp), PipDecision::Run { .. }));
+        store.save(&fp, "0123456789").unwrap();
+        assert!(
+            matches!(store.decide(&fp), PipDecision::Skip { reason } if reason.contains("0123456"))
+        );
+        fp.insert("python".into(), "3.11.8".into());
+        assert_eq!(
+            store.decide(&fp),
+            PipDecision::Run {
+                reason: "changed since the last install: python".into()
+            }
+        );
+    }
 }

@@ -47,6 +47,10 @@ pub struct Plan {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one plan per deployment: its size does not matter"
+)]
 pub enum Python {
     Skip {
         reason: String,
@@ -442,9 +446,12 @@ fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
     files
 }
 
+/// Requirement files as (name, content).
+type RequirementFiles = Vec<(String, Vec<u8>)>;
+
 /// requirements.txt and the files it includes (`-r`, `-c`), read from the
 /// commit; or why they cannot all be read, which makes pip always run.
-fn requirement_files(commit: &Commit) -> Result<Result<Vec<(String, Vec<u8>)>, String>> {
+fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut queue = vec![REQUIREMENTS.to_string()];
     while let Some(name) = queue.pop() {

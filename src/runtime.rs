@@ -235,14 +235,12 @@ impl Probes {
                 .map(|m| format!("{}:{}:{}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
         };
         let mut key = format!("{} {}", path.display(), stamp(path)?);
-        if let Some(cfg) = path
+        let cfg = path
             .parent()
             .and_then(Path::parent)
-            .map(|d| d.join("pyvenv.cfg"))
-        {
-            if let Some(cfg_stamp) = stamp(&cfg) {
-                key.push_str(&format!(" cfg {cfg_stamp}"));
-            }
+            .map(|d| d.join("pyvenv.cfg"));
+        if let Some(cfg_stamp) = cfg.and_then(|cfg| stamp(&cfg)) {
+            key.push_str(&format!(" cfg {cfg_stamp}"));
         }
         Some(key)
     }
