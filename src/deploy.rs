@@ -70,6 +70,13 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         ),
         report,
     )?;
+    // Temp files of writes that a killed deployment left behind.
+    for dir in [
+        settings.state_dir.clone(),
+        settings.state_dir.join("deployments"),
+    ] {
+        manifest::remove_temp_files(&dir)?;
+    }
     let records = Records::new(&settings.state_dir);
     for stale in records.close_unfinished()? {
         report.header(format!(
@@ -221,6 +228,8 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             return Ok(());
         }
     };
+    // An env directory that a killed build left, whatever this deployment does.
+    env::remove_stale(site)?;
     let store = installed::Store::new(&settings.state_dir);
     let step = match installer {
         Installer::Pip => "pip",

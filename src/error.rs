@@ -42,18 +42,34 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Shows a value from a file so that hidden characters can be seen, cut to a
-/// readable length: `"python-3.12\r"`, `"\u{feff}python"`.
+/// readable length: `"python-3.12\r"`, `"\u{feff}python"`, `"\xff\xfe"` for
+/// bytes that are not UTF-8.
 pub fn shown(value: &[u8]) -> String {
     const MAX: usize = 60;
-    let text = String::from_utf8_lossy(value);
-    let mut out: String = text
-        .chars()
-        .take(MAX)
-        .collect::<String>()
-        .escape_debug()
-        .to_string();
-    if text.chars().count() > MAX {
+    let mut out = String::new();
+    // Each character or invalid byte, as it is shown.
+    let shown = value.utf8_chunks().flat_map(|chunk| {
+        let valid = chunk.valid().chars().map(|c| c.escape_debug().to_string());
+        valid.chain(chunk.invalid().iter().map(|b| format!("\\x{b:02x}")))
+    });
+    let mut parts = shown.take(MAX + 1).collect::<Vec<_>>();
+    let cut = parts.len() > MAX;
+    parts.truncate(MAX);
+    out.push_str(&parts.concat());
+    if cut {
         out.push_str(&format!("... ({} bytes)", value.len()));
     }
     format!("\"{out}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn shows_hidden_and_invalid_bytes() {
+        assert_eq!(shown(b"python-3.12\r"), r#""python-3.12\r""#);
+        assert_eq!(shown(b"\xff\xfeab"), r#""\xff\xfeab""#);
+        assert!(shown(&[b'a'; 100]).ends_with("... (100 bytes)\""));
+    }
 }

@@ -87,7 +87,10 @@ impl Report {
     /// Runs a program, its output (stdout and stderr) indented line by line as
     /// it comes; fails with the exit status when the program does.
     pub fn run(&mut self, what: &str, expr: duct::Expression) -> Result<()> {
-        let expr = self.extra_env.iter().fold(expr, |e, (k, v)| e.env(k, v));
+        let expr = self
+            .extra_env
+            .iter()
+            .fold(dies_with_us(expr), |e, (k, v)| e.env(k, v));
         let reader = expr
             .env("PYTHONUNBUFFERED", "1")
             .stderr_to_stdout()
@@ -122,6 +125,26 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// Makes the program end when pushdeploy does, however it ends: a killed
+/// deployment must not leave pip running on an env while the kernel has
+/// already handed the lock to the next deployment.
+pub fn dies_with_us(expr: duct::Expression) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    expr.before_spawn(|cmd| {
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes one async-signal-safe system call (prctl).
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        Ok(())
+    })
 }
 
 pub fn seconds_text(seconds: f64) -> String {

@@ -49,7 +49,7 @@ fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> 
         .prefix(".seed-")
         .tempdir_in(cache)?;
     let venv = work.path().join("venv");
-    let out = duct::cmd!(python, "-m", "venv", &venv)
+    let out = crate::report::dies_with_us(duct::cmd!(python, "-m", "venv", &venv))
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()

@@ -355,7 +355,7 @@ fn entries_that_name_no_file_are_refused_in_the_plan() {
         ),
         (app().raw(b"a/b", blob("x")), "\"a/b\""),
         (app().raw(b"/abs", blob("x")), "\"/abs\""),
-        (app().raw(b"bad\xffname", blob("x")), "\"bad\u{fffd}name\""),
+        (app().raw(b"bad\xffname", blob("x")), r#""bad\xffname""#),
         (
             app().file("static/.pushdeploy-tmp-x1", "x"),
             "static/.pushdeploy-tmp-x1: names starting with .pushdeploy-tmp- are pushdeploy's temp files",
