@@ -1,0 +1,628 @@
+#!/usr/bin/env python3
+"""The pushdeploy benchmark (issue 5). Run it with `bash benches/run`.
+
+Every case is measured against its baseline in the same run, in temp dirs,
+offline: packages come from 40 generated wheels (see gen.py), pip and uv are
+pointed at them with PIP_NO_INDEX / PIP_FIND_LINKS (UV_NO_INDEX /
+UV_FIND_LINKS) and PIP_CONFIG_FILE=/dev/null. Deployments are real: `pushdeploy
+init`, then `git push` into the bare repository (the hook deploys) or
+`pushdeploy deploy --repo` where the case is a manual deployment. Step times
+come from the deployment records (<repo>/pushdeploy/deployments/*.json).
+
+Prints one table (medians of several runs; ratio = ours / baseline) with
+PASS or MISS against each target, then what each deployment spent its time on.
+Python 3 standard library only. Never part of `cargo test`.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
+import gen  # noqa: E402
+
+DEFAULT_PYTHON = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3.11")
+MIB = 1024 * 1024
+STARTED = time.monotonic()
+
+
+def log(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - STARTED, msg), file=sys.stderr, flush=True)
+
+
+def fmt_time(s):
+    if s is None:
+        return "n/a"
+    if s < 0.01:
+        return "%.2f ms" % (s * 1000)
+    if s < 1:
+        return "%.0f ms" % (s * 1000)
+    return "%.2f s" % s
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+class Failed(Exception):
+    pass
+
+
+def fs_of(path):
+    """(mount point, file system type) of the mount that holds path."""
+    best = ("/", "?")
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mnt, typ = parts[1], parts[2]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+                best = (mnt, typ)
+    return best
+
+
+def default_dir():
+    """A tmpfs (/dev/shm) when it has room, else the system's temp dir.
+
+    A disk makes file-heavy timings depend on the disk and on whatever else
+    writes to it: on the machine this was written on (ext4 mounted with
+    `discard`, shared with other jobs), deleting one 100,000-file tree took
+    about a minute and made the next `git archive | tar -x` 3 to 12 times
+    slower, so the same extraction took anything from 3 s to 38 s. Both sides
+    of every comparison run on the same file system; give --dir to choose.
+    """
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    if fs_of(shm)[1] == "tmpfs" and st.f_bavail * st.f_frsize >= 4 * 1024 * MIB \
+            and os.access(shm, os.W_OK):
+        return shm
+    return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = os.path.abspath(args.bin)
+        self.python = args.python
+        self.tmp = tempfile.mkdtemp(prefix="pushdeploy-bench-",
+                                    dir=args.dir if args.dir else default_dir())
+        self.rows = []
+        self.details = []
+        self.results = {}
+        q = args.quick
+        self.n_fast = 2 if q else 5      # cases of a second or less per run
+        self.n_slow = 1 if q else 3      # first deployments with packages
+        self.n_noop = 3 if q else 9      # cheap, and its target is close to git's own push time
+        self.wheels = os.path.join(self.tmp, "wheels")
+        gitconfig = os.path.join(self.tmp, "gitconfig")
+        with open(gitconfig, "w") as f:
+            f.write("[user]\n\tname = Bench\n\temail = bench@example.invalid\n"
+                    "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PUSHDEPLOY_", "GIT_", "PIP_", "UV_", "VIRTUAL_ENV"))}
+        env.update({
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": self.wheels,
+            "PIP_CONFIG_FILE": "/dev/null",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_CACHE_DIR": os.path.join(self.tmp, "pip-cache"),
+            "UV_NO_INDEX": "1",
+            "UV_FIND_LINKS": self.wheels,
+            "UV_NO_CONFIG": "1",
+            "UV_CACHE_DIR": os.path.join(self.tmp, "uv-cache"),
+            "UV_PYTHON_DOWNLOADS": "never",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": gitconfig,
+            # the interpreter the baselines use is the one pushdeploy finds first
+            "PUSHDEPLOY_PYTHON_PATH": os.path.dirname(self.python),
+        })
+        self.env = env
+
+    # ---- running things -------------------------------------------------
+
+    def run(self, cmd, cwd=None, env=None, check=True, stdin=None):
+        """Runs cmd, output captured; returns (wall seconds, CompletedProcess).
+        Dirty pages are flushed first, so that the writeback of an earlier
+        run's files is not charged to this one."""
+        os.sync()
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=cwd, env=env or self.env, input=stdin,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        dt = time.perf_counter() - t0
+        if check and p.returncode != 0:
+            raise Failed("%s exited %d:\n%s" % (" ".join(map(str, cmd)), p.returncode,
+                                               p.stdout.decode(errors="replace")[-3000:]))
+        return dt, p
+
+    def run_rss(self, cmd, cwd=None, env=None):
+        """Runs cmd; returns (wall seconds, exit status, output, peak RSS in bytes
+        of that process, from wait4's rusage)."""
+        out_path = os.path.join(self.tmp, "rss-out.txt")
+        os.sync()
+        with open(out_path, "wb") as out:
+            t0 = time.perf_counter()
+            p = subprocess.Popen(cmd, cwd=cwd, env=env or self.env, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(p.pid, 0)
+            dt = time.perf_counter() - t0
+            p.returncode = os.waitstatus_to_exitcode(status)
+        with open(out_path, "rb") as f:
+            output = f.read().decode(errors="replace")
+        return dt, p.returncode, output, usage.ru_maxrss * 1024
+
+    def git(self, *args, **kw):
+        return self.run(["git"] + list(args), **kw)
+
+    def init(self, repo, site):
+        self.run([self.bin, "init", repo, "--site", site])
+
+    def rm(self, *paths):
+        subprocess.run(["rm", "-rf", "--"] + [p for p in paths if p])
+
+    # ---- records ----------------------------------------------------------
+
+    def latest_record(self, repo):
+        files = glob.glob(os.path.join(repo, "pushdeploy", "deployments", "*.json"))
+        if not files:
+            raise Failed("%s: no deployment record" % repo)
+        records = []
+        for path in files:
+            with open(path) as f:
+                records.append(json.load(f))
+        return max(records, key=lambda r: r.get("seq", 0))
+
+    def checked_record(self, repo, output):
+        rec = self.latest_record(repo)
+        if rec.get("status") != "success":
+            raise Failed("deployment in %s did not succeed: %s\n%s"
+                         % (repo, rec.get("error"), output[-3000:]))
+        return rec
+
+    @staticmethod
+    def steps(rec):
+        out = {}
+        for s in rec.get("steps", []):
+            out[s["step"]] = out.get(s["step"], 0.0) + s["seconds"]
+        return out
+
+    def step_summary(self, recs):
+        """'sync 1.2 ms, pip 1.10 s' from the medians of each step over records."""
+        names = []
+        for r in recs:
+            for n in self.steps(r):
+                if n not in names:
+                    names.append(n)
+        return ", ".join("%s %s" % (n, fmt_time(median([self.steps(r).get(n) for r in recs])))
+                         for n in names) or "no steps"
+
+    # ---- rows ---------------------------------------------------------------
+
+    def row(self, key, case, ours, baseline, target, limit, note="", higher_is_ok=False,
+            unit="time", status=None):
+        """limit: the largest ours/baseline that passes (or, for memory, bytes)."""
+        if unit == "bytes":
+            ratio = None
+            ok = ours is not None and ours <= limit
+            ours_s, base_s = ("%.1f MiB" % (ours / MIB) if ours is not None else "n/a"), "-"
+            ratio_s = "-"
+        else:
+            ratio = ours / baseline if ours is not None and baseline else None
+            ok = ratio is not None and ratio <= limit
+            ours_s, base_s = fmt_time(ours), fmt_time(baseline)
+            ratio_s = "%.3g" % ratio if ratio is not None else "n/a"
+            if ratio:
+                ratio_s += " (%s)" % ("%.1fx faster" % (1 / ratio) if ratio < 1
+                                      else "%.2fx" % ratio)
+        result = status or ("PASS" if ok else "MISS")
+        self.rows.append([case, ours_s, base_s, ratio_s, target, result, note])
+        self.results[key] = {"ours": ours, "baseline": baseline, "ratio": ratio,
+                             "result": result, "note": note}
+
+    def error_row(self, key, case, target, err):
+        log("ERROR in %s: %s" % (key, err))
+        self.rows.append([case, "n/a", "n/a", "n/a", target, "ERROR", str(err).splitlines()[0]])
+        self.results[key] = {"result": "ERROR", "error": str(err)}
+
+    def detail(self, text):
+        self.details.append(text)
+        log(text)
+
+    # ---- setup ----------------------------------------------------------------
+
+    def setup(self):
+        log("temp dir %s" % self.tmp)
+        self.requirements = gen.build_wheels(self.wheels)
+        log("built %d wheels into %s" % (len(os.listdir(self.wheels)), self.wheels))
+        # the 40-package app, committed once; used by the no-op and uv cases
+        self.app_work = os.path.join(self.tmp, "app-work")
+        os.makedirs(self.app_work)
+        gen.write_app(self.app_work, self.requirements)
+        self.git("init", "-q", "-b", "main", cwd=self.app_work)
+        self.git("add", "-A", cwd=self.app_work)
+        self.git("commit", "-q", "-m", "benchmark app", cwd=self.app_work)
+        self.app_first = self.git("rev-parse", "HEAD", cwd=self.app_work)[1].stdout.decode().strip()
+
+    # ---- cases ------------------------------------------------------------------
+
+    def case_noop(self):
+        """A push that changes one .py file; the env and its 40 packages stay."""
+        repo, site = os.path.join(self.tmp, "noop.git"), os.path.join(self.tmp, "noop-site")
+        self.init(repo, site)
+        dt, p = self.git("push", "-q", repo, "%s:refs/heads/main" % self.app_first,
+                         cwd=self.app_work)
+        first = self.checked_record(repo, p.stdout.decode(errors="replace"))
+        self.detail("no-op: the first push (env + 40 packages with pip) took %s: %s"
+                    % (fmt_time(dt), self.step_summary([first])))
+        pip = os.path.join(site, "env", "bin", "pip")
+        # git's own share of a push: the same pushes into a bare repository without the hook
+        plain = os.path.join(self.tmp, "noop-plain.git")
+        self.git("init", "-q", "--bare", plain)
+        self.git("push", "-q", plain, "%s:refs/heads/main" % self.app_first, cwd=self.app_work)
+        ours, base, recs, pip_ran, plain_t = [], [], [], 0, []
+        for r in range(self.n_noop):
+            with open(os.path.join(self.app_work, "app.py"), "a") as f:
+                f.write("# edit %d\n" % r)
+            self.git("commit", "-q", "-am", "edit %d" % r, cwd=self.app_work)
+            dt, p = self.git("push", repo, "main", cwd=self.app_work)
+            out = p.stdout.decode(errors="replace")
+            rec = self.checked_record(repo, out)
+            with open(os.path.join(site, "app.py")) as f:
+                if not f.read().endswith("# edit %d\n" % r):
+                    raise Failed("site/app.py does not have the pushed change")
+            ours.append(dt)
+            recs.append(rec)
+            pip_ran += "pip" in self.steps(rec)
+            # baseline: pip alone, on the same env, as the deployment would run it
+            bt, _ = self.run([pip, "install", "--progress-bar", "off", "-r", "requirements.txt"],
+                             cwd=site)
+            base.append(bt)
+            pt, _ = self.git("push", plain, "main", cwd=self.app_work)
+            plain_t.append(pt)
+        self.detail("no-op push (median of %d): whole push %s (the same push into a bare "
+                    "repository without the hook: %s); steps: %s; pip ran in %d of %d"
+                    % (len(ours), fmt_time(median(ours)), fmt_time(median(plain_t)),
+                       self.step_summary(recs), pip_ran, len(recs)))
+        self.row("noop", "no-op redeploy: push changing one .py file, 40 installed packages",
+                 median(ours), median(base), "<= 1/20 of `pip install -r` alone", 1 / 20,
+                 note="whole push; pip ran in %d/%d pushes" % (pip_ran, len(recs)))
+
+    def big_case(self, files, n_first, n_change, first_baseline=True):
+        """First deployments (`pushdeploy deploy --repo`, fresh repo and site each)
+        of a `files`-file repository, then pushes that change one file."""
+        tag = "%dk" % (files // 1000)
+        src = os.path.join(self.tmp, "src%s.git" % tag)
+        t0 = time.perf_counter()
+        commits, changed = gen.big_repo(src, files, n_change, self.env)
+        log("generated the %d-file repository in %s" % (files, fmt_time(time.perf_counter() - t0)))
+        first_t, first_rss, first_recs, arch = [], [], [], []
+        repo = site = None
+        for r in range(n_first):
+            if repo:
+                self.rm(repo, site)
+            repo = os.path.join(self.tmp, "big%s-%d.git" % (tag, r))
+            site = os.path.join(self.tmp, "big%s-%d-site" % (tag, r))
+            self.git("clone", "-q", "--bare", src, repo)
+            self.git("--git-dir", repo, "update-ref", "refs/heads/main", commits[0])
+            self.init(repo, site)
+            dt, rc, out, rss = self.run_rss([self.bin, "deploy", "--repo", repo])
+            if rc != 0:
+                raise Failed("pushdeploy deploy exited %d:\n%s" % (rc, out[-3000:]))
+            first_recs.append(self.checked_record(repo, out))
+            first_t.append(dt)
+            first_rss.append(rss)
+            n = sum(len(fs) for _, _, fs in os.walk(site))
+            if n < files:
+                raise Failed("the site has %d files after the first deployment, want %d"
+                             % (n, files))
+            if first_baseline:
+                d = os.path.join(self.tmp, "archive-%s" % tag)
+                os.makedirs(d)
+                bt, _ = self.run(["bash", "-c", 'git --git-dir "$1" archive "$2" | tar -x -C "$3"',
+                                  "-", repo, commits[0], d])
+                arch.append(bt)
+                self.rm(d)
+        self.detail("%d files, first deployment (median of %d): %s, peak RSS %.1f MiB; steps: %s"
+                    % (files, len(first_t), fmt_time(median(first_t)),
+                       max(first_rss) / MIB, self.step_summary(first_recs)))
+        # one changed file per push
+        change_wall, change_sync, change_arch, change_recs = [], [], [], []
+        for r in range(n_change):
+            sha = commits[r + 1]
+            dt, p = self.git("--git-dir", src, "push", repo, "%s:refs/heads/main" % sha)
+            rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+            path, content = changed[r]
+            with open(os.path.join(site, path), "rb") as f:
+                if f.read() != content:
+                    raise Failed("site/%s does not have the pushed change" % path)
+            change_wall.append(dt)
+            change_sync.append(self.steps(rec).get("sync"))
+            change_recs.append(rec)
+            d = os.path.join(self.tmp, "archive-%s" % tag)
+            os.makedirs(d)
+            bt, _ = self.run(["bash", "-c", 'git --git-dir "$1" archive "$2" | tar -x -C "$3"',
+                              "-", repo, sha, d])
+            change_arch.append(bt)
+            self.rm(d)
+        self.detail("%d files, one changed file (median of %d): sync step %s, whole push %s, "
+                    "git archive | tar -x %s; steps: %s"
+                    % (files, n_change, fmt_time(median(change_sync)), fmt_time(median(change_wall)),
+                       fmt_time(median(change_arch)), self.step_summary(change_recs)))
+        self.rm(repo, site, src)
+        return {
+            "first": median(first_t), "first_rss": max(first_rss),
+            "first_archive": median(arch), "sync": median(change_sync),
+            "change_wall": median(change_wall), "change_archive": median(change_arch),
+        }
+
+    def case_big(self):
+        tgt10 = "sync step <= 1/10 of `git archive | tar -x`"
+        try:
+            r10 = self.big_case(10000, self.n_fast, self.n_fast)
+        except Failed as e:
+            r10 = None
+            self.error_row("change10k", "one changed file, 10,000-file repository", tgt10, e)
+            self.error_row("first10k", "first deployment, 10,000 files, no Python",
+                           "<= 1.5x `git archive | tar -x`", e)
+        if r10:
+            self.row("change10k", "one changed file, 10,000-file repository", r10["sync"],
+                     r10["change_archive"], tgt10, 1 / 10,
+                     note="record's sync step; whole push %s" % fmt_time(r10["change_wall"]))
+        tgt100 = "<= 1.5x the 10,000-file case"
+        try:
+            # one first deployment of 100,000 files: it is the memory case too
+            r100 = self.big_case(100000, 1, self.n_fast)
+        except Failed as e:
+            r100 = None
+            self.error_row("change100k", "the same with 100,000 files", tgt100, e)
+        if r100:
+            self.row("change100k", "the same with 100,000 files", r100["sync"],
+                     r10 and r10["sync"], tgt100, 1.5,
+                     note="sync step vs the 10,000-file sync step; whole push %s; "
+                     "git archive | tar -x %s" % (fmt_time(r100["change_wall"]),
+                                                  fmt_time(r100["change_archive"])))
+        if r10:
+            self.row("first10k", "first deployment, 10,000 files, no Python", r10["first"],
+                     r10["first_archive"], "<= 1.5x `git archive | tar -x`", 1.5,
+                     note="whole `pushdeploy deploy --repo`; peak RSS %.1f MiB"
+                     % (r10["first_rss"] / MIB))
+        if r100:
+            self.row("memory", "peak memory, 100,000-file first deployment", r100["first_rss"],
+                     None, "<= 64 MiB", 64 * MIB, unit="bytes",
+                     note="max RSS of `pushdeploy deploy`; took %s (git archive | tar -x: %s)"
+                     % (fmt_time(r100["first"]), fmt_time(r100["first_archive"])))
+        else:
+            self.rows.append(["peak memory, 100,000-file first deployment", "n/a", "-", "-",
+                              "<= 64 MiB", "ERROR", "see the row above"])
+
+    def case_env(self):
+        """Creating the env, from the record's `env` step, vs `python -m venv`."""
+        work = os.path.join(self.tmp, "env-work")
+        os.makedirs(work)
+        gen.write_app(work, ["benchpkg40==1.0.0"])
+        self.git("init", "-q", "-b", "main", cwd=work)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "one-package app", cwd=work)
+        repo, site = os.path.join(self.tmp, "env.git"), os.path.join(self.tmp, "env-site")
+        self.init(repo, site)
+        _, p = self.git("push", "-q", repo, "main", cwd=work)
+        first = self.checked_record(repo, p.stdout.decode(errors="replace"))
+        ours, base, recs, pip_ok = [], [], [], 0
+        for r in range(self.n_fast):
+            _, p = self.run([self.bin, "deploy", "--repo", repo, "--recreate-env"])
+            rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+            recs.append(rec)
+            ours.append(self.steps(rec).get("env"))
+            _, v = self.run([os.path.join(site, "env", "bin", "pip"), "--version"], check=False)
+            _, i = self.run([os.path.join(site, "env", "bin", "python"), "-c", "import benchpkg40"],
+                            check=False)
+            pip_ok += v.returncode == 0 and i.returncode == 0
+            d = os.path.join(self.tmp, "venv-%d" % r)
+            bt, _ = self.run([self.python, "-m", "venv", d])
+            base.append(bt)
+            self.rm(d)
+        self.detail("env creation (median of %d): env step %s (first deployment's: %s), "
+                    "`python -m venv` %s; steps: %s; env/bin/pip --version worked %d/%d"
+                    % (len(ours), fmt_time(median(ours)), fmt_time(self.steps(first).get("env")),
+                       fmt_time(median(base)), self.step_summary(recs), pip_ok, len(recs)))
+        status = None if pip_ok == len(recs) else "MISS"
+        self.row("env", "env creation", median(ours), median(base),
+                 ">= 5x faster, pip working", 1 / 5, status=status,
+                 note="record's env step, --recreate-env; pip worked in %d/%d envs; the "
+                 "repository's first env took %s" % (pip_ok, len(recs),
+                                                     fmt_time(self.steps(first).get("env"))))
+        self.rm(repo, site, work)
+
+    def find_uv(self):
+        if self.args.uv:
+            return self.args.uv
+        found = shutil.which("uv")
+        if found:
+            return found
+        if self.args.no_uv_install:
+            return None
+        target = os.path.join(self.tmp, "uv-pkg")
+        log("uv not found: pip install uv into %s (from PyPI)" % target)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_NO_INDEX")}
+        _, p = self.run([self.python, "-m", "pip", "install", "--quiet", "--target", target, "uv"],
+                        env=env, check=False)
+        uv = os.path.join(target, "bin", "uv")
+        if p.returncode != 0 or not os.path.exists(uv):
+            log("could not install uv: %s" % p.stdout.decode(errors="replace")[-500:])
+            return None
+        return uv
+
+    def case_uv(self):
+        case = "first deployment, 40-package app, installer = uv"
+        target = ">= 5x faster than with pip"
+        uv = self.find_uv()
+        if not uv:
+            self.rows.append([case, "-", "-", "-", target, "SKIPPED", "skipped: uv not found"])
+            self.results["uv"] = {"result": "SKIPPED"}
+            return
+        version = self.run([uv, "--version"])[1].stdout.decode().strip()
+        env_pip = dict(self.env)
+        env_pip["PATH"] = os.path.dirname(uv) + os.pathsep + env_pip.get("PATH", "")
+        env_uv = dict(env_pip, PUSHDEPLOY_INSTALLER="uv")
+        # as configured by default: each new repository makes its own pip seed
+        times, recs, uv_ran = self.first_deploys("a", env_pip, env_uv)
+        implemented = uv_ran == self.n_slow
+        self.detail("first deployment of the 40-package app, default settings (median of %d): "
+                    "with pip %s (steps: %s); with installer=uv %s (steps: %s); uv named in the "
+                    "output of %d/%d; %s"
+                    % (self.n_slow, fmt_time(median(times["pip"])), self.step_summary(recs["pip"]),
+                       fmt_time(median(times["uv"])), self.step_summary(recs["uv"]), uv_ran,
+                       self.n_slow, version))
+        self.row("uv", case, median(times["uv"]), median(times["pip"]), target, 1 / 5,
+                 status=None if implemented else "MISS",
+                 note="whole push, default settings; " + (
+                     version if implemented else "installer=uv not implemented yet (pip ran)"))
+        # a variant: repositories that share a seed dir made earlier (setting
+        # seedDir), so that env creation is the fast one in both
+        seeds = os.path.join(self.tmp, "shared-seeds")
+        env_pip = dict(env_pip, PUSHDEPLOY_SEED_DIR=seeds)
+        env_uv = dict(env_uv, PUSHDEPLOY_SEED_DIR=seeds)
+        self.first_deploys("w", env_pip, None, runs=1)  # makes the seed; not timed
+        times, recs, uv_ran = self.first_deploys("b", env_pip, env_uv)
+        self.detail("the same with a shared seed dir made beforehand (median of %d): with pip %s "
+                    "(steps: %s); with installer=uv %s (steps: %s); uv named in the output of %d/%d"
+                    % (self.n_slow, fmt_time(median(times["pip"])), self.step_summary(recs["pip"]),
+                       fmt_time(median(times["uv"])), self.step_summary(recs["uv"]), uv_ran,
+                       self.n_slow))
+        self.row("uv-seeded", "the same, seedDir shared and already made (variant, not in the issue)",
+                 median(times["uv"]), median(times["pip"]), target, 1 / 5,
+                 status=None if uv_ran == self.n_slow else "MISS",
+                 note="whole push; env creation fast in both")
+
+    def first_deploys(self, tag, env_pip, env_uv, runs=None):
+        """First deployments of the 40-package app (a fresh repository and site
+        each), alternately with pip and with installer=uv. Returns the push
+        times and records by installer, and how often the output named uv."""
+        times = {"pip": [], "uv": []}
+        recs = {"pip": [], "uv": []}
+        uv_ran = 0
+        for r in range(runs or self.n_slow):
+            for k, (which, env) in enumerate((("pip", env_pip), ("uv", env_uv))):
+                if env is None:
+                    continue
+                repo = os.path.join(self.tmp, "first-%s%d-%d.git" % (tag, k, r))
+                site = os.path.join(self.tmp, "first-%s%d-%d-site" % (tag, k, r))
+                self.init(repo, site)
+                dt, p = self.git("push", repo, "%s:refs/heads/main" % self.app_first,
+                                 cwd=self.app_work, env=env)
+                out = p.stdout.decode(errors="replace")
+                rec = self.checked_record(repo, out)
+                _, i = self.run([os.path.join(site, "env", "bin", "python"), "-c",
+                                 "import benchpkg01, benchpkg40"], check=False)
+                if i.returncode != 0:
+                    raise Failed("%s: the packages are not importable after the deployment" % which)
+                times[which].append(dt)
+                recs[which].append(rec)
+                # the output names the installer that ran (paths are left out:
+                # they could contain "uv" by chance)
+                if which == "uv" and re.search(r"\buv\b", out.replace(self.tmp, "")):
+                    uv_ran += 1
+                self.rm(repo, site)
+        return times, recs, uv_ran
+
+    # ---- output -----------------------------------------------------------------
+
+    def table(self):
+        head = ["case", "ours", "baseline", "ratio (ours/baseline)", "target", "result", "notes"]
+        lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+        for r in self.rows:
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+        return "\n".join(lines)
+
+    def main(self):
+        cases = [("noop", self.case_noop, "no-op redeploy: push changing one .py file, 40 installed packages",
+                  "<= 1/20 of `pip install -r` alone"),
+                 ("big", self.case_big, "large repositories (10,000 and 100,000 files)", "-"),
+                 ("env", self.case_env, "env creation", ">= 5x faster, pip working"),
+                 ("uv", self.case_uv, "first deployment, 40-package app, installer = uv",
+                  ">= 5x faster than with pip")]
+        only = set(self.args.only.split(",")) if self.args.only else None
+        self.load0 = os.getloadavg()[0]
+        try:
+            self.setup()
+            for key, fn, case, target in cases:
+                if only and key not in only:
+                    continue
+                log("== case %s" % key)
+                try:
+                    fn()
+                except Exception as e:  # one case's failure must not hide the others
+                    self.error_row(key, case, target, e)
+        finally:
+            if self.args.keep:
+                log("kept %s" % self.tmp)
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+        print()
+        print("pushdeploy benchmark, %s, %s, %d cores, %s, pushdeploy %s, python %s, %s runs, "
+              "load average %.1f at the start, %.1f at the end"
+              % (time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(),
+                 platform.platform(terse=True), rev or "?",
+                 self.python, "quick" if self.args.quick else "full", self.load0,
+                 os.getloadavg()[0]))
+        mnt, typ = fs_of(self.tmp)
+        print("work dir %s (%s on %s)" % (self.tmp, typ, mnt))
+        print()
+        print(self.table())
+        print()
+        print("Where the time went (medians; steps from the deployment records):")
+        for d in self.details:
+            print("- " + d)
+        print()
+        print("total benchmark time %s" % fmt_time(time.monotonic() - STARTED))
+        if self.args.json:
+            with open(self.args.json, "w") as f:
+                json.dump({"date": time.strftime("%Y-%m-%d"), "rev": rev, "results": self.results,
+                           "details": self.details}, f, indent=2)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "pushdeploy"),
+                    help="the pushdeploy binary to measure (default: target/release/pushdeploy)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
+    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv")
+    ap.add_argument("--python", default=DEFAULT_PYTHON,
+                    help="the interpreter for baselines and deployments (default: %(default)s)")
+    ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")
+    ap.add_argument("--no-uv-install", action="store_true", help="skip the uv row when uv is not installed")
+    ap.add_argument("--dir", help="where to make the temp dir (default: /dev/shm when it is a "
+                    "tmpfs with 4 GiB free, else the system's temp dir; see default_dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args()
+    if not os.access(args.bin, os.X_OK):
+        sys.exit("no pushdeploy binary at %s: run `cargo build --release` or `bash benches/run`"
+                 % args.bin)
+    if not os.access(args.python, os.X_OK):
+        sys.exit("no interpreter at %s (the app's runtime.txt says python-3.11): give --python"
+                 % args.python)
+    Bench(args).main()
+
+
+if __name__ == "__main__":
+    main()
