@@ -91,6 +91,9 @@ enum Command {
         /// Delete the env and create it anew
         #[arg(long)]
         recreate_env: bool,
+        /// Compare every file with the site and repair drift
+        #[arg(long)]
+        verify: bool,
         #[command(flatten)]
         set: SetArgs,
     },
@@ -101,6 +104,9 @@ enum Command {
         id: String,
         #[arg(long)]
         recreate_env: bool,
+        /// Compare every file with the site and repair drift
+        #[arg(long)]
+        verify: bool,
         #[command(flatten)]
         set: SetArgs,
     },
@@ -164,10 +170,17 @@ fn open(
     Ok((repository, settings))
 }
 
-fn flags(recreate_env: bool, set: &SetArgs) -> impl FnOnce(&mut Sources) -> Result<()> {
+fn flags(
+    recreate_env: bool,
+    verify: bool,
+    set: &SetArgs,
+) -> impl FnOnce(&mut Sources) -> Result<()> {
     move |s: &mut Sources| {
         if recreate_env {
             s.flag(RECREATE_ENV, "--recreate-env", "true");
+        }
+        if verify {
+            s.flag(settings::VERIFY, "--verify", "true");
         }
         set.apply(s)
     }
@@ -191,9 +204,10 @@ pub fn run() -> Result<ExitCode> {
             dry_run,
             json,
             recreate_env,
+            verify,
             set,
         } => {
-            let (repository, settings) = open(&repo, env, flags(recreate_env, &set))?;
+            let (repository, settings) = open(&repo, env, flags(recreate_env, verify, &set))?;
             let job = Job {
                 rev,
                 ref_name: None,
@@ -207,9 +221,10 @@ pub fn run() -> Result<ExitCode> {
             repo,
             id,
             recreate_env,
+            verify,
             set,
         } => {
-            let (repository, settings) = open(&repo, env, flags(recreate_env, &set))?;
+            let (repository, settings) = open(&repo, env, flags(recreate_env, verify, &set))?;
             let record = Records::new(&settings.state_dir)
                 .find(&id)
                 .map_err(|e| usage(format!("{e:#}")))?;

@@ -38,7 +38,12 @@ pub fn run(
                 why: Why::Added,
             })
             .collect(),
-        ..SyncPlan::default()
+        delete: Vec::new(),
+        unchanged: None,
+        skipped: Vec::new(),
+        basis: sync::Basis::Full {
+            reason: "a fresh checkout".into(),
+        },
     };
     sync::apply(&checkout, commit, source.path())
         .context("writing the checkout for the command")?;

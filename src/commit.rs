@@ -3,6 +3,7 @@
 //! leave the site.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use git2::{ObjectType, Oid, Repository, Tree};
@@ -58,6 +59,8 @@ pub struct Commit<'r> {
     tree: Tree<'r>,
     /// The whole tree, where `.deployment` is read.
     top: Tree<'r>,
+    /// The project folder `tree` is, if not the whole tree.
+    project: Option<String>,
 }
 
 /// Top-level names that are never deployed (Kudu's rules).
@@ -89,6 +92,7 @@ impl<'r> Commit<'r> {
             info,
             top: tree.clone(),
             tree,
+            project: None,
         })
     }
 
@@ -107,7 +111,11 @@ impl<'r> Commit<'r> {
         match entry.filter(|e| e.kind() == Some(ObjectType::Tree)) {
             Some(entry) => {
                 let tree = self.repo.find_tree(entry.id())?;
-                Ok(Commit { tree, ..self })
+                Ok(Commit {
+                    tree,
+                    project: Some(dir.to_string()),
+                    ..self
+                })
             }
             None => bail!(
                 "setting project: {} is not a folder of commit {}",
@@ -115,6 +123,11 @@ impl<'r> Commit<'r> {
                 self.info.short
             ),
         }
+    }
+
+    /// The project folder this commit deploys, if not the whole tree.
+    pub fn project(&self) -> Option<&str> {
+        self.project.as_deref()
     }
 
     /// The content of a file at the top of the whole commit (`.deployment`).
@@ -175,75 +188,160 @@ impl<'r> Commit<'r> {
         entries: &mut Vec<Entry>,
         skipped: &mut Vec<Skipped>,
     ) -> Result<()> {
-        let mut names = HashSet::new();
-        let mut last_key: Option<Vec<u8>> = None;
+        check_dir(tree, prefix)?;
         for entry in tree.iter() {
-            let name = check_name(entry.name_bytes(), prefix)?;
+            let name = std::str::from_utf8(entry.name_bytes()).expect("check_dir checked the name");
             let path = format!("{prefix}{name}");
-            if path.len() > MAX_PATH {
-                bail!(
-                    "commit entry {}: the path is {} bytes long, more than a file system takes ({MAX_PATH}); refused",
-                    shown(path.as_bytes()),
-                    path.len()
-                );
-            }
-            // Git writes each name once, in its order; a tree that breaks
-            // this was made by hand, and its files could be read two ways.
-            if !names.insert(name.to_string()) {
-                bail!("commit entry {path}: appears twice in its directory; refused");
-            }
-            let key = order_key(name, entry.kind() == Some(ObjectType::Tree));
-            if last_key.as_ref().is_some_and(|last| *last > key) {
-                bail!(
-                    "commit entry {path}: its directory's entries are not in git's order (a tree git does not write); refused"
-                );
-            }
-            last_key = Some(key);
             if only_deployed && prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
                 continue;
             }
-            match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => {
-                    let sub = self
-                        .repo
-                        .find_tree(entry.id())
-                        .with_context(|| format!("commit entry {path}: reading the directory"))?;
-                    self.walk(&sub, &format!("{path}/"), only_deployed, entries, skipped)?;
-                }
-                (Some(ObjectType::Blob), mode) => {
-                    // Checked here, so that the sync cannot fail half-way on it.
-                    match self.repo.odb()?.read_header(entry.id()) {
-                        Ok((_, ObjectType::Blob)) => {}
-                        Ok((_, other)) => bail!(
-                            "commit entry {path}: git records a file, but object {} is a {other}; refused",
-                            entry.id()
-                        ),
-                        Err(e) => bail!(
-                            "commit entry {path}: object {} cannot be read: {}",
-                            entry.id(),
-                            e.message()
-                        ),
-                    }
-                    let kind = match mode {
-                        0o120000 => Kind::Symlink,
-                        0o100755 => Kind::Executable,
-                        _ => Kind::File,
-                    };
-                    entries.push(Entry {
-                        path,
-                        kind,
-                        blob: entry.id().to_string(),
-                    });
-                }
-                (Some(ObjectType::Commit), _) => skipped.push(Skipped {
-                    path,
-                    reason: "a submodule (gitlink): its files are not in this repository".into(),
-                }),
-                (other, mode) => {
-                    bail!("commit entry {path}: unexpected object {other:?} with mode {mode:o}")
-                }
+            if entry.kind() == Some(ObjectType::Tree) {
+                let sub = self
+                    .repo
+                    .find_tree(entry.id())
+                    .with_context(|| format!("commit entry {path}: reading the directory"))?;
+                self.walk(&sub, &format!("{path}/"), only_deployed, entries, skipped)?;
+                continue;
+            }
+            match self.file(path, entry.id(), entry.filemode())? {
+                Ok(file) => entries.push(file),
+                Err(skip) => skipped.push(skip),
             }
         }
+        Ok(())
+    }
+
+    /// A file entry of the tree, checked so that the sync cannot fail
+    /// half-way on it; or, for a submodule, why it is skipped.
+    fn file(&self, path: String, id: Oid, mode: i32) -> Result<Result<Entry, Skipped>> {
+        if mode == 0o160000 {
+            let reason = "a submodule (gitlink): its files are not in this repository".into();
+            return Ok(Err(Skipped { path, reason }));
+        }
+        match self.repo.odb()?.read_header(id) {
+            Ok((_, ObjectType::Blob)) => {}
+            Ok((_, other)) => {
+                bail!(
+                    "commit entry {path}: git records a file, but object {id} is a {other}; refused"
+                )
+            }
+            Err(e) => bail!(
+                "commit entry {path}: object {id} cannot be read: {}",
+                e.message()
+            ),
+        }
+        let kind = match mode {
+            0o120000 => Kind::Symlink,
+            0o100755 => Kind::Executable,
+            0o100644 | 0o100664 => Kind::File,
+            other => bail!("commit entry {path}: unexpected mode {other:o}; refused"),
+        };
+        Ok(Ok(Entry {
+            path,
+            kind,
+            blob: id.to_string(),
+        }))
+    }
+
+    /// What changed from the deployed commit `old` to this one, found by
+    /// comparing the two trees (git2 tree-to-tree): work in proportion to the
+    /// change, not to the repository. Each directory holding a change is
+    /// checked as `entries` checks every directory. `None` when libgit2
+    /// cannot compare them (a tree git would not write): `entries` then says
+    /// which entry is wrong.
+    pub fn diff_from(&self, old: &Commit) -> Result<Option<Changes>> {
+        let mut opts = git2::DiffOptions::new();
+        opts.include_typechange(true);
+        let Ok(diff) =
+            self.repo
+                .diff_tree_to_tree(Some(&old.tree), Some(&self.tree), Some(&mut opts))
+        else {
+            return Ok(None);
+        };
+        let mut changes = Changes::default();
+        let mut checked = HashSet::new();
+        for delta in diff.deltas() {
+            let (old_file, new_file) = (delta.old_file(), delta.new_file());
+            let deployed = |path: &[u8]| {
+                let top = path.split(|b| *b == b'/').next().unwrap_or(b"");
+                !NOT_DEPLOYED.iter().any(|n| n.as_bytes() == top)
+            };
+            if !old_file.id().is_zero() {
+                let path = old_file.path_bytes().unwrap_or(b"");
+                // A file the old commit had and this one lacks, or of another kind now.
+                let gone = new_file.id().is_zero()
+                    || (new_file.mode() == git2::FileMode::Commit)
+                        != (old_file.mode() == git2::FileMode::Commit);
+                if gone && deployed(path) && old_file.mode() != git2::FileMode::Commit {
+                    // Checked when it was deployed; checked again, as it names what to delete.
+                    if let Ok(path) = check_path(path) {
+                        changes.deleted.push(path);
+                    }
+                }
+            }
+            if new_file.id().is_zero() {
+                continue;
+            }
+            let raw = new_file.path_bytes().unwrap_or(b"");
+            if !deployed(raw) {
+                continue;
+            }
+            // The directories on the way, each checked once.
+            let mut dir = String::new();
+            for part in raw
+                .split(|b| *b == b'/')
+                .take(raw.split(|b| *b == b'/').count() - 1)
+            {
+                if checked.insert(dir.clone()) {
+                    self.check_dir_at(&dir)?;
+                }
+                dir.push_str(std::str::from_utf8(part).expect("checked as part of its directory"));
+                dir.push('/');
+            }
+            if checked.insert(dir.clone()) {
+                self.check_dir_at(&dir)?;
+            }
+            let path = check_path(raw)?;
+            let added = delta.status() == git2::Delta::Added;
+            match self.file(path, new_file.id(), i32::from(new_file.mode()))? {
+                Ok(entry) => changes.changed.push((entry, added)),
+                Err(skip) => changes.skipped.push(skip),
+            }
+        }
+        changes.changed.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        changes.deleted.sort();
+        Ok(Some(changes))
+    }
+
+    /// Checks the directory `dir` (`""` or `a/b/`) of the tree.
+    fn check_dir_at(&self, dir: &str) -> Result<()> {
+        let tree = if dir.is_empty() {
+            self.tree.clone()
+        } else {
+            let entry = self.tree.get_path(Path::new(dir.trim_end_matches('/')))?;
+            self.repo
+                .find_tree(entry.id())
+                .with_context(|| format!("commit entry {dir}: reading the directory"))?
+        };
+        check_dir(&tree, dir)
+    }
+
+    /// Another commit of the same repository, narrowed to the same project.
+    pub fn sibling(&self, id: &str) -> Result<Commit<'r>> {
+        let other = Commit::open(self.repo, id)?;
+        match &self.project {
+            Some(project) => other.with_project(project),
+            None => Ok(other),
+        }
+    }
+
+    /// Points `name` (a ref under refs/pushdeploy/) at this commit, so that
+    /// git never prunes a commit whose files are in the site.
+    pub fn pin(&self, name: &str) -> Result<()> {
+        let id = Oid::from_str(&self.info.id)?;
+        self.repo
+            .reference(name, id, true, "pushdeploy: deployed")
+            .with_context(|| format!("writing ref {name}"))?;
         Ok(())
     }
 
@@ -254,6 +352,65 @@ impl<'r> Commit<'r> {
             .find_blob(oid)
             .with_context(|| format!("reading blob {id}"))
     }
+}
+
+/// Files that changed between two commits (see `Commit::diff_from`).
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Each with whether the old commit lacked it.
+    pub changed: Vec<(Entry, bool)>,
+    pub deleted: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Checks one directory's entries: each name safe, once, in git's order, and
+/// the path not too long.
+fn check_dir(tree: &Tree, prefix: &str) -> Result<()> {
+    let mut names = HashSet::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    for entry in tree.iter() {
+        let name = check_name(entry.name_bytes(), prefix)?;
+        let path = format!("{prefix}{name}");
+        if path.len() > MAX_PATH {
+            bail!(
+                "commit entry {}: the path is {} bytes long, more than a file system takes ({MAX_PATH}); refused",
+                shown(path.as_bytes()),
+                path.len()
+            );
+        }
+        // Git writes each name once, in its order; a tree that breaks
+        // this was made by hand, and its files could be read two ways.
+        if !names.insert(name.to_string()) {
+            bail!("commit entry {path}: appears twice in its directory; refused");
+        }
+        let key = order_key(name, entry.kind() == Some(ObjectType::Tree));
+        if last_key.as_ref().is_some_and(|last| *last > key) {
+            bail!(
+                "commit entry {path}: its directory's entries are not in git's order (a tree git does not write); refused"
+            );
+        }
+        last_key = Some(key);
+    }
+    Ok(())
+}
+
+/// A path from a diff, each of its names checked.
+fn check_path(path: &[u8]) -> Result<String> {
+    let mut prefix = String::new();
+    for part in path.split(|b| *b == b'/') {
+        let name = check_name(part, &prefix)?;
+        prefix.push_str(name);
+        prefix.push('/');
+    }
+    prefix.pop();
+    if prefix.len() > MAX_PATH {
+        bail!(
+            "commit entry {}: the path is {} bytes long, more than a file system takes ({MAX_PATH}); refused",
+            shown(prefix.as_bytes()),
+            prefix.len()
+        );
+    }
+    Ok(prefix)
 }
 
 /// The longest file name Linux file systems take (NAME_MAX), in bytes.

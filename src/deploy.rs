@@ -177,9 +177,12 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
                     report.detail(format!("skipped {}: {}", s.path, s.reason));
                 }
                 let manifest = plan.manifest();
+                // Pinned by refs, so git keeps the commits whose files are in the site.
+                commit.pin("refs/pushdeploy/pending")?;
                 store.begin(&manifest)?;
                 sync::apply(sync, &commit, site)?;
-                store.commit(&manifest)
+                store.commit(&manifest)?;
+                commit.pin("refs/pushdeploy/deployed")
             },
         )?;
     }

@@ -1,49 +1,20 @@
-//! The manifest: which files the last completed deployment wrote into the
-//! site. Only these are ever deleted; everything else in the site (uploads,
-//! logs, `env/`) belongs to the app.
+//! The manifest: which commit the last completed deployment wrote into the
+//! site. Its files are the only ones ever deleted; everything else in the
+//! site (uploads, logs, `env/`) belongs to the app.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::commit::{Entry, Kind};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub blob: String,
-    pub kind: Kind,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The deployed commit (and project folder): the files it has are the files
+/// pushdeploy wrote. The commit is pinned by a ref, so git keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub site: PathBuf,
     pub commit: String,
-    pub files: BTreeMap<String, FileRecord>,
-}
-
-impl Manifest {
-    pub fn from_entries(site: &Path, commit: &str, entries: &[Entry]) -> Self {
-        let files = entries
-            .iter()
-            .map(|e| {
-                (
-                    e.path.clone(),
-                    FileRecord {
-                        blob: e.blob.clone(),
-                        kind: e.kind,
-                    },
-                )
-            })
-            .collect();
-        Manifest {
-            site: site.to_path_buf(),
-            commit: commit.to_string(),
-            files,
-        }
-    }
+    pub project: Option<String>,
 }
 
 /// The manifest files of one state dir.
@@ -68,15 +39,12 @@ impl Store {
         self.dir.join("manifest.pending.json")
     }
 
-    /// The last completed deployment's manifest for this site (empty for
-    /// another site, or when there is none).
-    pub fn load(&self, site: &Path) -> Result<Manifest> {
-        Ok(read(&self.complete())?
-            .filter(|m| m.site == site)
-            .unwrap_or_default())
+    /// The last completed deployment's manifest, if it was into this site.
+    pub fn load(&self, site: &Path) -> Result<Option<Manifest>> {
+        Ok(read(&self.complete())?.filter(|m| m.site == site))
     }
 
-    /// Paths of an interrupted sync into this site, if one was interrupted.
+    /// The commit of an interrupted sync into this site, if one was interrupted.
     pub fn load_pending(&self, site: &Path) -> Result<Option<Manifest>> {
         Ok(read(&self.pending())?.filter(|m| m.site == site))
     }

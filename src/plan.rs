@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::commit::{Commit, CommitInfo, Entry, Kind};
+use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
 use crate::installed::{self, Fingerprint, PipDecision};
@@ -16,7 +16,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, parse_bool,
+    SKIP_UNCHANGED, Settings, VERIFY, parse_bool,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -40,9 +40,6 @@ pub struct Plan {
     pub app_settings: Vec<(String, String)>,
     /// Run after a successful deployment (a server setting), as words.
     pub post_deploy: Option<Vec<String>>,
-    /// The files of the deployed folder, for the manifest written after the sync.
-    #[serde(skip)]
-    pub entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +151,6 @@ impl Plan {
             command: None,
             app_settings,
             post_deploy,
-            entries: Vec::new(),
         };
         let probes = Probes::load(&settings.state_dir);
         if let Some(command) = settings.sources.get(COMMAND) {
@@ -172,17 +168,29 @@ impl Plan {
             return Ok(plan);
         }
         let store = manifest::Store::new(&settings.state_dir);
-        let previous = store.load(&settings.site)?;
-        let pending = store.load_pending(&settings.site)?;
-        let (entries, skipped) = commit.entries()?;
-        plan.sync = Some(sync::plan(
-            commit,
-            &entries,
-            skipped,
-            &previous,
-            pending.as_ref(),
-        )?);
-        plan.entries = entries;
+        let same_project = |m: &Manifest| m.project.as_deref() == commit.project();
+        let previous = store.load(&settings.site)?.filter(|m| same_project(m));
+        let pending = store
+            .load_pending(&settings.site)?
+            .filter(|m| same_project(m));
+        let deployed = previous
+            .as_ref()
+            .and_then(|m| commit.sibling(&m.commit).ok());
+        let interrupted = pending
+            .as_ref()
+            .and_then(|m| commit.sibling(&m.commit).ok());
+        let lost = match (&previous, &deployed) {
+            (Some(m), None) => Some(m.commit[..7.min(m.commit.len())].to_string()),
+            _ => None,
+        };
+        let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
+        let before = sync::Before {
+            deployed: deployed.as_ref(),
+            interrupted: interrupted.as_ref(),
+            lost,
+            verify,
+        };
+        plan.sync = Some(sync::plan(commit, &before, &settings.site)?);
         match settings.sources.bool(SCM_DO_BUILD)? {
             Some((false, origin)) => {
                 let reason = format!("SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})");
@@ -204,7 +212,11 @@ impl Plan {
     }
 
     pub fn manifest(&self) -> Manifest {
-        Manifest::from_entries(&self.site, &self.commit.id, &self.entries)
+        Manifest {
+            site: self.site.clone(),
+            commit: self.commit.id.clone(),
+            project: self.project.clone(),
+        }
     }
 
     /// The plan as the dry run prints it.
@@ -221,7 +233,7 @@ impl Plan {
                 let why = match change.why {
                     Why::Added => "new",
                     Why::Changed => "changed",
-                    Why::Interrupted => "rewrite after an interrupted sync",
+                    Why::Repair => "differs in the site",
                 };
                 out.push(format!("  write  {} ({why})", change.path));
             }

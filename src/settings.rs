@@ -99,6 +99,14 @@ pub const INSTALLER: &Key = &Key {
     default: "pip",
     doc: "pip, or uv (`uv pip install`, found with which or at a path given as uv:<path>)",
 };
+pub const VERIFY: &Key = &Key {
+    name: "verify",
+    env: "PUSHDEPLOY_VERIFY",
+    file: "verify",
+    server_only: false,
+    default: "false",
+    doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
+};
 pub const SEED_DIR: &Key = &Key {
     name: "seedDir",
     env: "PUSHDEPLOY_SEED_DIR",
@@ -158,6 +166,7 @@ pub const KEYS: &[&Key] = &[
     PYENV_ROOT,
     RECREATE_ENV,
     SEED_DIR,
+    VERIFY,
     SKIP_UNCHANGED,
     INSTALLER,
     PROJECT,

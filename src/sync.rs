@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::commit::{Commit, Entry, Kind, MAX_PATH, Skipped};
 use crate::error::shown;
-use crate::manifest::Manifest;
 
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
@@ -27,8 +26,9 @@ pub const TEMP_PREFIX: &str = ".pushdeploy-tmp-";
 pub enum Why {
     Added,
     Changed,
-    /// Written again: an earlier sync of it was interrupted.
-    Interrupted,
+    /// The file in the site differs from the commit (edited or deleted by
+    /// hand, or an interrupted sync).
+    Repair,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,53 +39,129 @@ pub struct Change {
     pub why: Why,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// How the changes were found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Basis {
+    /// The deployed commit's tree compared with this one's: work in
+    /// proportion to the change.
+    Diff { from: String },
+    /// Every file of the commit written (a first deployment) or compared with
+    /// the site, and why.
+    Full { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct SyncPlan {
+    pub basis: Basis,
     pub write: Vec<Change>,
     pub delete: Vec<String>,
-    pub unchanged: usize,
+    /// Files compared and found equal (only known when every file was compared).
+    pub unchanged: Option<usize>,
     pub skipped: Vec<Skipped>,
 }
 
 impl SyncPlan {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} to write, {} to delete, {} unchanged",
+            "{} to write, {} to delete",
             self.write.len(),
-            self.delete.len(),
-            self.unchanged
+            self.delete.len()
         );
+        if let Some(n) = self.unchanged {
+            s.push_str(&format!(", {n} unchanged"));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!(", {} skipped", self.skipped.len()));
+        }
+        match &self.basis {
+            Basis::Diff { from } => {
+                s.push_str(&format!(" (changes since {})", &from[..7.min(from.len())]))
+            }
+            Basis::Full { reason } => s.push_str(&format!(" ({reason})")),
         }
         s
     }
 }
 
-/// Compares the commit's files with what the previous deployment wrote.
-pub fn plan(
-    commit: &Commit,
-    entries: &[Entry],
-    skipped: Vec<Skipped>,
-    previous: &Manifest,
-    pending: Option<&Manifest>,
-) -> Result<SyncPlan> {
+/// What the site was synced to before.
+pub struct Before<'a, 'r> {
+    /// The deployed commit, if there is one and git still has it.
+    pub deployed: Option<&'a Commit<'r>>,
+    /// A commit whose sync was interrupted, if any.
+    pub interrupted: Option<&'a Commit<'r>>,
+    /// Set when a deployment is recorded but its commit is gone.
+    pub lost: Option<String>,
+    /// `--verify`: compare every file with the site.
+    pub verify: bool,
+}
+
+/// Decides what to write and delete. Normally from the tree-to-tree diff of
+/// the deployed commit and this one; every file is compared with the site
+/// instead on `--verify`, after an interrupted sync, or when the deployed
+/// commit is gone.
+pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
+    let diffable = match (before.deployed, before.interrupted, before.verify) {
+        (Some(deployed), None, false) => Some(deployed),
+        _ => None,
+    };
+    if let Some((deployed, Some(changes))) = diffable
+        .map(|d| commit.diff_from(d).map(|c| (d, c)))
+        .transpose()?
+    {
+        let mut write = Vec::new();
+        for (entry, added) in changes.changed {
+            check_entry(commit, &entry)?;
+            let why = if added { Why::Added } else { Why::Changed };
+            write.push(Change {
+                path: entry.path,
+                kind: entry.kind,
+                blob: entry.blob,
+                why,
+            });
+        }
+        return Ok(SyncPlan {
+            basis: Basis::Diff {
+                from: deployed.info.id.clone(),
+            },
+            write,
+            delete: changes.deleted,
+            unchanged: None,
+            skipped: changes.skipped,
+        });
+    }
+    let (entries, skipped) = commit.entries()?;
+    let first = before.deployed.is_none() && before.interrupted.is_none() && before.lost.is_none();
+    let reason = if before.interrupted.is_some() {
+        "an earlier sync was interrupted: every file compared with the site".to_string()
+    } else if let Some(lost) = &before.lost {
+        format!(
+            "the deployed commit {lost} is gone from the repository: every file compared with the site"
+        )
+    } else if before.verify {
+        "--verify: every file compared with the site".to_string()
+    } else if before.deployed.is_some() {
+        "the trees could not be compared: every file compared with the site".to_string()
+    } else {
+        "first deployment to this site".to_string()
+    };
     let mut plan = SyncPlan {
+        basis: Basis::Full { reason },
+        write: Vec::new(),
+        delete: Vec::new(),
+        unchanged: Some(0),
         skipped,
-        ..SyncPlan::default()
     };
     let mut wanted = BTreeSet::new();
-    for entry in entries {
+    for entry in &entries {
         check_entry(commit, entry)?;
         wanted.insert(entry.path.as_str());
-        let before = previous.files.get(&entry.path);
-        let why = match before {
-            None => Some(Why::Added),
-            Some(f) if f.blob != entry.blob || f.kind != entry.kind => Some(Why::Changed),
-            Some(_) if pending.is_some_and(|p| p.files.contains_key(&entry.path)) => {
-                Some(Why::Interrupted)
-            }
-            Some(_) => None,
+        let why = if first {
+            Some(Why::Added)
+        } else if matches_site(commit, entry, site)? {
+            None
+        } else {
+            Some(Why::Repair)
         };
         match why {
             Some(why) => plan.write.push(Change {
@@ -94,18 +170,53 @@ pub fn plan(
                 blob: entry.blob.clone(),
                 why,
             }),
-            None => plan.unchanged += 1,
+            None => *plan.unchanged.get_or_insert(0) += 1,
         }
     }
-    let written_before = previous
-        .files
-        .keys()
-        .chain(pending.into_iter().flat_map(|p| p.files.keys()));
-    let gone: BTreeSet<&String> = written_before
-        .filter(|p| !wanted.contains(p.as_str()))
-        .collect();
-    plan.delete = gone.into_iter().cloned().collect();
+    if first {
+        plan.unchanged = None;
+    }
+    let mut gone = BTreeSet::new();
+    for old in [before.deployed, before.interrupted].into_iter().flatten() {
+        for entry in old.entries().map(|(e, _)| e).unwrap_or_default() {
+            if !wanted.contains(entry.path.as_str()) {
+                gone.insert(entry.path);
+            }
+        }
+    }
+    plan.delete = gone.into_iter().collect();
     Ok(plan)
+}
+
+/// Whether the site already holds this entry exactly: same kind, same
+/// executable bit, same content (by git's blob id) or symlink target.
+fn matches_site(commit: &Commit, entry: &Entry, site: &Path) -> Result<bool> {
+    if !parents_are_real_dirs(site, &entry.path) {
+        return Ok(false);
+    }
+    let path = site.join(&entry.path);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return Ok(false);
+    };
+    Ok(match entry.kind {
+        Kind::Symlink => {
+            meta.file_type().is_symlink()
+                && std::fs::read_link(&path).is_ok_and(|t| {
+                    t.as_os_str().as_encoded_bytes()
+                        == commit
+                            .blob(&entry.blob)
+                            .map(|b| b.content().to_vec())
+                            .unwrap_or_default()
+                })
+        }
+        Kind::File | Kind::Executable => {
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            meta.file_type().is_file()
+                && executable == (entry.kind == Kind::Executable)
+                && git2::Oid::hash_file(git2::ObjectType::Blob, &path)
+                    .is_ok_and(|id| id.to_string() == entry.blob)
+        }
+    })
 }
 
 /// Refuses what the sync must never do: write into the env, or make a symlink

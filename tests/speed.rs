@@ -153,3 +153,86 @@ fn the_uv_installer_installs_and_says_so() {
     assert_eq!(bad.status, 1);
     assert!(bad.stdout.contains("setting installer (environment PUSHDEPLOY_INSTALLER): \"yarn\" is not pip, uv or a path to uv"), "{}", bad.stdout);
 }
+
+#[test]
+fn the_sync_works_from_the_diff_and_verify_repairs_drift() {
+    let s = Server::new();
+    s.write("a.txt", "a\n")
+        .write("b/c.txt", "c\n")
+        .write("d.txt", "d\n");
+    let first = s.commit("first");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Syncing files: 3 to write, 0 to delete (first deployment to this site)");
+    s.write("a.txt", "a2\n").remove("d.txt");
+    s.commit("second");
+    s.push(&[]).assert_ok().assert_has(&format!(
+        "Syncing files: 1 to write, 1 to delete (changes since {})",
+        &first[..7]
+    ));
+
+    // Drift: a deployed file edited and another deleted by hand.
+    std::fs::write(s.site.join("a.txt"), "edited by hand\n").unwrap();
+    std::fs::remove_file(s.site.join("b/c.txt")).unwrap();
+    std::fs::write(s.site.join("upload.bin"), "the app's").unwrap();
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("Syncing files: 0 to write, 0 to delete (changes since");
+    assert_eq!(
+        s.site_file("a.txt"),
+        "edited by hand\n",
+        "without --verify, only changes are synced"
+    );
+    let verify = s.run("deploy", &["--verify"]);
+    verify.assert_ok().assert_has("Syncing files: 2 to write, 0 to delete, 0 unchanged (--verify: every file compared with the site)");
+    assert_eq!(s.site_file("a.txt"), "a2\n");
+    assert_eq!(s.site_file("b/c.txt"), "c\n");
+    assert_eq!(s.site_file("upload.bin"), "the app's");
+    s.run("deploy", &["--verify"])
+        .assert_ok()
+        .assert_has("0 to write, 0 to delete, 2 unchanged");
+}
+
+#[test]
+fn git_keeps_the_deployed_commit_and_a_lost_one_falls_back_to_comparing() {
+    let s = Server::new();
+    s.write("keep.txt", "k\n").write("old.txt", "o\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    // History rewritten and pruned: the deployed commit is pinned, so it stays.
+    s.git(&["checkout", "-q", "--orphan", "fresh"]).assert_ok();
+    s.remove("old.txt").write("new.txt", "n\n");
+    s.commit("rewritten");
+    s.push(&["-f", "fresh:main"])
+        .assert_ok()
+        .assert_has("1 to write, 1 to delete (changes since");
+    assert!(!s.site.join("old.txt").exists());
+    let gc = std::process::Command::new("git")
+        .args([
+            "--git-dir",
+            s.repo.to_str().unwrap(),
+            "gc",
+            "-q",
+            "--prune=now",
+        ])
+        .status()
+        .unwrap();
+    assert!(gc.success());
+    s.write("more.txt", "m\n");
+    s.commit("more");
+    s.push(&["fresh:main"])
+        .assert_ok()
+        .assert_has("1 to write, 0 to delete (changes since");
+
+    // A manifest naming a commit git does not have: every file is compared.
+    let manifest = s.repo.join("pushdeploy/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let lost = json["commit"].as_str().unwrap().to_string();
+    std::fs::write(
+        &manifest,
+        text.replace(&lost, "1111111111111111111111111111111111111111"),
+    )
+    .unwrap();
+    s.run("deploy", &[]).assert_ok().assert_has("the deployed commit 1111111 is gone from the repository: every file compared with the site");
+}
