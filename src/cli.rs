@@ -186,8 +186,23 @@ fn flags(
     }
 }
 
+/// A deployment reads each object once: libgit2's object cache (256 MiB by
+/// default) and pack mappings (8 GiB) would only make memory grow with the
+/// repository.
+fn limit_libgit2_memory() -> Result<()> {
+    // SAFETY: global libgit2 options, set once before any repository is opened
+    // and before any other thread exists.
+    unsafe {
+        git2::opts::set_cache_max_size(4 << 20)?;
+        git2::opts::set_mwindow_mapped_limit(8 << 20)?;
+        git2::opts::set_mwindow_size(1 << 20)?;
+    }
+    Ok(())
+}
+
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    limit_libgit2_memory()?;
     let env = Environment::from_process();
     match cli.command {
         Command::Init {

@@ -345,6 +345,20 @@ impl<'r> Commit<'r> {
         Ok(())
     }
 
+    /// Writes a blob's content to `out`: streamed from a loose object,
+    /// read whole from a pack (libgit2 cannot stream packed objects), so
+    /// memory holds one file at most, never the repository.
+    pub fn write_blob(&self, id: &str, out: &mut impl std::io::Write) -> Result<()> {
+        let oid = Oid::from_str(id)?;
+        let odb = self.repo.odb()?;
+        if let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(oid) {
+            std::io::copy(&mut reader, out).with_context(|| format!("reading blob {id}"))?;
+            return Ok(());
+        }
+        out.write_all(self.blob(id)?.content())?;
+        Ok(())
+    }
+
     /// The content of a blob.
     pub fn blob(&self, id: &str) -> Result<git2::Blob<'r>> {
         let oid = Oid::from_str(id)?;

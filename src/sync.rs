@@ -3,8 +3,7 @@
 //! and this commit lacks are deleted, with directories that this leaves empty.
 //! No path is followed through a symlink, so nothing lands outside the site.
 
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -152,22 +151,30 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         unchanged: Some(0),
         skipped,
     };
-    let mut wanted = BTreeSet::new();
-    for entry in &entries {
-        check_entry(commit, entry)?;
-        wanted.insert(entry.path.as_str());
+    // Only what deletions need is kept beside the plan: memory stays near
+    // one record per file.
+    let olds: Vec<&Commit> = [before.deployed, before.interrupted]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut wanted = HashSet::new();
+    for entry in entries {
+        check_entry(commit, &entry)?;
+        if !olds.is_empty() {
+            wanted.insert(entry.path.clone());
+        }
         let why = if first {
             Some(Why::Added)
-        } else if matches_site(commit, entry, site)? {
+        } else if matches_site(commit, &entry, site)? {
             None
         } else {
             Some(Why::Repair)
         };
         match why {
             Some(why) => plan.write.push(Change {
-                path: entry.path.clone(),
+                path: entry.path,
                 kind: entry.kind,
-                blob: entry.blob.clone(),
+                blob: entry.blob,
                 why,
             }),
             None => *plan.unchanged.get_or_insert(0) += 1,
@@ -177,9 +184,9 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         plan.unchanged = None;
     }
     let mut gone = BTreeSet::new();
-    for old in [before.deployed, before.interrupted].into_iter().flatten() {
+    for old in olds {
         for entry in old.entries().map(|(e, _)| e).unwrap_or_default() {
-            if !wanted.contains(entry.path.as_str()) {
+            if !wanted.contains(&entry.path) {
                 gone.insert(entry.path);
             }
         }
@@ -300,8 +307,10 @@ pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
     for path in &plan.delete {
         delete(site, path)?;
     }
+    let mut made = HashSet::new();
     for change in &plan.write {
-        write(site, commit, change).with_context(|| format!("writing {}", change.path))?;
+        write(site, commit, change, &mut made)
+            .with_context(|| format!("writing {}", change.path))?;
     }
     Ok(())
 }
@@ -438,36 +447,46 @@ fn delete(site: &Path, rel: &str) -> Result<()> {
 
 /// Makes every parent of `rel` a real directory, replacing a file or symlink
 /// that stands where the commit wants a directory.
-fn make_parents(site: &Path, rel: &str) -> Result<PathBuf> {
+fn make_parents(site: &Path, rel: &str, made: &mut HashSet<PathBuf>) -> Result<PathBuf> {
     let mut dir = site.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts[..parts.len() - 1] {
         dir.push(part);
+        // Known to be a real directory already during this sync.
+        if made.contains(&dir) {
+            continue;
+        }
         match fs_err::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_dir() => continue,
-            Ok(_) => fs_err::remove_file(&dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(meta) if meta.file_type().is_dir() => {}
+            Ok(_) => {
+                fs_err::remove_file(&dir)?;
+                fs_err::create_dir(&dir)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs_err::create_dir(&dir)?,
             Err(e) => return Err(e.into()),
         }
-        fs_err::create_dir(&dir)?;
+        made.insert(dir.clone());
     }
     Ok(dir)
 }
 
-fn write(site: &Path, commit: &Commit, change: &Change) -> Result<()> {
-    let dir = make_parents(site, &change.path)?;
+fn write(site: &Path, commit: &Commit, change: &Change, made: &mut HashSet<PathBuf>) -> Result<()> {
+    let dir = make_parents(site, &change.path, made)?;
     let target = site.join(&change.path);
+    let mut existing = fs_err::symlink_metadata(&target).ok();
     // A directory where the commit now has a file: it must be empty by now.
-    if let Ok(meta) = fs_err::symlink_metadata(&target)
-        && meta.file_type().is_dir()
+    if existing
+        .as_ref()
+        .is_some_and(|meta| meta.file_type().is_dir())
     {
         fs_err::remove_dir(&target).with_context(|| {
-                format!("{} is a directory with files that pushdeploy did not write, and the commit has a file there", change.path)
-            })?;
+            format!("{} is a directory with files that pushdeploy did not write, and the commit has a file there", change.path)
+        })?;
+        existing = None;
     }
-    let blob = commit.blob(&change.blob)?;
     match change.kind {
         Kind::Symlink => {
+            let blob = commit.blob(&change.blob)?;
             let link = std::ffi::OsStr::new(
                 std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
             );
@@ -477,11 +496,23 @@ fn write(site: &Path, commit: &Commit, change: &Change) -> Result<()> {
             // rename(2) replaces the name itself, never what a symlink there points to.
             tmp.persist(&target)?;
         }
+        Kind::File | Kind::Executable if existing.is_none() => {
+            // Nothing to replace: written in place. create_new never follows
+            // a symlink. A sync killed half-way may leave a short file; the
+            // next sync compares every file after an interruption and
+            // rewrites it.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)?;
+            commit.write_blob(&change.blob, &mut file)?;
+            file.set_permissions(std::fs::Permissions::from_mode(change.kind.mode()))?;
+        }
         Kind::File | Kind::Executable => {
             let mut tmp = tempfile::Builder::new()
                 .prefix(TEMP_PREFIX)
                 .tempfile_in(&dir)?;
-            tmp.write_all(blob.content())?;
+            commit.write_blob(&change.blob, tmp.as_file_mut())?;
             tmp.as_file()
                 .set_permissions(std::fs::Permissions::from_mode(change.kind.mode()))?;
             tmp.persist(&target)?;
