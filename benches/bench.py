@@ -501,10 +501,10 @@ class Bench:
                  note="whole push, default settings; " + (
                      version if implemented else "installer=uv not implemented yet (pip ran)"))
         # a variant: repositories that share a seed dir made earlier (setting
-        # seedDir), so that env creation is the fast one in both
+        # cacheDir), so that env creation is the fast one in both
         seeds = os.path.join(self.tmp, "shared-seeds")
-        env_pip = dict(env_pip, PUSHDEPLOY_SEED_DIR=seeds)
-        env_uv = dict(env_uv, PUSHDEPLOY_SEED_DIR=seeds)
+        env_pip = dict(env_pip, PUSHDEPLOY_CACHE_DIR=seeds)
+        env_uv = dict(env_uv, PUSHDEPLOY_CACHE_DIR=seeds)
         self.first_deploys("w", env_pip, None, runs=1)  # makes the seed; not timed
         times, recs, uv_ran = self.first_deploys("b", env_pip, env_uv)
         self.detail("the same with a shared seed dir made beforehand (median of %d): with pip %s "
@@ -512,7 +512,7 @@ class Bench:
                     % (self.n_slow, fmt_time(median(times["pip"])), self.step_summary(recs["pip"]),
                        fmt_time(median(times["uv"])), self.step_summary(recs["uv"]), uv_ran,
                        self.n_slow))
-        self.row("uv-seeded", "the same, seedDir shared and already made (variant, not in the issue)",
+        self.row("uv-seeded", "the same, cacheDir shared and already made (variant, not in the issue)",
                  median(times["uv"]), median(times["pip"]), target, 1 / 5,
                  status=None if uv_ran == self.n_slow else "MISS",
                  note="whole push; env creation fast in both")

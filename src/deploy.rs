@@ -253,6 +253,10 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             None => store.forget(),
         }
     };
+    let uv = match installer {
+        Installer::Uv { path } => Some(path.as_path()),
+        Installer::Pip => None,
+    };
     report.header(runtime_line(runtime));
     match decision {
         Decision::Reuse => {
@@ -285,7 +289,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 runtime.runtime
             );
             let new_env = report.step("env", header, |r| {
-                env::build(site, runtime, &settings.seed_dir, r)
+                env::build(site, runtime, &settings.cache_dir.join("seeds"), uv, r)
             })?;
             let installed = report.step(step, format!("{command} (into the new env)"), |r| {
                 packages::install(installer, &new_env, site, r)

@@ -173,7 +173,13 @@ pub fn tool(choice: &Choice) -> Result<&'static str> {
 /// `env` itself is not touched: `switch` does that once the env is complete.
 ///
 /// `seeds` is where pip is kept per interpreter for fast creation (see `seed`).
-pub fn build(site: &Path, choice: &Choice, seeds: &Path, report: &mut Report) -> Result<PathBuf> {
+pub fn build(
+    site: &Path,
+    choice: &Choice,
+    seeds: &Path,
+    uv: Option<&Path>,
+    report: &mut Report,
+) -> Result<PathBuf> {
     remove_stale(site)?;
     let dir = tempfile::Builder::new()
         .prefix(ENV_DIR_PREFIX)
@@ -183,7 +189,7 @@ pub fn build(site: &Path, choice: &Choice, seeds: &Path, report: &mut Report) ->
     let v = choice.interpreter.version;
     let tool = tool(choice)?;
     if tool == "venv" {
-        crate::seed::create(python, v, dir.path(), seeds, report)?;
+        crate::seed::create(python, v, dir.path(), seeds, uv, report)?;
     } else {
         report.detail(format!(
             "{} -m {tool} {}",

@@ -152,7 +152,7 @@ impl Plan {
             app_settings,
             post_deploy,
         };
-        let probes = Probes::load(&settings.state_dir);
+        let probes = Probes::load(&settings.cache_dir);
         if let Some(command) = settings.sources.get(COMMAND) {
             let path = command_path(commit, &command.value)?;
             let runtime = choose_runtime(settings, commit, &probes)?;

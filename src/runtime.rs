@@ -183,8 +183,8 @@ pub struct Choice {
     pub interpreter: Interpreter,
 }
 
-/// Interpreters already run, kept in the state dir: each is run once, and
-/// again only when the file it runs (or its env's pyvenv.cfg) changed.
+/// Interpreters already run, kept in the user's cache dir: each is run once,
+/// and again only when the file it runs (or its env's pyvenv.cfg) changed.
 pub struct Probes {
     path: Option<PathBuf>,
     known: RefCell<BTreeMap<String, Interpreter>>,
@@ -192,9 +192,9 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// The cache of a state dir (empty when there is none yet).
-    pub fn load(state_dir: &Path) -> Self {
-        let path = state_dir.join("interpreters.json");
+    /// The cache in `dir` (empty when there is none yet).
+    pub fn load(dir: &Path) -> Self {
+        let path = dir.join("interpreters.json");
         let known = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

@@ -107,13 +107,13 @@ pub const VERIFY: &Key = &Key {
     default: "false",
     doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
 };
-pub const SEED_DIR: &Key = &Key {
-    name: "seedDir",
-    env: "PUSHDEPLOY_SEED_DIR",
-    file: "seedDir",
+pub const CACHE_DIR: &Key = &Key {
+    name: "cacheDir",
+    env: "PUSHDEPLOY_CACHE_DIR",
+    file: "cacheDir",
     server_only: true,
-    default: "<state dir>/seeds",
-    doc: "where pip is kept per interpreter to create envs fast; several repositories may share one",
+    default: "~/.cache/pushdeploy ($XDG_CACHE_HOME/pushdeploy)",
+    doc: "the user's cache: pip seeds per interpreter (fast env creation) and interpreters already run; repositories share it",
 };
 pub const PROJECT: &Key = &Key {
     name: "project",
@@ -165,7 +165,7 @@ pub const KEYS: &[&Key] = &[
     PYTHON_PATH,
     PYENV_ROOT,
     RECREATE_ENV,
-    SEED_DIR,
+    CACHE_DIR,
     VERIFY,
     SKIP_UNCHANGED,
     INSTALLER,
@@ -402,7 +402,7 @@ pub struct Settings {
     pub branch: String,
     pub python_path: Vec<PathBuf>,
     pub pyenv_root: PathBuf,
-    pub seed_dir: PathBuf,
+    pub cache_dir: PathBuf,
     pub sources: Sources,
 }
 
@@ -443,9 +443,14 @@ impl Settings {
             Some(v) => PathBuf::from(v.value),
             None => sources.env.home().join(".pyenv"),
         };
-        let seed_dir = match sources.get(SEED_DIR) {
+        let cache_dir = match sources.get(CACHE_DIR) {
             Some(v) => absolute(Path::new(&v.value), repo_path),
-            None => state_dir.join("seeds"),
+            // Per user, like pip's own cache: every repository of the user
+            // then creates envs fast from its first deployment on.
+            None => match sources.env.get("XDG_CACHE_HOME") {
+                Some(cache) => Path::new(cache).join("pushdeploy"),
+                None => sources.env.home().join(".cache/pushdeploy"),
+            },
         };
         Ok(Settings {
             repo: repo_path.to_path_buf(),
@@ -454,7 +459,7 @@ impl Settings {
             branch,
             python_path,
             pyenv_root,
-            seed_dir,
+            cache_dir,
             sources,
         })
     }

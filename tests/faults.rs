@@ -368,9 +368,18 @@ fn killed_during_pip() {
         !output.iter().any(|l| l.contains("pip: done")),
         "{output:?}"
     );
-    // pip itself outlives pushdeploy, waiting for the rest of the file: give
-    // it a line it refuses, so that it stops without installing anything.
-    std::io::Write::write_all(&mut &writer, b"--no-such-option\n").unwrap();
+    // pip dies with pushdeploy (it must not go on installing into the env
+    // while the next deployment holds the lock): the FIFO loses its reader.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::io::Write::write_all(&mut &writer, b"\n") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("pip outlived the killed deployment")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
     drop(writer);
     std::fs::remove_file(&fifo).unwrap();
     std::fs::write(&fifo, "").unwrap();

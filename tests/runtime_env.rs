@@ -304,8 +304,8 @@ fn a_new_env_is_seeded_with_the_same_pip_as_venv_would_install() {
     s.app("flask-app");
     s.write("runtime.txt", "python-3.11.7\n");
     s.commit("first");
-    let seeds = s.root.join("seeds");
-    let vars = [("PUSHDEPLOY_SEED_DIR", seeds.to_str().unwrap())];
+    let seeds = s.root.join("cache");
+    let vars = [("PUSHDEPLOY_CACHE_DIR", seeds.to_str().unwrap())];
     s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
         .assert_ok()
         .assert_has("caching pip for ")

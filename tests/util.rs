@@ -142,8 +142,8 @@ impl Server {
             .env("UV_FIND_LINKS", fixtures().join("wheels"))
             // One pip seed for all tests: each interpreter's is made once per run.
             .env(
-                "PUSHDEPLOY_SEED_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("seeds"),
+                "PUSHDEPLOY_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
             )
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_AUTHOR_NAME", "Ada Tester")
