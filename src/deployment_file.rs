@@ -98,11 +98,12 @@ impl DeploymentFile {
             .collect()
     }
 
-    /// Prints back the `[config]` section in the file's format.
+    /// Prints back the `[config]` section in the file's format; values are
+    /// quoted, so that spaces around them survive.
     pub fn render(&self) -> String {
         let mut out = String::from("[config]\n");
         for (k, v, _) in &self.entries {
-            out.push_str(&format!("{k} = {v}\n"));
+            out.push_str(&format!("{k} = \"{v}\"\n"));
         }
         out
     }

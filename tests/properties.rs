@@ -257,3 +257,31 @@ fn a_huge_push_option_count_returns_at_once() {
         .expect("push_options returns within 2 s");
     assert_eq!(options, ["recreate-env"]);
 }
+
+/// Text that looks like a `.deployment` file more often than random bytes do.
+fn deploymentish() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        "(\\[config\\]|\\[other\\]|[a-zA-Z_]{1,8} ?= ?[ -~]{0,12}|#[ -~]{0,8}|;x|= x|[ -~]{0,12}|\u{feff})(\r?\n(\\[config\\]|[a-zA-Z_]{1,8} ?= ?[ -~]{0,12}|[ -~]{0,12})){0,6}"
+            .prop_map(String::into_bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn deployment_files_parse_or_name_file_and_line(bytes in deploymentish()) {
+        use pushdeploy::deployment_file::parse;
+        match parse(&bytes) {
+            Ok(file) => {
+                let again = parse(file.render().as_bytes()).expect("what parses prints back in the format");
+                let pairs = |f: &pushdeploy::deployment_file::DeploymentFile| {
+                    f.entries.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect::<Vec<_>>()
+                };
+                prop_assert_eq!(pairs(&again), pairs(&file));
+            }
+            Err(e) => one_line(&e.to_string(), ".deployment"),
+        }
+    }
+}
