@@ -526,6 +526,38 @@ mod tests {
         );
     }
 
+    /// Every key, layer by layer: flag > environment > `.deployment` (not for
+    /// server keys) > git config > default.
+    #[test]
+    fn precedence_key_by_key() {
+        for key in KEYS {
+            let mut s = Sources::default();
+            s.git.insert(
+                format!("deploy.{}", key.name.to_ascii_lowercase()),
+                "from-git".into(),
+            );
+            s.deployment
+                .insert(key.file.to_ascii_lowercase(), ("from-file".into(), 2));
+            s.env = Environment::from_pairs([(key.env, "from-env")]);
+            s.flag(key, "-c", "from-flag");
+            assert_eq!(s.effective(key).value, "from-flag", "{}", key.name);
+            s.flags.clear();
+            assert_eq!(s.effective(key).value, "from-env", "{}", key.name);
+            s.env = Environment::default();
+            let expected = if key.server_only {
+                "from-git"
+            } else {
+                "from-file"
+            };
+            assert_eq!(s.effective(key).value, expected, "{}", key.name);
+            s.deployment.clear();
+            assert_eq!(s.effective(key).value, "from-git", "{}", key.name);
+            s.git.clear();
+            assert_eq!(s.effective(key).origin, Origin::Default, "{}", key.name);
+            assert_eq!(key_named(key.name).map(|k| k.name), Some(key.name));
+        }
+    }
+
     #[test]
     fn server_only_keys_ignore_deployment_file() {
         let mut s = sources(&[]);

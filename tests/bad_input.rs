@@ -138,3 +138,63 @@ fn usage_errors_exit_with_status_2() {
         run.stderr
     );
 }
+
+#[test]
+fn python_version_errors_name_file_and_value() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("good");
+    s.push(&[]).assert_ok();
+    let before = snapshot(&s.site);
+    s.remove("runtime.txt")
+        .write(".python-version", "3.12; rm -rf /\n");
+    s.commit("bad .python-version");
+    let push = s.push(&[]);
+    let line = failure_line(&push);
+    assert!(
+        line.contains(".python-version: \"3.12; rm -rf /\" is not a version pushdeploy can use"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn ref_names_with_shell_characters_are_only_data() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let canary = s.root.join("pwned");
+    // No spaces: git refuses them in ref names; ${IFS} stands in for one.
+    let name = format!(
+        "x;$(touch${{IFS}}{})`touch${{IFS}}{}`'\"",
+        canary.display(),
+        canary.display()
+    );
+    let push = s.push(&[&format!("HEAD:refs/heads/{name}")]);
+    push.assert_ok()
+        .assert_has("Ignored: ref refs/heads/x;$(touch");
+    assert!(!canary.exists(), "nothing ran the ref name");
+    // The hook's input with a name git would never send is refused with the line.
+    let bad = std::process::Command::new(crate::util::BIN)
+        .args(["post-receive", "--repo", s.repo.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let zero = "0".repeat(40);
+    std::io::Write::write_all(
+        &mut bad.stdin.as_ref().unwrap(),
+        format!("{zero} {zero} refs/heads/a b\nmore\n").as_bytes(),
+    )
+    .unwrap();
+    let out = bad.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("post-receive input line 1: \"0000"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() == 1, "{stderr}");
+}

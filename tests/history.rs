@@ -224,3 +224,102 @@ fn concurrent_pushes_from_several_clones_end_at_the_branch_head() {
     );
     s.env_python("import greeting").assert_ok();
 }
+
+/// Issue 6's soak: 20 pushes from 4 clones at once. Every accepted push is
+/// deployed in turn, every record is whole, and the site ends at the head.
+#[test]
+fn twenty_pushes_from_four_clones_at_once() {
+    let s = Server::new();
+    s.write("index.html", "base\n");
+    s.commit("base");
+    s.push(&[]).assert_ok();
+    let clones: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = s.root.join(format!("soak{i}"));
+            s.git(&[
+                "clone",
+                "-q",
+                s.repo.to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ])
+            .assert_ok();
+            dir
+        })
+        .collect();
+    let threads: Vec<_> = clones
+        .into_iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let repo = s.repo.clone();
+            std::thread::spawn(move || {
+                let git = |args: &[&str]| {
+                    Command::new("git")
+                        .args(args)
+                        .current_dir(&dir)
+                        .env("GIT_AUTHOR_NAME", "soak")
+                        .env("GIT_AUTHOR_EMAIL", "soak@example.invalid")
+                        .env("GIT_COMMITTER_NAME", "soak")
+                        .env("GIT_COMMITTER_EMAIL", "soak@example.invalid")
+                        .output()
+                        .unwrap()
+                };
+                let mut accepted = 0;
+                for n in 0..5 {
+                    std::fs::write(dir.join("index.html"), format!("clone {i} push {n}\n"))
+                        .unwrap();
+                    std::fs::write(dir.join(format!("clone{i}.txt")), format!("{n}\n")).unwrap();
+                    assert!(git(&["add", "-A"]).status.success());
+                    assert!(
+                        git(&["commit", "-q", "-m", &format!("clone {i} push {n}")])
+                            .status
+                            .success()
+                    );
+                    for _ in 0..50 {
+                        let out = git(&["push", "-f", repo.to_str().unwrap(), "HEAD:main"]);
+                        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                        if out.status.success() {
+                            assert!(stderr.contains("successful"), "{stderr}");
+                            accepted += 1;
+                            break;
+                        }
+                        assert!(stderr.contains("cannot lock ref"), "{stderr}");
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(accepted, 20, "every push was accepted in the end");
+    let records = s.records();
+    assert_eq!(
+        records.len(),
+        21,
+        "one record for each accepted push, and the base"
+    );
+    for r in &records {
+        assert_eq!(r["status"], "success", "{r}");
+        assert!(r["finished"].is_string());
+    }
+    let head = s.branch_head("main");
+    assert_eq!(records[0]["id"], head.as_str());
+    let show = |path: &str| {
+        let out = Command::new("git")
+            .args([
+                "--git-dir",
+                s.repo.to_str().unwrap(),
+                "show",
+                &format!("main:{path}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(s.site_file("index.html"), show("index.html"));
+    // Only the head's files are in the site: the clones' files of other heads are gone.
+    for i in 0..4 {
+        let name = format!("clone{i}.txt");
+        let in_head = !show(&name).is_empty();
+        assert_eq!(s.site.join(&name).exists(), in_head, "{name}");
+    }
+}

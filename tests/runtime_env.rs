@@ -371,3 +371,34 @@ fn a_new_env_is_seeded_with_the_same_pip_as_venv_would_install() {
         "{script}"
     );
 }
+
+#[test]
+fn a_broken_env_and_a_patch_that_differs_are_recreated_with_the_reason() {
+    let s = deployed_flask();
+    // The env's python is gone, its marker still there.
+    let real = std::fs::canonicalize(s.site.join("env")).unwrap();
+    std::fs::remove_file(real.join("bin/python")).unwrap();
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("env broken: env/bin/python does not run");
+    s.env_python("import greeting").assert_ok();
+
+    // Built on one 3.11, asked for another patch of 3.11.
+    let other = if env_version(&s) == "3.11.7" {
+        "3.11.2"
+    } else {
+        "3.11.7"
+    };
+    if which::which("python3.11").is_err() {
+        return;
+    }
+    s.write("runtime.txt", &format!("python-{other}\n"));
+    s.commit("another patch");
+    let push = s.push(&[]);
+    if push.has("is not installed") {
+        eprintln!("only one 3.11 build here: the patch case is not exercised");
+        return;
+    }
+    push.assert_has(&format!("python-{other} is wanted"));
+    assert_eq!(env_version(&s), other);
+}
