@@ -78,7 +78,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         manifest::remove_temp_files(&dir)?;
     }
     let records = Records::new(&settings.state_dir);
-    for stale in records.close_unfinished()? {
+    if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
             &stale.id[..7],

@@ -96,9 +96,39 @@ impl Records {
         Ok(records)
     }
 
+    /// The newest record, found by the number in the file names: a
+    /// deployment reads one record, not the whole history.
+    fn newest(&self) -> Result<Option<Record>> {
+        let Ok(entries) = fs_err::read_dir(&self.dir) else {
+            return Ok(None);
+        };
+        let newest = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let seq: u64 = name
+                    .strip_suffix(".json")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((seq, e.path()))
+            })
+            .max_by_key(|(seq, _)| *seq);
+        match newest {
+            Some((_, path)) => {
+                let bytes = fs_err::read(&path)?;
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{}: not a deployment record", path.display())
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Starts the record of a new deployment (status running).
     pub fn start(&self, commit: &CommitInfo, ref_name: &str, trigger: Trigger) -> Result<Record> {
-        let seq = self.list()?.first().map_or(1, |r| r.seq + 1);
+        let seq = self.newest()?.map_or(1, |r| r.seq + 1);
         let record = Record {
             seq,
             id: commit.id.clone(),
@@ -118,22 +148,20 @@ impl Records {
         Ok(record)
     }
 
-    /// Records left as running by a deployment that was killed. Called under
-    /// the lock, so no other deployment is running.
-    pub fn close_unfinished(&self) -> Result<Vec<Record>> {
-        let mut closed = Vec::new();
-        for mut record in self.list()? {
-            if record.status == Status::Running {
-                record.status = Status::Failed;
-                record.error = Some(format!(
-                    "did not finish: the process (pid {}) ended during the deployment",
-                    record.pid
-                ));
-                self.save(&record)?;
-                closed.push(record);
-            }
-        }
-        Ok(closed)
+    /// The record a killed deployment left as running, now marked failed.
+    /// Called under the lock, so no other deployment is running; only the
+    /// newest record can be one, as each deployment closes the one before it.
+    pub fn close_unfinished(&self) -> Result<Option<Record>> {
+        let Some(mut record) = self.newest()?.filter(|r| r.status == Status::Running) else {
+            return Ok(None);
+        };
+        record.status = Status::Failed;
+        record.error = Some(format!(
+            "did not finish: the process (pid {}) ended during the deployment",
+            record.pid
+        ));
+        self.save(&record)?;
+        Ok(Some(record))
     }
 
     /// A record by a unique prefix of its commit id (the newest of that
