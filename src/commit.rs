@@ -132,21 +132,16 @@ impl<'r> Commit<'r> {
 
     /// The content of a file at the top of the whole commit (`.deployment`).
     pub fn read_top_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self.top.get_name(name) {
-            Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
-                let blob = self
-                    .repo
-                    .find_blob(entry.id())
-                    .with_context(|| format!("reading {name} from the commit"))?;
-                Ok(Some(blob.content().to_vec()))
-            }
-            _ => Ok(None),
-        }
+        self.read_file_in(&self.top, name)
     }
 
     /// The content of a file at the root of the tree, if there is one.
     pub fn read_root_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self.tree.get_name(name) {
+        self.read_file_in(&self.tree, name)
+    }
+
+    fn read_file_in(&self, tree: &Tree, name: &str) -> Result<Option<Vec<u8>>> {
+        match tree.get_name(name) {
             Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
                 let blob = self
                     .repo

@@ -161,17 +161,11 @@ fn runtime_change_recreates_env_with_reason() {
     s.env_python("import sys, greeting; print(sys.version_info[:2])")
         .assert_ok()
         .assert_has("(3, 12)");
-    let envs = std::fs::read_dir(&s.site)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".pushdeploy-env-")
-        })
-        .count();
-    assert_eq!(envs, 1, "the old env directory is removed after the switch");
+    assert_eq!(
+        s.env_dirs(),
+        1,
+        "the old env directory is removed after the switch"
+    );
 }
 
 #[test]

@@ -128,17 +128,8 @@ fn every_way_of_forcing_a_new_env_says_what_forced_it() {
         .assert_ok()
         .assert_has("Deleted ");
     assert!(!s.site.join("env").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&s.site)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".pushdeploy-env-")
-        })
-        .collect();
     assert!(
-        leftovers.is_empty(),
+        s.env_dirs() == 0,
         "env delete leaves no env directory behind"
     );
     s.run("deploy", &[])
@@ -160,16 +151,7 @@ fn a_failed_recreation_leaves_the_old_env_working() {
     assert_eq!(std::fs::read_link(s.site.join("env")).unwrap(), before);
     assert!(env_version(&s).starts_with("3.11."));
     s.env_python("import greeting, tinyweb").assert_ok();
-    let envs = std::fs::read_dir(&s.site)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".pushdeploy-env-")
-        })
-        .count();
-    assert_eq!(envs, 1, "the half-built env was removed");
+    assert_eq!(s.env_dirs(), 1, "the half-built env was removed");
 }
 
 #[test]
@@ -218,17 +200,9 @@ fn an_env_made_by_kudu_is_recognised_and_a_hand_made_one_replaced() {
             .file_type()
             .is_symlink()
     );
-    let plain_dirs = std::fs::read_dir(&s.site)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".pushdeploy-env-")
-        })
-        .count();
     assert_eq!(
-        plain_dirs, 1,
+        s.env_dirs(),
+        1,
         "the old plain env was removed after the switch"
     );
     // The env works through the path `env`, activate script included.

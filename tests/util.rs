@@ -267,6 +267,40 @@ impl Server {
         Run::from(format!("env/bin/python -c {code:?}"), output)
     }
 
+    /// How many env directories (`.pushdeploy-env-*`) the site holds.
+    pub fn env_dirs(&self) -> usize {
+        std::fs::read_dir(&self.site)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".pushdeploy-env-")
+            })
+            .count()
+    }
+
+    /// A clone of the bare repository at `<root>/<name>`, with an author set.
+    pub fn clone_as(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        self.git(&[
+            "clone",
+            "-q",
+            self.repo.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ])
+        .assert_ok();
+        for (key, value) in [("user.name", name), ("user.email", "clone@example.invalid")] {
+            let ok = Command::new("git")
+                .args(["config", key, value])
+                .current_dir(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        dir
+    }
+
     /// The commit the bare repository's branch points to.
     pub fn branch_head(&self, branch: &str) -> String {
         let out = Command::new("git")
