@@ -27,14 +27,7 @@ fn precedence_of_one_key_across_all_five_sources() {
         config_value(&s, &[], &[], "python"),
         ("python3".into(), "\"default\"".into())
     );
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "deploy.python",
-        "3.10",
-    ])
-    .assert_ok();
+    s.config(&["deploy.python", "3.10"]);
     assert_eq!(
         config_value(&s, &[], &[], "python"),
         ("3.10".into(), r#"{"gitConfig":"deploy.python"}"#.into())
@@ -275,14 +268,7 @@ fn post_deploy_runs_after_success_and_its_failure_fails_the_deployment() {
     let s = Server::new();
     s.write("index.html", "x\n");
     s.commit("first");
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "deploy.postDeploy",
-        "touch 'restarted app.txt'",
-    ])
-    .assert_ok();
+    s.config(&["deploy.postDeploy", "touch 'restarted app.txt'"]);
     s.push(&[])
         .assert_ok()
         .assert_has("postDeploy: touch 'restarted app.txt'")
@@ -291,14 +277,7 @@ fn post_deploy_runs_after_success_and_its_failure_fails_the_deployment() {
     // The pushed commit cannot set it.
     s.write(".deployment", "[config]\npostDeploy = touch evil.txt\n");
     s.commit("tries postDeploy");
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "deploy.postDeploy",
-        "false",
-    ])
-    .assert_ok();
+    s.config(&["deploy.postDeploy", "false"]);
     let push = s.push(&[]);
     assert!(
         push.remote()

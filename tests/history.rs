@@ -204,19 +204,7 @@ fn concurrent_pushes_from_several_clones_end_at_the_branch_head() {
         head.as_str(),
         "the last deployment is the branch head"
     );
-    let expected = git_in(
-        &s.root,
-        &[
-            "--git-dir",
-            s.repo.to_str().unwrap(),
-            "show",
-            "main:who.txt",
-        ],
-    );
-    assert_eq!(
-        s.site_file("who.txt"),
-        String::from_utf8_lossy(&expected.stdout)
-    );
+    assert_eq!(s.site_file("who.txt"), s.file_at_head("who.txt"));
     s.env_python("import greeting").assert_ok();
 }
 
@@ -269,23 +257,11 @@ fn twenty_pushes_from_four_clones_at_once() {
     }
     let head = s.branch_head("main");
     assert_eq!(records[0]["id"], head.as_str());
-    let show = |path: &str| {
-        let out = git_in(
-            &s.root,
-            &[
-                "--git-dir",
-                s.repo.to_str().unwrap(),
-                "show",
-                &format!("main:{path}"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert_eq!(s.site_file("index.html"), show("index.html"));
+    assert_eq!(s.site_file("index.html"), s.file_at_head("index.html"));
     // Only the head's files are in the site: files of other heads are gone.
     for i in 0..4 {
         let name = format!("clone{i}.txt");
-        let in_head = !show(&name).is_empty();
+        let in_head = !s.file_at_head(&name).is_empty();
         assert_eq!(s.site.join(&name).exists(), in_head, "{name}");
     }
 }

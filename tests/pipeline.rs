@@ -222,14 +222,7 @@ fn the_pusher_sees_each_line_as_it_happens() {
     s.write("index.html", "x\n");
     s.commit("first");
     // A slow last step: the first lines must reach the pusher before it ends.
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "deploy.postDeploy",
-        "sleep 3",
-    ])
-    .assert_ok();
+    s.config(&["deploy.postDeploy", "sleep 3"]);
     let mut push = std::process::Command::new("git")
         .args(["push", s.repo.to_str().unwrap(), "main"])
         .current_dir(&s.work)

@@ -30,28 +30,14 @@ fn runtime_sources_in_order_runtime_txt_python_version_setting_default() {
 
     s.remove(".python-version");
     s.commit("no version file");
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "deploy.python",
-        "3.11",
-    ])
-    .assert_ok();
+    s.config(&["deploy.python", "3.11"]);
     s.push(&[])
         .assert_ok()
         .assert_has("Python runtime: python-3.11 (setting python, git config deploy.python) -> ")
         .assert_has("runtime changed from python-3.12 to python-3.11");
     assert!(env_version(&s).starts_with("3.11."));
 
-    s.git(&[
-        "--git-dir",
-        s.repo.to_str().unwrap(),
-        "config",
-        "--unset",
-        "deploy.python",
-    ])
-    .assert_ok();
+    s.config(&["--unset", "deploy.python"]);
     let run = s.run("deploy", &["--dry-run"]);
     run.assert_ok().assert_has("(setting python, default) -> ");
 }

@@ -267,6 +267,24 @@ impl Server {
         Run::from(format!("env/bin/python -c {code:?}"), output)
     }
 
+    /// `git config <args>` in the bare repository (the server's settings).
+    pub fn config(&self, args: &[&str]) {
+        let mut all = vec!["--git-dir", self.repo.to_str().unwrap(), "config"];
+        all.extend_from_slice(args);
+        self.git(&all).assert_ok();
+    }
+
+    /// A file of the bare repository's main, as git has it ("" if none).
+    pub fn file_at_head(&self, path: &str) -> String {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.repo)
+            .args(["show", &format!("main:{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// How many env directories (`.pushdeploy-env-*`) the site holds.
     pub fn env_dirs(&self) -> usize {
         std::fs::read_dir(&self.site)
