@@ -321,10 +321,10 @@ impl<'r> Commit<'r> {
         check_dir(&tree, dir)
     }
 
-    /// Another commit of the same repository, narrowed to the same project.
-    pub fn sibling(&self, id: &str) -> Result<Commit<'r>> {
+    /// Another commit of the same repository, narrowed to `project`.
+    pub fn sibling(&self, id: &str, project: Option<&str>) -> Result<Commit<'r>> {
         let other = Commit::open(self.repo, id)?;
-        match &self.project {
+        match project {
             Some(project) => other.with_project(project),
             None => Ok(other),
         }

@@ -168,23 +168,28 @@ impl Plan {
             return Ok(plan);
         }
         let store = manifest::Store::new(&settings.state_dir);
-        let same_project = |m: &Manifest| m.project.as_deref() == commit.project();
-        let previous = store.load(&settings.site)?.filter(|m| same_project(m));
-        let pending = store
-            .load_pending(&settings.site)?
-            .filter(|m| same_project(m));
-        let deployed = previous
-            .as_ref()
-            .and_then(|m| commit.sibling(&m.commit).ok());
-        let interrupted = pending
-            .as_ref()
-            .and_then(|m| commit.sibling(&m.commit).ok());
+        let previous = store.load(&settings.site)?;
+        let pending = store.load_pending(&settings.site)?;
+        // Each earlier commit with its own project folder: the files it wrote.
+        let open = |m: &Manifest| commit.sibling(&m.commit, m.project.as_deref()).ok();
+        let deployed = previous.as_ref().and_then(open);
+        let interrupted = pending.as_ref().and_then(open);
         let lost = match (&previous, &deployed) {
             (Some(m), None) => Some(m.commit[..7.min(m.commit.len())].to_string()),
             _ => None,
         };
+        let project_changed = previous
+            .as_ref()
+            .filter(|m| m.project.as_deref() != commit.project())
+            .map(|m| {
+                (
+                    m.project.clone().unwrap_or_else(|| "/".into()),
+                    commit.project().unwrap_or("/").to_string(),
+                )
+            });
         let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
         let before = sync::Before {
+            project_changed,
             deployed: deployed.as_ref(),
             interrupted: interrupted.as_ref(),
             lost,

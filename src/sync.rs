@@ -93,6 +93,8 @@ pub struct Before<'a, 'r> {
     pub lost: Option<String>,
     /// `--verify`: compare every file with the site.
     pub verify: bool,
+    /// The project folder that deployed before, and the one now, if they differ.
+    pub project_changed: Option<(String, String)>,
 }
 
 /// Decides what to write and delete. Normally from the tree-to-tree diff of
@@ -100,8 +102,13 @@ pub struct Before<'a, 'r> {
 /// instead on `--verify`, after an interrupted sync, or when the deployed
 /// commit is gone.
 pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
-    let diffable = match (before.deployed, before.interrupted, before.verify) {
-        (Some(deployed), None, false) => Some(deployed),
+    let diffable = match (
+        before.deployed,
+        before.interrupted,
+        before.verify,
+        &before.project_changed,
+    ) {
+        (Some(deployed), None, false, None) => Some(deployed),
         _ => None,
     };
     if let Some((deployed, Some(changes))) = diffable
@@ -119,7 +126,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
                 why,
             });
         }
-        return Ok(SyncPlan {
+        let plan = SyncPlan {
             basis: Basis::Diff {
                 from: deployed.info.id.clone(),
             },
@@ -127,7 +134,9 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
             delete: changes.deleted,
             unchanged: None,
             skipped: changes.skipped,
-        });
+        };
+        check_site(&plan, site)?;
+        return Ok(plan);
     }
     let (entries, skipped) = commit.entries()?;
     let first = before.deployed.is_none() && before.interrupted.is_none() && before.lost.is_none();
@@ -135,8 +144,10 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         "an earlier sync was interrupted: every file compared with the site".to_string()
     } else if let Some(lost) = &before.lost {
         format!(
-            "the deployed commit {lost} is gone from the repository: every file compared with the site"
+            "the deployed commit {lost} is gone from the repository: every file compared with the site; files only it had are left in place"
         )
+    } else if let Some((from, to)) = &before.project_changed {
+        format!("project changed from {from} to {to}: every file compared with the site")
     } else if before.verify {
         "--verify: every file compared with the site".to_string()
     } else if before.deployed.is_some() {
@@ -192,6 +203,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         }
     }
     plan.delete = gone.into_iter().collect();
+    check_site(&plan, site)?;
     Ok(plan)
 }
 
@@ -301,8 +313,6 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
 /// Carries out the plan in the site: temp files a killed sync left first,
 /// then deletions (a file may become a directory), then writes.
 pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
-    check_lengths(plan, site)?;
-    check_directories_in_the_way(plan, site)?;
     remove_temp_files(plan, site)?;
     for path in &plan.delete {
         delete(site, path)?;
@@ -311,6 +321,52 @@ pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
     for change in &plan.write {
         write(site, commit, change, &mut made)
             .with_context(|| format!("writing {}", change.path))?;
+    }
+    Ok(())
+}
+
+/// What the site itself must allow, checked in the plan (so the dry run says
+/// it too, and nothing is written when it fails): paths that fit, and no
+/// file or directory of the app's own where the commit needs the name.
+fn check_site(plan: &SyncPlan, site: &Path) -> Result<()> {
+    check_lengths(plan, site)?;
+    check_files_in_the_way(plan, site)?;
+    check_directories_in_the_way(plan, site)
+}
+
+/// Fails where the commit has a directory and the site a file or symlink that
+/// pushdeploy did not write (one it wrote is deleted first): it is the app's.
+fn check_files_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
+    let deleted: BTreeSet<&str> = plan.delete.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    for change in &plan.write {
+        let parts: Vec<&str> = change.path.split('/').collect();
+        let mut dir = String::new();
+        for part in &parts[..parts.len() - 1] {
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(part);
+            if !seen.insert(dir.clone()) {
+                continue;
+            }
+            match std::fs::symlink_metadata(site.join(&dir)) {
+                Ok(meta) if meta.file_type().is_dir() => continue,
+                Ok(_) if deleted.contains(dir.as_str()) => break,
+                Ok(meta) => {
+                    let what = if meta.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "a file"
+                    };
+                    bail!(
+                        "commit entry {}: the site has {what} {dir} that pushdeploy did not write, where the commit has a directory; move it away, or rename the directory; nothing was written",
+                        change.path
+                    );
+                }
+                Err(_) => break,
+            }
+        }
     }
     Ok(())
 }

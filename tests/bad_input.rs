@@ -198,3 +198,30 @@ fn ref_names_with_shell_characters_are_only_data() {
     );
     assert!(stderr.lines().count() == 1, "{stderr}");
 }
+
+#[test]
+fn an_app_file_where_the_commit_has_a_directory_is_kept_and_named() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    std::fs::write(s.site.join("logs"), "the app's log\n").unwrap();
+    let before = snapshot(&s.site);
+    s.write("logs/README", "a directory now\n");
+    s.commit("logs is a directory");
+    let push = s.push(&[]);
+    let line = failure_line(&push);
+    assert!(
+        line.contains(
+            "commit entry logs/README: the site has a file logs that pushdeploy did not write"
+        ),
+        "{line}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+    // The next deployment does not take the refused one for an interrupted sync.
+    s.remove("logs");
+    s.write("index.html", "y\n");
+    s.commit("back to a file-free logs");
+    s.push(&[]).assert_ok().assert_has("changes since");
+    assert_eq!(s.site_file("logs"), "the app's log\n");
+}

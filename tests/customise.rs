@@ -290,3 +290,28 @@ fn post_deploy_runs_after_success_and_its_failure_fails_the_deployment() {
     assert!(!s.site.join("evil.txt").exists());
     assert_eq!(s.records()[0]["status"], "failed");
 }
+
+#[test]
+fn changing_the_project_removes_the_old_projects_files() {
+    let s = Server::new();
+    s.write(".deployment", "[config]\nproject = one\n")
+        .write("one/a.txt", "a\n")
+        .write("one/shared.txt", "1\n");
+    s.write("two/b.txt", "b\n").write("two/shared.txt", "2\n");
+    s.commit("project one");
+    s.push(&[]).assert_ok();
+    assert!(s.site.join("a.txt").exists() && !s.site.join("b.txt").exists());
+    std::fs::write(s.site.join("upload.bin"), "the app's").unwrap();
+    s.write(".deployment", "[config]\nproject = two\n");
+    s.commit("project two");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("project changed from one to two: every file compared with the site");
+    assert!(
+        !s.site.join("a.txt").exists(),
+        "the old project's file is deleted"
+    );
+    assert_eq!(s.site_file("shared.txt"), "2\n");
+    assert_eq!(s.site_file("b.txt"), "b\n");
+    assert_eq!(s.site_file("upload.bin"), "the app's");
+}

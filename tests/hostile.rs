@@ -516,6 +516,20 @@ fn a_symlink_in_the_site_is_never_written_through() {
         .file("static/keep.txt", "owned\n")
         .file("data/inner/deep.txt", "owned\n");
     objects.commit(&tree, "write below the links");
+    // The links are the app's: refused, never written through or replaced.
+    let before = snapshot(&s.site);
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    let last = run.stdout.lines().last().unwrap();
+    assert!(
+        last.contains("failed in step plan")
+            && last.contains("the site has a symlink data that pushdeploy did not write, where the commit has a directory"),
+        "{last}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+    outside.unchanged(&s);
+    std::fs::remove_file(s.site.join("static")).unwrap();
+    std::fs::remove_file(s.site.join("data")).unwrap();
     let run = s.run("deploy", &[]);
     assert_deployed(&s, &run, &tree, &outside);
 
@@ -603,7 +617,7 @@ fn long_names_and_deep_paths() {
     assert_eq!(run.status, 1);
     let last = run.stdout.lines().last().unwrap();
     assert!(
-        last.contains("failed in step sync") && last.contains("nothing was written"),
+        last.contains("failed in step plan") && last.contains("nothing was written"),
         "{last}"
     );
     assert_eq!(snapshot(&s.site), before);
@@ -679,7 +693,7 @@ fn a_file_where_the_site_has_a_directory_of_its_own() {
         assert_eq!(run.status, 1);
         let last = run.stdout.lines().last().unwrap();
         assert!(
-            last.contains("failed in step sync")
+            last.contains("failed in step plan")
                 && last.contains(&format!(
                     "commit entry {name}: the site has a directory there, {holding}"
                 ))
