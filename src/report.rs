@@ -3,7 +3,8 @@
 //! as `remote: ...`) and kept for the deployment's record.
 
 use std::io::{BufRead, BufReader, Write};
-use std::time::Instant;
+use std::sync::{Arc, mpsc, mpsc::RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -98,25 +99,58 @@ impl Report {
             .unchecked()
             .reader()
             .with_context(|| format!("starting {what}"))?;
-        let mut lines = BufReader::new(&reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            if lines.read_until(b'\n', &mut buf)? == 0 {
-                break;
+        let reader = Arc::new(reader);
+        // Lines are read on a thread of their own: a process the program left
+        // in the background can keep the pipe open after the program exited,
+        // and the deployment must not wait for it.
+        let (send, lines) = mpsc::channel();
+        let source = Arc::clone(&reader);
+        std::thread::spawn(move || {
+            let mut input = BufReader::new(&*source);
+            let mut buf = Vec::new();
+            while matches!(input.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                // Progress output rewrites its line with \r: show the last state.
+                let text = String::from_utf8_lossy(&buf);
+                let line = text
+                    .trim_end_matches(['\n', '\r'])
+                    .rsplit('\r')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if send.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
             }
-            // Progress output rewrites its line with \r: show the last state.
-            let text = String::from_utf8_lossy(&buf);
-            let line = text
-                .trim_end_matches(['\n', '\r'])
-                .rsplit('\r')
-                .next()
-                .unwrap_or("");
-            self.detail(line);
-        }
-        let output = reader
-            .try_wait()?
-            .context("the program's output ended but it did not exit")?;
+        });
+        let output = loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => self.detail(line),
+                // All output read: wait for the exit status.
+                Err(RecvTimeoutError::Disconnected) => match reader.try_wait()? {
+                    Some(output) => break output.clone(),
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                },
+                Err(RecvTimeoutError::Timeout) => {
+                    let Some(output) = reader.try_wait()?.cloned() else {
+                        continue;
+                    };
+                    // Exited: take what is still on its way, briefly.
+                    let grace = Instant::now() + Duration::from_secs(1);
+                    loop {
+                        match lines.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+                            Ok(line) => self.detail(line),
+                            Err(RecvTimeoutError::Disconnected) => break,
+                            Err(RecvTimeoutError::Timeout) => {
+                                self.detail(format!("({what} exited, leaving a process in the background that holds its output; not waiting for it)"));
+                                break;
+                            }
+                        }
+                    }
+                    break output;
+                }
+            }
+        };
         if !output.status.success() {
             match output.status.code() {
                 Some(code) => bail!("{what} exited with status {code}"),

@@ -315,3 +315,22 @@ fn changing_the_project_removes_the_old_projects_files() {
     assert_eq!(s.site_file("b.txt"), "b\n");
     assert_eq!(s.site_file("upload.bin"), "the app's");
 }
+
+#[test]
+fn a_process_left_in_the_background_does_not_hold_the_deployment() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    // A restart command that leaves a server running, holding its output.
+    s.config(&["deploy.postDeploy", "sh -c 'sleep 30 & echo started'"]);
+    let start = std::time::Instant::now();
+    s.push(&[])
+        .assert_ok()
+        .assert_has("started")
+        .assert_has("leaving a process in the background")
+        .assert_has("successful");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "the push did not wait for the background process"
+    );
+}
