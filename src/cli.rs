@@ -1,7 +1,7 @@
 //! The command line: parses it once, turns it into settings and calls the
 //! module that does the work.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use git2::Repository;
 
+use crate::commit::short_id;
 use crate::deploy::{self, Job};
 use crate::error::usage;
 use crate::lock::Lock;
@@ -341,6 +342,7 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
 }
 
 fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let (_, settings) = open(repo, env, |_| Ok(()))?;
     let records = Records::new(&settings.state_dir).list()?;
     if json {
@@ -354,61 +356,65 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&summaries)?)?;
         return Ok(());
     }
     let active = records
         .iter()
         .find(|r| r.status == crate::record::Status::Success)
         .map(|r| r.seq);
-    println!(
+    writeln!(
+        out,
         "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} MESSAGE",
         "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
-    );
+    )?;
     for r in &records {
         let total: f64 = r.steps.iter().map(|s| s.seconds).sum();
         let status = format!("{:?}", r.status).to_lowercase();
         let mark = if Some(r.seq) == active { "*" } else { " " };
-        println!(
+        writeln!(
+            out,
             "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
             format!("{}{mark}", r.seq),
-            &r.id[..7],
+            short_id(&r.id),
             status,
             format!("{:?}", r.trigger).to_lowercase(),
             r.started,
             crate::report::seconds_text(total),
             r.message
-        );
+        )?;
     }
     Ok(())
 }
 
 fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let (_, settings) = open(repo, env, |_| Ok(()))?;
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
-    println!("deployment #{} {}", r.seq, r.id);
-    println!("ref:      {}", r.ref_name);
-    println!("author:   {}", r.author);
-    println!("message:  {}", r.message);
-    println!("trigger:  {:?}", r.trigger);
-    println!("status:   {:?}", r.status);
-    println!("started:  {}", r.started);
-    println!("finished: {}", r.finished.as_deref().unwrap_or("-"));
+    writeln!(out, "deployment #{} {}", r.seq, r.id)?;
+    writeln!(out, "ref:      {}", r.ref_name)?;
+    writeln!(out, "author:   {}", r.author)?;
+    writeln!(out, "message:  {}", r.message)?;
+    writeln!(out, "trigger:  {:?}", r.trigger)?;
+    writeln!(out, "status:   {:?}", r.status)?;
+    writeln!(out, "started:  {}", r.started)?;
+    writeln!(out, "finished: {}", r.finished.as_deref().unwrap_or("-"))?;
     if let Some(error) = &r.error {
-        println!("error:    {error}");
+        writeln!(out, "error:    {error}")?;
     }
     for s in &r.steps {
-        println!(
+        writeln!(
+            out,
             "step:     {} {}",
             s.step,
             crate::report::seconds_text(s.seconds)
-        );
+        )?;
     }
-    println!();
+    writeln!(out)?;
     for line in &r.log {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
@@ -416,6 +422,7 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
 /// Every setting with its effective value and origin, `.deployment` read
 /// from the deployment branch's head, like `git config --show-origin`.
 fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let (repository, settings) = open(repo, env, |s| set.apply(s))?;
     let branch = format!("refs/heads/{}", settings.branch);
     let (settings, app_settings) = match crate::commit::Commit::open(&repository, &branch) {
@@ -427,18 +434,17 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         // No commit on the branch yet: no .deployment to read.
         Err(_) => (settings, Vec::new()),
     };
-    let rows: Vec<(&str, Value)> = KEYS
+    let rows: Vec<(&settings::Key, Value)> = KEYS
         .iter()
-        .map(|k| (k.name, settings.sources.effective(k)))
+        .map(|k| (*k, settings.sources.effective(k)))
         .collect();
     if json {
         let mut map: serde_json::Map<String, serde_json::Value> = rows
             .iter()
             .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    serde_json::to_value(v).expect("a value is JSON"),
-                )
+                let mut value = serde_json::to_value(v).expect("a value is JSON");
+                value["doc"] = k.doc.into();
+                (k.name.to_string(), value)
             })
             .collect();
         let app: serde_json::Map<String, serde_json::Value> = app_settings
@@ -446,13 +452,17 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
             .collect();
         map.insert("appSettings".into(), app.into());
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
     } else {
         for (key, value) in rows {
-            println!("{:<28} {:<40} {}", key, value.value, value.origin);
+            let key = key.name;
+            writeln!(out, "{:<28} {:<40} {}", key, value.value, value.origin)?;
         }
         for (key, value) in app_settings {
-            println!("{key:<28} {value:<40} .deployment (app setting, passed to the build steps)");
+            writeln!(
+                out,
+                "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"
+            )?;
         }
     }
     Ok(())

@@ -41,6 +41,7 @@ pub fn run(
         delete: Vec::new(),
         unchanged: None,
         skipped: Vec::new(),
+        sweep: Default::default(),
         basis: sync::Basis::Full {
             reason: "a fresh checkout".into(),
         },

@@ -63,6 +63,12 @@ pub struct Commit<'r> {
     project: Option<String>,
 }
 
+/// A commit id's first seven characters, as git shows it (the whole id if
+/// it is shorter, as in a damaged record).
+pub fn short_id(id: &str) -> &str {
+    id.get(..7).unwrap_or(id)
+}
+
 /// Top-level names that are never deployed (Kudu's rules).
 pub const NOT_DEPLOYED: &[&str] = &[".git", ".deployment", "deploy.sh"];
 
@@ -80,7 +86,7 @@ impl<'r> Commit<'r> {
             .with_context(|| format!("revision {}: not a commit", shown(rev.as_bytes())))?;
         let id = commit.id().to_string();
         let info = CommitInfo {
-            short: id[..7].to_string(),
+            short: short_id(&id).to_string(),
             id,
             author: commit.author().name().unwrap_or("unknown").to_string(),
 

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use git2::Repository;
 
 use crate::commit::Commit;
+use crate::commit::short_id;
 use crate::env::{self, Decision};
 use crate::error::Failure;
 use crate::lock::Lock;
@@ -81,7 +82,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
-            &stale.id[..7],
+            short_id(&stale.id),
             stale.seq
         ));
     }
@@ -145,7 +146,11 @@ fn dry_run(
     let (settings, commit, file) = plan::prepare(settings, commit)?;
     let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let mut out = std::io::stdout().lock();
+        std::io::Write::write_all(
+            &mut out,
+            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+        )?;
     } else {
         report.header(format!(
             "Plan for {} ({}) to {} (dry run: nothing changes)",
@@ -232,7 +237,9 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         }
     };
     // An env directory that a killed build left, whatever this deployment does.
+    report.current = Some("env".into());
     env::remove_stale(site)?;
+    report.current = None;
     let store = installed::Store::new(&settings.state_dir);
     let step = match installer {
         Installer::Pip => "pip",
@@ -273,15 +280,13 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
-                packages::install(installer, &env, site, r)
+                packages::install(installer, &env, site, r)?;
+                remember(&env)
             });
-            match result {
-                Ok(()) => remember(&env),
-                Err(e) => {
-                    store.forget()?;
-                    Err(e)
-                }
+            if result.is_err() {
+                store.forget()?;
             }
+            result
         }
         Decision::Create { message, .. } => {
             let header = format!(
@@ -303,10 +308,12 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 .step(
                     "switch",
                     "Switching env/ to the new virtual environment",
-                    |_| env::switch(site, &new_env),
+                    |_| {
+                        env::switch(site, &new_env)?;
+                        remember(&site.join("env"))
+                    },
                 )
-                .context("switching env")?;
-            remember(&site.join("env"))
+                .context("switching env")
         }
     }
 }

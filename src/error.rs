@@ -36,6 +36,14 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Whether the error is a write to a closed pipe (`pushdeploy list | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Shorthand for returning a usage error.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))

@@ -5,17 +5,23 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::report::Report;
+use crate::report::{Report, dies_with_us};
 
-/// Whether the env's Python can import Django.
+/// Whether the env's Python can import Django. `-I` keeps the site's own
+/// folder off `sys.path`: an app's `django.py` is not Django, and is not run.
 pub fn django_installed(site: &Path) -> bool {
-    duct::cmd!(site.join("env/bin/python"), "-c", "import django")
-        .dir(site)
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .is_ok_and(|out| out.status.success())
+    dies_with_us(duct::cmd!(
+        site.join("env/bin/python"),
+        "-I",
+        "-c",
+        "import django"
+    ))
+    .dir(site)
+    .stdout_null()
+    .stderr_null()
+    .unchecked()
+    .run()
+    .is_ok_and(|out| out.status.success())
 }
 
 /// `env/bin/python manage.py collectstatic --noinput --clear`, in the site.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::commit::short_id;
 use crate::manifest::write_atomic;
 
 /// The inputs of one install, each as text; compared key by key to say
@@ -137,7 +138,7 @@ impl Store {
             .into_iter()
             .collect();
         if changed.is_empty() {
-            let short = &last.deployment[..7.min(last.deployment.len())];
+            let short = short_id(&last.deployment);
             PipDecision::Skip {
                 reason: format!(
                     "requirements, interpreter, env and pip settings unchanged since {short}"

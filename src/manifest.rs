@@ -33,8 +33,9 @@ impl Store {
         self.dir.join("manifest.json")
     }
 
-    /// Written before a sync starts, removed when it completed: the paths an
-    /// interrupted sync may have written, so that the next one cleans them up.
+    /// Written before a sync starts, removed when it completed: the commit an
+    /// interrupted sync was writing, so that the next one compares every
+    /// file and deletes what that commit alone had.
     fn pending(&self) -> PathBuf {
         self.dir.join("manifest.pending.json")
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::report::Report;
+use crate::report::{Report, dies_with_us};
 use crate::settings::{INSTALLER, Settings};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
@@ -120,8 +120,8 @@ pub fn install(
 
 /// Asks pip which packages `requirements` (a file, with whatever it includes
 /// beside it) would install into the env at `env_dir`, changing nothing.
-pub fn preview(env_dir: &Path, requirements_dir: &Path) -> Preview {
-    match ask_pip(env_dir, requirements_dir) {
+pub fn preview(env_dir: &Path, requirements_dir: &Path, vars: &[(String, String)]) -> Preview {
+    match ask_pip(env_dir, requirements_dir, vars) {
         Ok(packages) => Preview::WouldInstall { packages },
         Err(e) => Preview::Unknown {
             why: format!("{e:#}"),
@@ -129,9 +129,13 @@ pub fn preview(env_dir: &Path, requirements_dir: &Path) -> Preview {
     }
 }
 
-fn ask_pip(env_dir: &Path, requirements_dir: &Path) -> Result<Vec<Package>> {
+fn ask_pip(
+    env_dir: &Path,
+    requirements_dir: &Path,
+    vars: &[(String, String)],
+) -> Result<Vec<Package>> {
     let report_file = requirements_dir.join("pip-report.json");
-    let out = duct::cmd!(
+    let expr = dies_with_us(duct::cmd!(
         pip(env_dir),
         "install",
         "--dry-run",
@@ -140,14 +144,18 @@ fn ask_pip(env_dir: &Path, requirements_dir: &Path) -> Result<Vec<Package>> {
         &report_file,
         "-r",
         REQUIREMENTS
-    )
-    .dir(requirements_dir)
-    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .context("running pip")?;
+    ));
+    // The variables the real run gives pip: `.deployment`'s app settings.
+    let out = vars
+        .iter()
+        .fold(expr, |e, (k, v)| e.env(k, v))
+        .dir(requirements_dir)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running pip")?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr

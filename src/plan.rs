@@ -1,12 +1,14 @@
 //! The plan: everything a deployment will do, decided before anything
 //! changes, each decision with its reason. The dry run prints it; the real
-//! run carries it out, so the two cannot disagree.
+//! run carries it out. What only running can tell (whether Django is in a
+//! new env, what pip resolves) the plan names as a question, not an answer.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::commit::short_id;
 use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
@@ -175,7 +177,7 @@ impl Plan {
         let deployed = previous.as_ref().and_then(open);
         let interrupted = pending.as_ref().and_then(open);
         let lost = match (&previous, &deployed) {
-            (Some(m), None) => Some(m.commit[..7.min(m.commit.len())].to_string()),
+            (Some(m), None) => Some(short_id(&m.commit).to_string()),
             _ => None,
         };
         let project_changed = previous
@@ -278,7 +280,7 @@ impl Plan {
                     PipDecision::Run { reason } => format!("{installer}: runs ({reason})"),
                 });
                 if matches!(pip, PipDecision::Run { .. }) {
-                    out.push(packages_line(packages));
+                    out.push(packages_line(installer, packages));
                 }
             }
         }
@@ -298,15 +300,21 @@ impl Plan {
     }
 }
 
-fn packages_line(packages: &Preview) -> String {
+fn packages_line(installer: &Installer, packages: &Preview) -> String {
+    let name = match installer {
+        Installer::Pip => "pip",
+        Installer::Uv { .. } => "uv",
+    };
     match packages {
-        Preview::NotAsked => "pip: install -r requirements.txt".into(),
-        Preview::NewEnv => "pip: install everything in requirements.txt into the new env".into(),
+        Preview::NotAsked => format!("{name}: install -r requirements.txt"),
+        Preview::NewEnv => {
+            format!("{name}: install everything in requirements.txt into the new env")
+        }
         Preview::WouldInstall { packages } if packages.is_empty() => {
-            "pip: nothing to install (all requirements are satisfied)".into()
+            format!("{name}: nothing to install (all requirements are satisfied)")
         }
         Preview::WouldInstall { packages } => format!(
-            "pip: would install {}",
+            "{name}: would install {}",
             packages
                 .iter()
                 .map(|p| format!("{} {}", p.name, p.version))
@@ -315,7 +323,7 @@ fn packages_line(packages: &Preview) -> String {
         ),
         Preview::Unknown { why } => {
             format!(
-                "pip: install -r requirements.txt (pip cannot say what it would install: {why})"
+                "{name}: install -r requirements.txt (pip cannot say what it would install: {why})"
             )
         }
     }
@@ -430,7 +438,7 @@ fn python_plan(
             packages: Vec::new(),
         },
         (Decision::Reuse, _, true) => match &files {
-            Ok(files) => preview_packages(settings, files)?,
+            Ok(files) => preview_packages(settings, files, app_settings)?,
             Err(why) => Preview::Unknown { why: why.clone() },
         },
     };
@@ -492,12 +500,20 @@ fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>
 }
 
 /// Writes the commit's requirement files to a temp dir and asks the env's pip.
-fn preview_packages(settings: &Settings, files: &[(String, Vec<u8>)]) -> Result<Preview> {
+fn preview_packages(
+    settings: &Settings,
+    files: &[(String, Vec<u8>)],
+    vars: &[(String, String)],
+) -> Result<Preview> {
     let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
     for (name, content) in files {
         fs_err::write(dir.path().join(name), content)?;
     }
-    Ok(packages::preview(&settings.site.join("env"), dir.path()))
+    Ok(packages::preview(
+        &settings.site.join("env"),
+        dir.path(),
+        vars,
+    ))
 }
 
 fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {

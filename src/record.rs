@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::commit::CommitInfo;
+use crate::commit::short_id;
 use crate::manifest::write_atomic;
 use crate::report::StepTime;
 
@@ -64,11 +65,8 @@ impl Records {
     }
 
     fn path(&self, record: &Record) -> PathBuf {
-        self.dir.join(format!(
-            "{:06}-{}.json",
-            record.seq,
-            &record.id[..7.min(record.id.len())]
-        ))
+        self.dir
+            .join(format!("{:06}-{}.json", record.seq, short_id(&record.id)))
     }
 
     pub fn save(&self, record: &Record) -> Result<()> {
@@ -179,7 +177,9 @@ impl Records {
             .iter()
             .filter(|r| !lower.is_empty() && r.id.starts_with(&lower))
             .collect();
-        ids.dedup_by(|a, b| a.id == b.id);
+        // Newest first: the first record of each commit is the one to show.
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|r| seen.insert(r.id.clone()));
         match ids.as_slice() {
             [] => bail!("no deployment has an id starting with {wanted:?}"),
             [one] => Ok((*one).clone()),
@@ -187,7 +187,7 @@ impl Records {
                 "{wanted:?} is the start of {} deployment ids ({}); give more of it",
                 many.len(),
                 many.iter()
-                    .map(|r| &r.id[..12])
+                    .map(|r| r.id.get(..12).unwrap_or(&r.id))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -42,11 +42,6 @@ impl Report {
         Report::new(Box::new(std::io::stdout()))
     }
 
-    /// A report that only keeps lines (for `--json`, where stdout is the JSON).
-    pub fn silent() -> Self {
-        Report::new(Box::new(std::io::sink()))
-    }
-
     fn emit(&mut self, line: String) {
         // A closed pipe (the pusher went away) must not stop the deployment.
         let _ = writeln!(self.out, "{line}");

@@ -186,7 +186,7 @@ pub struct Choice {
 /// Interpreters already run, kept in the user's cache dir: each is run once,
 /// and again only when the file it runs (or its env's pyvenv.cfg) changed.
 pub struct Probes {
-    path: Option<PathBuf>,
+    path: PathBuf,
     known: RefCell<BTreeMap<String, Interpreter>>,
     changed: Cell<bool>,
 }
@@ -200,29 +200,18 @@ impl Probes {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         Probes {
-            path: Some(path),
+            path,
             known: RefCell::new(known),
-            changed: Cell::new(false),
-        }
-    }
-
-    /// No cache: every interpreter is run.
-    pub fn none() -> Self {
-        Probes {
-            path: None,
-            known: RefCell::new(BTreeMap::new()),
             changed: Cell::new(false),
         }
     }
 
     /// Writes what was learned (not in a dry run, which changes nothing).
     pub fn save(&self) -> Result<()> {
-        match &self.path {
-            Some(path) if self.changed.get() => {
-                crate::manifest::write_atomic(path, &serde_json::to_vec(&*self.known.borrow())?)
-            }
-            _ => Ok(()),
+        if !self.changed.get() {
+            return Ok(());
         }
+        crate::manifest::write_atomic(&self.path, &serde_json::to_vec(&*self.known.borrow())?)
     }
 
     /// What identifies an interpreter's behaviour: its path, the file it

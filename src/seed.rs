@@ -1,7 +1,8 @@
 //! Fast env creation. `python -m venv` spends most of its time in ensurepip
 //! (about 4 s of 4.5). Instead: `python -m venv --without-pip`, then pip (and
-//! whatever else ensurepip puts there) copied from a seed kept per
-//! interpreter in the state dir, made once by an ordinary `python -m venv`.
+//! whatever else ensurepip puts there) hard-linked from a seed kept per
+//! interpreter in the user's cache dir, made once by an ordinary
+//! `python -m venv`.
 //! The env ends up as ensurepip would have left it: same files, and
 //! `bin/pip`, `bin/pipX`, `bin/pipX.Y` scripts pointing at the env's python.
 

@@ -97,7 +97,7 @@ pub const INSTALLER: &Key = &Key {
     file: "installer",
     server_only: false,
     default: "pip",
-    doc: "pip, or uv (`uv pip install`, found with which or at a path given as uv:<path>)",
+    doc: "pip, uv (`uv pip install`, uv found on PATH), or a path to uv",
 };
 pub const VERIFY: &Key = &Key {
     name: "verify",
@@ -396,7 +396,6 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 /// The settings that a deployment of one repository runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub repo: PathBuf,
     pub site: PathBuf,
     pub state_dir: PathBuf,
     pub branch: String,
@@ -453,7 +452,6 @@ impl Settings {
             },
         };
         Ok(Settings {
-            repo: repo_path.to_path_buf(),
             site,
             state_dir,
             branch,

@@ -10,14 +10,16 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::commit::short_id;
 use crate::commit::{Commit, Entry, Kind, MAX_PATH, Skipped};
 use crate::error::shown;
 
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
 pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
-/// Each file is written to a temp file of this name beside it, then renamed.
-/// One left by a sync that was killed is removed by the next sync.
+/// A file that replaces one is written to a temp file of this name beside
+/// it, then renamed over it. One left by a sync that was killed is removed by
+/// the next sync.
 pub const TEMP_PREFIX: &str = ".pushdeploy-tmp-";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -58,6 +60,10 @@ pub struct SyncPlan {
     /// Files compared and found equal (only known when every file was compared).
     pub unchanged: Option<usize>,
     pub skipped: Vec<Skipped>,
+    /// After an interrupted sync: every directory of the commit, where its
+    /// temp files may be left.
+    #[serde(skip)]
+    pub sweep: BTreeSet<String>,
 }
 
 impl SyncPlan {
@@ -74,9 +80,7 @@ impl SyncPlan {
             s.push_str(&format!(", {} skipped", self.skipped.len()));
         }
         match &self.basis {
-            Basis::Diff { from } => {
-                s.push_str(&format!(" (changes since {})", &from[..7.min(from.len())]))
-            }
+            Basis::Diff { from } => s.push_str(&format!(" (changes since {})", short_id(from))),
             Basis::Full { reason } => s.push_str(&format!(" ({reason})")),
         }
         s
@@ -134,6 +138,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
             delete: changes.deleted,
             unchanged: None,
             skipped: changes.skipped,
+            sweep: BTreeSet::new(),
         };
         check_site(&plan, site)?;
         return Ok(plan);
@@ -161,6 +166,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         delete: Vec::new(),
         unchanged: Some(0),
         skipped,
+        sweep: BTreeSet::new(),
     };
     // Only what deletions need is kept beside the plan: memory stays near
     // one record per file.
@@ -171,6 +177,15 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
     let mut wanted = HashSet::new();
     for entry in entries {
         check_entry(commit, &entry)?;
+        if before.interrupted.is_some() {
+            plan.sweep.insert(
+                entry
+                    .path
+                    .rsplit_once('/')
+                    .map_or("", |(dir, _)| dir)
+                    .to_string(),
+            );
+        }
         if !olds.is_empty() {
             wanted.insert(entry.path.clone());
         }
@@ -435,10 +450,9 @@ fn check_directories_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the temp files that a killed sync left in the directories this
-/// one writes to or deletes from: a sync that was interrupted is always
-/// followed by one that touches each directory it did (it rewrites or
-/// deletes every file the interrupted one may have written).
+/// Removes the temp files that a killed sync left: in the directories this
+/// one writes to or deletes from, and after an interrupted sync in every
+/// directory of the commit.
 fn remove_temp_files(plan: &SyncPlan, site: &Path) -> Result<()> {
     let dirs: BTreeSet<&str> = plan
         .write
@@ -446,6 +460,7 @@ fn remove_temp_files(plan: &SyncPlan, site: &Path) -> Result<()> {
         .map(|c| c.path.as_str())
         .chain(plan.delete.iter().map(String::as_str))
         .map(|p| p.rsplit_once('/').map_or("", |(dir, _)| dir))
+        .chain(plan.sweep.iter().map(String::as_str))
         .collect();
     for dir in dirs {
         if !dir.is_empty() && !parents_are_real_dirs(site, &format!("{dir}/x")) {
