@@ -369,8 +369,10 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
     )?;
     for r in &records {
-        let total: f64 = r.steps.iter().map(|s| s.seconds).sum();
-        let status = format!("{:?}", r.status).to_lowercase();
+        let total = r
+            .seconds
+            .unwrap_or_else(|| r.steps.iter().map(|s| s.seconds).sum());
+        let status = r.status.to_string();
         let mark = if Some(r.seq) == active { "*" } else { " " };
         writeln!(
             out,
@@ -378,7 +380,7 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             format!("{}{mark}", r.seq),
             short_id(&r.id),
             status,
-            format!("{:?}", r.trigger).to_lowercase(),
+            r.trigger.to_string(),
             r.started,
             crate::report::seconds_text(total),
             r.message
@@ -397,8 +399,11 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     writeln!(out, "ref:      {}", r.ref_name)?;
     writeln!(out, "author:   {}", r.author)?;
     writeln!(out, "message:  {}", r.message)?;
-    writeln!(out, "trigger:  {:?}", r.trigger)?;
-    writeln!(out, "status:   {:?}", r.status)?;
+    writeln!(out, "trigger:  {}", r.trigger)?;
+    writeln!(out, "status:   {}", r.status)?;
+    if let Some(seconds) = r.seconds {
+        writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
+    }
     writeln!(out, "started:  {}", r.started)?;
     writeln!(out, "finished: {}", r.finished.as_deref().unwrap_or("-"))?;
     if let Some(error) = &r.error {
@@ -434,9 +439,26 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         // No commit on the branch yet: no .deployment to read.
         Err(_) => (settings, Vec::new()),
     };
+    // Defaults that depend on the repository or the user, as resolved.
+    let resolved = |key: &settings::Key| -> Option<String> {
+        let path = |p: &std::path::Path| p.display().to_string();
+        Some(match key.name {
+            "branch" => settings.branch.clone(),
+            "stateDir" => path(&settings.state_dir),
+            "cacheDir" => path(&settings.cache_dir),
+            "pyenvRoot" => path(&settings.pyenv_root),
+            _ => return None,
+        })
+    };
     let rows: Vec<(&settings::Key, Value)> = KEYS
         .iter()
-        .map(|k| (*k, settings.sources.effective(k)))
+        .map(|k| {
+            let mut value = settings.sources.effective(k);
+            if value.origin == Origin::Default {
+                value.value = resolved(k).unwrap_or(value.value);
+            }
+            (*k, value)
+        })
         .collect();
     if json {
         let mut map: serde_json::Map<String, serde_json::Value> = rows

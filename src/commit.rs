@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use git2::{ObjectType, Oid, Repository, Tree};
 use serde::Serialize;
 
-use crate::error::shown;
+use crate::error::{shown, usage};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitInfo {
@@ -75,12 +75,19 @@ pub const NOT_DEPLOYED: &[&str] = &[".git", ".deployment", "deploy.sh"];
 impl<'r> Commit<'r> {
     /// Resolves a revision (`main`, a commit id, a prefix) to a commit.
     pub fn open(repo: &'r Repository, rev: &str) -> Result<Self> {
-        let object = repo.revparse_single(rev).with_context(|| {
-            format!(
-                "revision {}: not found in the repository",
-                shown(rev.as_bytes())
-            )
-        })?;
+        // A revision that is not there is the caller's mistake (exit status 2),
+        // said without libgit2's own wording.
+        let object =
+            repo.revparse_single(rev)
+                .map_err(|_| match rev.strip_prefix("refs/heads/") {
+                    Some(branch) => usage(format!(
+                        "branch {branch}: nothing has been pushed to it yet"
+                    )),
+                    None => usage(format!(
+                        "revision {}: not found in the repository",
+                        shown(rev.as_bytes())
+                    )),
+                })?;
         let commit = object
             .peel_to_commit()
             .with_context(|| format!("revision {}: not a commit", shown(rev.as_bytes())))?;
@@ -325,6 +332,16 @@ impl<'r> Commit<'r> {
                 .with_context(|| format!("commit entry {dir}: reading the directory"))?
         };
         check_dir(&tree, dir)
+    }
+
+    /// Removes a ref `pin` made, if it is there.
+    pub fn unpin(&self, name: &str) -> Result<()> {
+        match self.repo.find_reference(name) {
+            Ok(mut reference) => reference
+                .delete()
+                .with_context(|| format!("removing ref {name}")),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Another commit of the same repository, narrowed to `project`.

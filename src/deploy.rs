@@ -127,6 +127,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     };
     record.error = result.as_ref().err().map(|e| format!("{e:#}"));
     record.finished = Some(now());
+    record.seconds = Some(started.elapsed().as_secs_f64());
     record.steps = report.steps.clone();
     record.log = report.log.clone();
     records.save(&record)?;
@@ -187,7 +188,8 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
                 store.begin(&manifest)?;
                 sync::apply(sync, &commit, site)?;
                 store.commit(&manifest)?;
-                commit.pin("refs/pushdeploy/deployed")
+                commit.pin("refs/pushdeploy/deployed")?;
+                commit.unpin("refs/pushdeploy/pending")
             },
         )?;
     }

@@ -31,11 +31,10 @@ pub fn init(
 ) -> Result<()> {
     let mut changes = Vec::new();
     let repo = if repo_path.exists() {
-        Repository::open_bare(repo_path).map_err(|e| {
+        Repository::open_bare(repo_path).map_err(|_| {
             usage(format!(
-                "{}: not a bare git repository ({})",
-                repo_path.display(),
-                e.message()
+                "{}: exists but is not a bare git repository (a repository with a work tree cannot receive pushes to its checked-out branch); give a new path, or one made with `git init --bare`",
+                repo_path.display()
             ))
         })?
     } else {
@@ -74,9 +73,16 @@ pub fn init(
         wanted.push(("deploy.branch", branch.to_string()));
     }
     for (key, value) in wanted {
-        if config.get_string(key).ok().as_deref() != Some(value.as_str()) {
+        let old = config.get_string(key).ok();
+        if old.as_deref() != Some(value.as_str()) {
             config.set_str(key, &value)?;
-            changes.push(format!("set {key} = {value}"));
+            match old {
+                // The old site keeps its files and env; say so, it is not moved.
+                Some(old) => changes.push(format!(
+                    "set {key} = {value} (was {old}, which is left as it is)"
+                )),
+                None => changes.push(format!("set {key} = {value}")),
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::error::usage;
 use crate::report::{Report, dies_with_us};
 use crate::settings::{INSTALLER, Settings};
 
@@ -60,18 +61,18 @@ pub fn installer(settings: &Settings) -> Result<Installer> {
         "pip" => Ok(Installer::Pip),
         "uv" => match which::which("uv") {
             Ok(path) => Ok(Installer::Uv { path }),
-            Err(_) => bail!(
+            Err(_) => Err(usage(format!(
                 "setting installer ({}): uv is not installed (not found on PATH); install it or set installer = pip",
                 value.origin
-            ),
+            ))),
         },
         path if path.contains('/') && Path::new(path).is_file() => Ok(Installer::Uv {
             path: PathBuf::from(path),
         }),
-        other => bail!(
+        other => Err(usage(format!(
             "setting installer ({}): {other:?} is not pip, uv or a path to uv",
             value.origin
-        ),
+        ))),
     }
 }
 

@@ -26,6 +26,7 @@ pub const SKIP_PYTHON: &str = ".skipPythonDeployment";
 pub const SKIP_DJANGO: &str = ".skipDjango";
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub commit: CommitInfo,
     #[serde(rename = "ref")]

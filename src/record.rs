@@ -46,7 +46,30 @@ pub struct Record {
     pub steps: Vec<StepTime>,
     pub error: Option<String>,
     pub pid: u32,
+    /// The deployment's whole time, from start to finish.
+    #[serde(default)]
+    pub seconds: Option<f64>,
     pub log: Vec<String>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failed => "failed",
+        })
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Push => "push",
+            Trigger::Manual => "manual",
+            Trigger::Redeploy => "redeploy",
+        })
+    }
 }
 
 pub fn now() -> String {
@@ -140,6 +163,7 @@ impl Records {
             steps: Vec::new(),
             error: None,
             pid: std::process::id(),
+            seconds: None,
             log: Vec::new(),
         };
         self.save(&record)?;

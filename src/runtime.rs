@@ -345,7 +345,8 @@ pub fn all_found(settings: &Settings, probes: &Probes) -> Vec<Interpreter> {
     let mut found: Vec<Interpreter> = paths
         .iter()
         .filter_map(|p| probes.probe(p))
-        .filter(|i| seen.insert(i.path.clone()))
+        // One line per interpreter, however many names lead to it.
+        .filter(|i| seen.insert(std::fs::canonicalize(&i.path).unwrap_or_else(|_| i.path.clone())))
         .collect();
     found.sort_by_key(|i| i.version);
     found
