@@ -66,7 +66,9 @@ impl SetArgs {
 enum Command {
     /// Make or adopt a bare repository that deploys pushes into a site directory
     Init {
+        /// The bare repository to make, or an existing one to adopt
         repository: PathBuf,
+        /// The directory that serves the app (made when missing)
         #[arg(long, value_name = "DIR")]
         site: PathBuf,
         /// The deployment branch (default: the branch HEAD names; `main` for a new repository)
@@ -102,7 +104,9 @@ enum Command {
     Redeploy {
         #[command(flatten)]
         repo: RepoArg,
+        /// A deployment's commit id (a unique prefix is enough) or #N
         id: String,
+        /// Delete the env and create it anew
         #[arg(long)]
         recreate_env: bool,
         /// Compare every file with the site and repair drift
@@ -122,6 +126,7 @@ enum Command {
     Show {
         #[command(flatten)]
         repo: RepoArg,
+        /// A deployment's commit id (a unique prefix is enough) or #N
         id: String,
     },
     /// Every setting's effective value and where it came from
