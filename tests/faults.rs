@@ -596,3 +596,47 @@ fn which_git() -> PathBuf {
         .unwrap();
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+#[test]
+fn killed_during_collectstatic() {
+    let s = Server::new();
+    s.app("django-app");
+    // The settings wait while the file `block` exists: collectstatic then
+    // hangs until the test is done killing it.
+    let block = s.root.join("block");
+    let settings = std::fs::read_to_string(s.work.join("mysite/settings.py")).unwrap();
+    s.write(
+        "mysite/settings.py",
+        &format!(
+            "{settings}\nimport time\nwhile os.path.exists({:?}):\n    time.sleep(0.05)\n",
+            block.display().to_string()
+        ),
+    );
+    let id = s.commit("django");
+    s.update_without_deploy();
+    std::fs::write(&block, "").unwrap();
+    let mut run = Background::start(&s, &[], &[]);
+    run.wait_for_line("-----> python manage.py collectstatic");
+    let output = run.kill();
+    assert!(
+        !output.iter().any(|l| l.contains("collectstatic: done")),
+        "{output:?}"
+    );
+    std::fs::remove_file(&block).unwrap();
+
+    assert!(
+        lock_is_free(&s),
+        "the kernel frees the lock of a killed deployment"
+    );
+    let next = s.run("deploy", &[]);
+    next.assert_ok()
+        .assert_has("did not finish; its record is marked failed")
+        .assert_has("2 static files copied to");
+    let records = s.records();
+    assert_eq!(records[1]["id"], id.as_str());
+    assert_eq!(records[1]["status"], "failed");
+    assert_eq!(records[0]["status"], "success");
+    assert!(s.site.join("staticfiles/css/site.css").is_file());
+    s.env_python("import django, greeting").assert_ok();
+    assert!(lock_is_free(&s));
+}
