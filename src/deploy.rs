@@ -76,7 +76,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.state_dir.clone(),
         settings.state_dir.join("deployments"),
     ] {
-        manifest::remove_temp_files(&dir)?;
+        crate::files::remove_temp_files(&dir)?;
     }
     let records = Records::new(&settings.state_dir);
     if let Some(stale) = records.close_unfinished()? {

@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::commit::short_id;
-use crate::manifest::write_atomic;
+use crate::files::{remove_file_if_there, write_atomic};
 
 /// The inputs of one install, each as text; compared key by key to say
 /// what changed.
@@ -161,10 +161,7 @@ impl Store {
     }
 
     pub fn forget(&self) -> Result<()> {
-        match fs_err::remove_file(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        remove_file_if_there(&self.path)
     }
 }
 

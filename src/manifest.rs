@@ -2,11 +2,12 @@
 //! site. Its files are the only ones ever deleted; everything else in the
 //! site (uploads, logs, `env/`) belongs to the app.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::files::{remove_file_if_there, write_atomic};
 
 /// The deployed commit (and project folder): the files it has are the files
 /// pushdeploy wrote. The commit is pinned by a ref, so git keeps it.
@@ -56,10 +57,7 @@ impl Store {
 
     pub fn commit(&self, manifest: &Manifest) -> Result<()> {
         write_atomic(&self.complete(), &serde_json::to_vec(manifest)?)?;
-        match fs_err::remove_file(self.pending()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        remove_file_if_there(&self.pending())
     }
 }
 
@@ -73,40 +71,4 @@ fn read(path: &Path) -> Result<Option<Manifest>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Removes the temp files of `write_atomic` that a killed process left in
-/// `dir`. Called under the deployment lock, when no write is under way.
-pub fn remove_temp_files(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            && entry.file_type()?.is_file()
-        {
-            fs_err::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-const TEMP_PREFIX: &str = ".tmp-";
-
-/// Writes a file so that a reader sees the old or the new content, never half:
-/// a temp file beside it, synced, then renamed over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .context("a file to write has no parent directory")?;
-    fs_err::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

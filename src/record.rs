@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::CommitInfo;
 use crate::commit::short_id;
-use crate::manifest::write_atomic;
+use crate::files::write_atomic;
 use crate::report::StepTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -211,7 +211,7 @@ impl Probes {
         if !self.changed.get() {
             return Ok(());
         }
-        crate::manifest::write_atomic(&self.path, &serde_json::to_vec(&*self.known.borrow())?)
+        crate::files::write_atomic(&self.path, &serde_json::to_vec(&*self.known.borrow())?)
     }
 
     /// What identifies an interpreter's behaviour: its path, the file it
