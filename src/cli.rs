@@ -444,6 +444,16 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         // No commit on the branch yet: no .deployment to read.
         Err(_) => (settings, Vec::new()),
     };
+    // Values a deployment would refuse are refused here too.
+    for key in [
+        RECREATE_ENV,
+        settings::VERIFY,
+        settings::SKIP_UNCHANGED,
+        settings::SCM_DO_BUILD,
+    ] {
+        settings.sources.bool(key)?;
+    }
+    crate::packages::installer(&settings)?;
     // Defaults that depend on the repository or the user, as resolved.
     let resolved = |key: &settings::Key| -> Option<String> {
         let path = |p: &std::path::Path| p.display().to_string();
