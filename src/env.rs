@@ -171,6 +171,7 @@ pub fn tool(choice: &Choice) -> Result<&'static str> {
 
 /// Builds a new env in a new directory beside `env` and returns its path.
 /// `env` itself is not touched: `switch` does that once the env is complete.
+/// The caller has removed what an earlier, killed build left (`remove_stale`).
 ///
 /// `seeds` is where pip is kept per interpreter for fast creation (see `seed`).
 pub fn build(
@@ -180,7 +181,6 @@ pub fn build(
     uv: Option<&Path>,
     report: &mut Report,
 ) -> Result<PathBuf> {
-    remove_stale(site)?;
     let dir = tempfile::Builder::new()
         .prefix(ENV_DIR_PREFIX)
         .tempdir_in(site)
