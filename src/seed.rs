@@ -35,6 +35,27 @@ fn seed_dir(cache: &Path, python: &Path, v: Version) -> PathBuf {
     cache.join(format!("python-{v}-{path}"))
 }
 
+const WORK_PREFIX: &str = ".seed-";
+
+/// Removes the work directories of seed builds that were killed: any older
+/// than an hour (a build takes seconds; a younger one may be another
+/// deployment's, under way). Best effort: the cache is only a cache.
+fn remove_abandoned_work(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if old && entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Makes the seed once: an ordinary venv, whose site-packages is kept.
 fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> Result<PathBuf> {
     let seed = seed_dir(cache, python, v);
@@ -46,8 +67,9 @@ fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> 
         python.display()
     ));
     fs_err::create_dir_all(cache)?;
+    remove_abandoned_work(cache);
     let work = tempfile::Builder::new()
-        .prefix(".seed-")
+        .prefix(WORK_PREFIX)
         .tempdir_in(cache)?;
     let venv = work.path().join("venv");
     let out = crate::report::dies_with_us(duct::cmd!(python, "-m", "venv", &venv))
