@@ -17,7 +17,6 @@ use std::path::Path;
 
 use crate::framework;
 use crate::installed::{self, PipDecision};
-use crate::packages::Installer;
 use crate::plan::{self, Framework, Plan, Python, runtime_line};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
@@ -76,7 +75,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.state_dir.clone(),
         settings.state_dir.join("deployments"),
     ] {
-        crate::files::remove_temp_files(&dir)?;
+        crate::files::remove_temp_files(&dir, crate::files::TEMP_PREFIX)?;
     }
     let records = Records::new(&settings.state_dir);
     if let Some(stale) = records.close_unfinished()? {
@@ -243,13 +242,10 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
     env::remove_stale(site)?;
     report.current = None;
     let store = installed::Store::new(&settings.state_dir);
-    let step = match installer {
-        Installer::Pip => "pip",
-        Installer::Uv { .. } => "uv",
-    };
-    let command = match installer {
-        Installer::Pip => "pip install -r requirements.txt".to_string(),
-        Installer::Uv { path } => format!("{} pip install -r requirements.txt", path.display()),
+    let step = installer.name();
+    let command = match installer.uv() {
+        Some(uv) => format!("{} pip install -r requirements.txt", uv.display()),
+        None => "pip install -r requirements.txt".to_string(),
     };
     // Records what the install depended on, with the env as it is now.
     let remember = |env: &Path| -> Result<()> {
@@ -262,10 +258,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             None => store.forget(),
         }
     };
-    let uv = match installer {
-        Installer::Uv { path } => Some(path.as_path()),
-        Installer::Pip => None,
-    };
+    let uv = installer.uv();
     report.header(runtime_line(runtime));
     match decision {
         Decision::Reuse => {

@@ -6,23 +6,23 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Removes the temp files of `write_atomic` that a killed process left in
-/// `dir`. Called under the deployment lock, when no write is under way.
-pub fn remove_temp_files(dir: &Path) -> Result<()> {
+/// Removes the temp files (any entry but a directory) whose names start with
+/// `prefix` that a killed process left in `dir`. Called under the deployment
+/// lock, when no write is under way.
+pub fn remove_temp_files(dir: &Path, prefix: &str) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            && entry.file_type()?.is_file()
-        {
+        if entry.file_name().to_string_lossy().starts_with(prefix) && !entry.file_type()?.is_dir() {
             fs_err::remove_file(entry.path())?;
         }
     }
     Ok(())
 }
 
-const TEMP_PREFIX: &str = ".tmp-";
+/// The names of `write_atomic`'s temp files.
+pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// Writes a file so that a reader sees the old or the new content, never half:
 /// a temp file beside it, synced, then renamed over it.

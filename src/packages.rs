@@ -52,6 +52,24 @@ impl fmt::Display for Installer {
     }
 }
 
+impl Installer {
+    /// Its short name, for step names and the plan.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Installer::Pip => "pip",
+            Installer::Uv { .. } => "uv",
+        }
+    }
+
+    /// uv's path, when uv installs.
+    pub fn uv(&self) -> Option<&Path> {
+        match self {
+            Installer::Uv { path } => Some(path),
+            Installer::Pip => None,
+        }
+    }
+}
+
 /// The `installer` setting: `pip` (the default), `uv` (found with `which`),
 /// or a path to uv.
 pub fn installer(settings: &Settings) -> Result<Installer> {

@@ -302,10 +302,7 @@ impl Plan {
 }
 
 fn packages_line(installer: &Installer, packages: &Preview) -> String {
-    let name = match installer {
-        Installer::Pip => "pip",
-        Installer::Uv { .. } => "uv",
-    };
+    let name = installer.name();
     match packages {
         Preview::NotAsked => format!("{name}: install -r requirements.txt"),
         Preview::NewEnv => {

@@ -463,18 +463,9 @@ fn remove_temp_files(plan: &SyncPlan, site: &Path) -> Result<()> {
         .chain(plan.sweep.iter().map(String::as_str))
         .collect();
     for dir in dirs {
-        if !dir.is_empty() && !parents_are_real_dirs(site, &format!("{dir}/x")) {
-            continue;
-        }
-        let path = site.join(dir);
-        let Ok(entries) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let ours = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
-            if ours && entry.file_type().is_ok_and(|t| !t.is_dir()) {
-                fs_err::remove_file(entry.path())?;
-            }
+        // Never through a symlink: only directories of the site itself.
+        if dir.is_empty() || parents_are_real_dirs(site, &format!("{dir}/x")) {
+            crate::files::remove_temp_files(&site.join(dir), TEMP_PREFIX)?;
         }
     }
     Ok(())
