@@ -156,60 +156,25 @@ impl Plan {
             post_deploy,
         };
         let probes = Probes::load(&settings.cache_dir);
-        if let Some(command) = settings.sources.get(COMMAND) {
-            let path = command_path(commit, &command.value)?;
-            let runtime = choose_runtime(settings, commit, &probes)?;
-            let reason = format!("command {path} deploys instead");
-            plan.python = Python::Skip {
-                reason: reason.clone(),
-            };
-            plan.framework = Framework::Skip { reason };
-            plan.command = Some(CustomCommand { path, runtime });
-            if !preview {
-                probes.save()?;
+        match settings.sources.get(COMMAND) {
+            Some(command) => {
+                let path = command_path(commit, &command.value)?;
+                let runtime = choose_runtime(settings, commit, &probes)?;
+                plan.skip_build(format!("command {path} deploys instead"));
+                plan.command = Some(CustomCommand { path, runtime });
             }
-            return Ok(plan);
-        }
-        let store = manifest::Store::new(&settings.state_dir);
-        let previous = store.load(&settings.site)?;
-        let pending = store.load_pending(&settings.site)?;
-        // Each earlier commit with its own project folder: the files it wrote.
-        let open = |m: &Manifest| commit.sibling(&m.commit, m.project.as_deref()).ok();
-        let deployed = previous.as_ref().and_then(open);
-        let interrupted = pending.as_ref().and_then(open);
-        let lost = match (&previous, &deployed) {
-            (Some(m), None) => Some(short_id(&m.commit).to_string()),
-            _ => None,
-        };
-        let project_changed = previous
-            .as_ref()
-            .filter(|m| m.project.as_deref() != commit.project())
-            .map(|m| {
-                (
-                    m.project.clone().unwrap_or_else(|| "/".into()),
-                    commit.project().unwrap_or("/").to_string(),
-                )
-            });
-        let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
-        let before = sync::Before {
-            project_changed,
-            deployed: deployed.as_ref(),
-            interrupted: interrupted.as_ref(),
-            lost,
-            verify,
-        };
-        plan.sync = Some(sync::plan(commit, &before, &settings.site)?);
-        match settings.sources.bool(SCM_DO_BUILD)? {
-            Some((false, origin)) => {
-                let reason = format!("SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})");
-                plan.python = Python::Skip {
-                    reason: reason.clone(),
-                };
-                plan.framework = Framework::Skip { reason };
-            }
-            _ => {
-                plan.python = python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
-                plan.framework = framework_plan(settings, commit, &plan.python);
+            None => {
+                plan.sync = Some(sync_plan(settings, commit)?);
+                match settings.sources.bool(SCM_DO_BUILD)? {
+                    Some((false, origin)) => plan.skip_build(format!(
+                        "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
+                    )),
+                    _ => {
+                        plan.python =
+                            python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
+                        plan.framework = framework_plan(settings, commit, &plan.python);
+                    }
+                }
             }
         }
         // A dry run changes nothing, the state dir included.
@@ -217,6 +182,14 @@ impl Plan {
             probes.save()?;
         }
         Ok(plan)
+    }
+
+    /// No Python or framework steps, for `reason`.
+    fn skip_build(&mut self, reason: String) {
+        self.python = Python::Skip {
+            reason: reason.clone(),
+        };
+        self.framework = Framework::Skip { reason };
     }
 
     pub fn manifest(&self) -> Manifest {
@@ -299,6 +272,40 @@ impl Plan {
         }
         out
     }
+}
+
+/// What the sync will do: from the diff with the deployed commit, or by
+/// comparing every file, with the reason.
+fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
+    let store = manifest::Store::new(&settings.state_dir);
+    let previous = store.load(&settings.site)?;
+    let pending = store.load_pending(&settings.site)?;
+    // Each earlier commit with its own project folder: the files it wrote.
+    let open = |m: &Manifest| commit.sibling(&m.commit, m.project.as_deref()).ok();
+    let deployed = previous.as_ref().and_then(open);
+    let interrupted = pending.as_ref().and_then(open);
+    let lost = match (&previous, &deployed) {
+        (Some(m), None) => Some(short_id(&m.commit).to_string()),
+        _ => None,
+    };
+    let project_changed = previous
+        .as_ref()
+        .filter(|m| m.project.as_deref() != commit.project())
+        .map(|m| {
+            (
+                m.project.clone().unwrap_or_else(|| "/".into()),
+                commit.project().unwrap_or("/").to_string(),
+            )
+        });
+    let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
+    let before = sync::Before {
+        project_changed,
+        deployed: deployed.as_ref(),
+        interrupted: interrupted.as_ref(),
+        lost,
+        verify,
+    };
+    sync::plan(commit, &before, &settings.site)
 }
 
 fn packages_line(installer: &Installer, packages: &Preview) -> String {
