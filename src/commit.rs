@@ -294,20 +294,20 @@ impl<'r> Commit<'r> {
             if !deployed(raw) {
                 continue;
             }
-            // The directories on the way, each checked once.
-            let mut dir = String::new();
-            for part in raw
-                .split(|b| *b == b'/')
-                .take(raw.split(|b| *b == b'/').count() - 1)
-            {
-                if checked.insert(dir.clone()) {
-                    self.check_dir_at(&dir)?;
+            // The directories on the way ("", "a/", "a/b/"), each checked once,
+            // before the names in it are used (its check names a bad entry whole).
+            let ends = std::iter::once(0).chain(
+                raw.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'/')
+                    .map(|(i, _)| i + 1),
+            );
+            for end in ends {
+                let dir = std::str::from_utf8(&raw[..end])
+                    .expect("its names were checked with the directory above");
+                if checked.insert(dir.to_string()) {
+                    self.check_dir_at(dir)?;
                 }
-                dir.push_str(std::str::from_utf8(part).expect("checked as part of its directory"));
-                dir.push('/');
-            }
-            if checked.insert(dir.clone()) {
-                self.check_dir_at(&dir)?;
             }
             let path = check_path(raw)?;
             let added = delta.status() == git2::Delta::Added;
