@@ -300,13 +300,7 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
     let (repository, settings) = open(repo, env, |sources| {
         for option in &options {
             if PUSH_OPTIONS.contains(&option.as_str()) {
-                sources.flags.insert(
-                    RECREATE_ENV.name,
-                    Value {
-                        value: "true".into(),
-                        origin: Origin::PushOption(option.clone()),
-                    },
-                );
+                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.clone()));
             }
         }
         Ok(())

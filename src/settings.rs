@@ -325,11 +325,16 @@ impl Sources {
     }
 
     pub fn flag(&mut self, key: &Key, flag: &str, value: impl Into<String>) {
+        self.set_above_all(key, value, Origin::Flag(flag.to_string()));
+    }
+
+    /// Sets `key` in the highest layer: a flag, or a push option.
+    pub fn set_above_all(&mut self, key: &Key, value: impl Into<String>, origin: Origin) {
         self.flags.insert(
             key.name,
             Value {
                 value: value.into(),
-                origin: Origin::Flag(flag.to_string()),
+                origin,
             },
         );
     }
