@@ -31,12 +31,7 @@ pub fn run(
         write: commit
             .all_entries()?
             .into_iter()
-            .map(|e| Change {
-                path: e.path,
-                kind: e.kind,
-                blob: e.blob,
-                why: Why::Added,
-            })
+            .map(|e| Change::of(e, Why::Added))
             .collect(),
         delete: Vec::new(),
         unchanged: None,

@@ -40,6 +40,18 @@ pub struct Change {
     pub why: Why,
 }
 
+impl Change {
+    /// The commit's file, to be written for `why`.
+    pub fn of(entry: Entry, why: Why) -> Self {
+        Change {
+            path: entry.path,
+            kind: entry.kind,
+            blob: entry.blob,
+            why,
+        }
+    }
+}
+
 /// How the changes were found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", tag = "kind")]
@@ -123,12 +135,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
         for (entry, added) in changes.changed {
             check_entry(commit, &entry)?;
             let why = if added { Why::Added } else { Why::Changed };
-            write.push(Change {
-                path: entry.path,
-                kind: entry.kind,
-                blob: entry.blob,
-                why,
-            });
+            write.push(Change::of(entry, why));
         }
         let plan = SyncPlan {
             basis: Basis::Diff {
@@ -197,12 +204,7 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
             Some(Why::Repair)
         };
         match why {
-            Some(why) => plan.write.push(Change {
-                path: entry.path,
-                kind: entry.kind,
-                blob: entry.blob,
-                why,
-            }),
+            Some(why) => plan.write.push(Change::of(entry, why)),
             None => *plan.unchanged.get_or_insert(0) += 1,
         }
     }
