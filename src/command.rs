@@ -18,6 +18,7 @@ pub fn run(
     commit: &Commit,
     site: &Path,
     state_dir: &Path,
+    runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<()> {
     // Kept in the state dir: pushdeploy's own place, never the site.
@@ -56,7 +57,7 @@ pub fn run(
         .env("SCM_COMMIT_ID", &commit.info.id)
         .env("PYTHON_RUNTIME", &command.runtime.runtime)
         .env("PYTHON_EXE", &command.runtime.interpreter.path);
-    report.run(&command.path, expr)?;
+    runner.run(report, &command.path, expr)?;
     // The manifest the command wrote becomes the previous one for the next run.
     if next.exists() {
         fs_err::rename(&next, &previous)?;

@@ -18,6 +18,7 @@ use std::path::Path;
 use crate::framework;
 use crate::installed::{self, PipDecision};
 use crate::plan::{self, Framework, Plan, Python, runtime_line};
+use crate::process::{Limits, Runner};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
 use crate::settings::Settings;
@@ -127,8 +128,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     record.error = result.as_ref().err().map(|e| format!("{e:#}"));
     record.finished = Some(now());
     record.seconds = Some(started.elapsed().as_secs_f64());
-    record.steps = report.steps.clone();
-    record.log = report.log.clone();
+    report.fill(&mut record);
     records.save(&record)?;
     result.map_err(|_| Failure.into())
 }
@@ -171,7 +171,15 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
     let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
     let settings = &settings;
     let site = &settings.site;
-    report.extra_env = plan.app_settings.clone();
+    let runner = Runner::new(
+        plan.app_settings
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+        Limits::from_sources(&settings.sources)?,
+        Some(&settings.state_dir),
+    );
+    let runner = &runner;
     if let Some(sync) = &plan.sync {
         let store = manifest::Store::new(&settings.state_dir);
         report.step(
@@ -196,15 +204,15 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
         report.step(
             "command",
             format!("Running {} (from .deployment)", command.path),
-            |r| crate::command::run(command, &commit, site, &settings.state_dir, r),
+            |r| crate::command::run(command, &commit, site, &settings.state_dir, runner, r),
         )?;
     }
-    python_steps(&plan, settings, report)?;
+    python_steps(&plan, settings, runner, report)?;
     match &plan.framework {
         Framework::Collectstatic if framework::django_installed(site) => report.step(
             "collectstatic",
             "python manage.py collectstatic --noinput --clear",
-            |r| framework::collectstatic(site, r),
+            |r| framework::collectstatic(site, runner, r),
         )?,
         Framework::Collectstatic => {
             report.header("Django is not installed in env/: collectstatic skipped")
@@ -215,13 +223,18 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
         report.step(
             "postDeploy",
             format!("postDeploy: {}", shell_words::join(words)),
-            |r| r.run("postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
+            |r| runner.run(r, "postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
         )?;
     }
     Ok(())
 }
 
-fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result<()> {
+fn python_steps(
+    plan: &Plan,
+    settings: &Settings,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
     let site = &settings.site;
     let (runtime, decision, installer, pip, fingerprint) = match &plan.python {
         Python::Run {
@@ -275,7 +288,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
-                packages::install(installer, &env, site, r)?;
+                packages::install(installer, &env, site, runner, r)?;
                 remember(&env)
             });
             if result.is_err() {
@@ -289,10 +302,17 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 runtime.runtime
             );
             let new_env = report.step("env", header, |r| {
-                env::build(site, runtime, &settings.cache_dir.join("seeds"), uv, r)
+                env::build(
+                    site,
+                    runtime,
+                    &settings.cache_dir.join("seeds"),
+                    uv,
+                    runner,
+                    r,
+                )
             })?;
             let installed = report.step(step, format!("{command} (into the new env)"), |r| {
-                packages::install(installer, &new_env, site, r)
+                packages::install(installer, &new_env, site, runner, r)
             });
             if let Err(e) = installed {
                 // The old env stays in place, untouched.

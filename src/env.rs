@@ -150,7 +150,7 @@ pub fn tool(choice: &Choice) -> Result<&'static str> {
         return Ok("venv");
     }
     let python = &choice.interpreter.path;
-    let has_it = duct::cmd!(python, "-c", "import virtualenv")
+    let has_it = crate::process::spawn_rules(duct::cmd!(python, "-c", "import virtualenv"))
         .stdout_null()
         .stderr_null()
         .unchecked()
@@ -179,6 +179,7 @@ pub fn build(
     choice: &Choice,
     seeds: &Path,
     uv: Option<&Path>,
+    runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<PathBuf> {
     let dir = tempfile::Builder::new()
@@ -189,14 +190,15 @@ pub fn build(
     let v = choice.interpreter.version;
     let tool = tool(choice)?;
     if tool == "venv" {
-        crate::seed::create(python, v, dir.path(), seeds, uv, report)?;
+        crate::seed::create(python, v, dir.path(), seeds, uv, runner, report)?;
     } else {
         report.detail(format!(
             "{} -m {tool} {}",
             python.display(),
             dir.path().display()
         ));
-        report.run(
+        runner.run(
+            report,
             &format!("python -m {tool}"),
             duct::cmd!(python, "-m", tool, dir.path()),
         )?;

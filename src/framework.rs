@@ -5,12 +5,13 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::report::{Report, dies_with_us};
+use crate::process::{Runner, spawn_rules};
+use crate::report::Report;
 
 /// Whether the env's Python can import Django. `-I` keeps the site's own
 /// folder off `sys.path`: an app's `django.py` is not Django, and is not run.
 pub fn django_installed(site: &Path) -> bool {
-    dies_with_us(duct::cmd!(
+    spawn_rules(duct::cmd!(
         site.join("env/bin/python"),
         "-I",
         "-c",
@@ -25,7 +26,7 @@ pub fn django_installed(site: &Path) -> bool {
 }
 
 /// `env/bin/python manage.py collectstatic --noinput --clear`, in the site.
-pub fn collectstatic(site: &Path, report: &mut Report) -> Result<()> {
+pub fn collectstatic(site: &Path, runner: &Runner, report: &mut Report) -> Result<()> {
     let expr = duct::cmd!(
         site.join("env/bin/python"),
         "manage.py",
@@ -34,5 +35,5 @@ pub fn collectstatic(site: &Path, report: &mut Report) -> Result<()> {
         "--clear"
     )
     .dir(site);
-    report.run("manage.py collectstatic", expr)
+    runner.run(report, "manage.py collectstatic", expr)
 }

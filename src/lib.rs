@@ -18,6 +18,7 @@ pub mod lock;
 pub mod manifest;
 pub mod packages;
 pub mod plan;
+pub mod process;
 pub mod receive;
 pub mod record;
 pub mod report;

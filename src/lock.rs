@@ -50,6 +50,13 @@ impl Lock {
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{holder}")?;
+        // Before anything changes: what a killed deployment left running
+        // must not write to the site any more.
+        for what in crate::process::kill_left_behind(state_dir)? {
+            report.header(format!(
+                "Killed {what}, left running by a deployment that was killed"
+            ));
+        }
         Ok(Lock { file })
     }
 }

@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::error::usage;
-use crate::report::{Report, dies_with_us};
+use crate::process::{Runner, spawn_rules};
+use crate::report::Report;
 use crate::settings::{INSTALLER, Settings};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
@@ -104,8 +105,13 @@ pub fn install(
     installer: &Installer,
     env_dir: &Path,
     site: &Path,
+    runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
+    // The installer's own network timeout, well below the idle timeout: a
+    // read that hangs is retried (with a line of output) before the step is
+    // taken for hung.
+    let timeout = (runner.limits().idle.as_secs() / 4).max(1).to_string();
     match installer {
         Installer::Pip => {
             let expr = duct::cmd!(
@@ -113,12 +119,14 @@ pub fn install(
                 "install",
                 "--progress-bar",
                 "off",
+                "--timeout",
+                &timeout,
                 "-r",
                 REQUIREMENTS
             )
             .dir(site)
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-            report.run("pip install", expr)
+            runner.run(report, "pip install", expr)
         }
         Installer::Uv { path } => {
             let python = env_dir.join("bin").join("python");
@@ -131,8 +139,9 @@ pub fn install(
                 "--python",
                 python
             )
-            .dir(site);
-            report.run("uv pip install", expr)
+            .dir(site)
+            .env("UV_HTTP_TIMEOUT", &timeout);
+            runner.run(report, "uv pip install", expr)
         }
     }
 }
@@ -154,7 +163,7 @@ fn ask_pip(
     vars: &[(String, String)],
 ) -> Result<Vec<Package>> {
     let report_file = requirements_dir.join("pip-report.json");
-    let expr = dies_with_us(duct::cmd!(
+    let expr = spawn_rules(duct::cmd!(
         pip(env_dir),
         "install",
         "--dry-run",

@@ -1,12 +1,11 @@
-//! What the pusher sees: step headers (`-----> `), tool output indented under
+//! What the pusher sees (programs are run by `process`): step headers (`-----> `), tool output indented under
 //! them, each step's time. Every line is written at once (git relays it live
 //! as `remote: ...`) and kept for the deployment's record.
 
-use std::io::{BufRead, BufReader, Write};
-use std::sync::{Arc, mpsc, mpsc::RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,8 +20,6 @@ pub struct Report {
     pub steps: Vec<StepTime>,
     /// The step running now, named in a failure.
     pub current: Option<String>,
-    /// Variables for every program a step runs (`.deployment` app settings).
-    pub extra_env: Vec<(String, String)>,
 }
 
 pub const INDENT: &str = "       ";
@@ -34,7 +31,6 @@ impl Report {
             log: Vec::new(),
             steps: Vec::new(),
             current: None,
-            extra_env: Vec::new(),
         }
     }
 
@@ -80,100 +76,11 @@ impl Report {
         result
     }
 
-    /// Runs a program, its output (stdout and stderr) indented line by line as
-    /// it comes; fails with the exit status when the program does.
-    pub fn run(&mut self, what: &str, expr: duct::Expression) -> Result<()> {
-        let expr = self
-            .extra_env
-            .iter()
-            .fold(dies_with_us(expr), |e, (k, v)| e.env(k, v));
-        let reader = expr
-            .env("PYTHONUNBUFFERED", "1")
-            .stderr_to_stdout()
-            .stdin_null()
-            .unchecked()
-            .reader()
-            .with_context(|| format!("starting {what}"))?;
-        let reader = Arc::new(reader);
-        // Lines are read on a thread of their own: a process the program left
-        // in the background can keep the pipe open after the program exited,
-        // and the deployment must not wait for it.
-        let (send, lines) = mpsc::channel();
-        let source = Arc::clone(&reader);
-        std::thread::spawn(move || {
-            let mut input = BufReader::new(&*source);
-            let mut buf = Vec::new();
-            while matches!(input.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                // Progress output rewrites its line with \r: show the last state.
-                let text = String::from_utf8_lossy(&buf);
-                let line = text
-                    .trim_end_matches(['\n', '\r'])
-                    .rsplit('\r')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                if send.send(line).is_err() {
-                    break;
-                }
-                buf.clear();
-            }
-        });
-        let output = loop {
-            match lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => self.detail(line),
-                // All output read: wait for the exit status.
-                Err(RecvTimeoutError::Disconnected) => match reader.try_wait()? {
-                    Some(output) => break output.clone(),
-                    None => std::thread::sleep(Duration::from_millis(5)),
-                },
-                Err(RecvTimeoutError::Timeout) => {
-                    let Some(output) = reader.try_wait()?.cloned() else {
-                        continue;
-                    };
-                    // Exited: take what is still on its way, briefly.
-                    let grace = Instant::now() + Duration::from_secs(1);
-                    loop {
-                        match lines.recv_timeout(grace.saturating_duration_since(Instant::now())) {
-                            Ok(line) => self.detail(line),
-                            Err(RecvTimeoutError::Disconnected) => break,
-                            Err(RecvTimeoutError::Timeout) => {
-                                self.detail(format!("({what} exited, leaving a process in the background that holds its output; not waiting for it)"));
-                                break;
-                            }
-                        }
-                    }
-                    break output;
-                }
-            }
-        };
-        if !output.status.success() {
-            match output.status.code() {
-                Some(code) => bail!("{what} exited with status {code}"),
-                None => bail!("{what} was killed by a signal"),
-            }
-        }
-        Ok(())
+    /// Fills a record's steps and log from what was reported.
+    pub fn fill(&self, record: &mut crate::record::Record) {
+        record.steps = self.steps.clone();
+        record.log = self.log.clone();
     }
-}
-
-/// Makes the program end when pushdeploy does, however it ends: a killed
-/// deployment must not leave pip running on an env while the kernel has
-/// already handed the lock to the next deployment.
-pub fn dies_with_us(expr: duct::Expression) -> duct::Expression {
-    use std::os::unix::process::CommandExt;
-    expr.before_spawn(|cmd| {
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes one async-signal-safe system call (prctl).
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))
-                .map_err(std::io::Error::from)
-            });
-        }
-        Ok(())
-    })
 }
 
 pub fn seconds_text(seconds: f64) -> String {

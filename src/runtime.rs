@@ -251,7 +251,7 @@ impl Probes {
 pub fn probe(path: &Path) -> Option<Interpreter> {
     const SCRIPT: &str =
         "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable)";
-    let out = duct::cmd!(path, "-c", SCRIPT)
+    let out = crate::process::spawn_rules(duct::cmd!(path, "-c", SCRIPT))
         .stdout_capture()
         .stderr_null()
         .unchecked()

@@ -72,7 +72,7 @@ fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> 
         .prefix(WORK_PREFIX)
         .tempdir_in(cache)?;
     let venv = work.path().join("venv");
-    let out = crate::report::dies_with_us(duct::cmd!(python, "-m", "venv", &venv))
+    let out = crate::process::spawn_rules(duct::cmd!(python, "-m", "venv", &venv))
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()
@@ -132,6 +132,7 @@ pub fn create(
     dir: &Path,
     cache: &Path,
     uv: Option<&Path>,
+    runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<()> {
     let seed = ensure_seed(python, v, cache, report)?;
@@ -143,7 +144,8 @@ pub fn create(
                 python.display(),
                 dir.display()
             ));
-            report.run(
+            runner.run(
+                report,
                 "uv venv",
                 duct::cmd!(uv, "venv", "--quiet", "--python", python, dir),
             )?;
@@ -154,7 +156,8 @@ pub fn create(
                 python.display(),
                 dir.display()
             ));
-            report.run(
+            runner.run(
+                report,
                 "python -m venv",
                 duct::cmd!(python, "-m", "venv", "--without-pip", dir),
             )?;

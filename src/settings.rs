@@ -156,6 +156,47 @@ pub const POST_DEPLOY: &Key = &Key {
     doc: "a command run after a successful deployment (split into words like a shell would, never run by one)",
 };
 
+pub const POST_BUILD_COMMAND: &Key = &Key {
+    name: "postBuildCommand",
+    env: "POST_BUILD_COMMAND",
+    file: "POST_BUILD_COMMAND",
+    server_only: false,
+    default: "(none)",
+    doc: "Oryx's app setting: a command run in the site after the switch, with the env's bin first on PATH (migrations go here)",
+};
+pub const HEALTH_CHECK: &Key = &Key {
+    name: "healthCheck",
+    env: "PUSHDEPLOY_HEALTH_CHECK",
+    file: "healthCheck",
+    server_only: true,
+    default: "(none)",
+    doc: "after postDeploy: a URL (http or https) that must answer 2xx or 3xx, or a command that must exit 0; a failure rolls back",
+};
+pub const HEALTH_CHECK_TIMEOUT: &Key = &Key {
+    name: "healthCheckTimeout",
+    env: "PUSHDEPLOY_HEALTH_CHECK_TIMEOUT",
+    file: "healthCheckTimeout",
+    server_only: true,
+    default: "30",
+    doc: "seconds the health check is retried before the deployment is rolled back",
+};
+pub const IDLE_TIMEOUT: &Key = &Key {
+    name: "commandIdleTimeout",
+    env: "SCM_COMMAND_IDLE_TIMEOUT",
+    file: "SCM_COMMAND_IDLE_TIMEOUT",
+    server_only: false,
+    default: "60",
+    doc: "Kudu's: seconds a step may show no sign of work (no output, no CPU time) before it is killed with every process it started",
+};
+pub const DEPLOYMENT_TIMEOUT: &Key = &Key {
+    name: "deploymentTimeout",
+    env: "PUSHDEPLOY_DEPLOYMENT_TIMEOUT",
+    file: "deploymentTimeout",
+    server_only: true,
+    default: "3600",
+    doc: "seconds a whole deployment may take; past that its step is killed and the deployment rolled back",
+};
+
 /// All keys, in the order `pushdeploy config` shows them.
 pub const KEYS: &[&Key] = &[
     BRANCH,
@@ -174,6 +215,11 @@ pub const KEYS: &[&Key] = &[
     SCM_DO_BUILD,
     DISABLE_COLLECTSTATIC,
     POST_DEPLOY,
+    POST_BUILD_COMMAND,
+    HEALTH_CHECK,
+    HEALTH_CHECK_TIMEOUT,
+    IDLE_TIMEOUT,
+    DEPLOYMENT_TIMEOUT,
 ];
 
 /// The key of a name, as given to `-c name=value` (any case).
