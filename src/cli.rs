@@ -442,6 +442,7 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     for key in [
         RECREATE_ENV,
         settings::VERIFY,
+        settings::TAKE_OVER_FILES,
         settings::SKIP_UNCHANGED,
         settings::SCM_DO_BUILD,
     ] {

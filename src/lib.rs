@@ -14,6 +14,7 @@ pub mod files;
 pub mod framework;
 pub mod init;
 pub mod installed;
+pub mod journal;
 pub mod lock;
 pub mod manifest;
 pub mod packages;
@@ -25,6 +26,7 @@ pub mod report;
 pub mod runtime;
 pub mod seed;
 pub mod settings;
+pub mod site_dir;
 pub mod sync;
 
 pub use error::{Failure, UsageError};

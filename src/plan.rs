@@ -18,7 +18,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, VERIFY, parse_bool,
+    SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, parse_bool,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -197,6 +197,7 @@ impl Plan {
             site: self.site.clone(),
             commit: self.commit.id.clone(),
             project: self.project.clone(),
+            after_command: None,
         }
     }
 
@@ -215,9 +216,13 @@ impl Plan {
                     Why::Added => "new",
                     Why::Changed => "changed",
                     Why::Repair => "differs in the site",
+                    Why::TakeOver => "the site's own file differs: taken over (takeOverFiles)",
                 };
                 out.push(format!("  write  {} ({why})", change.path));
             }
+            out.extend(sync.taken_over.iter().map(|p| {
+                format!("  take   {p} (the site's own file, equal to the commit's: taken over)")
+            }));
             out.extend(sync.delete.iter().map(|p| format!("  delete {p}")));
             out.extend(
                 sync.skipped
@@ -298,12 +303,18 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
             )
         });
     let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
+    let take_over = settings
+        .sources
+        .bool(TAKE_OVER_FILES)?
+        .is_some_and(|(on, _)| on);
     let before = sync::Before {
         project_changed,
         deployed: deployed.as_ref(),
         interrupted: interrupted.as_ref(),
         lost,
         verify,
+        after_command: previous.as_ref().and_then(|m| m.after_command.clone()),
+        take_over,
     };
     sync::plan(commit, &before, &settings.site)
 }

@@ -107,6 +107,14 @@ pub const VERIFY: &Key = &Key {
     default: "false",
     doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
 };
+pub const TAKE_OVER_FILES: &Key = &Key {
+    name: "takeOverFiles",
+    env: "PUSHDEPLOY_TAKE_OVER_FILES",
+    file: "takeOverFiles",
+    server_only: true,
+    default: "false",
+    doc: "true: where the commit adds a file that the site already has and pushdeploy did not write, replace it with the commit's instead of refusing",
+};
 pub const CACHE_DIR: &Key = &Key {
     name: "cacheDir",
     env: "PUSHDEPLOY_CACHE_DIR",
@@ -208,6 +216,7 @@ pub const KEYS: &[&Key] = &[
     RECREATE_ENV,
     CACHE_DIR,
     VERIFY,
+    TAKE_OVER_FILES,
     SKIP_UNCHANGED,
     INSTALLER,
     PROJECT,
