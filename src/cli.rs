@@ -271,9 +271,9 @@ pub fn run() -> Result<ExitCode> {
                 &format!("pushdeploy env delete (pid {})", std::process::id()),
                 &mut report,
             )?;
-            if crate::env::delete(&settings.site)? {
+            if crate::env::delete(&settings.site, &settings.state_dir)? {
                 report.header(format!(
-                    "Deleted {}; the next deployment creates it anew",
+                    "Deleted {}; the next deployment creates it anew (an app running on it keeps its files until then)",
                     settings.site.join("env").display()
                 ));
             } else {

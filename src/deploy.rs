@@ -1,27 +1,36 @@
-//! One deployment, from a revision to a finished record: lock, plan, sync,
-//! env, packages, record. Used by the hook, `deploy` and `redeploy`.
+//! One deployment, from a revision to a finished record, as a transaction:
+//! lock (and put back what a killed deployment left), plan, prepare aside
+//! (the env and its packages, before any file of the site changes), switch
+//! (files through the sync's journal, then `env` in one rename), the steps
+//! after the switch (collectstatic, `POST_BUILD_COMMAND`, `postDeploy`, the
+//! health check), and either finish or roll back. Used by the hook, `deploy`
+//! and `redeploy`.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use git2::Repository;
+use serde::{Deserialize, Serialize};
 
 use crate::commit::Commit;
 use crate::commit::short_id;
-use crate::env::{self, Decision};
+use crate::env::{self, Decision, Reason};
 use crate::error::Failure;
-use crate::lock::Lock;
-use crate::packages;
-use std::path::Path;
-
+use crate::files::{remove_file_if_there, write_atomic};
 use crate::framework;
+use crate::health::{self, HealthCheck};
 use crate::installed::{self, PipDecision};
-use crate::plan::{self, Framework, Plan, Python, runtime_line};
+use crate::lock::Lock;
+use crate::manifest;
+use crate::packages::{self, Installer};
+use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
 use crate::process::{Limits, Runner};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
-use crate::settings::Settings;
-use crate::sync;
+use crate::settings::{HEALTH_CHECK, POST_DEPLOY, Settings};
+use crate::sync::{self, Journal, Recovered};
 
 /// What to deploy, and how.
 #[derive(Debug, Clone)]
@@ -78,16 +87,19 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         crate::files::remove_state_temp_files(&dir, crate::files::ATOMIC_TEMP_PREFIX)?;
     }
     let records = Records::new(&settings.state_dir);
-    if let Some(stale) = records.close_unfinished()? {
+    let stale = records.close_unfinished()?;
+    let rolled_back = recover(settings, repo, report)?;
+    if let Some(mut stale) = stale {
+        if rolled_back {
+            stale.status = Status::RolledBack;
+            records.save(&stale)?;
+        }
         report.header(format!(
-            "Deployment {} (#{}) did not finish; its record is marked failed",
+            "Deployment {} (#{}) did not finish; its record is marked {}",
             short_id(&stale.id),
-            stale.seq
+            stale.seq,
+            stale.status
         ));
-    }
-    // A sync that a killed deployment left unfinished: its files are put back.
-    if let Some(recovered) = sync::recover(repo, &settings.state_dir, &settings.site)? {
-        report.header(recovered.to_string());
     }
     // Pushes that waited for the lock deploy the branch as it is now, so the
     // last one to run leaves the site at the branch's head.
@@ -111,29 +123,57 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.site.display()
     ));
     let short = commit.info.short.clone();
-    let result = execute(settings, commit, &ref_name, report);
+    let ending = execute(settings, repo, commit, &ref_name, report);
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(()) => report.header(format!("Deployment {} successful in {elapsed}", short)),
-        Err(e) => {
-            let step = report.current.clone().unwrap_or_else(|| "plan".into());
-            report.header(format!(
-                "Deployment {} failed in step {step} after {elapsed}: {e:#}",
-                short
-            ));
+    let step = report.current.clone().unwrap_or_else(|| "plan".into());
+    let (status, error) = match &ending {
+        Ending::Success => {
+            report.header(format!("Deployment {short} successful in {elapsed}"));
+            (Status::Success, None)
         }
-    }
-    record.status = if result.is_ok() {
-        Status::Success
-    } else {
-        Status::Failed
+        Ending::Failed(e) => {
+            report.header(format!(
+                "Deployment {short} failed in step {step} after {elapsed}: {e:#}"
+            ));
+            (Status::Failed, Some(format!("{e:#}")))
+        }
+        Ending::RolledBack { error, to, back } => {
+            let line = match back {
+                Ok(()) => format!(
+                    "Deployment {short} failed in step {step} after {elapsed}: {error:#}; rolled back to {to}"
+                ),
+                Err(why) => format!(
+                    "Deployment {short} failed in step {step} after {elapsed}: {error:#}; rolled back to {to}, but the site may be down: {why:#}"
+                ),
+            };
+            report.header(&line);
+            (Status::RolledBack, Some(line))
+        }
     };
-    record.error = result.as_ref().err().map(|e| format!("{e:#}"));
+    record.status = status;
+    record.error = error;
     record.finished = Some(now());
     record.seconds = Some(started.elapsed().as_secs_f64());
     report.fill(&mut record);
     records.save(&record)?;
-    result.map_err(|_| Failure.into())
+    match ending {
+        Ending::Success => Ok(()),
+        _ => Err(Failure.into()),
+    }
+}
+
+/// How a deployment ended.
+enum Ending {
+    Success,
+    /// Failed before the site changed.
+    Failed(anyhow::Error),
+    /// Failed after the switch began, and put back to `to`; `back` says
+    /// whether the old version was confirmed running again.
+    RolledBack {
+        error: anyhow::Error,
+        to: String,
+        back: Result<()>,
+    },
 }
 
 fn dry_run(
@@ -168,131 +208,209 @@ fn dry_run(
     Ok(())
 }
 
-fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
-    check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
-    let settings = &settings;
-    let runner = Runner::new(
-        plan.app_settings
-            .iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect(),
-        Limits::from_sources(&settings.sources)?,
-        Some(&settings.state_dir),
-    );
-    let mut journal = None;
-    if let Some(sync) = &plan.sync {
-        report.step(
-            "sync",
-            format!("Syncing files: {}", sync.summary()),
-            |report| {
-                for line in sync.details() {
-                    report.detail(line);
-                }
-                journal = Some(sync::run(
-                    sync,
-                    &commit,
-                    &plan.manifest(),
-                    &settings.state_dir,
-                )?);
-                Ok(())
-            },
-        )?;
-    }
-    // The files stay the new commit's only if every later step succeeds.
-    let result = after_sync(&plan, &commit, settings, &runner, report);
-    match (journal, &result) {
-        (Some(journal), Ok(())) => journal.finish()?,
-        (Some(journal), Err(_)) => report.header(journal.rollback()?.to_string()),
-        (None, _) => {}
-    }
-    result
+/// What a deployment changed beside the files (which the sync's journal
+/// keeps), recorded in the state dir until it finishes or is put back, so
+/// that the next deployment can put back what a killed one changed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Switch {
+    /// The env directory this deployment built or copied aside.
+    built: Option<PathBuf>,
+    /// Set once `env` leads to `built`.
+    env_switched: bool,
+    /// Where `env` led before the switch (none: there was no env).
+    env_before: Option<PathBuf>,
+    /// The file switch began: `postDeploy` must run again after putting back.
+    switched: bool,
+    /// collectstatic of the new version ran: the old version's runs again.
+    collectstatic: bool,
 }
 
-fn after_sync(
-    plan: &Plan,
-    commit: &Commit,
-    settings: &Settings,
-    runner: &Runner,
-    report: &mut Report,
-) -> Result<()> {
-    let site = &settings.site;
-    if let Some(command) = &plan.command {
-        sync::note_command(&settings.state_dir, site, &commit.info.id)?;
-        report.step(
-            "command",
-            format!("Running {} (from .deployment)", command.path),
-            |r| crate::command::run(command, commit, site, &settings.state_dir, runner, r),
-        )?;
+fn switch_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("switch.json")
+}
+
+impl Switch {
+    fn save(&self, state_dir: &Path) -> Result<()> {
+        write_atomic(&switch_file(state_dir), &serde_json::to_vec(self)?)
     }
-    python_steps(plan, settings, runner, report)?;
-    match &plan.framework {
-        Framework::Collectstatic if framework::django_installed(site) => report.step(
-            "collectstatic",
-            "python manage.py collectstatic --noinput --clear",
-            |r| framework::collectstatic(site, runner, r),
-        )?,
-        Framework::Collectstatic => {
-            report.header("Django is not installed in env/: collectstatic skipped")
+
+    fn load(state_dir: &Path) -> Option<Switch> {
+        let bytes = std::fs::read(switch_file(state_dir)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn remove(state_dir: &Path) -> Result<()> {
+        remove_file_if_there(&switch_file(state_dir))
+    }
+}
+
+/// Puts back what a killed deployment changed: its files (the sync's
+/// journal), `env`, then runs the old version's collectstatic, `postDeploy`
+/// and the health check again. Returns whether anything was put back.
+fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<bool> {
+    let site = &settings.site;
+    let state_dir = &settings.state_dir;
+    // What a killed command deployment or install left in pushdeploy's own place.
+    let _ = fs_err::remove_dir_all(state_dir.join("tmp"));
+    let files = sync::recover(repo, state_dir, site)?;
+    let switch = Switch::load(state_dir);
+    if let Some(Recovered::Finished) = &files {
+        // It had succeeded: only its cleanup was left.
+        report.header(Recovered::Finished.to_string());
+        if let Some(switch) = switch {
+            finish_env(settings, &switch, report)?;
+            Switch::remove(state_dir)?;
         }
-        Framework::Skip { .. } => {}
+        return Ok(false);
     }
-    if let Some(words) = &plan.post_deploy {
-        report.step(
-            "postDeploy",
-            format!("postDeploy: {}", shell_words::join(words)),
-            |r| runner.run(r, "postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
-        )?;
+    if files.is_none() && switch.as_ref().is_none_or(|s| !s.switched) {
+        if let Some(switch) = switch {
+            discard_built(site, &switch);
+            Switch::remove(state_dir)?;
+        }
+        return Ok(false);
     }
-    Ok(())
+    report.header("A deployment was killed after it began to change the site: putting back the last successful deployment");
+    if let Some(recovered) = &files {
+        report.detail(recovered.to_string());
+    }
+    let switch = switch.unwrap_or_default();
+    put_back_env(site, &switch, report)?;
+    Switch::remove(state_dir)?;
+    let runner = old_version_runner(settings, repo);
+    if let Err(e) = run_old_version(settings, &switch, &runner, report) {
+        report.header(format!(
+            "The last successful deployment's files and env are back, but the site may be down: {e:#}"
+        ));
+    }
+    Ok(true)
 }
 
-fn python_steps(
+fn execute(
+    settings: &Settings,
+    repo: &Repository,
+    commit: Commit,
+    ref_name: &str,
+    report: &mut Report,
+) -> Ending {
+    let planned = (|| {
+        check_site(settings)?;
+        let (settings, commit, file) = plan::prepare(settings, commit)?;
+        let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
+        let runner = Runner::new(
+            os_pairs(&plan.app_settings),
+            Limits::from_sources(&settings.sources)?,
+            Some(&settings.state_dir),
+        );
+        anyhow::Ok((settings, commit, plan, runner))
+    })();
+    let (settings, commit, plan, runner) = match planned {
+        Ok(planned) => planned,
+        Err(e) => return Ending::Failed(e),
+    };
+    let settings = &settings;
+    let site = &settings.site;
+    let state_dir = &settings.state_dir;
+    let sync_plan = match &plan.deploy {
+        Deploy::Sync(sync) => sync,
+        Deploy::Command(command) => {
+            return run_command(&plan, command, &commit, settings, &runner, report);
+        }
+    };
+    let mut switch = Switch::default();
+    env::sweep(site, state_dir, report);
+    // 1. Prepare aside: nothing of the site changes.
+    let prepared = match prepare(&plan, settings, &commit, &runner, report) {
+        Ok(prepared) => prepared,
+        Err(e) => return Ending::Failed(e),
+    };
+    switch.built = prepared.as_ref().map(|p| p.dir.clone());
+    // 2. Switch, and 3. the steps after it.
+    let mut journal = None;
+    let result = switch_and_after(
+        &plan,
+        sync_plan,
+        &commit,
+        settings,
+        prepared.as_ref(),
+        &runner,
+        &mut switch,
+        &mut journal,
+        report,
+    );
+    match result {
+        Ok(()) => match finish(settings, &plan, journal, &switch, report) {
+            Ok(()) => Ending::Success,
+            Err(e) => Ending::Failed(e.context("finishing the deployment")),
+        },
+        Err(error) if !switch.switched || (journal.is_none() && !switch.env_switched) => {
+            // Nothing of the site changed (a failed sync puts back its own part).
+            discard_built(site, &switch);
+            let _ = Switch::remove(state_dir);
+            Ending::Failed(error)
+        }
+        Err(error) => {
+            let to = manifest::Store::new(state_dir)
+                .load(site)
+                .ok()
+                .flatten()
+                .map_or_else(
+                    || {
+                        "the site as it was before the first deployment (no file of it, no env)"
+                            .to_string()
+                    },
+                    |m| format!("{} (the last successful deployment)", short_id(&m.commit)),
+                );
+            let step = report.current.clone();
+            let back = roll_back(settings, repo, journal, &switch, report);
+            report.current = step;
+            Ending::RolledBack { error, to, back }
+        }
+    }
+}
+
+/// The env prepared aside, and how its packages go in.
+struct Prepared {
+    dir: PathBuf,
+    installer: Installer,
+    /// Installed after the file switch, from the site: the requirements
+    /// name files of the site (a local path, an editable install), and why.
+    from_site: Option<String>,
+    /// The Python version changes: a graceful reload is not enough.
+    new_python: Option<(String, String)>,
+}
+
+/// Builds a new env or copies the live one aside, and installs the commit's
+/// requirements into it, from the commit's own files. Nothing of the site
+/// changes; `None` when the live env stays as it is.
+fn prepare(
     plan: &Plan,
     settings: &Settings,
+    commit: &Commit,
     runner: &Runner,
     report: &mut Report,
-) -> Result<()> {
+) -> Result<Option<Prepared>> {
     let site = &settings.site;
-    let (runtime, decision, installer, pip, fingerprint) = match &plan.python {
+    let (runtime, decision, installer, pip) = match &plan.python {
         Python::Run {
             runtime,
             env,
             installer,
             pip,
-            fingerprint,
             ..
-        } => (runtime, env, installer, pip, fingerprint),
+        } => (runtime, env, installer, pip),
         Python::Skip { reason } => {
             report.header(format!("Python steps skipped: {reason}"));
-            return Ok(());
+            return Ok(None);
         }
     };
-    // An env directory that a killed build left, whatever this deployment does.
-    report.current = Some("env".into());
-    env::remove_stale(site)?;
-    report.current = None;
-    let store = installed::Store::new(&settings.state_dir);
     let step = installer.name();
     let command = match installer.uv() {
         Some(uv) => format!("{} pip install -r requirements.txt", uv.display()),
         None => "pip install -r requirements.txt".to_string(),
     };
-    // Records what the install depended on, with the env as it is now.
-    let remember = |env: &Path| -> Result<()> {
-        match fingerprint {
-            Some(fp) => {
-                let mut fp = fp.clone();
-                fp.insert("env".into(), installed::env_identity(env));
-                store.save(&fp, &plan.commit.id)
-            }
-            None => store.forget(),
-        }
-    };
-    let uv = installer.uv();
     report.header(runtime_line(runtime));
-    match decision {
+    let (dir, why, new_python) = match decision {
         Decision::Reuse => {
             report.header(format!(
                 "Found compatible virtual environment env/ ({})",
@@ -301,53 +419,433 @@ fn python_steps(
             let reason = match pip {
                 PipDecision::Skip { reason } => {
                     report.header(format!("{step} skipped: {reason}"));
-                    return Ok(());
+                    return Ok(None);
                 }
-                PipDecision::Run { reason } => reason,
+                PipDecision::Run { reason } => reason.clone(),
             };
-            let env = site.join("env");
-            let result = report.step(step, format!("{command} ({reason})"), |r| {
-                packages::install(installer, &env, site, runner, r)?;
-                remember(&env)
-            });
-            if result.is_err() {
-                store.forget()?;
-            }
-            result
+            let dir = report.step(
+                "env",
+                "Copying env/ aside for the install (the live env is never written)",
+                |_| env::copy_aside(site),
+            )?;
+            (dir, reason, None)
         }
-        Decision::Create { message, .. } => {
+        Decision::Create { message, reason } => {
             let header = format!(
                 "Creating virtual environment env/ with {}: {message}",
                 runtime.runtime
             );
-            let new_env = report.step("env", header, |r| {
+            let dir = report.step("env", header, |r| {
                 env::build(
                     site,
                     runtime,
                     &settings.cache_dir.join("seeds"),
-                    uv,
+                    installer.uv(),
                     runner,
                     r,
                 )
             })?;
-            let installed = report.step(step, format!("{command} (into the new env)"), |r| {
-                packages::install(installer, &new_env, site, runner, r)
-            });
+            let new_python = match reason {
+                Reason::RuntimeChanged { from, to } => Some((from.clone(), to.clone())),
+                _ => None,
+            };
+            (dir, "into the new env".to_string(), new_python)
+        }
+    };
+    let mut prepared = Prepared {
+        dir,
+        installer: installer.clone(),
+        from_site: None,
+        new_python,
+    };
+    let files = plan::requirement_files(commit)?;
+    let files = match files {
+        Ok(files) => match local_paths(&files) {
+            Some(line) => Err(format!("requirements name a local path ({line})")),
+            None => Ok(files),
+        },
+        Err(why) => Err(why),
+    };
+    match files {
+        Ok(files) => {
+            // The commit's own requirement files, in pushdeploy's own place.
+            let work = settings.state_dir.join("tmp");
+            let installed = (|| {
+                fs_err::create_dir_all(&work)?;
+                let dir = tempfile::Builder::new()
+                    .prefix("requirements-")
+                    .tempdir_in(&work)?;
+                for (name, content) in &files {
+                    fs_err::write(dir.path().join(name), content)?;
+                }
+                report.step(step, format!("{command} ({why})"), |r| {
+                    packages::install(installer, &prepared.dir, dir.path(), runner, r)
+                })
+            })();
             if let Err(e) = installed {
-                // The old env stays in place, untouched.
-                let _ = fs_err::remove_dir_all(&new_env);
+                let _ = env::remove_dir(site, &prepared.dir);
                 return Err(e);
             }
-            report
-                .step(
-                    "switch",
-                    "Switching env/ to the new virtual environment",
-                    |_| {
-                        env::switch(site, &new_env)?;
-                        remember(&site.join("env"))
-                    },
-                )
-                .context("switching env")
         }
+        Err(reason) => {
+            report.header(format!(
+                "{reason}: {step} installs from the site, after the file switch (the env is still prepared aside)"
+            ));
+            prepared.from_site = Some(why);
+        }
+    }
+    Ok(Some(prepared))
+}
+
+/// The first requirement line that names a file of the site, if any: such
+/// requirements can only be installed from the site itself.
+fn local_paths(files: &[(String, Vec<u8>)]) -> Option<String> {
+    files.iter().find_map(|(_, content)| {
+        String::from_utf8_lossy(content).lines().find_map(|line| {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let local = line.starts_with("-e")
+                || line.starts_with("--editable")
+                || line.starts_with('.')
+                || line.starts_with('/')
+                || line.starts_with("file:")
+                || line.contains("@ file:");
+            local.then(|| line.to_string())
+        })
+    })
+}
+
+#[expect(clippy::too_many_arguments, reason = "the parts of one transaction")]
+fn switch_and_after<'r>(
+    plan: &Plan,
+    sync_plan: &sync::SyncPlan,
+    commit: &Commit<'r>,
+    settings: &Settings,
+    prepared: Option<&Prepared>,
+    runner: &Runner,
+    switch: &mut Switch,
+    journal: &mut Option<Journal<'r>>,
+    report: &mut Report,
+) -> Result<()> {
+    let site = &settings.site;
+    let state_dir = &settings.state_dir;
+    runner.check_deadline()?;
+    switch.switched = true;
+    switch.save(state_dir)?;
+    *journal = Some(report.step(
+        "sync",
+        format!("Syncing files: {}", sync_plan.summary()),
+        |report| {
+            for line in sync_plan.details() {
+                report.detail(line);
+            }
+            sync::run(sync_plan, commit, &plan.manifest(), state_dir)
+        },
+    )?);
+    if let Some(prepared) = prepared {
+        if let Some(why) = &prepared.from_site {
+            let command = format!("{} install -r requirements.txt", prepared.installer.name());
+            report.step(
+                prepared.installer.name(),
+                format!("{command} ({why}, from the site)"),
+                |r| packages::install(&prepared.installer, &prepared.dir, site, runner, r),
+            )?;
+        }
+        let before = report.step(
+            "switch",
+            "Switching env/ to the prepared virtual environment",
+            |_| env::switch(site, &prepared.dir),
+        )?;
+        switch.env_switched = true;
+        switch.env_before = before;
+        switch.save(state_dir)?;
+        if let Some((from, to)) = &prepared.new_python {
+            report.header(format!(
+                "Python changes from {from} to {to}: the app server needs a full restart (a graceful reload keeps the old interpreter)"
+            ));
+        }
+    }
+    match &plan.framework {
+        Framework::Collectstatic if framework::django_installed(site) => {
+            switch.collectstatic = true;
+            switch.save(state_dir)?;
+            report.step(
+                "collectstatic",
+                "python manage.py collectstatic --noinput --clear",
+                |r| framework::collectstatic(site, runner, r),
+            )?
+        }
+        Framework::Collectstatic => {
+            report.header("Django is not installed in env/: collectstatic skipped")
+        }
+        Framework::Skip { .. } => {}
+    }
+    if let Some(words) = &plan.post_build {
+        report.step(
+            "POST_BUILD_COMMAND",
+            format!("POST_BUILD_COMMAND: {}", shell_words::join(words)),
+            |r| post_build(words, site, runner, r),
+        )?;
+    }
+    after_the_files(
+        plan.post_deploy.as_deref(),
+        plan.health_check.as_ref(),
+        site,
+        runner,
+        report,
+    )
+}
+
+/// `postDeploy`, then the health check.
+fn after_the_files(
+    post_deploy: Option<&[String]>,
+    health_check: Option<&HealthCheck>,
+    site: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    match post_deploy {
+        Some(words) => report.step(
+            "postDeploy",
+            format!("postDeploy: {}", shell_words::join(words)),
+            |r| runner.run(r, "postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
+        )?,
+        None if health_check.is_some() => report.header(
+            "No postDeploy: the app was not restarted, so the health check probes the version that was running",
+        ),
+        None => {}
+    }
+    if let Some(check) = health_check {
+        report.step("healthCheck", format!("Health check: {check}"), |r| {
+            health::run(check, site, runner, r)
+        })?;
+    }
+    Ok(())
+}
+
+/// Oryx's `POST_BUILD_COMMAND`, in the site, with the env's `bin` first on PATH.
+fn post_build(words: &[String], site: &Path, runner: &Runner, report: &mut Report) -> Result<()> {
+    let mut path = OsString::from(site.join("env/bin"));
+    if let Some(rest) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(rest);
+    }
+    runner.run(
+        report,
+        "POST_BUILD_COMMAND",
+        duct::cmd(&words[0], &words[1..])
+            .dir(site)
+            .env("PATH", path)
+            .env("VIRTUAL_ENV", site.join("env")),
+    )
+}
+
+/// After every step succeeded: the files' journal finished (the kept old
+/// files go), the replaced env kept as the previous one, older envs swept.
+fn finish(
+    settings: &Settings,
+    plan: &Plan,
+    journal: Option<Journal>,
+    switch: &Switch,
+    report: &mut Report,
+) -> Result<()> {
+    if let Some(journal) = journal {
+        journal.finish()?;
+    }
+    if matches!(
+        &plan.python,
+        Python::Run {
+            pip: PipDecision::Run { .. },
+            ..
+        }
+    ) {
+        remember_packages(settings, plan)?;
+    }
+    finish_env(settings, switch, report)?;
+    Switch::remove(&settings.state_dir)
+}
+
+/// Records what the install depended on, with the env as it is now.
+fn remember_packages(settings: &Settings, plan: &Plan) -> Result<()> {
+    let store = installed::Store::new(&settings.state_dir);
+    match &plan.python {
+        Python::Run {
+            fingerprint: Some(fp),
+            ..
+        } => {
+            let mut fp = fp.clone();
+            fp.insert(
+                "env".into(),
+                installed::env_identity(&settings.site.join("env")),
+            );
+            store.save(&fp, &plan.commit.id)
+        }
+        _ => store.forget(),
+    }
+}
+
+fn finish_env(settings: &Settings, switch: &Switch, report: &mut Report) -> Result<()> {
+    if switch.env_switched {
+        let before: Vec<PathBuf> = switch.env_before.iter().cloned().collect();
+        env::set_previous(&settings.site, &settings.state_dir, &before)?;
+        env::sweep(&settings.site, &settings.state_dir, report);
+    }
+    Ok(())
+}
+
+/// Removes the env this deployment prepared, if `env` does not lead to it.
+fn discard_built(site: &Path, switch: &Switch) {
+    if let Some(dir) = &switch.built
+        && env::current(site).as_ref() != Some(dir)
+    {
+        let _ = env::remove_dir(site, dir);
+    }
+}
+
+/// `env` back to where it led before the switch.
+fn put_back_env(site: &Path, switch: &Switch, report: &mut Report) -> Result<()> {
+    if switch.env_switched {
+        env::point_back(site, switch.env_before.as_deref())?;
+        report.detail(match switch.env_before {
+            Some(_) => "env/ leads to the previous env again",
+            None => "env/ removed: there was none before",
+        });
+    }
+    discard_built(site, switch);
+    Ok(())
+}
+
+/// Puts the files and the env back, then makes the old version run again.
+fn roll_back(
+    settings: &Settings,
+    repo: &Repository,
+    journal: Option<Journal>,
+    switch: &Switch,
+    report: &mut Report,
+) -> Result<()> {
+    report.current = Some("rollback".into());
+    report.header("Rolling back: putting back the last successful deployment's files and env");
+    let mut problems = Vec::new();
+    if let Some(journal) = journal {
+        match journal.rollback() {
+            Ok(back) => {
+                if !back.problems.is_empty() {
+                    problems.push(format!("files: {}", back.problems.join("; ")));
+                }
+                report.detail(back.to_string());
+            }
+            Err(e) => problems.push(format!("files: {e:#}")),
+        }
+    }
+    if let Err(e) = put_back_env(&settings.site, switch, report) {
+        problems.push(format!("env: {e:#}"));
+    }
+    if problems.is_empty() {
+        let _ = Switch::remove(&settings.state_dir);
+    } else {
+        bail!("{}", problems.join("; "));
+    }
+    let runner = old_version_runner(settings, repo);
+    run_old_version(settings, switch, &runner, report)
+}
+
+/// A runner with the app settings of the last successful deployment's
+/// `.deployment`, and the whole deployment time again.
+fn old_version_runner(settings: &Settings, repo: &Repository) -> Runner {
+    let old = manifest::Store::new(&settings.state_dir)
+        .load(&settings.site)
+        .ok()
+        .flatten()
+        .and_then(|m| Commit::open(repo, &m.commit).ok())
+        .and_then(|c| plan::prepare(settings, c).ok())
+        .map(|(settings, _, file)| settings.sources.app_settings(&file))
+        .unwrap_or_default();
+    let limits = Limits::from_sources(&settings.sources).unwrap_or(Limits {
+        idle: std::time::Duration::from_secs(60),
+        total: std::time::Duration::from_secs(3600),
+    });
+    Runner::new(os_pairs(&old), limits, Some(&settings.state_dir))
+}
+
+/// The old version's collectstatic (when the new one's ran), `postDeploy`
+/// and the health check again, so that the old version is what runs.
+fn run_old_version(
+    settings: &Settings,
+    switch: &Switch,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    let site = &settings.site;
+    if switch.collectstatic && site.join("manage.py").is_file() && framework::django_installed(site)
+    {
+        report.step(
+            "collectstatic",
+            "python manage.py collectstatic --noinput --clear (the previous version's, again)",
+            |r| framework::collectstatic(site, runner, r),
+        )?;
+    }
+    let post_deploy = settings
+        .sources
+        .get(POST_DEPLOY)
+        .and_then(|v| shell_words::split(&v.value).ok())
+        .filter(|w| !w.is_empty());
+    let health_check = match settings.sources.get(HEALTH_CHECK) {
+        Some(_) => health::from_sources(&settings.sources)?,
+        None => None,
+    };
+    if switch.switched {
+        after_the_files(
+            post_deploy.as_deref(),
+            health_check.as_ref(),
+            site,
+            runner,
+            report,
+        )?;
+    }
+    Ok(())
+}
+
+fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+/// A custom command writes into the site itself, so its files cannot be
+/// put back: it runs, then `postDeploy` and the health check; a failure is
+/// recorded and said, the site keeps what the command wrote.
+fn run_command(
+    plan: &Plan,
+    command: &plan::CustomCommand,
+    commit: &Commit,
+    settings: &Settings,
+    runner: &Runner,
+    report: &mut Report,
+) -> Ending {
+    let site = &settings.site;
+    let result = (|| {
+        sync::note_command(&settings.state_dir, site, &commit.info.id)?;
+        report.step(
+            "command",
+            format!("Running {} (from .deployment)", command.path),
+            |r| crate::command::run(command, commit, site, &settings.state_dir, runner, r),
+        )?;
+        if let Some(words) = &plan.post_build {
+            report.step(
+                "POST_BUILD_COMMAND",
+                format!("POST_BUILD_COMMAND: {}", shell_words::join(words)),
+                |r| post_build(words, site, runner, r),
+            )?;
+        }
+        after_the_files(
+            plan.post_deploy.as_deref(),
+            plan.health_check.as_ref(),
+            site,
+            runner,
+            report,
+        )
+    })();
+    match result {
+        Ok(()) => Ending::Success,
+        Err(e) => Ending::Failed(e.context(
+            "a custom command writes the site itself, so its changes are not rolled back; push a fix or `pushdeploy redeploy` the last good id",
+        )),
     }
 }

@@ -171,7 +171,7 @@ pub fn tool(choice: &Choice) -> Result<&'static str> {
 
 /// Builds a new env in a new directory beside `env` and returns its path.
 /// `env` itself is not touched: `switch` does that once the env is complete.
-/// The caller has removed what an earlier, killed build left (`remove_stale`).
+/// The caller has swept what an earlier, killed build left (`sweep`).
 ///
 /// `seeds` is where pip is kept per interpreter for fast creation (see `seed`).
 pub fn build(
@@ -182,21 +182,14 @@ pub fn build(
     runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<PathBuf> {
-    let dir = tempfile::Builder::new()
-        .prefix(ENV_DIR_PREFIX)
-        .tempdir_in(site)
-        .with_context(|| format!("creating a directory for the new env in {}", site.display()))?;
+    let dir = new_dir(site)?;
     let python = &choice.interpreter.path;
     let v = choice.interpreter.version;
     let tool = tool(choice)?;
     if tool == "venv" {
         crate::seed::create(python, v, dir.path(), seeds, uv, runner, report)?;
     } else {
-        report.detail(format!(
-            "{} -m {tool} {}",
-            python.display(),
-            dir.path().display()
-        ));
+        report.detail(format!("{} -m {tool} env/", python.display()));
         runner.run(
             report,
             &format!("python -m {tool}"),
@@ -205,11 +198,127 @@ pub fn build(
     }
     let marker = dir.path().join(marker_name(&choice.runtime));
     fs_err::write(&marker, format!("{}\n{}\n", python.display(), v))?;
+    lead_through_env(dir.path(), site, &[])?;
     Ok(dir.keep())
 }
 
-/// Points `env` at the new env with one rename, then removes the old one.
-pub fn switch(site: &Path, new_dir: &Path) -> Result<()> {
+/// A new, empty directory for an env, beside `env`.
+fn new_dir(site: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(ENV_DIR_PREFIX)
+        .tempdir_in(site)
+        .with_context(|| format!("creating a directory for the new env in {}", site.display()))
+}
+
+/// Copies the live env into a new directory beside it, for an install that
+/// must not write into the env the app runs on. A plain copy (not hard
+/// links): pip and uv may rewrite a file in place, which a hard link would
+/// carry into the live env.
+pub fn copy_aside(site: &Path) -> Result<PathBuf> {
+    let env = site.join("env");
+    let from = fs_err::canonicalize(&env)?;
+    let dir = new_dir(site)?;
+    copy_tree(&from, dir.path()).context("copying env/ aside")?;
+    lead_through_env(dir.path(), site, &[from])?;
+    Ok(dir.keep())
+}
+
+/// Copies a tree: files with their modes, symlinks as symlinks.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
+        } else {
+            fs_err::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the env's own paths (its scripts' `#!` lines, `pyvenv.cfg`,
+/// `activate`'s `VIRTUAL_ENV`) name `<site>/env` instead of the directory
+/// it is built in (or `others`, where it was copied from). A server started
+/// from `env/bin/gunicorn` then follows `env` when it reloads, and nothing
+/// names a directory that a later deployment removes.
+pub fn lead_through_env(dir: &Path, site: &Path, others: &[PathBuf]) -> Result<()> {
+    let env = site.join("env");
+    let env = env.as_os_str().as_encoded_bytes();
+    let mut names = vec![dir.to_path_buf()];
+    names.extend(others.iter().cloned());
+    let mut files = vec![dir.join("pyvenv.cfg")];
+    if let Ok(entries) = std::fs::read_dir(dir.join("bin")) {
+        files.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.path()),
+        );
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        // Scripts are small; a big file here is a program, not a script.
+        if meta.len() > 1 << 20 {
+            continue;
+        }
+        let bytes = fs_err::read(&file)?;
+        let mut text = bytes.clone();
+        for name in &names {
+            text = replace(&text, name.as_os_str().as_encoded_bytes(), env);
+        }
+        if text != bytes {
+            fs_err::write(&file, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// `haystack` with every `from` followed by `/`, `"`, `'`, a newline or
+/// the end replaced by `to`.
+pub fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from)
+            && matches!(
+                haystack.get(i + from.len()),
+                None | Some(b'/' | b'"' | b'\'' | b'\n' | b' ' | b'\r')
+            )
+        {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The directory `env` leads to now, if `env` is there.
+pub fn current(site: &Path) -> Option<PathBuf> {
+    let env = site.join("env");
+    let meta = std::fs::symlink_metadata(&env).ok()?;
+    if meta.file_type().is_symlink() {
+        std::fs::read_link(&env).ok().map(|t| site.join(t))
+    } else {
+        Some(env)
+    }
+}
+
+/// Points `env` at `new_dir` in one step and returns the directory it led
+/// to before (kept: an app may still run on it), if any. A plain-directory
+/// `env` (Kudu's, or made by hand) is exchanged with the new link in one
+/// rename (RENAME_EXCHANGE), so there is no moment without `env`; it then
+/// lives on beside it under a name of ours.
+pub fn switch(site: &Path, new_dir: &Path) -> Result<Option<PathBuf>> {
     let env = site.join("env");
     let name = new_dir
         .file_name()
@@ -217,44 +326,77 @@ pub fn switch(site: &Path, new_dir: &Path) -> Result<()> {
     let link = tempfile::Builder::new()
         .prefix(ENV_DIR_PREFIX)
         .make_in(site, |p| std::os::unix::fs::symlink(name, p))?;
-    let old = match std::fs::symlink_metadata(&env) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            std::fs::read_link(&env).ok().map(|t| site.join(t))
-        }
+    let link = link.into_temp_path();
+    match std::fs::symlink_metadata(&env) {
         Ok(meta) if meta.file_type().is_dir() => {
-            // A plain directory cannot be replaced by a rename: move it aside first.
-            let aside = tempfile::Builder::new()
+            let exchanged = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &*link,
+                rustix::fs::CWD,
+                &env,
+                rustix::fs::RenameFlags::EXCHANGE,
+            );
+            let aside = link.keep()?;
+            match exchanged {
+                Ok(()) => Ok(Some(aside)),
+                Err(_) => {
+                    // A file system without RENAME_EXCHANGE: two renames.
+                    let old = aside.with_extension("old");
+                    fs_err::rename(&env, &old)?;
+                    fs_err::rename(&aside, &env)?;
+                    Ok(Some(old))
+                }
+            }
+        }
+        Ok(meta) => {
+            let before = meta
+                .file_type()
+                .is_symlink()
+                .then(|| std::fs::read_link(&env).ok().map(|t| site.join(t)))
+                .flatten();
+            fs_err::rename(&*link, &env)
+                .with_context(|| format!("switching {} to the new env", env.display()))?;
+            let _ = link.keep();
+            Ok(before)
+        }
+        Err(_) => {
+            fs_err::rename(&*link, &env)
+                .with_context(|| format!("switching {} to the new env", env.display()))?;
+            let _ = link.keep();
+            Ok(None)
+        }
+    }
+}
+
+/// Points `env` back at `before` (or removes it, when there was none), in
+/// one rename.
+pub fn point_back(site: &Path, before: Option<&Path>) -> Result<()> {
+    let env = site.join("env");
+    match before.and_then(Path::file_name) {
+        Some(name) => {
+            let link = tempfile::Builder::new()
                 .prefix(ENV_DIR_PREFIX)
-                .tempdir_in(site)?
-                .keep();
-            fs_err::remove_dir(&aside)?;
-            fs_err::rename(&env, &aside)?;
-            Some(aside)
+                .make_in(site, |p| std::os::unix::fs::symlink(name, p))?;
+            link.persist(&env)
+                .with_context(|| format!("pointing {} back", env.display()))?;
         }
-        Ok(_) => {
-            fs_err::remove_file(&env)?;
-            None
-        }
-        Err(_) => None,
-    };
-    link.persist(&env)
-        .with_context(|| format!("switching {} to the new env", env.display()))?;
-    if let Some(old) = old
-        && old != new_dir
-    {
-        remove_env_dir(site, &old)?;
+        None => crate::files::remove_file_if_there(&env)?,
     }
     Ok(())
 }
 
-/// Removes an env directory, but only one of ours inside the site.
-fn remove_env_dir(site: &Path, dir: &Path) -> Result<()> {
-    let ours = dir.parent() == Some(site)
+/// Whether `dir` is one of our env directories in the site.
+fn ours(site: &Path, dir: &Path) -> bool {
+    dir.parent() == Some(site)
         && dir
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(ENV_DIR_PREFIX));
-    if ours {
+            .is_some_and(|n| n.starts_with(ENV_DIR_PREFIX))
+}
+
+/// Removes an env directory of ours; one already gone is fine.
+pub fn remove_dir(site: &Path, dir: &Path) -> Result<()> {
+    if ours(site, dir) {
         match fs_err::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
@@ -263,48 +405,110 @@ fn remove_env_dir(site: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes env directories that no `env` points to: left by a build that
-/// failed or was killed.
-pub fn remove_stale(site: &Path) -> Result<()> {
-    let current = std::fs::read_link(site.join("env"))
-        .ok()
-        .map(|t| site.join(t));
+/// The file that names the previous envs, one a line: the one the last
+/// successful deployment replaced, and any `env delete` removed since; kept
+/// until the next success.
+fn previous_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("env-previous")
+}
+
+pub fn previous(site: &Path, state_dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(previous_file(state_dir)).unwrap_or_default();
+    text.lines()
+        .map(|name| site.join(name.trim()))
+        .filter(|dir| ours(site, dir))
+        .collect()
+}
+
+/// Makes `dirs` the previous envs.
+pub fn set_previous(site: &Path, state_dir: &Path, dirs: &[PathBuf]) -> Result<()> {
+    let names: Vec<String> = dirs
+        .iter()
+        .filter(|d| ours(site, d))
+        .filter_map(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        crate::files::remove_file_if_there(&previous_file(state_dir))
+    } else {
+        crate::files::write_atomic(&previous_file(state_dir), names.join("\n").as_bytes())
+    }
+}
+
+/// Removes env directories that neither `env` nor the previous env is: left
+/// by a build that failed or was killed, or replaced two successes ago. It
+/// never fails: what cannot be removed now (a file held open on a network
+/// file system) is said and tried again by the next deployment. Called under
+/// the deployment lock only, so never while a deployment builds an env.
+pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
+    let mut keep = previous(site, state_dir);
+    keep.extend(current(site));
     let Ok(entries) = std::fs::read_dir(site) else {
-        return Ok(());
+        return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if Some(&path) != current.as_ref()
-            && entry
+        if keep.contains(&path)
+            || !entry
                 .file_name()
                 .to_string_lossy()
                 .starts_with(ENV_DIR_PREFIX)
         {
-            if entry.file_type()?.is_symlink() {
-                fs_err::remove_file(&path)?;
-            } else {
-                remove_env_dir(site, &path)?;
-            }
+            continue;
+        }
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => remove_dir(site, &path),
+            _ => crate::files::remove_file_if_there(&path),
+        };
+        if let Err(e) = removed {
+            report.detail(format!(
+                "could not remove the old env {}: {e:#}; the next deployment tries again",
+                path.display()
+            ));
         }
     }
-    Ok(())
 }
 
-/// Deletes the env (`pushdeploy env delete`): the next deployment creates it.
-/// Returns whether there was one.
-pub fn delete(site: &Path) -> Result<bool> {
+/// Deletes the env (`pushdeploy env delete`): the next deployment creates
+/// it. `env` goes at once; the directory it led to is kept as the previous
+/// env until the next successful deployment, so an app running on it keeps
+/// running. Returns whether there was one.
+pub fn delete(site: &Path, state_dir: &Path) -> Result<bool> {
     let env = site.join("env");
-    let existed = match std::fs::symlink_metadata(&env) {
+    let before = match std::fs::symlink_metadata(&env) {
         Ok(meta) if meta.file_type().is_dir() => {
-            fs_err::remove_dir_all(&env)?;
-            true
+            let aside = new_dir(site)?.keep();
+            fs_err::remove_dir(&aside)?;
+            fs_err::rename(&env, &aside)?;
+            Some(aside)
+        }
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(&env).ok().map(|t| site.join(t));
+            fs_err::remove_file(&env)?;
+            target
         }
         Ok(_) => {
             fs_err::remove_file(&env)?;
-            true
+            None
         }
-        Err(_) => false,
+        Err(_) => return Ok(false),
     };
-    remove_stale(site)?;
-    Ok(existed)
+    let mut kept = previous(site, state_dir);
+    kept.extend(before);
+    set_previous(site, state_dir, &kept)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_paths_only() {
+        let text = b"#!/s/.pushdeploy-env-ab/bin/python\nVIRTUAL_ENV='/s/.pushdeploy-env-ab'\nx=/s/.pushdeploy-env-abc\n";
+        assert_eq!(
+            replace(text, b"/s/.pushdeploy-env-ab", b"/s/env"),
+            b"#!/s/env/bin/python\nVIRTUAL_ENV='/s/env'\nx=/s/.pushdeploy-env-abc\n"
+        );
+    }
 }

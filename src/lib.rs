@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod files;
 pub mod framework;
+pub mod health;
 pub mod init;
 pub mod installed;
 pub mod journal;

@@ -99,15 +99,24 @@ fn pip(env_dir: &Path) -> std::path::PathBuf {
     env_dir.join("bin").join("pip")
 }
 
-/// Runs the installer in the site for the env at `env_dir`, its output
-/// streamed.
+/// Runs the installer in `dir` (where requirements.txt is) for the env at
+/// `env_dir`, its output streamed. pip runs as `python -m pip` of that env:
+/// the env's scripts lead through `<site>/env`, which is still the live env
+/// while this one is prepared aside. An env directory beside `env` is
+/// named `env` in the output.
 pub fn install(
     installer: &Installer,
     env_dir: &Path,
-    site: &Path,
+    dir: &Path,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
+    let names: Vec<(String, String)> = env_dir
+        .file_name()
+        .map(|n| (n.to_string_lossy().into_owned(), "env".to_string()))
+        .into_iter()
+        .collect();
+    let site = dir;
     // The installer's own network timeout, well below the idle timeout: a
     // read that hangs is retried (with a line of output) before the step is
     // taken for hung.
@@ -115,7 +124,9 @@ pub fn install(
     match installer {
         Installer::Pip => {
             let expr = duct::cmd!(
-                pip(env_dir),
+                env_dir.join("bin").join("python"),
+                "-m",
+                "pip",
                 "install",
                 "--progress-bar",
                 "off",
@@ -126,7 +137,7 @@ pub fn install(
             )
             .dir(site)
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-            runner.run(report, "pip install", expr)
+            runner.run_showing(report, "pip install", expr, &names)
         }
         Installer::Uv { path } => {
             let python = env_dir.join("bin").join("python");
@@ -141,7 +152,7 @@ pub fn install(
             )
             .dir(site)
             .env("UV_HTTP_TIMEOUT", &timeout);
-            runner.run(report, "uv pip install", expr)
+            runner.run_showing(report, "uv pip install", expr, &names)
         }
     }
 }

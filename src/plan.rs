@@ -17,8 +17,8 @@ use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
-    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, parse_bool,
+    COMMAND, DISABLE_COLLECTSTATIC, POST_BUILD_COMMAND, POST_DEPLOY, PROJECT, RECREATE_ENV,
+    SCM_DO_BUILD, SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, parse_bool,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -34,15 +34,30 @@ pub struct Plan {
     pub site: PathBuf,
     /// `.deployment`'s project: the sub-folder that deploys.
     pub project: Option<String>,
-    /// `None` when a custom command deploys instead.
-    pub sync: Option<SyncPlan>,
+    /// The built-in steps, or a custom command instead (JSON: `sync` or `command`).
+    #[serde(flatten)]
+    pub deploy: Deploy,
+    /// Skipped with a reason when a custom command deploys.
     pub python: Python,
     pub framework: Framework,
-    pub command: Option<CustomCommand>,
     /// `.deployment` keys that are not settings, passed to the build steps.
     pub app_settings: Vec<(String, String)>,
-    /// Run after a successful deployment (a server setting), as words.
+    /// Oryx's `POST_BUILD_COMMAND`, run in the site after the switch, as words.
+    pub post_build: Option<Vec<String>>,
+    /// Run after the switch (a server setting), as words: restarts the app.
     pub post_deploy: Option<Vec<String>>,
+    /// Decides, after `postDeploy`, whether the new version stays.
+    pub health_check: Option<crate::health::HealthCheck>,
+}
+
+/// How the site is made to match the commit.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Deploy {
+    /// The built-in steps: the sync, then the Python and framework steps.
+    Sync(SyncPlan),
+    /// `.deployment`'s `command` runs instead of the built-in steps.
+    Command(CustomCommand),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,71 +140,59 @@ impl Plan {
     ) -> Result<Plan> {
         let project = settings.sources.get(PROJECT).map(|v| v.value);
         let app_settings = settings.sources.app_settings(file);
-        let post_deploy = match settings.sources.get(POST_DEPLOY) {
-            Some(v) => Some(
-                shell_words::split(&v.value)
-                    .ok()
-                    .filter(|w| !w.is_empty())
-                    .with_context(|| {
-                        format!(
-                            "setting postDeploy ({}): {:?} is not a command line",
-                            v.origin, v.value
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        let mut plan = Plan {
-            commit: commit.info.clone(),
-            ref_name: ref_name.to_string(),
-            site: settings.site.clone(),
-            project,
-            sync: None,
-            python: Python::Skip {
-                reason: String::new(),
-            },
-            framework: Framework::Skip {
-                reason: String::new(),
-            },
-            command: None,
-            app_settings,
-            post_deploy,
-        };
+        let post_deploy = words(settings, POST_DEPLOY)?;
+        let post_build = words(settings, POST_BUILD_COMMAND)?;
+        let health_check = crate::health::from_sources(&settings.sources)?;
+        crate::process::Limits::from_sources(&settings.sources)?;
         let probes = Probes::load(&settings.cache_dir);
-        match settings.sources.get(COMMAND) {
+        let skip = |reason: String| {
+            (
+                Python::Skip {
+                    reason: reason.clone(),
+                },
+                Framework::Skip { reason },
+            )
+        };
+        let (deploy, (python, framework)) = match settings.sources.get(COMMAND) {
             Some(command) => {
                 let path = command_path(commit, &command.value)?;
                 let runtime = choose_runtime(settings, commit, &probes)?;
-                plan.skip_build(format!("command {path} deploys instead"));
-                plan.command = Some(CustomCommand { path, runtime });
+                let skipped = skip(format!("command {path} deploys instead"));
+                (Deploy::Command(CustomCommand { path, runtime }), skipped)
             }
             None => {
-                plan.sync = Some(sync_plan(settings, commit)?);
-                match settings.sources.bool(SCM_DO_BUILD)? {
-                    Some((false, origin)) => plan.skip_build(format!(
+                let sync = sync_plan(settings, commit)?;
+                let steps = match settings.sources.bool(SCM_DO_BUILD)? {
+                    Some((false, origin)) => skip(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
                     )),
                     _ => {
-                        plan.python =
-                            python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
-                        plan.framework = framework_plan(settings, commit, &plan.python);
+                        let python =
+                            python_plan(settings, commit, preview, &app_settings, &probes)?;
+                        let framework = framework_plan(settings, commit, &python);
+                        (python, framework)
                     }
-                }
+                };
+                (Deploy::Sync(sync), steps)
             }
-        }
+        };
         // A dry run changes nothing, the state dir included.
         if !preview {
             probes.save()?;
         }
-        Ok(plan)
-    }
-
-    /// No Python or framework steps, for `reason`.
-    fn skip_build(&mut self, reason: String) {
-        self.python = Python::Skip {
-            reason: reason.clone(),
-        };
-        self.framework = Framework::Skip { reason };
+        Ok(Plan {
+            commit: commit.info.clone(),
+            ref_name: ref_name.to_string(),
+            site: settings.site.clone(),
+            project,
+            deploy,
+            python,
+            framework,
+            app_settings,
+            post_build,
+            post_deploy,
+            health_check,
+        })
     }
 
     pub fn manifest(&self) -> Manifest {
@@ -209,7 +212,7 @@ impl Plan {
                 "Project: {project}/ (from .deployment or the settings)"
             ));
         }
-        if let Some(sync) = &self.sync {
+        if let Deploy::Sync(sync) = &self.deploy {
             out.push(format!("Files: {}", sync.summary()));
             for change in &sync.write {
                 let why = match change.why {
@@ -230,7 +233,7 @@ impl Plan {
                     .map(|s| format!("  skip   {} ({})", s.path, s.reason)),
             );
         }
-        if let Some(command) = &self.command {
+        if let Deploy::Command(command) = &self.deploy {
             out.push(format!(
                 "Command: {} runs instead of the built-in steps, with {}",
                 command.path,
@@ -272,8 +275,18 @@ impl Plan {
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
         }
-        if let Some(words) = &self.post_deploy {
-            out.push(format!("postDeploy: {}", shell_words::join(words)));
+        if let Some(words) = &self.post_build {
+            out.push(format!(
+                "POST_BUILD_COMMAND: {} (after the switch)",
+                shell_words::join(words)
+            ));
+        }
+        match &self.post_deploy {
+            Some(words) => out.push(format!("postDeploy: {}", shell_words::join(words))),
+            None => out.push("postDeploy: none (the app is not restarted)".into()),
+        }
+        if let Some(check) = &self.health_check {
+            out.push(format!("Health check: {check}"));
         }
         out
     }
@@ -317,6 +330,24 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
         take_over,
     };
     sync::plan(commit, &before, &settings.site)
+}
+
+/// A command setting split into words as a shell would (never run by one).
+fn words(settings: &Settings, key: &crate::settings::Key) -> Result<Option<Vec<String>>> {
+    match settings.sources.get(key) {
+        Some(v) => Ok(Some(
+            shell_words::split(&v.value)
+                .ok()
+                .filter(|w| !w.is_empty())
+                .with_context(|| {
+                    format!(
+                        "setting {} ({}): {:?} is not a command line",
+                        key.name, v.origin, v.value
+                    )
+                })?,
+        )),
+        None => Ok(None),
+    }
 }
 
 fn packages_line(installer: &Installer, packages: &Preview) -> String {
@@ -488,11 +519,11 @@ fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
 }
 
 /// Requirement files as (name, content).
-type RequirementFiles = Vec<(String, Vec<u8>)>;
+pub type RequirementFiles = Vec<(String, Vec<u8>)>;
 
 /// requirements.txt and the files it includes (`-r`, `-c`), read from the
 /// commit; or why they cannot all be read, which makes pip always run.
-fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
+pub fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut queue = vec![REQUIREMENTS.to_string()];
     while let Some(name) = queue.pop() {

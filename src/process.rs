@@ -96,6 +96,23 @@ impl Runner {
     /// A program that failed has the rest of its group killed too; one that
     /// succeeded may leave processes behind (a server `postDeploy` starts).
     pub fn run(&self, report: &mut Report, what: &str, expr: duct::Expression) -> Result<()> {
+        self.run_showing(report, what, expr, &[])
+    }
+
+    /// `run`, with each `(from, to)` of `names` replaced in the output: an
+    /// env built aside is named as `env`, where it will be.
+    pub fn run_showing(
+        &self,
+        report: &mut Report,
+        what: &str,
+        expr: duct::Expression,
+        names: &[(String, String)],
+    ) -> Result<()> {
+        let show = |line: String| {
+            names
+                .iter()
+                .fold(line, |line, (from, to)| line.replace(from.as_str(), to))
+        };
         self.check_deadline()?;
         let expr = self
             .env
@@ -147,7 +164,7 @@ impl Runner {
             match lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     last_sign = Instant::now();
-                    report.detail(line);
+                    report.detail(show(line));
                 }
                 // All output read: wait for the exit status.
                 Err(RecvTimeoutError::Disconnected) => match reader.try_wait()? {
@@ -162,7 +179,7 @@ impl Runner {
                             match lines
                                 .recv_timeout(grace.saturating_duration_since(Instant::now()))
                             {
-                                Ok(line) => report.detail(line),
+                                Ok(line) => report.detail(show(line)),
                                 Err(RecvTimeoutError::Disconnected) => break,
                                 Err(RecvTimeoutError::Timeout) => {
                                     report.detail(format!("({what} exited, leaving a process in the background that holds its output; not waiting for it)"));

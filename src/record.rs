@@ -19,6 +19,9 @@ pub enum Status {
     Running,
     Success,
     Failed,
+    /// Failed, and the site was put back as the last successful deployment left it.
+    #[serde(rename = "rolled back")]
+    RolledBack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,7 @@ impl std::fmt::Display for Status {
             Status::Running => "running",
             Status::Success => "success",
             Status::Failed => "failed",
+            Status::RolledBack => "rolled back",
         })
     }
 }

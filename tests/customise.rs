@@ -288,7 +288,7 @@ fn post_deploy_runs_after_success_and_its_failure_fails_the_deployment() {
         push.remote()
     );
     assert!(!s.site.join("evil.txt").exists());
-    assert_eq!(s.records()[0]["status"], "failed");
+    assert_eq!(s.records()[0]["status"], "rolled back");
 }
 
 #[test]

@@ -163,8 +163,11 @@ fn runtime_change_recreates_env_with_reason() {
         .assert_has("(3, 12)");
     assert_eq!(
         s.env_dirs(),
-        1,
-        "the old env directory is removed after the switch"
+        2,
+        "the old env directory is kept until the next successful deployment"
+    );
+    push.assert_has(
+        "Python changes from python-3.11 to python-3.12: the app server needs a full restart",
     );
 }
 
