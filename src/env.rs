@@ -319,6 +319,8 @@ pub fn current(site: &Path) -> Option<PathBuf> {
 /// rename (RENAME_EXCHANGE), so there is no moment without `env`; it then
 /// lives on beside it under a name of ours.
 pub fn switch(site: &Path, new_dir: &Path) -> Result<Option<PathBuf>> {
+    // Scripts the installer wrote name the directory they were installed in.
+    lead_through_env(new_dir, site, &[])?;
     let env = site.join("env");
     let name = new_dir
         .file_name()

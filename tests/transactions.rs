@@ -157,3 +157,440 @@ fn processes_a_killed_deployment_left_are_killed_before_the_next_changes_anythin
         .assert_has("Killed postDeploy (process group ");
     assert!(!appears_within(&late, 5), "the grandchild was killed");
 }
+
+// Real gunicorn, started from `env/bin/gunicorn`, serving the fixture app
+// from the site through every kind of failed deployment.
+
+/// The fixture app's code, saying `version`; its `/health` answers 500
+/// unless `healthy`; `/pid` names the worker (to see a reload happen).
+fn app_py(version: &str, healthy: bool) -> String {
+    let health = if healthy {
+        "\"ok\"".to_string()
+    } else {
+        "(\"500 Internal Server Error\", \"the database is gone\")".to_string()
+    };
+    format!(
+        "import os\n\nimport greeting\nimport tinyweb\n\napp = tinyweb.App()\n\n\n@app.route(\"/\")\ndef index(environ):\n    return \"{version} greeting %s\" % greeting.__version__\n\n\n@app.route(\"/pid\")\ndef pid(environ):\n    return str(os.getpid())\n\n\n@app.route(\"/health\")\ndef health(environ):\n    return {health}\n"
+    )
+}
+
+const REQUIREMENTS: &str = "greeting==1.0.0\ntinyweb==1.0.0\ngunicorn==27.0.1\n";
+const NEW_REQUIREMENTS: &str = "greeting==2.0.0\ntinyweb==1.0.0\ngunicorn==27.0.1\n";
+
+/// A deployed app served by gunicorn; `postDeploy` reloads it (SIGHUP) and
+/// waits until a new worker answers.
+struct Served {
+    s: Server,
+    gunicorn: std::process::Child,
+    port: u16,
+    /// The last good commit's files, and its id.
+    good: std::collections::BTreeMap<String, String>,
+    good_id: String,
+    /// While this file exists, `postDeploy` reloads and then fails, once.
+    fail_post_deploy: PathBuf,
+    /// `postDeploy`: the reload.
+    post_deploy: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.gunicorn.kill();
+        let _ = self.gunicorn.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()
+}
+
+/// The reload `postDeploy` runs: SIGHUP to gunicorn's master, then wait for
+/// a new worker.
+const RELOAD: &str = r#"import os, signal, sys, time, urllib.request
+port, pidfile, flag = sys.argv[1], sys.argv[2], sys.argv[3]
+def pid():
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:%s/pid" % port, timeout=2).read()
+    except Exception:
+        return None
+before = pid()
+os.kill(int(open(pidfile).read()), signal.SIGHUP)
+deadline = time.time() + 60
+while time.time() < deadline:
+    now = pid()
+    if now and now != before:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("gunicorn did not reload")
+time.sleep(0.3)
+print("reloaded gunicorn")
+if os.path.exists(flag):
+    os.remove(flag)
+    sys.exit(1)
+"#;
+
+fn serving_app() -> Served {
+    let s = Server::new();
+    s.app("flask-app");
+    s.write("app.py", &app_py("v1", true))
+        .write("requirements.txt", REQUIREMENTS);
+    let good_id = s.commit("v1 with gunicorn");
+    let port = free_port();
+    let pidfile = s.root.join("gunicorn.pid");
+    let fail_post_deploy = s.root.join("fail-post-deploy");
+    let reload = s.root.join("reload.py");
+    std::fs::write(&reload, RELOAD).unwrap();
+    let post_deploy = shell_words::join([
+        "python3",
+        reload.to_str().unwrap(),
+        &port.to_string(),
+        pidfile.to_str().unwrap(),
+        fail_post_deploy.to_str().unwrap(),
+    ]);
+    s.config(&["deploy.postDeploy", &post_deploy]);
+    // The first deployment's postDeploy has no server to reload yet.
+    std::fs::write(&pidfile, "999999999").unwrap();
+    let first = s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("PUSHDEPLOY_POST_DEPLOY", "true")],
+    );
+    first.assert_ok().assert_has("successful");
+    let script = std::fs::read_to_string(s.site.join("env/bin/gunicorn")).unwrap();
+    assert!(
+        script.starts_with(&format!("#!{}/env/bin/python\n", s.site.display())),
+        "the env's scripts lead through env/: {script}"
+    );
+    let log = std::fs::File::create(s.root.join("gunicorn.log")).unwrap();
+    let gunicorn = std::process::Command::new(s.site.join("env/bin/gunicorn"))
+        .args(["--no-control-socket", "--chdir", s.site.to_str().unwrap()])
+        .args(["-b", &format!("127.0.0.1:{port}"), "-w", "1"])
+        .args(["-p", pidfile.to_str().unwrap(), "app:app"])
+        .current_dir(&s.site)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(port, "/").is_none() {
+        assert!(Instant::now() < deadline, "gunicorn serves the app");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let good = app_files(&s.site);
+    // A file of the app's own, which no deployment may touch.
+    std::fs::create_dir_all(s.site.join("uploads")).unwrap();
+    std::fs::write(s.site.join("uploads/avatar.png"), "the app's").unwrap();
+    Served {
+        s,
+        gunicorn,
+        port,
+        good,
+        good_id,
+        fail_post_deploy,
+        post_deploy,
+    }
+}
+
+/// The site's files but the env's, ours, and the app's own uploads.
+fn app_files(site: &Path) -> std::collections::BTreeMap<String, String> {
+    crate::util::snapshot(site)
+        .into_iter()
+        .filter(|(path, _)| {
+            let top = path.split('/').next().unwrap();
+            top != "env" && top != "uploads" && !top.starts_with(".pushdeploy-")
+        })
+        .collect()
+}
+
+impl Served {
+    fn page(&self) -> String {
+        get(self.port, "/").unwrap_or_else(|| panic!("gunicorn answers"))
+    }
+
+    /// SIGHUP to gunicorn, as a graceful reload; returns the page after it.
+    fn reload(&self) -> String {
+        let before = get(self.port, "/pid");
+        let pid = std::fs::read_to_string(self.s.root.join("gunicorn.pid")).unwrap();
+        let pid = rustix::process::Pid::from_raw(pid.trim().parse().unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = get(self.port, "/pid");
+            if now.is_some() && now != before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gunicorn reloads");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.page()
+    }
+
+    /// A push of a version that must not stay: new code, new packages.
+    fn push_bad(&self, change: impl FnOnce(&Server)) -> crate::util::Run {
+        self.s
+            .write("app.py", &app_py("v2", true))
+            .write("requirements.txt", NEW_REQUIREMENTS);
+        change(&self.s);
+        self.s.commit("v2");
+        self.s.push(&[])
+    }
+
+    /// Everything is as the last good deployment left it, and stays so
+    /// through a reload; then a good push deploys normally, and a reload
+    /// serves its code with its packages.
+    #[track_caller]
+    fn assert_last_good(&self, status: &str) {
+        assert_eq!(app_files(&self.s.site), self.good, "the site's files");
+        assert_eq!(
+            std::fs::read_to_string(self.s.site.join("uploads/avatar.png")).unwrap(),
+            "the app's"
+        );
+        self.s
+            .env_python("import greeting; print(greeting.__version__)")
+            .assert_ok()
+            .assert_has("1.0.0");
+        assert!(self.s.site.join("env/bin/gunicorn").is_file());
+        assert_eq!(self.page(), "v1 greeting 1.0.0");
+        assert_eq!(self.reload(), "v1 greeting 1.0.0", "after SIGHUP");
+        let records = self.s.records();
+        assert_eq!(records[0]["status"], status, "{}", records[0]);
+        assert_eq!(
+            std::fs::read_to_string(self.s.repo.join("pushdeploy/manifest.json"))
+                .unwrap()
+                .contains(&self.good_id),
+            true
+        );
+        // Nothing of the failed deployment is left in the site.
+        let ours: Vec<String> = std::fs::read_dir(&self.s.site)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pushdeploy-old-") || n.starts_with(".pushdeploy-tmp-"))
+            .collect();
+        assert!(ours.is_empty(), "{ours:?}");
+
+        // The next good push: new code and new packages, served after a reload.
+        let _ = std::fs::remove_file(&self.fail_post_deploy);
+        if self.s.work.join(".deployment").exists() {
+            self.s.remove(".deployment");
+        }
+        self.s
+            .write("app.py", &app_py("v3", true))
+            .write("requirements.txt", NEW_REQUIREMENTS);
+        if self.s.work.join("manage.py").exists() {
+            self.s.remove("manage.py");
+        }
+        self.s.commit("v3");
+        self.s.push(&[]).assert_ok().assert_has("successful");
+        assert_eq!(self.page(), "v3 greeting 2.0.0", "postDeploy reloaded");
+        assert_eq!(self.reload(), "v3 greeting 2.0.0");
+    }
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_requirement_pip_cannot_find() {
+    let app = serving_app();
+    let push = app.push_bad(|s| {
+        s.write(
+            "requirements.txt",
+            &format!("{NEW_REQUIREMENTS}nosuchpackage==1.0\n"),
+        );
+    });
+    push.assert_has("failed in step pip");
+    // pip failed before anything of the site changed: nothing to roll back.
+    assert!(!push.has("Syncing files"));
+    app.assert_last_good("failed");
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_failed_collectstatic() {
+    let app = serving_app();
+    let push = app.push_bad(|s| {
+        s.write(
+            "manage.py",
+            "import sys\nsys.exit('collectstatic: broken settings')\n",
+        )
+        .write(
+            "requirements.txt",
+            &format!("{NEW_REQUIREMENTS}django==0.1.0\n"),
+        );
+    });
+    push.assert_has("failed in step collectstatic")
+        .assert_has("rolled back to ");
+    app.assert_last_good("rolled back");
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_failed_post_build_command() {
+    let app = serving_app();
+    let push = app.push_bad(|s| {
+        s.write(
+            ".deployment",
+            "[config]\nPOST_BUILD_COMMAND = sh -c \"exit 1\"\n",
+        );
+    });
+    push.assert_has("failed in step POST_BUILD_COMMAND")
+        .assert_has("POST_BUILD_COMMAND exited with status 1");
+    app.assert_last_good("rolled back");
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_failed_post_deploy() {
+    let app = serving_app();
+    // postDeploy reloads gunicorn into the new version, then fails: the
+    // rollback's postDeploy reloads it into the old one.
+    std::fs::write(&app.fail_post_deploy, "").unwrap();
+    let push = app.push_bad(|_| {});
+    push.assert_has("failed in step postDeploy")
+        .assert_has("rolled back to ");
+    assert!(!push.has("may be down"));
+    app.assert_last_good("rolled back");
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_failed_health_check() {
+    let app = serving_app();
+    let url = format!("http://127.0.0.1:{}/health", app.port);
+    app.s.config(&["deploy.healthCheck", &url]);
+    app.s.config(&["deploy.healthCheckTimeout", "3"]);
+    let push = app.push_bad(|s| {
+        s.write("app.py", &app_py("v2", false));
+    });
+    push.assert_has("failed in step healthCheck")
+        .assert_has("HTTP 500")
+        .assert_has("the body starts: \"the database is gone\"")
+        .assert_has("rolled back to ");
+    // The old version passed the check again after the rollback.
+    assert!(!push.has("may be down"));
+    app.assert_last_good("rolled back");
+}
+
+#[test]
+fn gunicorn_keeps_serving_through_a_step_that_hangs() {
+    let app = serving_app();
+    let push = app.push_bad(|s| {
+        s.write(
+            ".deployment",
+            "[config]\nSCM_COMMAND_IDLE_TIMEOUT = 2\nPOST_BUILD_COMMAND = sleep 600\n",
+        );
+    });
+    push.assert_has("showed no sign of work")
+        .assert_has("rolled back to ");
+    app.assert_last_good("rolled back");
+}
+
+/// Kills pushdeploy while the step that starts with `header` runs; the next
+/// command that takes the lock puts everything back.
+fn killed_at(app: &Served, header: &str, started: &Path) {
+    app.s.update_without_deploy();
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .args(["deploy", "--repo", app.s.repo.to_str().unwrap()])
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", crate::util::fixtures().join("wheels"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env(
+            "PUSHDEPLOY_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
+        )
+        .env_remove("GIT_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(appears_within(started, 120), "{header} started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let again = app.s.run("redeploy", &[&app.good_id]);
+    again
+        .assert_ok()
+        .assert_has("A deployment was killed after it began to change the site: putting back");
+    let records = app.s.records();
+    assert_eq!(records[1]["status"], "rolled back", "{}", records[1]);
+}
+
+#[test]
+fn gunicorn_keeps_serving_after_a_kill_during_the_post_build_command() {
+    let app = serving_app();
+    let started = app.s.root.join("post-build-started");
+    app.s
+        .write("app.py", &app_py("v2", true))
+        .write("requirements.txt", NEW_REQUIREMENTS)
+        .write(
+            ".deployment",
+            &format!(
+                "[config]\nPOST_BUILD_COMMAND = sh -c \"touch {}; sleep 600\"\n",
+                started.display()
+            ),
+        );
+    app.s.commit("v2");
+    killed_at(&app, "POST_BUILD_COMMAND", &started);
+    app.assert_last_good("success");
+}
+
+#[test]
+fn gunicorn_keeps_serving_after_a_kill_during_post_deploy() {
+    let app = serving_app();
+    let started = app.s.root.join("post-deploy-started");
+    // postDeploy reloads gunicorn into the new version and then hangs.
+    let hang = script(
+        &app.s,
+        "reload-and-hang.sh",
+        &format!(
+            "{} && touch {} && sleep 600",
+            app.post_deploy,
+            started.display()
+        ),
+    );
+    app.s
+        .write("app.py", &app_py("v2", true))
+        .write("requirements.txt", NEW_REQUIREMENTS);
+    app.s.commit("v2");
+    set_post_deploy(&app.s, &hang);
+    app.s.update_without_deploy();
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .args(["deploy", "--repo", app.s.repo.to_str().unwrap()])
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", crate::util::fixtures().join("wheels"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env(
+            "PUSHDEPLOY_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
+        )
+        .env_remove("GIT_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(appears_within(&started, 120), "postDeploy reloaded");
+    assert_eq!(app.page(), "v2 greeting 2.0.0", "the new version ran");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The plain reload again, for the recovery and what follows.
+    app.s.config(&["deploy.postDeploy", &app.post_deploy]);
+    let again = app.s.run("redeploy", &[&app.good_id]);
+    again
+        .assert_ok()
+        .assert_has("A deployment was killed after it began to change the site: putting back");
+    assert_eq!(app.s.records()[1]["status"], "rolled back");
+    app.assert_last_good("success");
+}
