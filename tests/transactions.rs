@@ -374,11 +374,10 @@ impl Served {
         assert_eq!(self.reload(), "v1 greeting 1.0.0", "after SIGHUP");
         let records = self.s.records();
         assert_eq!(records[0]["status"], status, "{}", records[0]);
-        assert_eq!(
+        assert!(
             std::fs::read_to_string(self.s.repo.join("pushdeploy/manifest.json"))
                 .unwrap()
-                .contains(&self.good_id),
-            true
+                .contains(&self.good_id)
         );
         // Nothing of the failed deployment is left in the site.
         let ours: Vec<String> = std::fs::read_dir(&self.s.site)
