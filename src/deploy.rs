@@ -143,8 +143,8 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
@@ -167,9 +167,8 @@ fn dry_run(
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
-    let settings = &settings;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
     let site = &settings.site;
     report.extra_env = plan.app_settings.clone();
     if let Some(sync) = &plan.sync {

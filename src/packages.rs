@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::usage;
 use crate::report::{Report, dies_with_us};
-use crate::settings::{INSTALLER, Settings};
+use crate::settings::{InstallerChoice, Origin};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
 
@@ -70,27 +70,24 @@ impl Installer {
     }
 }
 
-/// The `installer` setting: `pip` (the default), `uv` (found with `which`),
-/// or a path to uv.
-pub fn installer(settings: &Settings) -> Result<Installer> {
-    let value = settings.sources.effective(INSTALLER);
-    let text = value.value.trim();
-    match text {
-        "pip" => Ok(Installer::Pip),
-        "uv" => match which::which("uv") {
-            Ok(path) => Ok(Installer::Uv { path }),
-            Err(_) => Err(usage(format!(
-                "setting installer ({}): uv is not installed (not found on PATH); install it or set installer = pip",
-                value.origin
-            ))),
-        },
-        path if path.contains('/') && Path::new(path).is_file() => Ok(Installer::Uv {
-            path: PathBuf::from(path),
-        }),
-        other => Err(usage(format!(
-            "setting installer ({}): {other:?} is not pip, uv or a path to uv",
-            value.origin
-        ))),
+/// The installer the `installer` setting chooses: uv is looked for in PATH
+/// (the environment's, given as `path`).
+pub fn installer(
+    (choice, origin): (&InstallerChoice, &Origin),
+    path: Option<&std::ffi::OsStr>,
+) -> Result<Installer> {
+    match choice {
+        InstallerChoice::Pip => Ok(Installer::Pip),
+        InstallerChoice::Uv => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            match which::which_in("uv", path, cwd) {
+                Ok(path) => Ok(Installer::Uv { path }),
+                Err(_) => Err(usage(format!(
+                    "setting installer ({origin}): uv is not installed (not found on PATH); install it or set installer = pip"
+                ))),
+            }
+        }
+        InstallerChoice::UvAt(path) => Ok(Installer::Uv { path: path.clone() }),
     }
 }
 
