@@ -474,6 +474,10 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
             .collect();
         map.insert("appSettings".into(), app.into());
+        map.insert(
+            "leftOut".into(),
+            serde_json::to_value(&values.refused).expect("a list is JSON"),
+        );
         writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
     } else {
         for (key, value) in rows {
@@ -485,6 +489,9 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
                 out,
                 "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"
             )?;
+        }
+        for refused in &values.refused {
+            writeln!(out, "{refused}")?;
         }
     }
     Ok(())

@@ -170,6 +170,9 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
     let (values, commit) = plan::prepare(settings, commit)?;
     let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
     let site = &settings.site;
+    for refused in &plan.refused_app_settings {
+        report.header(refused.to_string());
+    }
     report.extra_env = plan.app_settings.clone();
     if let Some(sync) = &plan.sync {
         let store = manifest::Store::new(&settings.state_dir);
@@ -210,6 +213,9 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
         }
         Framework::Skip { .. } => {}
     }
+    // postDeploy is the server's command: no app setting of the commit
+    // reaches it (a `PATH` could choose which program its name runs).
+    report.extra_env.clear();
     if let Some(words) = &plan.post_deploy {
         report.step(
             "postDeploy",

@@ -123,6 +123,10 @@ pub fn install(
                 path,
                 "pip",
                 "install",
+                // A committed uv.toml or pyproject.toml [tool.uv] in the
+                // site must not steer the install (its target, its Python):
+                // uv is configured by the server's UV_* variables only.
+                "--no-config",
                 "-r",
                 REQUIREMENTS,
                 "--python",

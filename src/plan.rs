@@ -17,7 +17,7 @@ use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
-    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
+    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, Refused, SCM_DO_BUILD,
     SKIP_UNCHANGED, Settings, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
@@ -39,8 +39,11 @@ pub struct Plan {
     pub python: Python,
     pub framework: Framework,
     pub command: Option<CustomCommand>,
-    /// `.deployment` keys that are not settings, passed to the build steps.
+    /// `.deployment` keys that are not settings, passed to the build steps
+    /// (never to `postDeploy`).
     pub app_settings: Vec<(String, String)>,
+    /// `.deployment` keys that a commit may not set: left out.
+    pub refused_app_settings: Vec<Refused>,
     /// Run after a successful deployment (a server setting), as words.
     pub post_deploy: Option<Vec<String>>,
 }
@@ -135,6 +138,7 @@ impl Plan {
             },
             command: None,
             app_settings,
+            refused_app_settings: values.refused.clone(),
             post_deploy,
         };
         let probes = Probes::load(&settings.cache_dir);
@@ -247,6 +251,9 @@ impl Plan {
         });
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
+        }
+        for refused in &self.refused_app_settings {
+            out.push(refused.to_string());
         }
         if let Some(words) = &self.post_deploy {
             out.push(format!("postDeploy: {}", shell_words::join(words)));

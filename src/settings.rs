@@ -636,6 +636,7 @@ impl Settings {
     /// would be used, and what the commit may not set.
     pub fn for_commit(&self, file: &DeploymentFile) -> Result<Values> {
         let mut commit = Layer::new();
+        let mut refused = Vec::new();
         // Later lines win, as they did when the file was read into a map.
         for (name, text, line) in &file.entries {
             let Some(key) = KEYS.iter().find(|k| k.in_file(name)) else {
@@ -643,7 +644,14 @@ impl Settings {
             };
             let parsed = Parsed::new(key, text.clone(), Origin::Deployment(*line));
             match &key.commit {
-                Commit::Never => continue,
+                Commit::Never => {
+                    refused.push(Refused {
+                        name: name.clone(),
+                        line: *line,
+                        why: RefusedWhy::ServerSetting(key.name),
+                    });
+                    continue;
+                }
                 Commit::May => {}
                 Commit::Only { allowed, check } => {
                     if let Ok(typed) = &parsed.typed
@@ -674,13 +682,26 @@ impl Settings {
             };
             values.insert(key.name, setting);
         }
-        let app = file
-            .entries
-            .iter()
-            .filter(|(k, _, _)| !KEYS.iter().any(|key| key.in_file(k)))
-            .map(|(k, v, _)| (k.clone(), v.clone()))
-            .collect();
-        Ok(Values { values, app })
+        let mut app = Vec::new();
+        for (name, value, line) in &file.entries {
+            if KEYS.iter().any(|key| key.in_file(name)) {
+                continue;
+            }
+            if app_setting_allowed(name) {
+                app.push((name.clone(), value.clone()));
+            } else {
+                refused.push(Refused {
+                    name: name.clone(),
+                    line: *line,
+                    why: RefusedWhy::NotAnAppSetting,
+                });
+            }
+        }
+        Ok(Values {
+            values,
+            app,
+            refused,
+        })
     }
 
     /// Where interpreters are looked for.
@@ -698,9 +719,202 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Values {
     values: BTreeMap<&'static str, Setting>,
-    /// `.deployment` keys that name no setting: app settings, passed to the
-    /// build steps as environment variables.
+    /// `.deployment` keys that name no setting and that a commit may set
+    /// (`app_setting_allowed`): app settings, passed to the build steps as
+    /// environment variables.
     pub app: Vec<(String, String)>,
+    /// `.deployment` keys left out: server settings, and names that are
+    /// not app settings a commit may set.
+    pub refused: Vec<Refused>,
+}
+
+/// A `.deployment` key that a commit may not set: it is left out (of the
+/// settings, and of every step's environment), and the deployment goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    pub name: String,
+    pub line: usize,
+    pub why: RefusedWhy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefusedWhy {
+    /// It names a server-only setting (`branch`, `postDeploy`, ...).
+    ServerSetting(&'static str),
+    /// It is not on the allow-list of app settings (`app_setting_allowed`).
+    NotAnAppSetting,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Refused { name, line, why } = self;
+        match why {
+            RefusedWhy::ServerSetting(key) => write!(
+                f,
+                ".deployment line {line}: {name} names the server's setting {key}, which a commit may not set; left out"
+            ),
+            RefusedWhy::NotAnAppSetting => write!(
+                f,
+                ".deployment line {line}: {name} is not an app setting a commit may set; left out (see README, App settings)"
+            ),
+        }
+    }
+}
+
+/// pip and uv variables that only choose where packages come from: the
+/// ones of their namespaces that a commit may set.
+pub const PACKAGE_SOURCE_VARIABLES: &[&str] = &[
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_TRUSTED_HOST",
+    "PIP_NO_INDEX",
+    "PIP_PRE",
+    "PIP_ONLY_BINARY",
+    "PIP_NO_BINARY",
+    "PIP_PREFER_BINARY",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_PRERELEASE",
+    "UV_INDEX_STRATEGY",
+    "UV_NO_BINARY",
+    "UV_NO_BUILD",
+];
+
+/// First words of variable names that belong to the programs a deployment
+/// runs or that pushdeploy sets itself: the shell and the system (`PATH`,
+/// `HOME`, `IFS`, ...), the dynamic linker and libc (`LD_*`, `GCONV_PATH`,
+/// `MALLOC_*`), Python (`PYTHON*`), pip, uv, venvs, git, ssh, TLS and proxy
+/// settings, compilers, and Kudu's and pushdeploy's own variables. A name whose
+/// first word starts with `PYTHON` is also one of them.
+const RESERVED_WORDS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "IFS",
+    "ENV",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "TZ",
+    "TZDIR",
+    "PWD",
+    "OLDPWD",
+    "CDPATH",
+    "MAIL",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "LD",
+    "DYLD",
+    "GLIBC",
+    "GCONV",
+    "MALLOC",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RES",
+    "LOCALDOMAIN",
+    "PIP",
+    "UV",
+    "VIRTUAL",
+    "VIRTUALENV",
+    "CONDA",
+    "PYENV",
+    "GIT",
+    "SSH",
+    "GPG",
+    "GNUPG",
+    "XDG",
+    "LC",
+    "BASH",
+    "ZDOTDIR",
+    "SSL",
+    "OPENSSL",
+    "REQUESTS",
+    "CURL",
+    "HTTP",
+    "HTTPS",
+    "FTP",
+    "ALL",
+    "NO",
+    "SETUPTOOLS",
+    "DISTUTILS",
+    "WHEEL",
+    "PUSHDEPLOY",
+    "DEPLOYMENT",
+    "SCM",
+    "NEXT",
+    "PREVIOUS",
+    "SUDO",
+    "DBUS",
+    "SYSTEMD",
+    "KRB5CCNAME",
+    "CC",
+    "CXX",
+    "CPP",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "MAKEFLAGS",
+    "MAKE",
+    "PKG",
+    "ARCHFLAGS",
+    "CARGO",
+    "RUSTFLAGS",
+    "RUSTUP",
+    "NODE",
+    "NPM",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESS",
+    "DISPLAY",
+];
+
+/// The allow-list of names a pushed commit's `.deployment` may set for the
+/// build steps: an app's own variables, written as upper-case words of
+/// letters and digits joined by single `_` (`DJANGO_SETTINGS_MODULE`,
+/// `DATABASE_URL`, `GREETING`) whose first word is not one of
+/// `RESERVED_WORDS`; and, of pip's and uv's variables, only
+/// `PACKAGE_SOURCE_VARIABLES`. Everything else (lower-case names, leading or
+/// doubled `_`, `PATH`, `LD_PRELOAD`, `PYTHONPATH`, `PIP_TARGET`, ...) is
+/// left out.
+pub fn app_setting_allowed(name: &str) -> bool {
+    if PACKAGE_SOURCE_VARIABLES.contains(&name) {
+        return true;
+    }
+    let mut words = name.split('_');
+    let first = words.next().unwrap_or("");
+    let word_ok = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    word_ok(first)
+        && first.as_bytes()[0].is_ascii_uppercase()
+        && words.all(word_ok)
+        && !first.starts_with("PYTHON")
+        && !RESERVED_WORDS.contains(&first)
 }
 
 impl Values {
@@ -906,6 +1120,69 @@ mod tests {
         assert_eq!(values.text(BRANCH).map(|(t, _)| t), Some("main"));
         assert!(values.get(POST_DEPLOY).is_none());
         assert!(values.app.is_empty(), "{:?}", values.app);
+        assert_eq!(
+            values.refused[1].to_string(),
+            ".deployment line 2: postDeploy names the server's setting postDeploy, which a commit may not set; left out"
+        );
+    }
+
+    #[test]
+    fn app_settings_by_allow_list() {
+        for allowed in [
+            "DJANGO_SETTINGS_MODULE",
+            "DATABASE_URL",
+            "GREETING",
+            "GREETING_STYLE",
+            "S3_BUCKET",
+            "PIP_INDEX_URL",
+            "UV_INDEX",
+        ] {
+            assert!(app_setting_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "PATH",
+            "HOME",
+            "SHELL",
+            "IFS",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHON_GIL",
+            "PIP_TARGET",
+            "PIP_PREFIX",
+            "PIP_ROOT",
+            "PIP_USER",
+            "PIP_CONFIG_FILE",
+            "PIP_CONSTRAINT",
+            "UV_PROJECT_ENVIRONMENT",
+            "UV_CONFIG_FILE",
+            "VIRTUAL_ENV",
+            "GIT_DIR",
+            "SSH_AUTH_SOCK",
+            "XDG_CONFIG_HOME",
+            "BASH_ENV",
+            "GCONV_PATH",
+            "http_proxy",
+            "greeting",
+            "_PYTHON_SYSCONFIGDATA_NAME",
+            "MALLOC_CHECK_",
+            "A__B",
+            "1X",
+        ] {
+            assert!(!app_setting_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn refused_app_settings_are_named_with_their_line() {
+        let f = file(&[("GREETING", "hi", 2), ("LD_PRELOAD", "/x.so", 3)]);
+        let values = settings(&Sources::default()).for_commit(&f).unwrap();
+        assert_eq!(values.app, [("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(
+            values.refused[0].to_string(),
+            ".deployment line 3: LD_PRELOAD is not an app setting a commit may set; left out (see README, App settings)"
+        );
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! Issue 11: what a pushed commit may steer. App settings by allow-list,
+//! none for `postDeploy`; the installer and the interpreter chosen by the
+//! server; push options that are not UTF-8.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::Server;
+
+fn executable(s: &Server, rel: &str, script: &str) {
+    s.write(rel, script);
+    std::fs::set_permissions(s.work.join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A directory of the server's own programs, put first on PATH.
+fn server_bin(s: &Server, name: &str, script: &str) -> String {
+    let dir = s.root.join("server-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join(name);
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
+}
+
+/// Issue 11 item 2: `PATH = <site>/bin` made `postDeploy`'s program name
+/// find the commit's `bin/restart-app`.
+#[test]
+fn post_deploy_runs_the_servers_program_with_no_app_setting_of_the_commit() {
+    let s = Server::new();
+    let marker = s.root.join("restarted.txt");
+    let path = server_bin(
+        &s,
+        "restart-app",
+        &format!(
+            "#!/bin/sh\necho \"server restart, style=${{GREETING_STYLE:-unset}}\" > {}\n",
+            marker.display()
+        ),
+    );
+    s.config(&["deploy.postDeploy", "restart-app"]);
+    s.write("app.py", "print('hi')\n").write(
+        ".deployment",
+        &format!(
+            "[config]\nPATH = {}/bin\nGREETING_STYLE = formal\n",
+            s.site.display()
+        ),
+    );
+    executable(
+        &s,
+        "bin/restart-app",
+        &format!(
+            "#!/bin/sh\necho commit > {}/commit-ran.txt\n",
+            s.root.display()
+        ),
+    );
+    s.commit("a PATH into the commit's bin");
+    let push = s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("PATH", &path)],
+    );
+    push.assert_ok()
+        .assert_has(".deployment line 2: PATH is not an app setting a commit may set; left out")
+        .assert_has("successful");
+    assert!(s.site.join("bin/restart-app").is_file());
+    assert!(
+        !s.root.join("commit-ran.txt").exists(),
+        "the commit's program ran"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "server restart, style=unset\n",
+        "postDeploy gets no app setting"
+    );
+}
+
+/// Issue 11 item 4: `PIP_TARGET` from `.deployment` installed outside the
+/// site while the env lacked the package. Neither it nor the other names a
+/// commit may not set reach pip; a committed pip.conf is not read either.
+#[test]
+fn pip_steering_settings_from_the_commit_install_nothing_outside() {
+    let s = Server::new();
+    let outside = s.root.join("outside");
+    let outside_conf = s.root.join("outside-conf");
+    let fake_home = s.root.join("fake-home");
+    std::fs::create_dir_all(fake_home.join(".config/pip")).unwrap();
+    std::fs::write(
+        fake_home.join(".config/pip/pip.conf"),
+        format!("[install]\ntarget = {}\n", outside_conf.display()),
+    )
+    .unwrap();
+    s.app("flask-app")
+        .write(
+            ".deployment",
+            &format!(
+                "[config]\nPIP_TARGET = {}\nLD_PRELOAD = /nonexistent/preload.so\nPYTHONPATH = {}/evil\nHOME = {}\nDJANGO_SETTINGS_MODULE = shop.settings\n",
+                outside.display(),
+                s.site.display(),
+                fake_home.display()
+            ),
+        )
+        .write(
+            "pip.conf",
+            &format!("[install]\ntarget = {}\n", outside_conf.display()),
+        );
+    s.commit("pip steering");
+    let push = s.push(&[]);
+    push.assert_ok().assert_has("successful");
+    for (line, name) in [(2, "PIP_TARGET"), (3, "LD_PRELOAD"), (5, "HOME")] {
+        push.assert_has(&format!(
+            ".deployment line {line}: {name} is not an app setting a commit may set; left out"
+        ));
+    }
+    // PYTHONPATH is spelled like the server's setting pythonPath.
+    push.assert_has(".deployment line 4: PYTHONPATH names the server's setting pythonPath, which a commit may not set; left out");
+    assert!(!push.has("DJANGO_SETTINGS_MODULE is not"), "allowed");
+    assert!(!outside.exists(), "pip installed outside the site");
+    assert!(!outside_conf.exists(), "a committed pip.conf steered pip");
+    s.env_python("import greeting, tinyweb").assert_ok();
+}
+
+/// The allowed ones arrive: an app's own variable and an index variable, in
+/// the environment of the steps that get app settings (here a custom
+/// command, which prints what it got).
+#[test]
+fn allowed_app_settings_still_arrive() {
+    let s = Server::new();
+    s.write(
+        ".deployment",
+        "[config]\ncommand = ./show.sh\nDJANGO_SETTINGS_MODULE = shop.settings\nPIP_INDEX_URL = http://127.0.0.1:9/simple\nLD_PRELOAD = /nonexistent/preload.so\nPYTHONPATH = /nonexistent\n",
+    );
+    executable(
+        &s,
+        "show.sh",
+        "#!/bin/sh\necho \"got DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-} PIP_INDEX_URL=${PIP_INDEX_URL:-} LD_PRELOAD=${LD_PRELOAD:-} PYTHONPATH=${PYTHONPATH:-}\"\n",
+    );
+    s.write("runtime.txt", "python-3.11\n");
+    s.commit("show the environment");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("got DJANGO_SETTINGS_MODULE=shop.settings PIP_INDEX_URL=http://127.0.0.1:9/simple LD_PRELOAD= PYTHONPATH= ")
+        .assert_has(".deployment line 5: LD_PRELOAD is not an app setting")
+        .assert_has("successful");
+}
+
+/// A committed uv.toml (`[pip] target = ...`) redirected `uv pip install`
+/// out of the env: uv runs with `--no-config`.
+#[test]
+fn a_committed_uv_toml_does_not_steer_uv() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv is not installed: .ci/run installs it; skipping this test here");
+        return;
+    };
+    let s = Server::new();
+    let outside = s.root.join("outside");
+    s.app("flask-app")
+        .write(
+            "uv.toml",
+            &format!("[pip]\ntarget = \"{}\"\n", outside.display()),
+        )
+        .write(".deployment", "[config]\ninstaller = uv\n");
+    s.commit("uv.toml");
+    let bin = s.root.join("uv-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&uv, bin.join("uv")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("PATH", &path)],
+    )
+    .assert_ok()
+    .assert_has("successful");
+    assert!(!outside.exists(), "uv installed outside the site");
+    s.env_python("import greeting, tinyweb").assert_ok();
+}
