@@ -70,24 +70,29 @@ impl Installer {
     }
 }
 
-/// The installer the `installer` setting chooses: uv is looked for in PATH
-/// (the environment's, given as `path`).
+/// The installer the `installer` setting chooses; uv is `uv_path` (the
+/// server's `uvPath`) or else looked for in PATH (the environment's, given
+/// as `path`).
 pub fn installer(
     (choice, origin): (&InstallerChoice, &Origin),
+    uv_path: Option<&Path>,
     path: Option<&std::ffi::OsStr>,
 ) -> Result<Installer> {
-    match choice {
-        InstallerChoice::Pip => Ok(Installer::Pip),
-        InstallerChoice::Uv => {
+    match (choice, uv_path) {
+        (InstallerChoice::Pip, _) => Ok(Installer::Pip),
+        (InstallerChoice::Uv, Some(uv)) => Ok(Installer::Uv {
+            path: uv.to_path_buf(),
+        }),
+        (InstallerChoice::Uv, None) => {
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
             match which::which_in("uv", path, cwd) {
                 Ok(path) => Ok(Installer::Uv { path }),
                 Err(_) => Err(usage(format!(
-                    "setting installer ({origin}): uv is not installed (not found on PATH); install it or set installer = pip"
+                    "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
                 ))),
             }
         }
-        InstallerChoice::UvAt(path) => Ok(Installer::Uv { path: path.clone() }),
+        (InstallerChoice::UvAt(path), _) => Ok(Installer::Uv { path: path.clone() }),
     }
 }
 

@@ -389,7 +389,11 @@ fn python_plan(
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
     }
-    let installer = packages::installer(values.installer(), settings.env.path())?;
+    let installer = packages::installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        settings.env.path(),
+    )?;
     let files = requirement_files(commit)?;
     let fingerprint = match &files {
         Ok(files) => {

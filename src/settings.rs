@@ -200,9 +200,19 @@ keys! {
     },
     INSTALLER = {
         name: "installer", env: "PUSHDEPLOY_INSTALLER", file: "installer",
-        commit: Commit::May, kind: Kind::Installer,
+        commit: Commit::Only {
+            allowed: "pip or uv (uv's path is the server's setting uvPath)",
+            check: |v| matches!(v, Typed::Installer(InstallerChoice::Pip | InstallerChoice::Uv)),
+        },
+        kind: Kind::Installer,
         default: Default::Value("pip"),
-        doc: "pip, uv (`uv pip install`, uv found on PATH), or a path to uv",
+        doc: "pip or uv (`uv pip install`); a server layer may also give a path to uv",
+    },
+    UV_PATH = {
+        name: "uvPath", env: "PUSHDEPLOY_UV_PATH", file: "uvPath",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("(uv on PATH)"),
+        doc: "the uv that `installer = uv` runs",
     },
     PROJECT = {
         name: "project", env: "PROJECT", file: "project",
@@ -942,6 +952,13 @@ impl Values {
         self.get(key).map(|s| match &s.typed {
             Typed::Bool(b) => (*b, &s.origin),
             other => unreachable!("{} is a bool, not {other:?}", key.name),
+        })
+    }
+
+    pub fn path(&self, key: &Key) -> Option<&Path> {
+        self.get(key).map(|s| match &s.typed {
+            Typed::Path(p) => p.as_path(),
+            other => unreachable!("{} is a path, not {other:?}", key.name),
         })
     }
 

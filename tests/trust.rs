@@ -157,16 +157,37 @@ fn a_committed_uv_toml_does_not_steer_uv() {
         )
         .write(".deployment", "[config]\ninstaller = uv\n");
     s.commit("uv.toml");
-    let bin = s.root.join("uv-bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(&uv, bin.join("uv")).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    s.git_with(
-        &["push", s.repo.to_str().unwrap(), "main"],
-        &[("PATH", &path)],
-    )
-    .assert_ok()
-    .assert_has("successful");
+    // uv's path is the server's setting.
+    s.config(&["deploy.uvPath", uv.to_str().unwrap()]);
+    s.push(&[])
+        .assert_ok()
+        .assert_has(&format!(
+            "{} pip install -r requirements.txt (into the new env)",
+            uv.display()
+        ))
+        .assert_has("successful");
     assert!(!outside.exists(), "uv installed outside the site");
     s.env_python("import greeting, tinyweb").assert_ok();
+}
+
+/// Issue 11 item 3: `installer = /bin/sh` ran `/bin/sh pip install -r ...`
+/// in the site, so a shell read the commit's file `pip`.
+#[test]
+fn a_commit_chooses_pip_or_uv_never_a_program() {
+    let s = Server::new();
+    s.app("flask-app")
+        .write(".deployment", "[config]\ninstaller = /bin/sh\n");
+    executable(
+        &s,
+        "pip",
+        &format!("#!/bin/sh\necho ran > {}/pip-ran.txt\n", s.root.display()),
+    );
+    s.commit("installer is a shell");
+    let push = s.push(&[]);
+    push.assert_has(
+        "s: .deployment line 2: installer = \"/bin/sh\": a commit may only set pip or uv (uv's path is the server's setting uvPath)",
+    );
+    push.assert_has("failed in step plan");
+    assert!(!s.root.join("pip-ran.txt").exists(), "the commit's pip ran");
+    assert!(!s.site.join("env").exists());
 }
