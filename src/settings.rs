@@ -157,9 +157,15 @@ keys! {
     },
     PYTHON = {
         name: "python", env: "PUSHDEPLOY_PYTHON", file: "python",
-        commit: Commit::May, kind: Kind::Python,
+        // A command or path would be run (to ask its version) even by a dry
+        // run: the commit names a version, the server searches for it.
+        commit: Commit::Only {
+            allowed: "a version such as 3.12 (a command or path is the server's setting)",
+            check: |v| matches!(v, Typed::Python(PythonChoice::Version(_))),
+        },
+        kind: Kind::Python,
         default: Default::Value("python3"),
-        doc: "the interpreter when the commit has no runtime.txt or .python-version: a command, a path, or a version such as 3.12",
+        doc: "the interpreter when the commit has no runtime.txt or .python-version: a version such as 3.12; a server layer may also give a command or a path",
     },
     PYTHON_PATH = {
         name: "pythonPath", env: "PUSHDEPLOY_PYTHON_PATH", file: "pythonPath",
@@ -1043,23 +1049,23 @@ mod tests {
     #[test]
     fn precedence_flag_env_deployment_git_default() {
         let mut s = Sources {
-            env: Environment::from_pairs([("PUSHDEPLOY_PYTHON", "python3.12")]),
+            env: Environment::from_pairs([("PUSHDEPLOY_PYTHON", "3.12")]),
             ..Sources::default()
         };
-        s.git.insert("deploy.python".into(), "python3.10".into());
-        let f = file(&[("python", "python3.11", 3)]);
-        s.flag(PYTHON, "--python", "python3.13");
-        assert_eq!(shown(&s, &f, PYTHON).text, "python3.13");
+        s.git.insert("deploy.python".into(), "3.10".into());
+        let f = file(&[("python", "3.11", 3)]);
+        s.flag(PYTHON, "--python", "3.13");
+        assert_eq!(shown(&s, &f, PYTHON).text, "3.13");
         s.flags.clear();
         assert_eq!(
             shown(&s, &f, PYTHON).origin,
             Origin::Environment("PUSHDEPLOY_PYTHON".into())
         );
         s.env = Environment::default();
-        assert_eq!(shown(&s, &f, PYTHON).text, "python3.11");
+        assert_eq!(shown(&s, &f, PYTHON).text, "3.11");
         assert_eq!(shown(&s, &f, PYTHON).origin, Origin::Deployment(3));
         let none = DeploymentFile::default();
-        assert_eq!(shown(&s, &none, PYTHON).text, "python3.10");
+        assert_eq!(shown(&s, &none, PYTHON).text, "3.10");
         s.git.clear();
         let default = shown(&s, &none, PYTHON);
         assert_eq!(
@@ -1199,6 +1205,22 @@ mod tests {
         assert_eq!(
             values.refused[0].to_string(),
             ".deployment line 3: LD_PRELOAD is not an app setting a commit may set; left out (see README, App settings)"
+        );
+    }
+
+    #[test]
+    fn a_commit_names_a_python_version_never_a_program() {
+        let values = settings(&Sources::default())
+            .for_commit(&file(&[("python", "python-3.12", 1)]))
+            .unwrap();
+        assert!(matches!(values.python().0, PythonChoice::Version(_)));
+        let err = settings(&Sources::default())
+            .for_commit(&file(&[("python", "/srv/site/tool", 4)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            ".deployment line 4: python = \"/srv/site/tool\": a commit may only set a version such as 3.12 (a command or path is the server's setting)"
         );
     }
 

@@ -191,3 +191,50 @@ fn a_commit_chooses_pip_or_uv_never_a_program() {
     assert!(!s.root.join("pip-ran.txt").exists(), "the commit's pip ran");
     assert!(!s.site.join("env").exists());
 }
+
+/// Issue 11 item 7: `.deployment` `python = <site>/tool` (a file an earlier
+/// push deployed) was run by `--dry-run` to ask its version. A commit names
+/// a version; a command or a path is the server's to give.
+#[test]
+fn a_commit_names_a_python_version_and_no_program_runs() {
+    let s = Server::new();
+    let marker = s.root.join("tool-ran.txt");
+    s.app("flask-app");
+    executable(
+        &s,
+        "tool",
+        &format!(
+            "#!/bin/sh\necho ran >> {}\nexec python3 \"$@\"\n",
+            marker.display()
+        ),
+    );
+    s.commit("a tool");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert!(s.site.join("tool").is_file());
+
+    s.remove("runtime.txt").write(
+        ".deployment",
+        &format!("[config]\npython = {}/tool\n", s.site.display()),
+    );
+    s.commit("python is the tool");
+    s.update_without_deploy();
+    let refused = format!(
+        ".deployment line 2: python = \"{}/tool\": a commit may only set a version such as 3.12 (a command or path is the server's setting)",
+        s.site.display()
+    );
+    let dry = s.run("deploy", &["--dry-run"]);
+    assert_ne!(dry.status, 0);
+    assert!(dry.all().contains(&refused), "{}", dry.all());
+    let real = s.run("deploy", &[]);
+    assert_eq!(real.status, 1);
+    assert!(real.stdout.contains(&refused), "{}", real.stdout);
+    assert!(!marker.exists(), "the commit's program ran");
+
+    // A version is fine.
+    s.write(".deployment", "[config]\npython = 3.11\n");
+    s.commit("python is a version");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("(setting python, .deployment line 2) -> ")
+        .assert_has("successful");
+}
