@@ -297,24 +297,31 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
         .read_to_string(&mut input)
         .context("reading the pushed refs from stdin")?;
     let updates = receive::parse(&input)?;
-    let options = env.push_options();
+    // An option that is not UTF-8 is ignored like an unknown one, with its
+    // own line: the push has happened, so the deployment goes on.
+    let options = env.push_options_os();
     let (repository, settings) = open(repo, env, |sources| {
-        for option in &options {
-            if PUSH_OPTIONS.contains(&option.as_str()) {
-                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.clone()));
+        for option in options.iter().filter_map(|o| o.to_str()) {
+            if PUSH_OPTIONS.contains(&option) {
+                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.into()));
             }
         }
         Ok(())
     })?;
-    for option in options
-        .iter()
-        .filter(|o| !PUSH_OPTIONS.contains(&o.as_str()))
-    {
-        report.header(format!(
-            "Ignoring unknown push option {}; known: {}",
-            crate::error::shown(option.as_bytes()),
-            PUSH_OPTIONS.join(", ")
-        ));
+    for option in &options {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = crate::error::shown(option.as_bytes());
+        match option.to_str() {
+            Some(known) if PUSH_OPTIONS.contains(&known) => {}
+            Some(_) => report.header(format!(
+                "Ignoring unknown push option {shown}; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+            None => report.header(format!(
+                "Ignoring push option {shown}: it is not UTF-8; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+        }
     }
     let mut deploy = None;
     for update in &updates {

@@ -238,3 +238,42 @@ fn a_commit_names_a_python_version_and_no_program_runs() {
         .assert_has("(setting python, .deployment line 2) -> ")
         .assert_has("successful");
 }
+
+/// Issue 11: `git push -o $'x\xff'` panicked the hook (`std::env::vars`):
+/// the ref moved, nothing deployed, no record. The option is ignored with
+/// one line and the deployment goes on.
+#[test]
+fn a_push_option_that_is_not_utf8_is_ignored_and_the_push_deploys() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Server::new();
+    s.write("app.py", "print('hi')\n");
+    s.commit("first");
+    let output = std::process::Command::new("git")
+        .current_dir(&s.work)
+        .arg("push")
+        .arg("-o")
+        .arg(std::ffi::OsStr::from_bytes(b"x\xff"))
+        .arg("-o")
+        .arg("recreate-env")
+        .arg(&s.repo)
+        .arg("main")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env(
+            "PUSHDEPLOY_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
+        )
+        .env_remove("GIT_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("Ignoring push option \"x\\xff\": it is not UTF-8; known: recreate-env"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("successful"), "{err}");
+    assert!(s.site.join("app.py").is_file());
+    let records = s.records();
+    assert_eq!(records.len(), 1, "one record");
+}
