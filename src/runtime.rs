@@ -164,6 +164,11 @@ impl fmt::Display for Source {
         match self {
             Source::RuntimeTxt => f.write_str("runtime.txt"),
             Source::PythonVersion => f.write_str(".python-version"),
+            Source::Setting(Origin::Default) => write!(
+                f,
+                "no runtime.txt or .python-version; the default {}",
+                crate::settings::DEFAULT_PYTHON
+            ),
             Source::Setting(origin) => write!(f, "setting python, {origin}"),
         }
     }
@@ -291,6 +296,46 @@ pub struct Search<'a> {
 }
 
 impl Search<'_> {
+    /// Where the search looks and what it skipped, for the message that
+    /// says a runtime is not installed.
+    fn looked_in(&self) -> String {
+        let python_path = if self.python_path.is_empty() {
+            "pythonPath (not set)".to_string()
+        } else {
+            let dirs: Vec<String> = self
+                .python_path
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            format!("pythonPath {}", dirs.join(":"))
+        };
+        let mut out = format!(
+            "looked in PATH, pyenv root {} and {python_path}",
+            self.pyenv_root.display()
+        );
+        let skipped: Vec<String> = self
+            .python_path
+            .iter()
+            .filter_map(|dir| {
+                let err = std::fs::read_dir(dir).err()?;
+                let why = match err.kind() {
+                    std::io::ErrorKind::NotFound => "missing".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
+                    _ => err.to_string(),
+                };
+                Some(format!("{} ({why})", dir.display()))
+            })
+            .collect();
+        if !skipped.is_empty() {
+            out.push_str(&format!(
+                "; skipped pythonPath directories it could not read: {}",
+                skipped.join(", ")
+            ));
+        }
+        out
+    }
+
     /// `name` looked up in PATH, as a shell would.
     fn which(&self, name: &str) -> Option<PathBuf> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -453,15 +498,17 @@ pub fn choose(
                 .collect();
             if request.patch.is_some() && !same_minor.is_empty() {
                 bail!(
-                    "{source}: {request} is not installed; the {}.{} builds found are {}",
+                    "{source}: {request} is not installed; the {}.{} builds found are {}; {}",
                     request.major,
                     request.minor,
-                    list(&same_minor)
+                    list(&same_minor),
+                    search.looked_in()
                 );
             }
             bail!(
-                "{source}: {request} is not installed; found: {}",
-                list(&found)
+                "{source}: {request} is not installed; found: {}; {}",
+                list(&found),
+                search.looked_in()
             )
         }
     }

@@ -126,6 +126,9 @@ pub enum PythonChoice {
     Program(String),
 }
 
+/// The interpreter when nothing names a runtime.
+pub const DEFAULT_PYTHON: &str = "python3";
+
 macro_rules! keys {
     ($($id:ident = { $($field:ident : $value:expr),* $(,)? }),* $(,)?) => {
         $(pub const $id: &Key = &Key { $($field: $value),* };)*
@@ -164,7 +167,7 @@ keys! {
             check: |v| matches!(v, Typed::Python(PythonChoice::Version(_))),
         },
         kind: Kind::Python,
-        default: Default::Value("python3"),
+        default: Default::Value(DEFAULT_PYTHON),
         doc: "the interpreter when the commit has no runtime.txt or .python-version: a version such as 3.12; a server layer may also give a command or a path",
     },
     PYTHON_PATH = {

@@ -277,3 +277,42 @@ fn a_push_option_that_is_not_utf8_is_ignored_and_the_push_deploys() {
     let records = s.records();
     assert_eq!(records.len(), 1, "one record");
 }
+
+/// Issue 11, messages: `(setting python, default)` said nothing to a new
+/// user; the line says why the default applies.
+#[test]
+fn the_default_python_says_why_it_applies() {
+    let s = Server::new();
+    s.app("flask-app").remove("runtime.txt");
+    s.commit("no runtime");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Python runtime: python-3.")
+        .assert_has("(no runtime.txt or .python-version; the default python3) -> ");
+}
+
+/// Issue 11, messages: "python-3.12 is not installed" came back unchanged
+/// with an unreadable or a missing `pythonPath`: it says where it looked and
+/// which directories it skipped.
+#[test]
+fn a_missing_runtime_says_where_it_looked_and_what_it_skipped() {
+    let s = Server::new();
+    let missing = s.root.join("no-such-dir");
+    let file = s.root.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let python_path = format!("{}:{}", missing.display(), file.display());
+    s.config(&["deploy.pythonPath", &python_path]);
+    s.app("flask-app").write("runtime.txt", "python-9.9\n");
+    s.commit("no such python");
+    let push = s.push(&[]);
+    push.assert_has("runtime.txt: python-9.9 is not installed; found: ")
+        .assert_has(&format!(
+            "; looked in PATH, pyenv root {} and pythonPath {python_path}; skipped pythonPath directories it could not read: {} (missing), {} (not a directory)",
+            std::env::var("PYENV_ROOT")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| crate::util::home().join(".pyenv"))
+                .display(),
+            missing.display(),
+            file.display()
+        ));
+}
