@@ -55,11 +55,11 @@ pub struct Key {
 /// What a pushed commit may do with a key: a commit must not redirect its
 /// own deployment (where it goes, what the server runs after it).
 pub enum Commit {
-    /// Server-only: a `.deployment` line for it is ignored.
+    /// Server-only: a `.deployment` line for it is left out, with a note.
     Never,
     /// Any value.
     May,
-    /// Only values that pass `check`; another is refused, naming `allowed`.
+    /// Only values that pass `check`; another fails the plan, naming `allowed`.
     Only {
         allowed: &'static str,
         check: fn(&Typed) -> bool,
