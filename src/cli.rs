@@ -447,7 +447,7 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     crate::packages::installer(
         values.installer(),
         values.path(crate::settings::UV_PATH),
-        settings.env.path(),
+        &settings.env,
     )?;
     // Defaults that depend on the repository or the user, as resolved.
     let resolved = |key: &settings::Key| -> Option<String> {

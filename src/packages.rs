@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::usage;
 use crate::report::{Report, dies_with_us};
-use crate::settings::{InstallerChoice, Origin};
+use crate::settings::{Environment, InstallerChoice, Origin};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
 
@@ -71,27 +71,23 @@ impl Installer {
 }
 
 /// The installer the `installer` setting chooses; uv is `uv_path` (the
-/// server's `uvPath`) or else looked for in PATH (the environment's, given
-/// as `path`).
+/// server's `uvPath`) or else looked for in the environment's PATH.
 pub fn installer(
     (choice, origin): (&InstallerChoice, &Origin),
     uv_path: Option<&Path>,
-    path: Option<&std::ffi::OsStr>,
+    env: &Environment,
 ) -> Result<Installer> {
     match (choice, uv_path) {
         (InstallerChoice::Pip, _) => Ok(Installer::Pip),
         (InstallerChoice::Uv, Some(uv)) => Ok(Installer::Uv {
             path: uv.to_path_buf(),
         }),
-        (InstallerChoice::Uv, None) => {
-            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-            match which::which_in("uv", path, cwd) {
-                Ok(path) => Ok(Installer::Uv { path }),
-                Err(_) => Err(usage(format!(
-                    "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
-                ))),
-            }
-        }
+        (InstallerChoice::Uv, None) => match env.which("uv") {
+            Some(path) => Ok(Installer::Uv { path }),
+            None => Err(usage(format!(
+                "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
+            ))),
+        },
         (InstallerChoice::UvAt(path), _) => Ok(Installer::Uv { path: path.clone() }),
     }
 }

@@ -392,7 +392,7 @@ fn python_plan(
     let installer = packages::installer(
         values.installer(),
         values.path(crate::settings::UV_PATH),
-        settings.env.path(),
+        &settings.env,
     )?;
     let files = requirement_files(commit)?;
     let fingerprint = match &files {

@@ -15,9 +15,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::error::shown;
-use std::ffi::OsStr;
-
-use crate::settings::{Origin, PythonChoice, Setting};
+use crate::settings::{Environment, Origin, PythonChoice, Setting};
 
 /// A wanted Python version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -291,8 +289,8 @@ pub fn probe(path: &Path) -> Option<Interpreter> {
 pub struct Search<'a> {
     pub python_path: &'a [PathBuf],
     pub pyenv_root: &'a Path,
-    /// PATH of the environment pushdeploy runs in.
-    pub path: Option<&'a OsStr>,
+    /// The environment pushdeploy runs in, for its PATH.
+    pub env: &'a Environment,
 }
 
 impl Search<'_> {
@@ -335,12 +333,6 @@ impl Search<'_> {
         }
         out
     }
-
-    /// `name` looked up in PATH, as a shell would.
-    fn which(&self, name: &str) -> Option<PathBuf> {
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        which::which_in(name, self.path, cwd).ok()
-    }
 }
 
 /// Candidate paths for a request, in the documented order (not yet run).
@@ -349,10 +341,10 @@ impl Search<'_> {
 /// directly anyway.
 fn on_path(name: &str, search: &Search) -> Vec<PathBuf> {
     let shims = search.pyenv_root.join("shims");
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    which::which_in_all(name, search.path, cwd)
+    search
+        .env
+        .which_all(name)
         .into_iter()
-        .flatten()
         .filter(|p| p.parent() != Some(shims.as_path()))
         .collect()
 }
@@ -458,7 +450,8 @@ pub fn choose(
             PythonChoice::Version(request) => (*request, Source::Setting(setting.origin.clone())),
             PythonChoice::Program(program) => {
                 // A command or a path: whatever version it is, is the runtime.
-                let Some(interpreter) = search.which(program).and_then(|p| probes.probe(&p)) else {
+                let Some(interpreter) = search.env.which(program).and_then(|p| probes.probe(&p))
+                else {
                     bail!(
                         "setting python ({}): {} is not a Python interpreter that runs; found: {}",
                         setting.origin,

@@ -394,16 +394,19 @@ impl Parsed {
 /// One layer: the values it sets, by key name.
 type Layer = BTreeMap<&'static str, Parsed>;
 
-/// A snapshot of the process environment, taken once, as the OS gives it.
+/// A snapshot of the process environment, taken once, as the OS gives it:
+/// its variables and its working directory.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<OsString, OsString>,
+    cwd: PathBuf,
 }
 
 impl Environment {
     pub fn from_process() -> Self {
         Environment {
             vars: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         }
     }
 
@@ -421,6 +424,7 @@ impl Environment {
                 .into_iter()
                 .map(|(k, v)| (k.to_os_string(), v.to_os_string()))
                 .collect(),
+            cwd: PathBuf::from("/"),
         }
     }
 
@@ -488,9 +492,18 @@ impl Environment {
         PathBuf::from(self.os("GIT_DIR").unwrap_or(OsStr::new(".")))
     }
 
-    /// PATH, where programs are looked for (`which::which_in`).
-    pub fn path(&self) -> Option<&OsStr> {
-        self.os("PATH")
+    /// A program's path: `name` looked for in this environment's PATH as a
+    /// shell would (a name with a `/` relative to the working directory).
+    pub fn which(&self, name: &str) -> Option<PathBuf> {
+        which::which_in(name, self.os("PATH"), &self.cwd).ok()
+    }
+
+    /// Every `name` on PATH, in PATH's order.
+    pub fn which_all(&self, name: &str) -> Vec<PathBuf> {
+        which::which_in_all(name, self.os("PATH"), &self.cwd)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
@@ -728,7 +741,7 @@ impl Settings {
         crate::runtime::Search {
             python_path: &self.python_path,
             pyenv_root: &self.pyenv_root,
-            path: self.env.path(),
+            env: &self.env,
         }
     }
 }
