@@ -453,10 +453,11 @@ pub fn choose(
                 let Some(interpreter) = search.env.which(program).and_then(|p| probes.probe(&p))
                 else {
                     bail!(
-                        "setting python ({}): {} is not a Python interpreter that runs; found: {}",
+                        "setting python ({}): {} is not a Python interpreter that runs; found: {}; {}",
                         setting.origin,
                         shown(program.as_bytes()),
-                        list(&all_found(search, probes))
+                        list(&all_found(search, probes)),
+                        search.looked_in()
                     );
                 };
                 let v = interpreter.version;
