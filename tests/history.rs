@@ -3,9 +3,9 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-use crate::util::{Server, fixtures};
+use crate::util::{Run, Server, git_in};
 
 #[test]
 fn redeploy_of_an_older_id_restores_its_files_and_packages() {
@@ -105,14 +105,9 @@ fn a_push_waits_for_the_running_deployment_and_says_whose() {
 
     s.write("index.html", "two\n");
     s.commit("two");
-    let push = Command::new("git")
-        .args(["push", s.repo.to_str().unwrap(), "main"])
-        .current_dir(&s.work)
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let push = s
+        .git_command(&["push", s.repo.to_str().unwrap(), "main"])
+        .spawn(Stdio::piped(), Stdio::piped());
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(
         s.site_file("index.html"),
@@ -131,32 +126,20 @@ fn a_push_waits_for_the_running_deployment_and_says_whose() {
     assert_eq!(s.site_file("index.html"), "two\n");
 }
 
-/// git in a clone; its output.
-fn git_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+/// git in a clone.
+fn git(dir: &Path, args: &[&str]) -> Run {
+    git_in(dir).args(args).run()
 }
 
 /// Pushes the clone's HEAD to main, again while git refuses it because the
 /// ref moved under it ("cannot lock ref"), as a user would; what the pusher saw.
 fn push_until_accepted(dir: &Path, repo: &Path) -> String {
     for _ in 0..50 {
-        let out = Command::new("git")
-            .args(["push", "-f", repo.to_str().unwrap(), "HEAD:main"])
-            .current_dir(dir)
-            .env("PIP_NO_INDEX", "1")
-            .env("PIP_FIND_LINKS", fixtures().join("wheels"))
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() {
-            return stderr;
+        let out = git(dir, &["push", "-f", repo.to_str().unwrap(), "HEAD:main"]);
+        if out.status == 0 {
+            return out.stderr;
         }
-        assert!(stderr.contains("cannot lock ref"), "{stderr}");
+        assert!(out.stderr.contains("cannot lock ref"), "{out}");
     }
     panic!("a push was refused 50 times");
 }
@@ -171,12 +154,8 @@ fn concurrent_pushes_from_several_clones_end_at_the_branch_head() {
         .map(|i| {
             let dir = s.clone_as(&format!("clone{i}"));
             std::fs::write(dir.join("who.txt"), format!("clone {i}\n")).unwrap();
-            assert!(git_in(&dir, &["add", "-A"]).status.success());
-            assert!(
-                git_in(&dir, &["commit", "-q", "-m", &format!("clone {i}")])
-                    .status
-                    .success()
-            );
+            git(&dir, &["add", "-A"]).assert_ok();
+            git(&dir, &["commit", "-q", "-m", &format!("clone {i}")]).assert_ok();
             dir
         })
         .collect();
@@ -227,15 +206,12 @@ fn twenty_pushes_from_four_clones_at_once() {
                     std::fs::write(dir.join("index.html"), format!("clone {i} push {n}\n"))
                         .unwrap();
                     std::fs::write(dir.join(format!("clone{i}.txt")), format!("{n}\n")).unwrap();
-                    assert!(git_in(&dir, &["add", "-A"]).status.success());
-                    assert!(
-                        git_in(
-                            &dir,
-                            &["commit", "-q", "-m", &format!("clone {i} push {n}")]
-                        )
-                        .status
-                        .success()
-                    );
+                    git(&dir, &["add", "-A"]).assert_ok();
+                    git(
+                        &dir,
+                        &["commit", "-q", "-m", &format!("clone {i} push {n}")],
+                    )
+                    .assert_ok();
                     let stderr = push_until_accepted(&dir, &repo);
                     assert!(stderr.contains("successful"), "{stderr}");
                 }

@@ -207,17 +207,7 @@ fn git_keeps_the_deployed_commit_and_a_lost_one_falls_back_to_comparing() {
         .assert_ok()
         .assert_has("1 to write, 1 to delete (changes since");
     assert!(!s.site.join("old.txt").exists());
-    let gc = std::process::Command::new("git")
-        .args([
-            "--git-dir",
-            s.repo.to_str().unwrap(),
-            "gc",
-            "-q",
-            "--prune=now",
-        ])
-        .status()
-        .unwrap();
-    assert!(gc.success());
+    s.git_server(&["gc", "-q", "--prune=now"]).assert_ok();
     s.write("more.txt", "m\n");
     s.commit("more");
     s.push(&["fresh:main"])
