@@ -11,7 +11,7 @@ use git2::Repository;
 
 use crate::commit::short_id;
 use crate::deploy::{self, Job};
-use crate::error::usage;
+use crate::error::{printable, usage};
 use crate::lock::Lock;
 use crate::receive::{self, Decision, PUSH_OPTIONS};
 use crate::record::{Records, Trigger};
@@ -355,7 +355,11 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
                 v
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&summaries)?)?;
+        writeln!(
+            out,
+            "{}",
+            json_printable(&serde_json::to_string_pretty(&summaries)?)
+        )?;
         return Ok(());
     }
     let active = records
@@ -377,15 +381,27 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             out,
             "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
             format!("{}{mark}", r.seq),
-            short_id(&r.id),
+            printable(short_id(&r.id)),
             status,
             r.trigger.to_string(),
-            r.started,
+            printable(&r.started),
             crate::report::seconds_text(total),
-            r.message
+            printable(&r.message)
         )?;
     }
     Ok(())
+}
+
+/// JSON with DEL and C1 control characters written as `\u` escapes, as it
+/// does C0 ones, so that no string of a record reaches a terminal raw. They can
+/// only be inside strings, where the escape means the same character.
+fn json_printable(json: &str) -> String {
+    json.chars()
+        .map(|c| match c.is_control() {
+            true if c != '\n' => format!("\\u{:04x}", c as u32),
+            _ => c.to_string(),
+        })
+        .collect()
 }
 
 fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
@@ -394,31 +410,36 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
-    writeln!(out, "deployment #{} {}", r.seq, r.id)?;
-    writeln!(out, "ref:      {}", r.ref_name)?;
-    writeln!(out, "author:   {}", r.author)?;
-    writeln!(out, "message:  {}", r.message)?;
+    // Every text of a record came from a commit or a program: escaped.
+    writeln!(out, "deployment #{} {}", r.seq, printable(&r.id))?;
+    writeln!(out, "ref:      {}", printable(&r.ref_name))?;
+    writeln!(out, "author:   {}", printable(&r.author))?;
+    writeln!(out, "message:  {}", printable(&r.message))?;
     writeln!(out, "trigger:  {}", r.trigger)?;
     writeln!(out, "status:   {}", r.status)?;
     if let Some(seconds) = r.seconds {
         writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
     }
-    writeln!(out, "started:  {}", r.started)?;
-    writeln!(out, "finished: {}", r.finished.as_deref().unwrap_or("-"))?;
+    writeln!(out, "started:  {}", printable(&r.started))?;
+    writeln!(
+        out,
+        "finished: {}",
+        printable(r.finished.as_deref().unwrap_or("-"))
+    )?;
     if let Some(error) = &r.error {
-        writeln!(out, "error:    {error}")?;
+        writeln!(out, "error:    {}", printable(error))?;
     }
     for s in &r.steps {
         writeln!(
             out,
             "step:     {} {}",
-            s.step,
+            printable(&s.step),
             crate::report::seconds_text(s.seconds)
         )?;
     }
     writeln!(out)?;
     for line in &r.log {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", printable(line))?;
     }
     Ok(())
 }
@@ -487,9 +508,11 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     } else {
         for (key, value) in rows {
             let key = key.name;
-            writeln!(out, "{:<28} {:<40} {}", key, value.value, value.origin)?;
+            let shown = printable(&value.value);
+            writeln!(out, "{:<28} {:<40} {}", key, shown, value.origin)?;
         }
         for (key, value) in app_settings {
+            let value = printable(&value);
             writeln!(
                 out,
                 "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"

@@ -49,21 +49,57 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// Text that came from a commit, a record or a program, as it is printed:
+/// control characters (C0 but tab, DEL, C1: ESC and CSI among them) and bytes
+/// that are not UTF-8 escaped, so no such text can move the cursor, retitle
+/// or clear the terminal, or start a line of its own. Everything else is kept.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return text.into();
+    }
+    escaped(text.as_bytes(), is_unprintable)
+        .collect::<String>()
+        .into()
+}
+
+/// `printable` for bytes that may not be UTF-8 (names, push options).
+pub fn printable_bytes(bytes: &[u8]) -> String {
+    escaped(bytes, is_unprintable).collect()
+}
+
+fn is_unprintable(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// Each character of `bytes` as it is printed: the ones `escape` picks in
+/// Rust's escaped form (`\n`, `\u{1b}`), invalid bytes as `\xNN`, the rest as
+/// they are. The one escaping that `printable` and `shown` share.
+fn escaped(bytes: &[u8], escape: impl Fn(char) -> bool) -> impl Iterator<Item = String> {
+    bytes.utf8_chunks().flat_map(move |chunk| {
+        let valid = chunk
+            .valid()
+            .chars()
+            .map(|c| match escape(c) {
+                true => c.escape_debug().to_string(),
+                false => c.to_string(),
+            })
+            .collect::<Vec<_>>();
+        let invalid = chunk.invalid().iter().map(|b| format!("\\x{b:02x}"));
+        valid.into_iter().chain(invalid)
+    })
+}
+
 /// Shows a value from a file so that hidden characters can be seen, cut to a
 /// readable length: `"python-3.12\r"`, `"\u{feff}python"`, `"\xff\xfe"` for
 /// bytes that are not UTF-8.
 pub fn shown(value: &[u8]) -> String {
     const MAX: usize = 60;
-    let mut out = String::new();
-    // Each character or invalid byte, as it is shown.
-    let shown = value.utf8_chunks().flat_map(|chunk| {
-        let valid = chunk.valid().chars().map(|c| c.escape_debug().to_string());
-        valid.chain(chunk.invalid().iter().map(|b| format!("\\x{b:02x}")))
-    });
-    let mut parts = shown.take(MAX + 1).collect::<Vec<_>>();
+    // Every character escaped as Rust would quote it: `escape_debug` leaves
+    // ordinary ones as they are and shows the hidden ones.
+    let mut parts = escaped(value, |_| true).take(MAX + 1).collect::<Vec<_>>();
     let cut = parts.len() > MAX;
     parts.truncate(MAX);
-    out.push_str(&parts.concat());
+    let mut out = parts.concat();
     if cut {
         out.push_str(&format!("... ({} bytes)", value.len()));
     }
@@ -72,12 +108,26 @@ pub fn shown(value: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::{printable, printable_bytes, shown};
 
     #[test]
     fn shows_hidden_and_invalid_bytes() {
         assert_eq!(shown(b"python-3.12\r"), r#""python-3.12\r""#);
         assert_eq!(shown(b"\xff\xfeab"), r#""\xff\xfeab""#);
+        assert_eq!(shown("\u{feff}a\"b".as_bytes()), r#""\u{feff}a\"b""#);
         assert!(shown(&[b'a'; 100]).ends_with("... (100 bytes)\""));
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(
+            printable("fix: caf\u{e9}\tok \\ \"q\""),
+            "fix: caf\u{e9}\tok \\ \"q\""
+        );
+        assert_eq!(
+            printable("a\x1b]0;owned\x07b\x1b[2Jc\rd\ne\x7f\u{9b}31m"),
+            r"a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\rd\ne\u{7f}\u{9b}31m"
+        );
+        assert_eq!(printable_bytes(b"x\xff\x1b"), r"x\xff\u{1b}");
     }
 }

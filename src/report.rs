@@ -43,6 +43,9 @@ impl Report {
     }
 
     fn emit(&mut self, line: String) {
+        // Names, messages and program output come from the commit: no control
+        // character of theirs reaches the pusher's terminal or the record.
+        let line = crate::error::printable(&line).into_owned();
         // A closed pipe (the pusher went away) must not stop the deployment.
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();

@@ -241,3 +241,36 @@ fn twenty_pushes_from_four_clones_at_once() {
         assert_eq!(s.site.join(&name).exists(), in_head, "{name}");
     }
 }
+
+/// Issue 11 item 8: a commit's message and author are data for the terminal,
+/// never commands (title, clear screen, a forged row).
+#[test]
+fn list_and_show_print_no_control_character_of_a_commit() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.git(&["add", "-A"]).assert_ok();
+    let message = "fix\x1b]0;owned\x07\x1b[2J\rforged\x7f\u{9b}31m";
+    s.git_with(
+        &["commit", "-q", "-m", message],
+        &[("GIT_AUTHOR_NAME", "Eve\x1b[31m Red\u{85}")],
+    )
+    .assert_ok();
+    s.push(&[]).assert_ok();
+    let raw = |text: &str| text.chars().any(|c| c.is_control() && c != '\n');
+    let list = s.run("list", &[]);
+    list.assert_ok()
+        .assert_has(r"fix\u{1b}]0;owned\u{7}\u{1b}[2J\rforged");
+    assert!(!raw(&list.stdout), "{:?}", list.stdout);
+    let show = s.run("show", &["#1"]);
+    show.assert_ok()
+        .assert_has(r"author:   Eve\u{1b}[31m Red\u{85}")
+        .assert_has(r"\u{7f}\u{9b}31m");
+    assert!(!raw(&show.stdout), "{:?}", show.stdout);
+    let json = s.run("list", &["--json"]);
+    assert!(!raw(&json.stdout), "{:?}", json.stdout);
+    assert_eq!(
+        s.records()[0]["message"],
+        message,
+        "the record keeps the text"
+    );
+}
