@@ -372,9 +372,15 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
     )?;
     for r in &records {
-        let total = r
-            .seconds
-            .unwrap_or_else(|| r.steps.iter().map(|s| s.seconds).sum());
+        let time = match r.seconds {
+            Some(seconds) => crate::report::seconds_text(seconds),
+            // Finished before records kept the whole time: its steps' sum.
+            None if r.finished.is_some() && !r.steps.is_empty() => {
+                crate::report::seconds_text(r.steps.iter().map(|s| s.seconds).sum())
+            }
+            // Running, or killed before it could say how long it took.
+            None => "-".to_string(),
+        };
         let status = r.status.to_string();
         let mark = if Some(r.seq) == active { "*" } else { " " };
         writeln!(
@@ -385,7 +391,7 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             status,
             r.trigger.to_string(),
             printable(&r.started),
-            crate::report::seconds_text(total),
+            time,
             printable(&r.message)
         )?;
     }

@@ -274,3 +274,56 @@ fn list_and_show_print_no_control_character_of_a_commit() {
         "the record keeps the text"
     );
 }
+
+/// A record as `Records::start` writes it when a deployment begins, in the
+/// format records have had from the start (the id a hex string): all that a
+/// deployment killed with SIGKILL leaves behind.
+fn write_running_record(s: &Server, seq: u64, id: &str) {
+    let dir = s.repo.join("pushdeploy/deployments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "seq": seq,
+        "id": id,
+        "ref": "refs/heads/main",
+        "author": "Ada Tester",
+        "message": "killed",
+        "trigger": "push",
+        "started": "2026-11-28T03:26:58Z",
+        "finished": null,
+        "status": "running",
+        "steps": [],
+        "error": null,
+        "pid": 999999999u32,
+        "seconds": null,
+        "log": ["-----> Deploying"]
+    });
+    let path = dir.join(format!("{seq:06}-{}.json", &id[..7]));
+    std::fs::write(path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+}
+
+/// Issue 11: a killed deployment has no time, and `list` says so with `-`
+/// (it printed `-0.00 s`, the sum of no steps).
+#[test]
+fn a_killed_deployments_record_shows_no_time_in_list() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    let id = s.commit("killed");
+    s.update_without_deploy();
+    write_running_record(&s, 1, &id);
+    let running = s.run("list", &[]);
+    running.assert_ok();
+    let row = running.stdout.lines().nth(1).unwrap().to_string();
+    assert!(row.contains(" running ") && row.contains(" -  "), "{row}");
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("(#1) did not finish; its record is marked failed");
+    let list = s.run("list", &[]);
+    list.assert_ok();
+    assert!(!list.stdout.contains("-0.00"), "{}", list.stdout);
+    let killed = list.stdout.lines().nth(2).unwrap();
+    assert!(
+        killed.starts_with("1 ") && killed.contains(" failed "),
+        "{killed}"
+    );
+    assert!(killed.contains(" -  "), "{killed}");
+}
