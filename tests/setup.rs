@@ -67,3 +67,37 @@ fn python_steps_are_skipped_without_requirements_or_with_the_skip_file() {
     assert!(!s.site.join("env").exists());
     assert!(s.site.join("app.py").exists());
 }
+
+/// Issue 11: root running a command on the deploy user's repository hears
+/// whose it is and how to run it as them, not libgit2's "not owned by
+/// current user". Only root can give a repository to another user here.
+#[test]
+fn a_repository_of_another_user_is_named_with_its_owner() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: the message is checked by the unit test in cli.rs");
+        return;
+    }
+    let s = Server::new();
+    std::os::unix::fs::chown(&s.repo, Some(65534), None).unwrap();
+    let run = s.run("list", &[]);
+    run.assert_status(2)
+        .assert_has(&format!("{} belongs to ", s.repo.display()))
+        .assert_has(", not to root; run pushdeploy as the repository's owner")
+        .assert_has(" pushdeploy list --repo ");
+    assert!(!run.has("not owned by current user"), "{run}");
+}
+
+/// Issue 11: outside a repository, the message says how to name one.
+#[test]
+fn outside_a_repository_the_message_mentions_repo() {
+    let s = Server::new();
+    let run = s.pushdeploy(&["list"]);
+    run.assert_status(2)
+        .assert_has(&format!("{}: not a git repository", s.root.display()))
+        .assert_has("--repo <path>");
+    let missing = s.root.join("missing.git");
+    s.pushdeploy(&["list", "--repo", missing.to_str().unwrap()])
+        .assert_status(2)
+        .assert_has("repository ")
+        .assert_has("No such file or directory");
+}
