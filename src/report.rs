@@ -23,6 +23,14 @@ pub struct Report {
     pub current: Option<String>,
     /// Variables for every program a step runs (`.deployment` app settings).
     pub extra_env: Vec<(String, String)>,
+    /// Lines being folded into one count (see `folding`).
+    fold: Option<Fold>,
+}
+
+/// A run of output lines that start with `prefix`, printed as one line.
+struct Fold {
+    prefix: &'static str,
+    lines: Vec<String>,
 }
 
 pub const INDENT: &str = "       ";
@@ -35,6 +43,7 @@ impl Report {
             steps: Vec::new(),
             current: None,
             extra_env: Vec::new(),
+            fold: None,
         }
     }
 
@@ -57,7 +66,48 @@ impl Report {
     }
 
     pub fn detail(&mut self, text: impl AsRef<str>) {
-        self.emit(format!("{INDENT}{}", text.as_ref()));
+        let text = text.as_ref();
+        if let Some(fold) = &mut self.fold {
+            if text.starts_with(fold.prefix) {
+                fold.lines.push(text.to_string());
+                return;
+            }
+            self.end_fold_run();
+        }
+        self.emit(format!("{INDENT}{text}"));
+    }
+
+    /// Runs `f` with each run of two or more lines that start with `prefix`
+    /// printed as one: `Deleting 173 files ('a.css' ... 'z.js')` for
+    /// Django's one `Deleting '...'` line per file.
+    pub fn folding<T>(&mut self, prefix: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.fold = Some(Fold {
+            prefix,
+            lines: Vec::new(),
+        });
+        let result = f(self);
+        self.end_fold_run();
+        self.fold = None;
+        result
+    }
+
+    fn end_fold_run(&mut self) {
+        let Some(fold) = &mut self.fold else { return };
+        let lines = std::mem::take(&mut fold.lines);
+        let verb = fold.prefix.trim_end_matches(['\'', ' ']);
+        match lines.as_slice() {
+            [] => {}
+            [one] => self.emit(format!("{INDENT}{one}")),
+            [first, .., last] => {
+                let what =
+                    |line: &str| line[fold.prefix.len()..].trim_end_matches('\'').to_string();
+                let (first, last) = (what(first), what(last));
+                self.emit(format!(
+                    "{INDENT}{verb} {} files ('{first}' ... '{last}')",
+                    lines.len()
+                ));
+            }
+        }
     }
 
     /// Runs one step under its header and reports its time.
