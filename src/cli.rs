@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use git2::Repository;
 
-use crate::commit::short_id;
 use crate::deploy::{self, Job};
 use crate::error::{printable, usage};
 use crate::lock::Lock;
@@ -302,7 +301,7 @@ pub fn run() -> Result<ExitCode> {
                 .find(&id)
                 .map_err(|e| usage(format!("{e:#}")))?;
             let job = Job {
-                rev: Some(record.id),
+                rev: Some(record.id.to_string()),
                 ref_name: None,
                 trigger: Trigger::Redeploy,
                 dry_run: false,
@@ -439,7 +438,7 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             out,
             "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
             format!("{}{mark}", r.seq),
-            printable(short_id(&r.id)),
+            r.short(),
             status,
             r.trigger.to_string(),
             printable(&r.started),
@@ -469,7 +468,7 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
     // Every text of a record came from a commit or a program: escaped.
-    writeln!(out, "deployment #{} {}", r.seq, printable(&r.id))?;
+    writeln!(out, "deployment #{} {}", r.seq, r.id)?;
     writeln!(out, "ref:      {}", printable(&r.ref_name))?;
     writeln!(out, "author:   {}", printable(&r.author))?;
     writeln!(out, "message:  {}", printable(&r.message))?;

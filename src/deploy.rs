@@ -81,7 +81,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
-            short_id(&stale.id),
+            short_id(&stale.id.to_string()),
             stale.seq
         ));
     }

@@ -327,3 +327,61 @@ fn a_killed_deployments_record_shows_no_time_in_list() {
     );
     assert!(killed.contains(" -  "), "{killed}");
 }
+
+/// Issue 9: records keep the id as 40 hex digits, so records written before
+/// ids were typed (this one also lacks `seconds`, as the first ones did)
+/// list, show and redeploy as they did; a record whose id is not a commit
+/// id is refused with its file named.
+#[test]
+fn records_in_the_format_written_before_load() {
+    let s = Server::new();
+    s.write("index.html", "old\n");
+    let old = s.commit("old");
+    s.update_without_deploy();
+    let dir = s.repo.join("pushdeploy/deployments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = format!(
+        r#"{{
+  "seq": 1,
+  "id": "{old}",
+  "ref": "refs/heads/main",
+  "author": "Ada Tester",
+  "message": "old",
+  "trigger": "push",
+  "started": "2026-11-20T10:00:00Z",
+  "finished": "2026-11-20T10:00:01Z",
+  "status": "success",
+  "steps": [{{"step": "sync", "seconds": 0.25}}],
+  "error": null,
+  "pid": 4242,
+  "log": ["-----> Deploying {short} (refs/heads/main)"]
+}}"#,
+        short = &old[..7]
+    );
+    std::fs::write(dir.join(format!("000001-{}.json", &old[..7])), record).unwrap();
+    let list = s.run("list", &[]);
+    list.assert_ok()
+        .assert_has(&format!("1*    {}  success  push", &old[..7]));
+    assert!(list.stdout.contains("0.25 s"), "the steps' sum: {list}");
+    s.run("show", &[&old[..9]])
+        .assert_ok()
+        .assert_has(&format!("deployment #1 {old}"))
+        .assert_has("step:     sync 0.25 s");
+    s.write("index.html", "new\n");
+    s.commit("new");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s.run("redeploy", &["#1"]).assert_ok();
+    assert_eq!(s.site_file("index.html"), "old\n");
+    let records = s.records();
+    assert_eq!(records[0]["id"], old.as_str(), "written as it was read");
+    assert_eq!(records[2]["id"], old.as_str());
+
+    let bad = std::fs::read_to_string(dir.join(format!("000001-{}.json", &old[..7])))
+        .unwrap()
+        .replace(&old, &old[..12]);
+    std::fs::write(dir.join("000009-bad.json"), bad).unwrap();
+    s.run("list", &[])
+        .assert_status(1)
+        .assert_has("000009-bad.json: not a deployment record")
+        .assert_has("is not a commit id");
+}
