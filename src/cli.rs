@@ -177,18 +177,8 @@ const REPO_HINT: &str = "; run pushdeploy in the bare repository (or with $GIT_D
 
 /// Why a repository cannot be opened, as a user on the server needs to hear it.
 fn cannot_open(path: &Path, given: bool, err: &git2::Error) -> anyhow::Error {
-    use std::os::unix::fs::MetadataExt;
-    if err.code() == git2::ErrorCode::Owner
-        && let Ok(meta) = fs_err::metadata(path)
-    {
-        let me = rustix::process::geteuid().as_raw();
-        let command: Vec<String> = std::env::args().skip(1).collect();
-        return usage(not_owned_message(
-            path,
-            &user_name(meta.uid()),
-            &user_name(me),
-            &command,
-        ));
+    if let Some(not_owned) = crate::error::not_owned(path, err) {
+        return not_owned;
     }
     let hint = if given { "" } else { REPO_HINT };
     usage(format!(
@@ -196,35 +186,6 @@ fn cannot_open(path: &Path, given: bool, err: &git2::Error) -> anyhow::Error {
         path.display(),
         err.message()
     ))
-}
-
-/// The repository belongs to another user: whose it is, and the command
-/// again as that user. A deployment run by someone else would leave files in
-/// the site and the state dir that the owner, whose pushes deploy, cannot
-/// replace.
-fn not_owned_message(path: &Path, owner: &str, me: &str, command: &[String]) -> String {
-    let again = shell_words::join(
-        ["sudo", "-u", owner, "pushdeploy"]
-            .into_iter()
-            .chain(command.iter().map(String::as_str)),
-    );
-    format!(
-        "{} belongs to {owner}, not to {me}; run pushdeploy as the repository's owner, as its pushes do: `{again}`",
-        path.display()
-    )
-}
-
-/// A user's name from /etc/passwd, or `uid N` when it has none there.
-fn user_name(uid: u32) -> String {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split(':');
-            let name = fields.next()?;
-            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn flags(
@@ -577,26 +538,4 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_owned_message;
-    use std::path::Path;
-
-    #[test]
-    fn a_repository_of_another_user_is_named_with_the_command_as_its_owner() {
-        let command = ["show", "--repo", "/srv/git/my shop.git", "#4"].map(String::from);
-        assert_eq!(
-            not_owned_message(
-                Path::new("/srv/git/my shop.git"),
-                "deploy",
-                "root",
-                &command
-            ),
-            "/srv/git/my shop.git belongs to deploy, not to root; run pushdeploy as the \
-             repository's owner, as its pushes do: \
-             `sudo -u deploy pushdeploy show --repo '/srv/git/my shop.git' '#4'`"
-        );
-    }
 }

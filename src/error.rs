@@ -106,9 +106,96 @@ pub fn shown(value: &[u8]) -> String {
     format!("\"{out}\"")
 }
 
+/// libgit2 refuses a repository of another user (as git does without
+/// `safe.directory`): say whose it is and give the command again as that
+/// user. Run by someone else, a deployment would leave files in the site and
+/// the state dir that the owner, whose pushes deploy, cannot replace.
+pub fn not_owned(path: &std::path::Path, err: &git2::Error) -> Option<anyhow::Error> {
+    use std::os::unix::fs::MetadataExt;
+    if err.code() != git2::ErrorCode::Owner {
+        return None;
+    }
+    let owner = fs_err::metadata(path).ok()?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    Some(usage(not_owned_message(
+        path,
+        user_name(owner),
+        user_name(me),
+        &command,
+    )))
+}
+
+/// A user by name (from /etc/passwd) and uid.
+struct User {
+    name: Option<String>,
+    uid: u32,
+}
+
+fn user_name(uid: u32) -> User {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    });
+    User { name, uid }
+}
+
+fn not_owned_message(path: &std::path::Path, owner: User, me: User, command: &[String]) -> String {
+    let named = |u: &User| u.name.clone().unwrap_or_else(|| format!("uid {}", u.uid));
+    // sudo takes a uid without a name as `#N`.
+    let sudo_user = owner
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("#{}", owner.uid));
+    let again = shell_words::join(
+        ["sudo", "-u", &sudo_user, "pushdeploy"]
+            .into_iter()
+            .chain(command.iter().map(String::as_str)),
+    );
+    format!(
+        "{} belongs to {}, not to {}; run pushdeploy as the repository's owner, as its pushes do: `{again}`",
+        path.display(),
+        named(&owner),
+        named(&me)
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{printable, printable_bytes, shown};
+    use super::{User, not_owned_message, printable, printable_bytes, shown};
+    use std::path::Path;
+
+    #[test]
+    fn a_repository_of_another_user_is_named_with_the_command_as_its_owner() {
+        let user = |name: Option<&str>, uid| User {
+            name: name.map(str::to_string),
+            uid,
+        };
+        let command = ["show", "--repo", "/srv/git/my shop.git", "#4"].map(String::from);
+        let path = Path::new("/srv/git/my shop.git");
+        assert_eq!(
+            not_owned_message(
+                path,
+                user(Some("deploy"), 998),
+                user(Some("root"), 0),
+                &command
+            ),
+            "/srv/git/my shop.git belongs to deploy, not to root; run pushdeploy as the \
+             repository's owner, as its pushes do: \
+             `sudo -u deploy pushdeploy show --repo '/srv/git/my shop.git' '#4'`"
+        );
+        let message = not_owned_message(path, user(None, 4242), user(Some("root"), 0), &[]);
+        assert!(
+            message.contains("belongs to uid 4242, not to root"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`sudo -u '#4242' pushdeploy`"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn shows_hidden_and_invalid_bytes() {

@@ -58,10 +58,10 @@ fn adopt(path: &Path) -> Result<Repository> {
             Some(workdir) => Err(not_bare(workdir)),
             None => Ok(repo),
         },
-        Err(_) => Err(usage(format!(
+        Err(e) => Err(crate::error::not_owned(path, &e).unwrap_or_else(|| usage(format!(
             "{}: exists but is not a git repository; give a new path, or one made with `git init --bare`",
             path.display()
-        ))),
+        )))),
     }
 }
 

@@ -85,6 +85,16 @@ fn a_repository_of_another_user_is_named_with_its_owner() {
         .assert_has(", not to root; run pushdeploy as the repository's owner")
         .assert_has(" pushdeploy list --repo ");
     assert!(!run.has("not owned by current user"), "{run}");
+    // Adopting it with init is refused the same way.
+    s.pushdeploy(&[
+        "init",
+        s.repo.to_str().unwrap(),
+        "--site",
+        s.site.to_str().unwrap(),
+    ])
+    .assert_status(2)
+    .assert_has(&format!("{} belongs to ", s.repo.display()))
+    .assert_has(" pushdeploy init ");
 }
 
 /// Issue 11: outside a repository, the message says how to name one.
