@@ -370,7 +370,7 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         writeln!(
             out,
             "{}",
-            json_printable(&serde_json::to_string_pretty(&summaries)?)
+            crate::error::json_printable(&serde_json::to_string_pretty(&summaries)?)
         )?;
         return Ok(());
     }
@@ -408,18 +408,6 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// JSON with DEL and C1 control characters written as `\u` escapes, as it
-/// does C0 ones, so that no string of a record reaches a terminal raw. They can
-/// only be inside strings, where the escape means the same character.
-fn json_printable(json: &str) -> String {
-    json.chars()
-        .map(|c| match c.is_control() {
-            true if c != '\n' => format!("\\u{:04x}", c as u32),
-            _ => c.to_string(),
-        })
-        .collect()
 }
 
 fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {

@@ -149,7 +149,8 @@ fn dry_run(
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
             &mut out,
-            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+            crate::error::json_printable(&format!("{}\n", serde_json::to_string_pretty(&plan)?))
+                .as_bytes(),
         )?;
     } else {
         report.header(format!(

@@ -89,6 +89,19 @@ fn escaped(bytes: &[u8], escape: impl Fn(char) -> bool) -> impl Iterator<Item = 
     })
 }
 
+/// JSON with DEL and C1 control characters written as `\u` escapes, as
+/// serde_json writes C0 ones, so that no string from a commit reaches a
+/// terminal raw. They can only be inside strings, where the escape means the
+/// same character.
+pub fn json_printable(json: &str) -> String {
+    json.chars()
+        .map(|c| match c.is_control() {
+            true if c != '\n' => format!("\\u{:04x}", c as u32),
+            _ => c.to_string(),
+        })
+        .collect()
+}
+
 /// Shows a value from a file so that hidden characters can be seen, cut to a
 /// readable length: `"python-3.12\r"`, `"\u{feff}python"`, `"\xff\xfe"` for
 /// bytes that are not UTF-8.
@@ -164,7 +177,7 @@ fn not_owned_message(path: &std::path::Path, owner: User, me: User, command: &[S
 
 #[cfg(test)]
 mod tests {
-    use super::{User, not_owned_message, printable, printable_bytes, shown};
+    use super::{User, json_printable, not_owned_message, printable, printable_bytes, shown};
     use std::path::Path;
 
     #[test]
@@ -216,5 +229,7 @@ mod tests {
             r"a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\rd\ne\u{7f}\u{9b}31m"
         );
         assert_eq!(printable_bytes(b"x\xff\x1b"), r"x\xff\u{1b}");
+        let json = serde_json::to_string_pretty(&["a\x1b\x7f\u{9b}"]).unwrap();
+        assert_eq!(json_printable(&json), "[\n  \"a\\u001b\\u007f\\u009b\"\n]");
     }
 }

@@ -266,8 +266,11 @@ fn list_and_show_print_no_control_character_of_a_commit() {
         .assert_has(r"author:   Eve\u{1b}[31m Red\u{85}")
         .assert_has(r"\u{7f}\u{9b}31m");
     assert!(!raw(&show.stdout), "{:?}", show.stdout);
-    let json = s.run("list", &["--json"]);
-    assert!(!raw(&json.stdout), "{:?}", json.stdout);
+    for args in [&["list", "--json"][..], &["deploy", "--dry-run", "--json"]] {
+        let json = s.run(args[0], &args[1..]);
+        json.assert_ok().assert_has(r"\u001b]0;owned");
+        assert!(!raw(&json.stdout), "{:?}", json.stdout);
+    }
     assert_eq!(
         s.records()[0]["message"],
         message,
