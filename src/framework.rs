@@ -39,3 +39,43 @@ pub fn collectstatic(site: &Path, report: &mut Report) -> Result<()> {
     .dir(site);
     report.folding("Deleting '", |r| r.run("manage.py collectstatic", expr))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::report::{INDENT, Report};
+
+    #[test]
+    fn runs_of_deleting_lines_are_folded_into_one_each() {
+        let mut report = Report::new(Box::new(std::io::sink()));
+        report.folding("Deleting '", |r| {
+            for line in [
+                "before",
+                "Deleting 'a.css'",
+                "Deleting 'b/c.js'",
+                "Deleting 'z.png'",
+                "",
+                "Deleting 'alone.txt'",
+                "after",
+                "Deleting 'x'",
+                "Deleting 'y'",
+            ] {
+                r.detail(line);
+            }
+        });
+        report.detail("Deleting 'not folded'");
+        let log: Vec<&str> = report.log.iter().map(|l| l.trim_start()).collect();
+        assert_eq!(
+            log,
+            [
+                "before",
+                "Deleting 3 files ('a.css' ... 'z.png')",
+                "",
+                "Deleting 'alone.txt'",
+                "after",
+                "Deleting 2 files ('x' ... 'y')",
+                "Deleting 'not folded'",
+            ]
+        );
+        assert!(report.log[0].starts_with(INDENT));
+    }
+}

@@ -27,10 +27,13 @@ pub struct Report {
     fold: Option<Fold>,
 }
 
-/// A run of output lines that start with `prefix`, printed as one line.
+/// A run of output lines that start with `prefix` (one per file), printed
+/// as one line when it ends: how many, the first and the last.
 struct Fold {
     prefix: &'static str,
-    lines: Vec<String>,
+    count: usize,
+    first: String,
+    last: String,
 }
 
 pub const INDENT: &str = "       ";
@@ -69,7 +72,11 @@ impl Report {
         let text = text.as_ref();
         if let Some(fold) = &mut self.fold {
             if text.starts_with(fold.prefix) {
-                fold.lines.push(text.to_string());
+                if fold.count == 0 {
+                    fold.first = text.to_string();
+                }
+                fold.last = text.to_string();
+                fold.count += 1;
                 return;
             }
             self.end_fold_run();
@@ -79,11 +86,13 @@ impl Report {
 
     /// Runs `f` with each run of two or more lines that start with `prefix`
     /// printed as one: `Deleting 173 files ('a.css' ... 'z.js')` for
-    /// Django's one `Deleting '...'` line per file.
+    /// Django's one `Deleting '<file>'` line per file.
     pub fn folding<T>(&mut self, prefix: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
         self.fold = Some(Fold {
             prefix,
-            lines: Vec::new(),
+            count: 0,
+            first: String::new(),
+            last: String::new(),
         });
         let result = f(self);
         self.end_fold_run();
@@ -93,21 +102,24 @@ impl Report {
 
     fn end_fold_run(&mut self) {
         let Some(fold) = &mut self.fold else { return };
-        let lines = std::mem::take(&mut fold.lines);
+        let (count, first, last) = (
+            std::mem::take(&mut fold.count),
+            std::mem::take(&mut fold.first),
+            std::mem::take(&mut fold.last),
+        );
         let verb = fold.prefix.trim_end_matches(['\'', ' ']);
-        match lines.as_slice() {
-            [] => {}
-            [one] => self.emit(format!("{INDENT}{one}")),
-            [first, .., last] => {
-                let what =
-                    |line: &str| line[fold.prefix.len()..].trim_end_matches('\'').to_string();
-                let (first, last) = (what(first), what(last));
-                self.emit(format!(
-                    "{INDENT}{verb} {} files ('{first}' ... '{last}')",
-                    lines.len()
-                ));
-            }
-        }
+        // `Deleting 'css/site.css'` -> `css/site.css`.
+        let name = |line: String| line[fold.prefix.len()..].trim_end_matches('\'').to_string();
+        let line = match count {
+            0 => return,
+            1 => first,
+            _ => format!(
+                "{verb} {count} files ('{}' ... '{}')",
+                name(first),
+                name(last)
+            ),
+        };
+        self.emit(format!("{INDENT}{line}"));
     }
 
     /// Runs one step under its header and reports its time.
