@@ -1,6 +1,12 @@
 //! A server in a temp dir: a bare repository set up with `pushdeploy init`,
 //! its site, and a clone to push from with the real git client. pip installs
 //! only from `fixtures/wheels`, never from the network.
+//!
+//! Every program a test runs (pushdeploy, git, the env's python) goes through
+//! `TestCommand`, which gives it the test environment (the tests' cache dir
+//! among it) and, when a check fails, shows the command, its directory, its
+//! status and its output. Whole outputs are compared with
+//! `tests/transcripts/` by `assert_transcript`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -116,21 +122,11 @@ impl TestCommand {
         } else {
             program.display().to_string()
         };
-        let args = self.cmd.get_args().map(|a| {
-            let a = a.to_string_lossy();
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@#,+".contains(c))
-            {
-                a.into_owned()
-            } else {
-                format!("{a:?}")
-            }
-        });
-        std::iter::once(program)
-            .chain(args)
-            .collect::<Vec<_>>()
-            .join(" ")
+        let args = self
+            .cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned());
+        shell_words::join(std::iter::once(program).chain(args))
     }
 
     fn dir(&self) -> PathBuf {
