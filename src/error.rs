@@ -50,9 +50,9 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Text that came from a commit, a record or a program, as it is printed:
-/// control characters (C0 but tab, DEL, C1: ESC and CSI among them) and bytes
-/// that are not UTF-8 escaped, so no such text can move the cursor, retitle
-/// or clear the terminal, or start a line of its own. Everything else is kept.
+/// control characters (C0 but tab, DEL, C1: ESC and CSI among them) escaped
+/// as `\u{1b}`, so no such text can move the cursor, retitle or clear the
+/// terminal, or start a line of its own. Everything else is kept.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(is_unprintable) {
         return text.into();
@@ -60,11 +60,6 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     escaped(text.as_bytes(), is_unprintable)
         .collect::<String>()
         .into()
-}
-
-/// `printable` for bytes that may not be UTF-8 (names, push options).
-pub fn printable_bytes(bytes: &[u8]) -> String {
-    escaped(bytes, is_unprintable).collect()
 }
 
 fn is_unprintable(c: char) -> bool {
@@ -177,7 +172,7 @@ fn not_owned_message(path: &std::path::Path, owner: User, me: User, command: &[S
 
 #[cfg(test)]
 mod tests {
-    use super::{User, json_printable, not_owned_message, printable, printable_bytes, shown};
+    use super::{User, json_printable, not_owned_message, printable, shown};
     use std::path::Path;
 
     #[test]
@@ -228,7 +223,6 @@ mod tests {
             printable("a\x1b]0;owned\x07b\x1b[2Jc\rd\ne\x7f\u{9b}31m"),
             r"a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\rd\ne\u{7f}\u{9b}31m"
         );
-        assert_eq!(printable_bytes(b"x\xff\x1b"), r"x\xff\u{1b}");
         let json = serde_json::to_string_pretty(&["a\x1b\x7f\u{9b}"]).unwrap();
         assert_eq!(json_printable(&json), "[\n  \"a\\u001b\\u007f\\u009b\"\n]");
     }
