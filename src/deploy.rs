@@ -29,7 +29,7 @@ use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
 use crate::process::{Limits, Runner};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
-use crate::settings::{HEALTH_CHECK, POST_DEPLOY, Settings};
+use crate::settings::{POST_DEPLOY, Settings};
 use crate::sync::{self, Journal, Recovered};
 
 /// What to deploy, and how.
@@ -96,7 +96,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         }
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked {}",
-            short_id(&stale.id),
+            short_id(&stale.id.to_string()),
             stale.seq,
             stale.status
         ));
@@ -186,13 +186,14 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
             &mut out,
-            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+            crate::error::json_printable(&format!("{}\n", serde_json::to_string_pretty(&plan)?))
+                .as_bytes(),
         )?;
     } else {
         report.header(format!(
@@ -295,20 +296,22 @@ fn execute(
 ) -> Ending {
     let planned = (|| {
         check_site(settings)?;
-        let (settings, commit, file) = plan::prepare(settings, commit)?;
-        let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
+        let (values, commit) = plan::prepare(settings, commit)?;
+        let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
         let runner = Runner::new(
             os_pairs(&plan.app_settings),
-            Limits::from_sources(&settings.sources)?,
+            Limits::from_values(&values),
             Some(&settings.state_dir),
         );
-        anyhow::Ok((settings, commit, plan, runner))
+        anyhow::Ok((commit, plan, runner))
     })();
-    let (settings, commit, plan, runner) = match planned {
+    let (commit, plan, runner) = match planned {
         Ok(planned) => planned,
         Err(e) => return Ending::Failed(e),
     };
-    let settings = &settings;
+    for refused in &plan.refused_app_settings {
+        report.header(refused.to_string());
+    }
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     let sync_plan = match &plan.deploy {
@@ -603,6 +606,10 @@ fn after_the_files(
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
+    // postDeploy and the health check are the server's commands: no app
+    // setting of the commit reaches them (a `PATH` could choose which
+    // program a name runs).
+    let runner = &runner.for_server();
     match post_deploy {
         Some(words) => report.step(
             "postDeploy",
@@ -751,19 +758,19 @@ fn roll_back(
 /// A runner with the app settings of the last successful deployment's
 /// `.deployment`, and the whole deployment time again.
 fn old_version_runner(settings: &Settings, repo: &Repository) -> Runner {
-    let old = manifest::Store::new(&settings.state_dir)
+    let values = manifest::Store::new(&settings.state_dir)
         .load(&settings.site)
         .ok()
         .flatten()
         .and_then(|m| Commit::open(repo, &m.commit).ok())
         .and_then(|c| plan::prepare(settings, c).ok())
-        .map(|(settings, _, file)| settings.sources.app_settings(&file))
-        .unwrap_or_default();
-    let limits = Limits::from_sources(&settings.sources).unwrap_or(Limits {
-        idle: std::time::Duration::from_secs(60),
-        total: std::time::Duration::from_secs(3600),
-    });
-    Runner::new(os_pairs(&old), limits, Some(&settings.state_dir))
+        .map(|(values, _)| values)
+        .or_else(|| settings.for_commit(&Default::default()).ok());
+    let (app, limits) = match &values {
+        Some(values) => (values.app.clone(), Limits::from_values(values)),
+        None => (Vec::new(), Limits::DEFAULT),
+    };
+    Runner::new(os_pairs(&app), limits, Some(&settings.state_dir))
 }
 
 /// The old version's collectstatic (when the new one's ran), `postDeploy`
@@ -783,15 +790,10 @@ fn run_old_version(
             |r| framework::collectstatic(site, runner, r),
         )?;
     }
-    let post_deploy = settings
-        .sources
-        .get(POST_DEPLOY)
-        .and_then(|v| shell_words::split(&v.value).ok())
-        .filter(|w| !w.is_empty());
-    let health_check = match settings.sources.get(HEALTH_CHECK) {
-        Some(_) => health::from_sources(&settings.sources)?,
-        None => None,
-    };
+    // Server settings: the same whatever the commit.
+    let values = settings.for_commit(&Default::default())?;
+    let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
+    let health_check = health::from_values(&values)?;
     if switch.switched {
         after_the_files(
             post_deploy.as_deref(),

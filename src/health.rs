@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::process::Runner;
 use crate::report::Report;
-use crate::settings::{HEALTH_CHECK, HEALTH_CHECK_TIMEOUT, Sources};
+use crate::settings::{HEALTH_CHECK, HEALTH_CHECK_TIMEOUT, Values};
 
 /// What the health check asks.
 #[derive(Debug, Clone, Serialize)]
@@ -42,25 +42,20 @@ impl std::fmt::Display for HealthCheck {
 }
 
 /// The `healthCheck` setting, checked in the plan.
-pub fn from_sources(sources: &Sources) -> Result<Option<HealthCheck>> {
-    let Some(value) = sources.get(HEALTH_CHECK) else {
+pub fn from_values(values: &Values) -> Result<Option<HealthCheck>> {
+    let Some((text, origin)) = values.text(HEALTH_CHECK) else {
         return Ok(None);
     };
-    let text = value.value.trim();
+    let text = text.trim();
     let probe = if text.starts_with("http://") || text.starts_with("https://") {
-        ureq::http::Uri::try_from(text).with_context(|| {
-            format!(
-                "setting healthCheck ({}): {text:?} is not a URL",
-                value.origin
-            )
-        })?;
+        ureq::http::Uri::try_from(text)
+            .with_context(|| format!("setting healthCheck ({origin}): {text:?} is not a URL"))?;
         Probe::Url {
             url: text.to_string(),
         }
     } else if text.contains("://") {
         bail!(
-            "setting healthCheck ({}): {text:?}: only http and https URLs are checked; or give a command",
-            value.origin
+            "setting healthCheck ({origin}): {text:?}: only http and https URLs are checked; or give a command"
         );
     } else {
         let words = shell_words::split(text)
@@ -68,21 +63,12 @@ pub fn from_sources(sources: &Sources) -> Result<Option<HealthCheck>> {
             .filter(|w| !w.is_empty())
             .with_context(|| {
                 format!(
-                    "setting healthCheck ({}): {text:?} is neither a URL nor a command line",
-                    value.origin
+                    "setting healthCheck ({origin}): {text:?} is neither a URL nor a command line"
                 )
             })?;
         Probe::Command { words }
     };
-    let timeout = sources.effective(HEALTH_CHECK_TIMEOUT);
-    let timeout = match timeout.value.trim().parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => bail!(
-            "setting healthCheckTimeout ({}): {:?} is not a number of seconds",
-            timeout.origin,
-            timeout.value
-        ),
-    };
+    let timeout = values.seconds(HEALTH_CHECK_TIMEOUT).unwrap_or(30);
     Ok(Some(HealthCheck { probe, timeout }))
 }
 

@@ -18,7 +18,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_BUILD_COMMAND, POST_DEPLOY, PROJECT, RECREATE_ENV,
-    SCM_DO_BUILD, SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, parse_bool,
+    Refused, SCM_DO_BUILD, SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -40,8 +40,11 @@ pub struct Plan {
     /// Skipped with a reason when a custom command deploys.
     pub python: Python,
     pub framework: Framework,
-    /// `.deployment` keys that are not settings, passed to the build steps.
+    /// `.deployment` keys that are not settings, passed to the build steps
+    /// (never to `postDeploy` or the health check).
     pub app_settings: Vec<(String, String)>,
+    /// `.deployment` keys that a commit may not set: left out.
+    pub refused_app_settings: Vec<Refused>,
     /// Oryx's `POST_BUILD_COMMAND`, run in the site after the switch, as words.
     pub post_build: Option<Vec<String>>,
     /// Run after the switch (a server setting), as words: restarts the app.
@@ -102,30 +105,25 @@ pub struct CustomCommand {
 
 /// What forces a new env, if anything: `--recreate-env`, the push option,
 /// the environment, or a setting.
-fn forced(settings: &Settings) -> Result<Option<String>> {
-    Ok(settings
-        .sources
-        .bool(RECREATE_ENV)?
-        .and_then(|(on, origin)| on.then(|| origin.to_string())))
+fn forced(values: &Values) -> Option<String> {
+    values
+        .bool(RECREATE_ENV)
+        .and_then(|(on, origin)| on.then(|| origin.to_string()))
 }
 
-/// Reads `.deployment` from the commit into the settings, and narrows the
-/// commit to the project folder when one is set.
-pub fn prepare<'r>(
-    settings: &Settings,
-    commit: Commit<'r>,
-) -> Result<(Settings, Commit<'r>, DeploymentFile)> {
-    let mut settings = settings.clone();
+/// Reads `.deployment` from the commit into the settings' values, and
+/// narrows the commit to the project folder when one is set.
+pub fn prepare<'r>(settings: &Settings, commit: Commit<'r>) -> Result<(Values, Commit<'r>)> {
     let file = match commit.read_top_file(deployment_file::FILE)? {
         Some(bytes) => deployment_file::parse(&bytes)?,
         None => DeploymentFile::default(),
     };
-    settings.sources.deployment = file.by_key();
-    let commit = match settings.sources.get(PROJECT) {
-        Some(project) => commit.with_project(&project.value)?,
+    let values = settings.for_commit(&file)?;
+    let commit = match values.text(PROJECT) {
+        Some((project, _)) => commit.with_project(project)?,
         None => commit,
     };
-    Ok((settings, commit, file))
+    Ok((values, commit))
 }
 
 impl Plan {
@@ -133,17 +131,16 @@ impl Plan {
     /// what it would install (the dry run).
     pub fn build(
         settings: &Settings,
+        values: &Values,
         commit: &Commit,
-        file: &DeploymentFile,
         ref_name: &str,
         preview: bool,
     ) -> Result<Plan> {
-        let project = settings.sources.get(PROJECT).map(|v| v.value);
-        let app_settings = settings.sources.app_settings(file);
-        let post_deploy = words(settings, POST_DEPLOY)?;
-        let post_build = words(settings, POST_BUILD_COMMAND)?;
-        let health_check = crate::health::from_sources(&settings.sources)?;
-        crate::process::Limits::from_sources(&settings.sources)?;
+        let project = values.text(PROJECT).map(|(p, _)| p.to_string());
+        let app_settings = values.app.clone();
+        let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
+        let post_build = values.words(POST_BUILD_COMMAND).map(|(w, _)| w.to_vec());
+        let health_check = crate::health::from_values(values)?;
         let probes = Probes::load(&settings.cache_dir);
         let skip = |reason: String| {
             (
@@ -153,23 +150,22 @@ impl Plan {
                 Framework::Skip { reason },
             )
         };
-        let (deploy, (python, framework)) = match settings.sources.get(COMMAND) {
-            Some(command) => {
-                let path = command_path(commit, &command.value)?;
-                let runtime = choose_runtime(settings, commit, &probes)?;
+        let (deploy, (python, framework)) = match values.text(COMMAND) {
+            Some((command, _)) => {
+                let path = command_path(commit, command)?;
+                let runtime = choose_runtime(settings, values, commit, &probes)?;
                 let skipped = skip(format!("command {path} deploys instead"));
                 (Deploy::Command(CustomCommand { path, runtime }), skipped)
             }
             None => {
-                let sync = sync_plan(settings, commit)?;
-                let steps = match settings.sources.bool(SCM_DO_BUILD)? {
+                let sync = sync_plan(settings, values, commit)?;
+                let steps = match values.bool(SCM_DO_BUILD) {
                     Some((false, origin)) => skip(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
                     )),
                     _ => {
-                        let python =
-                            python_plan(settings, commit, preview, &app_settings, &probes)?;
-                        let framework = framework_plan(settings, commit, &python);
+                        let python = python_plan(settings, values, commit, preview, &probes)?;
+                        let framework = framework_plan(values, commit, &python);
                         (python, framework)
                     }
                 };
@@ -189,6 +185,7 @@ impl Plan {
             python,
             framework,
             app_settings,
+            refused_app_settings: values.refused.clone(),
             post_build,
             post_deploy,
             health_check,
@@ -275,15 +272,17 @@ impl Plan {
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
         }
+        for refused in &self.refused_app_settings {
+            out.push(refused.to_string());
+        }
         if let Some(words) = &self.post_build {
             out.push(format!(
                 "POST_BUILD_COMMAND: {} (after the switch)",
                 shell_words::join(words)
             ));
         }
-        match &self.post_deploy {
-            Some(words) => out.push(format!("postDeploy: {}", shell_words::join(words))),
-            None => out.push("postDeploy: none (the app is not restarted)".into()),
+        if let Some(words) = &self.post_deploy {
+            out.push(format!("postDeploy: {}", shell_words::join(words)));
         }
         if let Some(check) = &self.health_check {
             out.push(format!("Health check: {check}"));
@@ -294,7 +293,7 @@ impl Plan {
 
 /// What the sync will do: from the diff with the deployed commit, or by
 /// comparing every file, with the reason.
-fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
+fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<SyncPlan> {
     let store = manifest::Store::new(&settings.state_dir);
     let previous = store.load(&settings.site)?;
     let pending = store.load_pending(&settings.site)?;
@@ -315,11 +314,7 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
                 commit.project().unwrap_or("/").to_string(),
             )
         });
-    let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
-    let take_over = settings
-        .sources
-        .bool(TAKE_OVER_FILES)?
-        .is_some_and(|(on, _)| on);
+    let verify = values.bool(VERIFY).is_some_and(|(on, _)| on);
     let before = sync::Before {
         project_changed,
         deployed: deployed.as_ref(),
@@ -327,27 +322,9 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
         lost,
         verify,
         after_command: previous.as_ref().and_then(|m| m.after_command.clone()),
-        take_over,
+        take_over: values.bool(TAKE_OVER_FILES).is_some_and(|(on, _)| on),
     };
     sync::plan(commit, &before, &settings.site)
-}
-
-/// A command setting split into words as a shell would (never run by one).
-fn words(settings: &Settings, key: &crate::settings::Key) -> Result<Option<Vec<String>>> {
-    match settings.sources.get(key) {
-        Some(v) => Ok(Some(
-            shell_words::split(&v.value)
-                .ok()
-                .filter(|w| !w.is_empty())
-                .with_context(|| {
-                    format!(
-                        "setting {} ({}): {:?} is not a command line",
-                        key.name, v.origin, v.value
-                    )
-                })?,
-        )),
-        None => Ok(None),
-    }
 }
 
 fn packages_line(installer: &Installer, packages: &Preview) -> String {
@@ -386,13 +363,19 @@ pub fn runtime_line(choice: &Choice) -> String {
     )
 }
 
-fn choose_runtime(settings: &Settings, commit: &Commit, probes: &Probes) -> Result<Choice> {
+fn choose_runtime(
+    settings: &Settings,
+    values: &Values,
+    commit: &Commit,
+    probes: &Probes,
+) -> Result<Choice> {
     let runtime_txt = commit.read_root_file("runtime.txt")?;
     let python_version = commit.read_root_file(".python-version")?;
     runtime::choose(
         runtime_txt.as_deref(),
         python_version.as_deref(),
-        settings,
+        values.python(),
+        &settings.search(),
         probes,
     )
 }
@@ -416,11 +399,12 @@ fn command_path(commit: &Commit, value: &str) -> Result<String> {
 
 fn python_plan(
     settings: &Settings,
+    values: &Values,
     commit: &Commit,
     preview: bool,
-    app_settings: &[(String, String)],
     probes: &Probes,
 ) -> Result<Python> {
+    let app_settings = &values.app;
     if commit.read_root_file(REQUIREMENTS)?.is_none() {
         return Ok(Python::Skip {
             reason: "no requirements.txt in the commit".into(),
@@ -431,17 +415,21 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let runtime = choose_runtime(settings, commit, probes)?;
-    let env = env::decide(&settings.site, runtime.request, forced(settings)?, probes);
+    let runtime = choose_runtime(settings, values, commit, probes)?;
+    let env = env::decide(&settings.site, runtime.request, forced(values), probes);
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
     }
-    let installer = packages::installer(settings)?;
+    let installer = packages::installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
     let files = requirement_files(commit)?;
     let fingerprint = match &files {
         Ok(files) => {
-            let mut vars = settings.sources.env.with_prefix("PIP_");
-            vars.extend(settings.sources.env.with_prefix("UV_"));
+            let mut vars = settings.env.with_prefix("PIP_");
+            vars.extend(settings.env.with_prefix("UV_"));
             vars.extend(
                 app_settings
                     .iter()
@@ -466,7 +454,7 @@ fn python_plan(
         Err(why) => Err(why.clone()),
     };
     let store = installed::Store::new(&settings.state_dir);
-    let pip = match (&env, &fingerprint, settings.sources.bool(SKIP_UNCHANGED)?) {
+    let pip = match (&env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
         (Decision::Create { .. }, _, _) => PipDecision::Run {
             reason: "a new env".into(),
         },
@@ -501,7 +489,7 @@ fn python_plan(
 
 /// pip's configuration files that may apply to the installer.
 fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.sources.env;
+    let env = &settings.env;
     let home = env.home();
     let mut files = vec![
         PathBuf::from("/etc/pip.conf"),
@@ -563,7 +551,7 @@ fn preview_packages(
     ))
 }
 
-fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {
+fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framework {
     let skip = |reason: String| Framework::Skip { reason };
     if !commit.has_root_entry("manage.py") {
         return skip("no manage.py".into());
@@ -574,11 +562,8 @@ fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Fram
     if commit.has_root_entry(SKIP_DJANGO) {
         return skip(format!("{SKIP_DJANGO} is in the commit"));
     }
-    if let Some(v) = settings.sources.get(DISABLE_COLLECTSTATIC) {
-        // Kudu's rule: set means disabled, whatever the value, but for an explicit false.
-        if parse_bool(&v.value) != Some(false) {
-            return skip(format!("DISABLE_COLLECTSTATIC is set ({})", v.origin));
-        }
+    if let Some((true, origin)) = values.bool(DISABLE_COLLECTSTATIC) {
+        return skip(format!("DISABLE_COLLECTSTATIC is set ({origin})"));
     }
     Framework::Collectstatic
 }

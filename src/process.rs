@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::error::usage;
 use crate::report::Report;
-use crate::settings::{DEPLOYMENT_TIMEOUT, IDLE_TIMEOUT, Key, Sources};
+use crate::settings::{DEPLOYMENT_TIMEOUT, IDLE_TIMEOUT, Values};
 
 /// The time limits of a deployment's programs.
 #[derive(Debug, Clone, Copy)]
@@ -32,23 +31,19 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_sources(sources: &Sources) -> Result<Limits> {
-        Ok(Limits {
-            idle: seconds(sources, IDLE_TIMEOUT)?,
-            total: seconds(sources, DEPLOYMENT_TIMEOUT)?,
-        })
-    }
-}
+    /// The settings' defaults.
+    pub const DEFAULT: Limits = Limits {
+        idle: Duration::from_secs(60),
+        total: Duration::from_secs(3600),
+    };
 
-/// A setting in whole seconds, at least 1.
-fn seconds(sources: &Sources, key: &Key) -> Result<Duration> {
-    let value = sources.effective(key);
-    match value.value.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-        _ => Err(usage(format!(
-            "setting {} ({}): {:?} is not a number of seconds (1 or more)",
-            key.name, value.origin, value.value
-        ))),
+    pub fn from_values(values: &Values) -> Limits {
+        let seconds =
+            |key, default: Duration| values.seconds(key).map_or(default, Duration::from_secs);
+        Limits {
+            idle: seconds(IDLE_TIMEOUT, Limits::DEFAULT.idle),
+            total: seconds(DEPLOYMENT_TIMEOUT, Limits::DEFAULT.total),
+        }
     }
 }
 
@@ -76,6 +71,17 @@ impl Runner {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The same runner without the app settings: for the server's own
+    /// commands (`postDeploy`, the health check).
+    pub fn for_server(&self) -> Runner {
+        Runner {
+            env: Vec::new(),
+            limits: self.limits,
+            deadline: self.deadline,
+            groups: self.groups.clone(),
+        }
     }
 
     /// Fails once the deployment's time limit has passed.

@@ -14,3 +14,5 @@ mod runtime_env;
 mod setup;
 mod speed;
 mod transactions;
+mod transcript;
+mod trust;
