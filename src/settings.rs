@@ -1151,6 +1151,7 @@ mod tests {
         match key.kind {
             Kind::Bool | Kind::SetUnlessFalse => ("true", "false", "yes", "no"),
             Kind::Installer => ("pip", "uv", "pip", "uv"),
+            Kind::Seconds => ("13", "12", "11", "10"),
             _ => ("3.13", "3.12", "3.11", "3.10"),
         }
     }

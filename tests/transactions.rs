@@ -6,16 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::Server;
-
-/// The flask fixture, pushed and deployed.
-fn deployed_flask() -> Server {
-    let s = Server::new();
-    s.app("flask-app");
-    s.commit("first");
-    s.push(&[]).assert_ok().assert_has("successful");
-    s
-}
+use crate::util::{Server, deployed_flask};
 
 /// An executable shell script in the server's temp dir.
 fn script(s: &Server, name: &str, body: &str) -> PathBuf {
@@ -134,19 +125,9 @@ fn processes_a_killed_deployment_left_are_killed_before_the_next_changes_anythin
     set_post_deploy(&s, &slow);
     s.write("app.py", "# changed\n").commit("second");
     s.update_without_deploy();
-    let mut child = std::process::Command::new(crate::util::BIN)
-        .args(["deploy", "--repo", s.repo.to_str().unwrap()])
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env(
-            "PUSHDEPLOY_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
-        )
-        .env_remove("GIT_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s
+        .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
     assert!(appears_within(&started, 120), "postDeploy started");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -502,20 +483,10 @@ fn gunicorn_keeps_serving_through_a_step_that_hangs() {
 /// command that takes the lock puts everything back.
 fn killed_at(app: &Served, header: &str, started: &Path) {
     app.s.update_without_deploy();
-    let mut child = std::process::Command::new(crate::util::BIN)
-        .args(["deploy", "--repo", app.s.repo.to_str().unwrap()])
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", crate::util::fixtures().join("wheels"))
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env(
-            "PUSHDEPLOY_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
-        )
-        .env_remove("GIT_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = app
+        .s
+        .pushdeploy_command(&["deploy", "--repo", app.s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
     assert!(appears_within(started, 120), "{header} started");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -566,20 +537,10 @@ fn gunicorn_keeps_serving_after_a_kill_during_post_deploy() {
     app.s.commit("v2");
     set_post_deploy(&app.s, &hang);
     app.s.update_without_deploy();
-    let mut child = std::process::Command::new(crate::util::BIN)
-        .args(["deploy", "--repo", app.s.repo.to_str().unwrap()])
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", crate::util::fixtures().join("wheels"))
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env(
-            "PUSHDEPLOY_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
-        )
-        .env_remove("GIT_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = app
+        .s
+        .pushdeploy_command(&["deploy", "--repo", app.s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
     assert!(appears_within(&started, 120), "postDeploy reloaded");
     assert_eq!(app.page(), "v2 greeting 2.0.0", "the new version ran");
     child.kill().unwrap();
