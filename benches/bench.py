@@ -517,6 +517,125 @@ class Bench:
                  status=None if uv_ran == self.n_slow else "MISS",
                  note="whole push; env creation fast in both")
 
+    def case_add(self):
+        """A requirements change adding one package to the 40-package app: the
+        deployment copies the env aside and installs into the copy; the baseline
+        is pip installing the same change in place, into an env of its own."""
+        case = "a requirements change adding one package, 40-package app"
+        extra = [gen.build_wheel(self.wheels, "benchadd%02d" % r, "1.0.0")
+                 for r in range(2 * self.n_fast + 2)]
+        del extra
+        uv = self.find_uv()
+        envs = [("pip", dict(self.env))]
+        if uv:
+            env_uv = dict(self.env, PUSHDEPLOY_INSTALLER="uv")
+            env_uv["PATH"] = os.path.dirname(uv) + os.pathsep + env_uv.get("PATH", "")
+            envs.append(("uv", env_uv))
+        base_env = os.path.join(self.tmp, "add-baseline-env")
+        self.run([self.python, "-m", "venv", base_env])
+        req = os.path.join(self.app_work, "requirements.txt")
+        with open(req) as f:
+            original = f.read()
+        self.run([os.path.join(base_env, "bin", "pip"), "install", "-q", "-r", req])
+        sites = {}
+        for which, env in envs:
+            repo = os.path.join(self.tmp, "add-%s.git" % which)
+            site = os.path.join(self.tmp, "add-%s-site" % which)
+            self.init(repo, site)
+            _, p = self.git("push", "-q", repo, "%s:refs/heads/main" % self.app_first,
+                            cwd=self.app_work, env=env)
+            self.checked_record(repo, p.stdout.decode(errors="replace"))
+            sites[which] = (repo, site, env)
+        ours = {"pip": [], "uv": []}
+        recs = {"pip": [], "uv": []}
+        base = []
+        lines = original
+        for r in range(self.n_fast):
+            lines += "benchadd%02d==1.0.0\n" % r
+            with open(req, "w") as f:
+                f.write(lines)
+            self.git("commit", "-q", "-am", "add benchadd%02d" % r, cwd=self.app_work)
+            for which, (repo, site, env) in sites.items():
+                _, p = self.git("push", repo, "HEAD:refs/heads/main", cwd=self.app_work, env=env)
+                rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+                st = self.steps(rec)
+                ours[which].append(st.get("env", 0.0) + st.get(which, 0.0))
+                recs[which].append(rec)
+            bt, _ = self.run([os.path.join(base_env, "bin", "pip"), "install", "--progress-bar",
+                              "off", "-r", req])
+            base.append(bt)
+        with open(req, "w") as f:
+            f.write(original)
+        self.git("commit", "-q", "-am", "back to the 40 packages", cwd=self.app_work)
+        self.detail("one added package (median of %d): with pip: copy aside and install %s "
+                    "(steps: %s); pip in place %s%s"
+                    % (len(base), fmt_time(median(ours["pip"])), self.step_summary(recs["pip"]),
+                       fmt_time(median(base)),
+                       "; with uv: %s (steps: %s)" % (fmt_time(median(ours["uv"])),
+                                                      self.step_summary(recs["uv"]))
+                       if recs["uv"] else ""))
+        self.row("add", case + ", installer = pip", median(ours["pip"]), median(base),
+                 "<= 1.3x pip installing it in place", 1.3,
+                 note="record's env (the copy) + pip steps vs `pip install -r` in place")
+        if recs["uv"]:
+            self.row("add-uv", case + ", installer = uv", median(ours["uv"]), median(base),
+                     "<= 1/3 of pip in place", 1 / 3,
+                     note="record's env (the copy) + uv steps")
+        for repo, site, _ in sites.values():
+            self.rm(repo, site)
+        self.rm(base_env)
+
+    def case_rollback(self):
+        """A push changing 100 files of a 10,000-file site whose health check
+        fails: the restore (the record's `restore` step) against the sync that
+        deployed them (its `sync` step)."""
+        case = "rollback after a failed health check, 10,000 files, 100 changed"
+        src = os.path.join(self.tmp, "src-rollback.git")
+        commits, _ = gen.big_repo(src, 10000, 0, self.env)
+        repo = os.path.join(self.tmp, "rollback.git")
+        site = os.path.join(self.tmp, "rollback-site")
+        work = os.path.join(self.tmp, "rollback-work")
+        self.git("clone", "-q", "--bare", src, repo)
+        self.git("--git-dir", repo, "update-ref", "refs/heads/main", commits[0])
+        self.init(repo, site)
+        dt, rc, out, _ = self.run_rss([self.bin, "deploy", "--repo", repo])
+        if rc != 0:
+            raise Failed("pushdeploy deploy exited %d:\n%s" % (rc, out[-3000:]))
+        self.git("clone", "-q", repo, work)
+        self.git("--git-dir", repo, "config", "deploy.healthCheck", "false")
+        self.git("--git-dir", repo, "config", "deploy.healthCheckTimeout", "1")
+        files = sorted(os.path.relpath(os.path.join(d, f), work)
+                       for d, _, fs in os.walk(work) if ".git" not in d for f in fs)
+        chosen = files[::len(files) // 100][:100]
+        syncs, restores, recs = [], [], []
+        for r in range(self.n_fast):
+            for path in chosen:
+                with open(os.path.join(work, path), "a") as f:
+                    f.write("# rollback run %d\n" % r)
+            self.git("commit", "-q", "-am", "100 files, run %d" % r, cwd=work)
+            self.git("push", "-q", "origin", "HEAD:main", cwd=work, check=False)
+            rec = self.latest_record(repo)
+            if rec.get("status") != "rolled back":
+                raise Failed("the push was not rolled back: %s" % rec.get("error"))
+            with open(os.path.join(site, chosen[0])) as f:
+                if "# rollback run" in f.read():
+                    raise Failed("site/%s still has the rolled-back change" % chosen[0])
+            st = self.steps(rec)
+            syncs.append(st.get("sync"))
+            restores.append(st.get("restore"))
+            recs.append(rec)
+            # the next run starts from the deployed commit again
+            self.git("reset", "-q", "--hard", "HEAD~1", cwd=work)
+            self.git("push", "-q", "-f", "origin", "HEAD:main", cwd=work, check=False)
+        self.detail("rollback of 100 changed files in a 10,000-file site (median of %d): sync %s, "
+                    "restore %s; steps: %s"
+                    % (len(recs), fmt_time(median(syncs)), fmt_time(median(restores)),
+                       self.step_summary(recs)))
+        self.row("rollback", case, median(restores), median(syncs),
+                 "restore <= 2x the sync", 2,
+                 note="record's restore step vs its sync step (the health check's retries not counted)")
+        self.rm(repo, site, work, src)
+
     def first_deploys(self, tag, env_pip, env_uv, runs=None):
         """First deployments of the 40-package app (a fresh repository and site
         each), alternately with pip and with installer=uv. Returns the push
@@ -563,7 +682,12 @@ class Bench:
                  ("big", self.case_big, "large repositories (10,000 and 100,000 files)", "-"),
                  ("env", self.case_env, "env creation", ">= 5x faster, pip working"),
                  ("uv", self.case_uv, "first deployment, 40-package app, installer = uv",
-                  ">= 5x faster than with pip")]
+                  ">= 5x faster than with pip"),
+                 ("add", self.case_add, "a requirements change adding one package, 40-package app",
+                  "<= 1.3x pip in place (uv <= 1/3)"),
+                 ("rollback", self.case_rollback,
+                  "rollback after a failed health check, 10,000 files, 100 changed",
+                  "restore <= 2x the sync")]
         only = set(self.args.only.split(",")) if self.args.only else None
         self.load0 = os.getloadavg()[0]
         try:
@@ -613,7 +737,7 @@ def main():
                     help="the pushdeploy binary to measure (default: target/release/pushdeploy)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
-    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv")
+    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,add,rollback")
     ap.add_argument("--python", default=DEFAULT_PYTHON,
                     help="the interpreter for baselines and deployments (default: %(default)s)")
     ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")
