@@ -554,3 +554,46 @@ fn gunicorn_keeps_serving_after_a_kill_during_post_deploy() {
     assert_eq!(app.s.records()[1]["status"], "rolled back");
     app.assert_last_good("success");
 }
+
+#[test]
+fn a_refused_health_check_without_post_deploy_rolls_back_and_says_the_site_may_be_down() {
+    let s = deployed_flask();
+    let before = app_files(&s.site);
+    // Nothing listens there: refused, before and after the rollback.
+    let url = format!("http://127.0.0.1:{}/", free_port());
+    s.config(&["deploy.healthCheck", &url]);
+    s.config(&["deploy.healthCheckTimeout", "2"]);
+    s.write("app.py", "# v2\n").commit("v2");
+    let push = s.push(&[]);
+    push.assert_has("No postDeploy: the app was not restarted, so the health check probes the version that was running")
+        .assert_has("attempt 1: ")
+        .assert_has("failed in step healthCheck");
+    let last = push.remote().last().unwrap().clone();
+    assert!(last.contains("rolled back to "), "{last}");
+    assert!(
+        last.contains("but the site may be down: the health check failed after"),
+        "{last}"
+    );
+    assert_eq!(app_files(&s.site), before);
+    assert_eq!(s.records()[0]["status"], "rolled back");
+    let list = s.run("list", &[]);
+    list.assert_ok().assert_has("rolled back");
+}
+
+#[test]
+fn env_delete_leaves_a_running_gunicorn_serving() {
+    let app = serving_app();
+    app.s
+        .pushdeploy(&["env", "delete", "--repo", app.s.repo.to_str().unwrap()])
+        .assert_ok();
+    assert!(!app.s.site.join("env").exists());
+    assert_eq!(app.page(), "v1 greeting 1.0.0");
+    assert_eq!(app.page(), "v1 greeting 1.0.0");
+    // The next deployment makes the env anew and reloads into it.
+    app.s.write("app.py", &app_py("v3", true)).commit("v3");
+    app.s
+        .push(&[])
+        .assert_ok()
+        .assert_has("Creating virtual environment env/");
+    assert_eq!(app.page(), "v3 greeting 1.0.0");
+}
