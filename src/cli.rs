@@ -277,13 +277,15 @@ pub fn run() -> Result<ExitCode> {
         Command::Env {
             action: EnvAction::Delete { repo },
         } => {
-            let (_, settings) = open(&repo, env, |_| Ok(()))?;
+            let (repository, settings) = open(&repo, env, |_| Ok(()))?;
             let mut report = Report::stdout();
             let _lock = Lock::acquire(
                 &settings.state_dir,
                 &format!("pushdeploy env delete (pid {})", std::process::id()),
                 &mut report,
             )?;
+            // What a killed deployment changed is put back first.
+            deploy::recover(&settings, &repository, &mut report)?;
             if crate::env::delete(&settings.site, &settings.state_dir)? {
                 report.header(format!(
                     "Deleted {}; the next deployment creates it anew (an app running on it keeps its files until then)",

@@ -248,7 +248,8 @@ impl Switch {
 /// Puts back what a killed deployment changed: its files (the sync's
 /// journal), `env`, then runs the old version's collectstatic, `postDeploy`
 /// and the health check again. Returns whether anything was put back.
-fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<bool> {
+/// Called with the lock held, before anything changes.
+pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<bool> {
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     // What a killed command deployment or install left in pushdeploy's own place.

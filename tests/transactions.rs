@@ -597,3 +597,33 @@ fn env_delete_leaves_a_running_gunicorn_serving() {
         .assert_has("Creating virtual environment env/");
     assert_eq!(app.page(), "v3 greeting 1.0.0");
 }
+
+#[test]
+fn a_killed_command_deployment_leaves_no_checkout() {
+    let s = deployed_flask();
+    let started = s.root.join("command-started");
+    s.write(
+        "deploy.sh",
+        &format!("#!/bin/sh\ntouch {}\nsleep 600\n", started.display()),
+    );
+    std::fs::set_permissions(
+        s.work.join("deploy.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.write(".deployment", "[config]\ncommand = deploy.sh\n")
+        .commit("a custom command");
+    s.update_without_deploy();
+    let mut child = s
+        .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
+    assert!(appears_within(&started, 120), "the command started");
+    let tmp = s.repo.join("pushdeploy/tmp");
+    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0, "its checkout");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.pushdeploy(&["env", "delete", "--repo", s.repo.to_str().unwrap()])
+        .assert_ok()
+        .assert_has("Killed deploy.sh (process group ");
+    assert!(!tmp.exists(), "the checkout is gone");
+}
