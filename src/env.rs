@@ -223,7 +223,9 @@ pub fn copy_aside(site: &Path) -> Result<PathBuf> {
     Ok(dir.keep())
 }
 
-/// Copies a tree: files with their modes, symlinks as symlinks.
+/// Copies a tree: files with their modes and modification times (Python's
+/// `.pyc` files are checked against their source's time: new times would
+/// make every import compile again), symlinks as symlinks.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs_err::create_dir_all(to)?;
     for entry in fs_err::read_dir(from)? {
@@ -236,6 +238,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
         } else {
             fs_err::copy(entry.path(), &target)?;
+            let modified = entry.metadata()?.modified()?;
+            // futimens needs the owner, not a writable descriptor.
+            fs_err::File::open(&target)?.file().set_modified(modified)?;
         }
     }
     Ok(())
