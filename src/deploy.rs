@@ -250,11 +250,10 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
     // Records what the install depended on, with the env as it is now.
     let remember = |env: &Path| -> Result<()> {
         match fingerprint {
-            Some(fp) => {
-                let mut fp = fp.clone();
-                fp.insert("env".into(), installed::env_identity(env));
-                store.save(&fp, &plan.commit.id)
-            }
+            Some(fp) => store.save(
+                &fp.with_env(env, runtime.interpreter.version),
+                &plan.commit.id,
+            ),
             None => store.forget(),
         }
     };
@@ -267,8 +266,8 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 runtime.runtime
             ));
             let reason = match pip {
-                PipDecision::Skip { reason } => {
-                    report.header(format!("{step} skipped: {reason}"));
+                PipDecision::Skip { .. } => {
+                    report.header(format!("{step} skipped: {pip}"));
                     return Ok(());
                 }
                 PipDecision::Run { reason } => reason,
@@ -279,7 +278,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 remember(&env)
             });
             if result.is_err() {
-                store.forget()?;
+                store.failed(&plan.commit.id)?;
             }
             result
         }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::report::Report;
-use crate::runtime::{Choice, Probes, Request, Version};
+use crate::runtime::{Choice, Interpreter, Probes, Request, Version};
 use crate::sync::ENV_DIR_PREFIX;
 
 /// Why an env is created.
@@ -127,6 +127,9 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
             detail: "env/bin/python does not run".into(),
         });
     };
+    if let Err(detail) = inside_site(site, &env, &python) {
+        return create(Reason::Broken { detail });
+    }
     let v = python.version;
     if v.major != request.major || v.minor != request.minor {
         return create(Reason::Broken {
@@ -140,6 +143,47 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
         });
     }
     Decision::Reuse
+}
+
+/// Checks that `env/bin/python` runs a virtual env of its own (not the
+/// Python it was built on, as it does when `pyvenv.cfg` is gone) and that
+/// this env is `env/` inside the site: an installer may only ever write there.
+fn inside_site(site: &Path, env: &Path, python: &Interpreter) -> Result<(), String> {
+    let Some(prefixes) = &python.prefixes else {
+        return Err("env/bin/python did not say where it installs".into());
+    };
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if real(&prefixes.prefix) == real(&prefixes.base) {
+        return Err(format!(
+            "env/bin/python is not a virtual env: it runs {} itself (no pyvenv.cfg?)",
+            prefixes.base.display()
+        ));
+    }
+    let env_dir = real(env);
+    if real(&prefixes.prefix) != env_dir {
+        return Err(format!(
+            "env/bin/python belongs to the virtual env {}, not to env/",
+            prefixes.prefix.display()
+        ));
+    }
+    if env_dir.parent() != Some(real(site).as_path()) {
+        return Err(format!(
+            "env/ leads outside the site, to {}",
+            env_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The interpreter the env at `<site>/env` runs, named by the file it runs
+/// (from the probe the reuse check made, so nothing runs again).
+pub fn interpreter(site: &Path, probes: &Probes) -> Option<Interpreter> {
+    let python = site.join("env").join("bin").join("python");
+    let found = probes.probe(&python)?;
+    Some(Interpreter {
+        path: std::fs::canonicalize(&python).unwrap_or(found.path),
+        ..found
+    })
 }
 
 /// The module that makes an env with this interpreter: `venv`, or for
