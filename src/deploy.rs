@@ -248,14 +248,13 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         None => "pip install -r requirements.txt".to_string(),
     };
     // Records what the install depended on, with the env as it is now.
-    let remember = |env: &Path| -> Result<()> {
-        match fingerprint {
-            Some(fp) => store.save(
-                &fp.with_env(env, runtime.interpreter.version),
-                &plan.commit.id,
-            ),
-            None => store.forget(),
-        }
+    let remember = |env: &Path| {
+        store.installed(
+            fingerprint.as_ref(),
+            env,
+            runtime.interpreter.version,
+            &plan.commit.id,
+        )
     };
     let uv = installer.uv();
     report.header(runtime_line(runtime));

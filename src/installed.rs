@@ -234,6 +234,22 @@ impl Store {
         self.write(fingerprint.clone(), deployment, false)
     }
 
+    /// Records a successful install into the env at `env` (run by a
+    /// `version` interpreter), with the env as it is now; without a
+    /// fingerprint (the installer always runs), forgets the last one.
+    pub fn installed(
+        &self,
+        fingerprint: Option<&Fingerprint>,
+        env: &Path,
+        version: Version,
+        deployment: &str,
+    ) -> Result<()> {
+        match fingerprint {
+            Some(fp) => self.save(&fp.with_env(env, version), deployment),
+            None => self.forget(),
+        }
+    }
+
     /// Records a failed install into the env: the next deployment runs the
     /// installer, and its dry run says why.
     pub fn failed(&self, deployment: &str) -> Result<()> {
