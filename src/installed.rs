@@ -89,8 +89,6 @@ pub enum Always {
         file: String,
         included_by: Option<(String, usize)>,
     },
-    /// Not UTF-8 text: pip decodes it by its own rules.
-    NotText { file: String },
 }
 
 impl fmt::Display for Always {
@@ -104,7 +102,6 @@ impl fmt::Display for Always {
                 }
                 f.write_str(" is not a file of the commit")
             }
-            Always::NotText { file } => write!(f, "{file} is not UTF-8 text"),
         }
     }
 }
@@ -341,13 +338,7 @@ pub fn read_requirements(
                 )
             }
         };
-        let text = match std::str::from_utf8(&content) {
-            Ok(text) => text.to_string(),
-            Err(_) => {
-                note(&mut out, Always::NotText { file: name.clone() });
-                String::new()
-            }
-        };
+        let text = utf8_text(&name, &content)?.to_string();
         let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
         for (number, line) in requirements::logical_lines(&text) {
             let at = |what| Always::Line {
@@ -417,6 +408,48 @@ pub fn read_requirements(
         });
     }
     Ok(out)
+}
+
+/// A requirement file's text, which must be UTF-8 as pushdeploy reads it.
+/// pip also decodes UTF-16 and UTF-32 (by their BOM) and whatever encoding a
+/// `coding:` comment in the first two lines names (UTF-7 among them), where
+/// an include out of the site could hide from this reading: refused.
+fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "{}: {what}; requirement files must be UTF-8",
+            shown(name.as_bytes())
+        )
+    };
+    let boms: [&[u8]; 2] = [b"\xff\xfe", b"\xfe\xff"];
+    if boms.iter().any(|bom| content.starts_with(bom)) || content.starts_with(b"\x00\x00\xfe\xff") {
+        return Err(refuse("starts with a UTF-16 or UTF-32 byte order mark"));
+    }
+    let text = std::str::from_utf8(content).map_err(|_| refuse("is not UTF-8 text"))?;
+    // pip's PEP 263 check: `coding[:=]\s*([-\w.]+)` in a first or second
+    // line that starts with `#`.
+    for line in text.split('\n').take(2).filter(|l| l.starts_with('#')) {
+        let Some(at) = line.find("coding") else {
+            continue;
+        };
+        let Some(rest) = line[at + "coding".len()..].strip_prefix([':', '=']) else {
+            continue;
+        };
+        let encoding: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect::<String>()
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if !["utf-8", "utf8", "utf-8-sig", "ascii", "us-ascii"].contains(&encoding.as_str()) {
+            return Err(refuse(&format!(
+                "declares the encoding {}",
+                shown(encoding.as_bytes())
+            )));
+        }
+    }
+    Ok(text)
 }
 
 /// Whether a relative path goes above its top with `..`, taken as written.
@@ -1062,7 +1095,23 @@ mod tests {
                 &[("requirements.txt", "-r up/x.txt\n"), ("up", "@..")],
                 "\"up/x.txt\": leads outside the site",
             ),
+            (
+                &[(
+                    "requirements.txt",
+                    "# -*- coding: utf-7 -*-\n-r +AC8-proc/self/environ\n",
+                )],
+                "\"requirements.txt\": declares the encoding \"utf-7\"; requirement files must be UTF-8",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r base.txt\n"),
+                    ("base.txt", "#coding=latin-1\n"),
+                ],
+                "\"base.txt\": declares the encoding \"latin-1\"",
+            ),
         ];
+        let (reqs, _) = read(&[("requirements.txt", "# coding: utf-8\nsix\n")], &[]).unwrap();
+        assert_eq!(reqs.always, None);
         for (files, want) in table {
             let err = read(files, &secret)
                 .err()
