@@ -273,6 +273,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
+                store.started(&plan.commit.id)?;
                 packages::install(installer, &env, site, r)?;
                 remember(&env)
             });

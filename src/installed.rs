@@ -112,10 +112,22 @@ impl fmt::Display for Always {
 pub enum RunReason {
     NewEnv,
     NoRecord,
-    LastFailed { deployment: String },
-    Changed { inputs: Vec<Input> },
-    Always { why: Always },
-    NotSkipping { origin: String },
+    LastFailed {
+        deployment: String,
+    },
+    /// The last install was killed (or the machine stopped) while it ran.
+    LastUnfinished {
+        deployment: String,
+    },
+    Changed {
+        inputs: Vec<Input>,
+    },
+    Always {
+        why: Always,
+    },
+    NotSkipping {
+        origin: String,
+    },
 }
 
 impl fmt::Display for RunReason {
@@ -126,6 +138,11 @@ impl fmt::Display for RunReason {
             RunReason::LastFailed { deployment } => write!(
                 f,
                 "the last install (deployment {}) failed",
+                short_id(deployment)
+            ),
+            RunReason::LastUnfinished { deployment } => write!(
+                f,
+                "the last install (deployment {}) did not finish",
                 short_id(deployment)
             ),
             RunReason::Changed { inputs } => {
@@ -177,9 +194,19 @@ struct Stored {
     #[serde(default)]
     fingerprint: Fingerprint,
     deployment: String,
-    /// The install by `deployment` failed.
     #[serde(default)]
-    failed: bool,
+    outcome: Outcome,
+}
+
+/// How the install by the recorded deployment ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Outcome {
+    #[default]
+    Installed,
+    Failed,
+    /// Recorded before the installer starts: still there, it was killed.
+    Started,
 }
 
 /// The record of the last install into the env (`<state dir>/installed.json`).
@@ -203,10 +230,18 @@ impl Store {
         let Some(last) = self.load() else {
             return PipDecision::run(RunReason::NoRecord);
         };
-        if last.failed {
-            return PipDecision::run(RunReason::LastFailed {
-                deployment: last.deployment,
-            });
+        match last.outcome {
+            Outcome::Installed => {}
+            Outcome::Failed => {
+                return PipDecision::run(RunReason::LastFailed {
+                    deployment: last.deployment,
+                });
+            }
+            Outcome::Started => {
+                return PipDecision::run(RunReason::LastUnfinished {
+                    deployment: last.deployment,
+                });
+            }
         }
         let mut inputs: Vec<Input> = now
             .0
@@ -228,7 +263,7 @@ impl Store {
 
     /// Records a successful install.
     pub fn save(&self, fingerprint: &Fingerprint, deployment: &str) -> Result<()> {
-        self.write(fingerprint.clone(), deployment, false)
+        self.write(fingerprint.clone(), deployment, Outcome::Installed)
     }
 
     /// Records a successful install into the env at `env` (run by a
@@ -250,14 +285,20 @@ impl Store {
     /// Records a failed install into the env: the next deployment runs the
     /// installer, and its dry run says why.
     pub fn failed(&self, deployment: &str) -> Result<()> {
-        self.write(Fingerprint::default(), deployment, true)
+        self.write(Fingerprint::default(), deployment, Outcome::Failed)
     }
 
-    fn write(&self, fingerprint: Fingerprint, deployment: &str, failed: bool) -> Result<()> {
+    /// Records that an install into the env starts: if it is killed, the
+    /// next deployment runs the installer again, whatever else changed.
+    pub fn started(&self, deployment: &str) -> Result<()> {
+        self.write(Fingerprint::default(), deployment, Outcome::Started)
+    }
+
+    fn write(&self, fingerprint: Fingerprint, deployment: &str, outcome: Outcome) -> Result<()> {
         let stored = Stored {
             fingerprint,
             deployment: deployment.to_string(),
-            failed,
+            outcome,
         };
         write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
     }
@@ -705,6 +746,11 @@ mod tests {
         assert_eq!(
             store.decide(&now).to_string(),
             "the last install (deployment abcdef0) failed"
+        );
+        store.started("1234567890").unwrap();
+        assert_eq!(
+            store.decide(&now).to_string(),
+            "the last install (deployment 1234567) did not finish"
         );
     }
 
