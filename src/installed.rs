@@ -94,11 +94,13 @@ pub enum Always {
 impl fmt::Display for Always {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Always::Line { file, line, what } => write!(f, "{file} line {line} is {what}"),
+            Always::Line { file, line, what } => {
+                write!(f, "{} line {line} is {what}", file_name(file))
+            }
             Always::NotInCommit { file, included_by } => {
-                write!(f, "{}", shown(file.as_bytes()))?;
+                write!(f, "{}", file_name(file))?;
                 if let Some((by, line)) = included_by {
-                    write!(f, " ({by} line {line})")?;
+                    write!(f, " ({} line {line})", file_name(by))?;
                 }
                 f.write_str(" is not a file of the commit")
             }
@@ -375,7 +377,7 @@ pub fn read_requirements(
             Resolved::Outside => {
                 bail!(
                     "{}: leads outside the site; requirement files must be files of the commit",
-                    shown(name.as_bytes())
+                    file_name(&name)
                 )
             }
         };
@@ -414,7 +416,8 @@ pub fn read_requirements(
             };
             let refuse = |why: &str| {
                 anyhow::anyhow!(
-                    "{name} line {number}: {} {} {why}; requirement files must be inside the site",
+                    "{} line {number}: {} {} {why}; requirement files must be inside the site",
+                    file_name(&name),
                     kind.flag(),
                     shown(value.as_bytes())
                 )
@@ -459,7 +462,7 @@ fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
     let refuse = |what: &str| {
         anyhow::anyhow!(
             "{}: {what}; requirement files must be UTF-8",
-            shown(name.as_bytes())
+            file_name(name)
         )
     };
     let boms: [&[u8]; 2] = [b"\xff\xfe", b"\xfe\xff"];
@@ -491,6 +494,17 @@ fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
         }
     }
     Ok(text)
+}
+
+/// A requirement file's name as written in a message: as it is, or quoted
+/// with its hidden characters shown when it has any (a name is the
+/// commit's text, and must not reach the pusher's terminal raw).
+fn file_name(name: &str) -> String {
+    if name.chars().all(|c| !c.is_control() && !c.is_whitespace()) {
+        name.to_string()
+    } else {
+        shown(name.as_bytes())
+    }
 }
 
 /// Whether a relative path goes above its top with `..`, taken as written.
@@ -1085,15 +1099,19 @@ mod tests {
             ),
             (
                 &[("requirements.txt", "-r missing.txt\n")],
-                "\"missing.txt\" (requirements.txt line 1) is not a file of the commit",
+                "missing.txt (requirements.txt line 1) is not a file of the commit",
             ),
             (
                 &[("requirements.txt", "@nowhere.txt")],
-                "\"requirements.txt\" is not a file of the commit",
+                "requirements.txt is not a file of the commit",
             ),
             (
                 &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
-                "\"reqs\" (requirements.txt line 1) is not a file of the commit",
+                "reqs (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
+                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
             ),
         ];
         for (files, want) in table {
@@ -1139,21 +1157,21 @@ mod tests {
             ),
             (
                 &[("requirements.txt", "-r up/x.txt\n"), ("up", "@..")],
-                "\"up/x.txt\": leads outside the site",
+                "up/x.txt: leads outside the site",
             ),
             (
                 &[(
                     "requirements.txt",
                     "# -*- coding: utf-7 -*-\n-r +AC8-proc/self/environ\n",
                 )],
-                "\"requirements.txt\": declares the encoding \"utf-7\"; requirement files must be UTF-8",
+                "requirements.txt: declares the encoding \"utf-7\"; requirement files must be UTF-8",
             ),
             (
                 &[
                     ("requirements.txt", "-r base.txt\n"),
                     ("base.txt", "#coding=latin-1\n"),
                 ],
-                "\"base.txt\": declares the encoding \"latin-1\"",
+                "base.txt: declares the encoding \"latin-1\"",
             ),
         ];
         let (reqs, _) = read(&[("requirements.txt", "# coding: utf-8\nsix\n")], &[]).unwrap();
