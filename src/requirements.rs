@@ -231,8 +231,11 @@ fn next_option<'a>(
         let value = attached.or_else(|| tokens.next().copied());
         return Some(value.map(|v| (*option, Some(v))).ok_or(Unfixed::Unreadable));
     }
-    let mut chars = token.chars();
-    chars.next();
+    // A word after the options, which pip's parser would drop.
+    let Some(rest) = token.strip_prefix('-') else {
+        return Some(Err(Unfixed::Unreadable));
+    };
+    let mut chars = rest.chars();
     let short = chars.next();
     let Some((option, _)) = WITH_VALUE.iter().find(|(_, s)| *s == short && s.is_some()) else {
         return Some(unknown());
@@ -658,6 +661,10 @@ mod tests {
             ("flask[a", Err(Unfixed::Unreadable)),
             ("-flask", Err(Unfixed::RelativeFindLinks)),
             ("-Xflask", opt("-Xflask")),
+            (
+                "-i https://x.example/simple flask",
+                Err(Unfixed::Unreadable),
+            ),
             (
                 "flask ==3.1 ; python_version < \"3.12\" \u{e9}",
                 Err(Unfixed::Unreadable),
