@@ -57,7 +57,9 @@ fn a_symlinked_requirements_txt_counts_by_the_file_it_leads_to() {
     )
     .assert_ok()
     .assert_has("changed since the last install: requirements")
-    .assert_has("Successfully installed greeting-2.0.0");
+    .assert_has("Successfully installed greeting-2.0.0")
+    // pip runs as env/bin/python, so it names the env as users know it.
+    .assert_has("Requirement already satisfied: tinyweb==1.0.0 in ./env/lib/");
     assert_eq!(greeting_version(&s), "2.0.0");
 }
 
