@@ -11,12 +11,13 @@ use git2::Repository;
 
 use crate::commit::short_id;
 use crate::deploy::{self, Job};
+use crate::deployment_file::DeploymentFile;
 use crate::error::usage;
 use crate::lock::Lock;
 use crate::receive::{self, Decision, PUSH_OPTIONS};
 use crate::record::{Records, Trigger};
 use crate::report::Report;
-use crate::settings::{self, Environment, KEYS, Origin, RECREATE_ENV, Settings, Sources, Value};
+use crate::settings::{self, Environment, KEYS, Origin, RECREATE_ENV, Setting, Settings, Sources};
 
 #[derive(Parser)]
 #[command(
@@ -296,24 +297,31 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
         .read_to_string(&mut input)
         .context("reading the pushed refs from stdin")?;
     let updates = receive::parse(&input)?;
-    let options = env.push_options();
+    // An option that is not UTF-8 is ignored like an unknown one, with its
+    // own line: the push has happened, so the deployment goes on.
+    let options = env.push_options_os();
     let (repository, settings) = open(repo, env, |sources| {
-        for option in &options {
-            if PUSH_OPTIONS.contains(&option.as_str()) {
-                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.clone()));
+        for option in options.iter().filter_map(|o| o.to_str()) {
+            if PUSH_OPTIONS.contains(&option) {
+                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.into()));
             }
         }
         Ok(())
     })?;
-    for option in options
-        .iter()
-        .filter(|o| !PUSH_OPTIONS.contains(&o.as_str()))
-    {
-        report.header(format!(
-            "Ignoring unknown push option {}; known: {}",
-            crate::error::shown(option.as_bytes()),
-            PUSH_OPTIONS.join(", ")
-        ));
+    for option in &options {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = crate::error::shown(option.as_bytes());
+        match option.to_str() {
+            Some(known) if PUSH_OPTIONS.contains(&known) => {}
+            Some(_) => report.header(format!(
+                "Ignoring unknown push option {shown}; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+            None => report.header(format!(
+                "Ignoring push option {shown}: it is not UTF-8; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+        }
     }
     let mut deploy = None;
     for update in &updates {
@@ -429,25 +437,18 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     let mut out = std::io::stdout().lock();
     let (repository, settings) = open(repo, env, |s| set.apply(s))?;
     let branch = format!("refs/heads/{}", settings.branch);
-    let (settings, app_settings) = match crate::commit::Commit::open(&repository, &branch) {
-        Ok(head) => {
-            let (settings, _, file) = crate::plan::prepare(&settings, head)?;
-            let app = settings.sources.app_settings(&file);
-            (settings, app)
-        }
+    // The values a deployment would read, refused where a deployment would
+    // refuse them.
+    let values = match crate::commit::Commit::open(&repository, &branch) {
+        Ok(head) => crate::plan::prepare(&settings, head)?.0,
         // No commit on the branch yet: no .deployment to read.
-        Err(_) => (settings, Vec::new()),
+        Err(_) => settings.for_commit(&DeploymentFile::default())?,
     };
-    // Values a deployment would refuse are refused here too.
-    for key in [
-        RECREATE_ENV,
-        settings::VERIFY,
-        settings::SKIP_UNCHANGED,
-        settings::SCM_DO_BUILD,
-    ] {
-        settings.sources.bool(key)?;
-    }
-    crate::packages::installer(&settings)?;
+    crate::packages::installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
     // Defaults that depend on the repository or the user, as resolved.
     let resolved = |key: &settings::Key| -> Option<String> {
         let path = |p: &std::path::Path| p.display().to_string();
@@ -459,12 +460,12 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             _ => return None,
         })
     };
-    let rows: Vec<(&settings::Key, Value)> = KEYS
+    let rows: Vec<(&settings::Key, Setting)> = KEYS
         .iter()
         .map(|k| {
-            let mut value = settings.sources.effective(k);
+            let mut value = values.shown(k);
             if value.origin == Origin::Default {
-                value.value = resolved(k).unwrap_or(value.value);
+                value.text = resolved(k).unwrap_or(value.text);
             }
             (*k, value)
         })
@@ -478,22 +479,30 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
                 (k.name.to_string(), value)
             })
             .collect();
-        let app: serde_json::Map<String, serde_json::Value> = app_settings
+        let app: serde_json::Map<String, serde_json::Value> = values
+            .app
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
             .collect();
         map.insert("appSettings".into(), app.into());
+        map.insert(
+            "leftOut".into(),
+            serde_json::to_value(&values.refused).expect("a list is JSON"),
+        );
         writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
     } else {
         for (key, value) in rows {
             let key = key.name;
-            writeln!(out, "{:<28} {:<40} {}", key, value.value, value.origin)?;
+            writeln!(out, "{:<28} {:<40} {}", key, value.text, value.origin)?;
         }
-        for (key, value) in app_settings {
+        for (key, value) in &values.app {
             writeln!(
                 out,
                 "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"
             )?;
+        }
+        for refused in &values.refused {
+            writeln!(out, "{refused}")?;
         }
     }
     Ok(())

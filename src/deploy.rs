@@ -143,8 +143,8 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
@@ -167,10 +167,12 @@ fn dry_run(
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
-    let settings = &settings;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
     let site = &settings.site;
+    for refused in &plan.refused_app_settings {
+        report.header(refused.to_string());
+    }
     report.extra_env = plan.app_settings.clone();
     if let Some(sync) = &plan.sync {
         let store = manifest::Store::new(&settings.state_dir);
@@ -211,6 +213,9 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
         }
         Framework::Skip { .. } => {}
     }
+    // postDeploy is the server's command: no app setting of the commit
+    // reaches it (a `PATH` could choose which program its name runs).
+    report.extra_env.clear();
     if let Some(words) = &plan.post_deploy {
         report.step(
             "postDeploy",

@@ -6,7 +6,7 @@
 //! the env runs (its version and the file it runs), the env itself (its
 //! directory and what its site-packages holds), the installer, the settings
 //! that change resolution (`PIP_*`, `UV_*` and `PYTHON*` variables, every
-//! config file pip or uv reads, the content of local find-links
+//! config file pip reads, the content of local find-links
 //! directories). A line outside the forms `requirements` understands makes
 //! it run every time.
 
@@ -530,7 +530,6 @@ pub struct Context<'a> {
     pub app_settings: &'a [(String, String)],
     /// `pip`, or `uv <path>`.
     pub installer: String,
-    pub uv: bool,
     pub site: &'a Path,
 }
 
@@ -560,8 +559,8 @@ impl Context<'_> {
         vars.into_iter().collect()
     }
 
-    /// Every configuration file pip reads (and uv's, when uv installs), in
-    /// the order pip reads them.
+    /// Every configuration file pip reads, in the order pip reads them (uv
+    /// runs with `--no-config`: it reads none).
     pub fn config_files(&self) -> Vec<PathBuf> {
         let home = self.env.home();
         let config_home = self
@@ -585,20 +584,6 @@ impl Context<'_> {
         if let Some(file) = self.var("PIP_CONFIG_FILE") {
             files.push(file.into());
         }
-        if self.uv {
-            files.extend(config_dirs.iter().map(|d| d.join("uv/uv.toml")));
-            files.push("/etc/uv/uv.toml".into());
-            files.push(config_home.join("uv/uv.toml"));
-            if let Some(file) = self.var("UV_CONFIG_FILE") {
-                files.push(file.into());
-            }
-            // uv reads a project's uv.toml or pyproject.toml from the folders
-            // above the site too (the site's own are the commit's).
-            for dir in self.site.ancestors().skip(1) {
-                files.push(dir.join("uv.toml"));
-                files.push(dir.join("pyproject.toml"));
-            }
-        }
         files.dedup();
         files
     }
@@ -609,7 +594,6 @@ impl Context<'_> {
 pub fn fingerprint(
     requirements: &Requirements,
     context: &Context,
-    commit: &Commit,
     env: &Path,
     version: Version,
 ) -> Result<Fingerprint> {
@@ -624,7 +608,7 @@ pub fn fingerprint(
     let vars = context.vars();
     let text: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     fp.insert(Input::PipSettings, text.join("\n"));
-    let mut configs: Vec<String> = context
+    let configs: Vec<String> = context
         .config_files()
         .iter()
         .filter_map(|path| {
@@ -636,13 +620,6 @@ pub fn fingerprint(
             ))
         })
         .collect();
-    if context.uv {
-        for name in ["uv.toml", "pyproject.toml"] {
-            if let Resolved::File { id, .. } = commit.resolve(name)? {
-                configs.push(format!("{name} in the commit {id}"));
-            }
-        }
-    }
     fp.insert(Input::ConfigFiles, configs.join("\n"));
     let mut find_links = requirements.find_links.clone();
     for (k, v) in &vars {
@@ -838,7 +815,6 @@ mod tests {
             env: &env,
             app_settings: &[],
             installer: "pip".into(),
-            uv: false,
             site: site.path(),
         };
         let requirements = read_requirements(&commit, &|name| context.var(name))?;
@@ -847,13 +823,7 @@ mod tests {
             minor: 11,
             patch: 7,
         };
-        let fp = fingerprint(
-            &requirements,
-            &context,
-            &commit,
-            &site.path().join("env"),
-            v,
-        )?;
+        let fp = fingerprint(&requirements, &context, &site.path().join("env"), v)?;
         Ok((requirements, fp))
     }
 
@@ -1030,7 +1000,6 @@ mod tests {
             env: &env,
             app_settings: &[],
             installer: "pip".into(),
-            uv: false,
             site: Path::new("/srv/site"),
         };
         let names: Vec<String> = context

@@ -15,7 +15,7 @@ pub use crate::installed::REQUIREMENTS;
 use crate::installed::{self, Fingerprint, PipDecision, RunReason};
 use crate::report::{Report, dies_with_us};
 use crate::runtime::Version;
-use crate::settings::{INSTALLER, SKIP_UNCHANGED, Settings};
+use crate::settings::{Environment, InstallerChoice, Origin, SKIP_UNCHANGED, Settings, Values};
 
 /// A package pip would install or upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,27 +73,25 @@ impl Installer {
     }
 }
 
-/// The `installer` setting: `pip` (the default), `uv` (found with `which`),
-/// or a path to uv.
-pub fn installer(settings: &Settings) -> Result<Installer> {
-    let value = settings.sources.effective(INSTALLER);
-    let text = value.value.trim();
-    match text {
-        "pip" => Ok(Installer::Pip),
-        "uv" => match which::which("uv") {
-            Ok(path) => Ok(Installer::Uv { path }),
-            Err(_) => Err(usage(format!(
-                "setting installer ({}): uv is not installed (not found on PATH); install it or set installer = pip",
-                value.origin
+/// The installer the `installer` setting chooses; uv is `uv_path` (the
+/// server's `uvPath`) or else looked for in the environment's PATH.
+pub fn installer(
+    (choice, origin): (&InstallerChoice, &Origin),
+    uv_path: Option<&Path>,
+    env: &Environment,
+) -> Result<Installer> {
+    match (choice, uv_path) {
+        (InstallerChoice::Pip, _) => Ok(Installer::Pip),
+        (InstallerChoice::Uv, Some(uv)) => Ok(Installer::Uv {
+            path: uv.to_path_buf(),
+        }),
+        (InstallerChoice::Uv, None) => match env.which("uv") {
+            Some(path) => Ok(Installer::Uv { path }),
+            None => Err(usage(format!(
+                "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
             ))),
         },
-        path if path.contains('/') && Path::new(path).is_file() => Ok(Installer::Uv {
-            path: PathBuf::from(path),
-        }),
-        other => Err(usage(format!(
-            "setting installer ({}): {other:?} is not pip, uv or a path to uv",
-            value.origin
-        ))),
+        (InstallerChoice::UvAt(path), _) => Ok(Installer::Uv { path: path.clone() }),
     }
 }
 
@@ -130,6 +128,10 @@ pub fn install(
                 path,
                 "pip",
                 "install",
+                // A committed uv.toml or pyproject.toml [tool.uv] in the
+                // site must not steer the install (its target, its Python):
+                // uv is configured by the server's UV_* variables only.
+                "--no-config",
                 "-r",
                 REQUIREMENTS,
                 "--python",
@@ -160,18 +162,22 @@ pub struct PackagesPlan {
 /// env's interpreter).
 pub fn plan(
     settings: &Settings,
+    values: &Values,
     commit: &Commit,
-    app_settings: &[(String, String)],
     env: &Decision,
     env_version: Version,
     preview: bool,
 ) -> Result<PackagesPlan> {
-    let installer = installer(settings)?;
+    let app_settings = &values.app;
+    let installer = installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
     let context = installed::Context {
-        env: &settings.sources.env,
+        env: &settings.env,
         app_settings,
         installer: installer.to_string(),
-        uv: installer.uv().is_some(),
         site: &settings.site,
     };
     let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
@@ -180,7 +186,6 @@ pub fn plan(
         None => Some(installed::fingerprint(
             &requirements,
             &context,
-            commit,
             &settings.site.join("env"),
             env_version,
         )?),
@@ -189,7 +194,7 @@ pub fn plan(
     let pip = match (env, &requirements.always, &fingerprint) {
         (Decision::Create { .. }, _, _) => PipDecision::run(RunReason::NewEnv),
         (_, Some(why), _) => PipDecision::run(RunReason::Always { why: why.clone() }),
-        (Decision::Reuse, None, Some(fp)) => match settings.sources.bool(SKIP_UNCHANGED)? {
+        (Decision::Reuse, None, Some(fp)) => match values.bool(SKIP_UNCHANGED) {
             Some((false, origin)) => PipDecision::run(RunReason::NotSkipping {
                 origin: origin.to_string(),
             }),

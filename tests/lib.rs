@@ -14,3 +14,4 @@ mod properties;
 mod runtime_env;
 mod setup;
 mod speed;
+mod trust;

@@ -39,7 +39,8 @@ fn runtime_sources_in_order_runtime_txt_python_version_setting_default() {
 
     s.config(&["--unset", "deploy.python"]);
     let run = s.run("deploy", &["--dry-run"]);
-    run.assert_ok().assert_has("(setting python, default) -> ");
+    run.assert_ok()
+        .assert_has("(no runtime.txt or .python-version; the default python3) -> ");
 }
 
 #[test]
