@@ -23,12 +23,39 @@ use crate::sync::ENV_DIR_PREFIX;
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Reason {
     NoEnv,
-    Forced { by: String },
-    NoMarker { wanted: String },
-    RuntimeChanged { from: String, to: String },
-    Broken { detail: String },
-    PatchDiffers { have: Version, want: String },
-    BaseGone { home: PathBuf },
+    Forced {
+        by: String,
+    },
+    NoMarker {
+        wanted: String,
+    },
+    RuntimeChanged {
+        from: String,
+        to: String,
+    },
+    Broken {
+        detail: String,
+    },
+    PatchDiffers {
+        have: Version,
+        want: String,
+    },
+    BaseGone {
+        home: PathBuf,
+    },
+    /// `env/bin/python` runs the Python it was built on (`sys.prefix` is
+    /// `sys.base_prefix`), as it does when `pyvenv.cfg` is gone.
+    NotVirtual {
+        runs: PathBuf,
+    },
+    /// `env/bin/python` is another virtual env's.
+    OtherEnv {
+        prefix: PathBuf,
+    },
+    /// `env` leads out of the site.
+    OutsideSite {
+        dir: PathBuf,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -44,6 +71,19 @@ impl fmt::Display for Reason {
             Reason::Broken { detail } => write!(f, "env broken: {detail}"),
             Reason::PatchDiffers { have, want } => {
                 write!(f, "env has Python {have}, {want} is wanted")
+            }
+            Reason::NotVirtual { runs } => write!(
+                f,
+                "env broken: env/bin/python is not a virtual env: it runs {} itself (no pyvenv.cfg?)",
+                runs.display()
+            ),
+            Reason::OtherEnv { prefix } => write!(
+                f,
+                "env broken: env/bin/python belongs to the virtual env {}, not to env/",
+                prefix.display()
+            ),
+            Reason::OutsideSite { dir } => {
+                write!(f, "env/ leads outside the site, to {}", dir.display())
             }
             Reason::BaseGone { home } => write!(
                 f,
@@ -127,8 +167,8 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
             detail: "env/bin/python does not run".into(),
         });
     };
-    if let Err(detail) = inside_site(site, &env, &python) {
-        return create(Reason::Broken { detail });
+    if let Err(reason) = inside_site(site, &env, &python) {
+        return create(reason);
     }
     let v = python.version;
     if v.major != request.major || v.minor != request.minor {
@@ -148,29 +188,26 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
 /// Checks that `env/bin/python` runs a virtual env of its own (not the
 /// Python it was built on, as it does when `pyvenv.cfg` is gone) and that
 /// this env is `env/` inside the site: an installer may only ever write there.
-fn inside_site(site: &Path, env: &Path, python: &Interpreter) -> Result<(), String> {
-    let Some(prefixes) = &python.prefixes else {
-        return Err("env/bin/python did not say where it installs".into());
-    };
+fn inside_site(site: &Path, env: &Path, python: &Interpreter) -> Result<(), Reason> {
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let Some(prefixes) = &python.prefixes else {
+        return Err(Reason::Broken {
+            detail: "env/bin/python did not say where it installs".into(),
+        });
+    };
     if real(&prefixes.prefix) == real(&prefixes.base) {
-        return Err(format!(
-            "env/bin/python is not a virtual env: it runs {} itself (no pyvenv.cfg?)",
-            prefixes.base.display()
-        ));
+        return Err(Reason::NotVirtual {
+            runs: prefixes.base.clone(),
+        });
     }
     let env_dir = real(env);
     if real(&prefixes.prefix) != env_dir {
-        return Err(format!(
-            "env/bin/python belongs to the virtual env {}, not to env/",
-            prefixes.prefix.display()
-        ));
+        return Err(Reason::OtherEnv {
+            prefix: prefixes.prefix.clone(),
+        });
     }
     if env_dir.parent() != Some(real(site).as_path()) {
-        return Err(format!(
-            "env/ leads outside the site, to {}",
-            env_dir.display()
-        ));
+        return Err(Reason::OutsideSite { dir: env_dir });
     }
     Ok(())
 }

@@ -326,3 +326,31 @@ fn a_less_exact_runtime_keeps_the_env_and_names_the_interpreter_it_runs() {
         .assert_has("pip skipped");
     assert!(!push.has("changed since the last install"));
 }
+
+#[test]
+fn an_env_that_leads_outside_the_site_is_replaced_and_left_alone() {
+    let s = deployed(&[]);
+    let real = std::fs::canonicalize(s.site.join("env")).unwrap();
+    let outside = s.root.join("outside-env");
+    std::fs::rename(&real, &outside).unwrap();
+    std::fs::remove_file(s.site.join("env")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.site.join("env")).unwrap();
+    let before = crate::util::snapshot(&outside);
+    push_files(
+        &s,
+        &[("requirements.txt", "tinyweb==1.0.0\ngreeting==2.0.0\n")],
+        &[],
+    )
+    .assert_ok()
+    .assert_has(&format!(
+        "env/ leads outside the site, to {}",
+        outside.display()
+    ))
+    .assert_has("Successfully installed greeting-2.0.0");
+    assert_eq!(
+        crate::util::snapshot(&outside),
+        before,
+        "the outside env changed"
+    );
+    assert_eq!(greeting_version(&s), "2.0.0");
+}
