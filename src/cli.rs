@@ -2,17 +2,16 @@
 //! module that does the work.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use git2::Repository;
 
-use crate::commit::short_id;
 use crate::deploy::{self, Job};
 use crate::deployment_file::DeploymentFile;
-use crate::error::usage;
+use crate::error::{printable, usage};
 use crate::lock::Lock;
 use crate::receive::{self, Decision, PUSH_OPTIONS};
 use crate::record::{Records, Trigger};
@@ -161,20 +160,33 @@ fn open(
     env: Environment,
     flags: impl FnOnce(&mut Sources) -> Result<()>,
 ) -> Result<(Repository, Settings)> {
+    let given = repo.repo.is_some();
     let path = repo.repo.clone().unwrap_or_else(|| env.default_repo());
-    let path = fs_err::canonicalize(&path)
-        .map_err(|e| usage(format!("repository {}: {e}", path.display())))?;
-    let repository = Repository::open(&path).map_err(|e| {
-        usage(format!(
-            "{}: not a git repository ({})",
-            path.display(),
-            e.message()
-        ))
+    let path = std::fs::canonicalize(&path).map_err(|e| {
+        let hint = if given { "" } else { REPO_HINT };
+        usage(format!("repository {}: {e}{hint}", path.display()))
     })?;
+    let repository = Repository::open(&path).map_err(|e| cannot_open(&path, given, &e))?;
     let mut sources = Sources::new(env, &repository)?;
     flags(&mut sources)?;
     let settings = Settings::resolve(repository.path(), &repository, sources)?;
     Ok((repository, settings))
+}
+
+/// Said when no --repo was given and the directory is no repository.
+const REPO_HINT: &str = "; run pushdeploy in the bare repository (or with $GIT_DIR set, as the hook does), or name it with --repo <path>";
+
+/// Why a repository cannot be opened, as a user on the server needs to hear it.
+fn cannot_open(path: &Path, given: bool, err: &git2::Error) -> anyhow::Error {
+    if let Some(not_owned) = crate::error::not_owned(path, err) {
+        return not_owned;
+    }
+    let hint = if given { "" } else { REPO_HINT };
+    usage(format!(
+        "{}: not a git repository ({}){hint}",
+        path.display(),
+        err.message()
+    ))
 }
 
 fn flags(
@@ -251,7 +263,7 @@ pub fn run() -> Result<ExitCode> {
                 .find(&id)
                 .map_err(|e| usage(format!("{e:#}")))?;
             let job = Job {
-                rev: Some(record.id),
+                rev: Some(record.id.to_string()),
                 ref_name: None,
                 trigger: Trigger::Redeploy,
                 dry_run: false,
@@ -363,7 +375,11 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
                 v
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&summaries)?)?;
+        writeln!(
+            out,
+            "{}",
+            crate::error::json_printable(&serde_json::to_string_pretty(&summaries)?)
+        )?;
         return Ok(());
     }
     let active = records
@@ -376,21 +392,27 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
     )?;
     for r in &records {
-        let total = r
-            .seconds
-            .unwrap_or_else(|| r.steps.iter().map(|s| s.seconds).sum());
+        let time = match r.seconds {
+            Some(seconds) => crate::report::seconds_text(seconds),
+            // Finished before records kept the whole time: its steps' sum.
+            None if r.finished.is_some() && !r.steps.is_empty() => {
+                crate::report::seconds_text(r.steps.iter().map(|s| s.seconds).sum())
+            }
+            // Running, or killed before it could say how long it took.
+            None => "-".to_string(),
+        };
         let status = r.status.to_string();
         let mark = if Some(r.seq) == active { "*" } else { " " };
         writeln!(
             out,
             "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
             format!("{}{mark}", r.seq),
-            short_id(&r.id),
+            r.short(),
             status,
             r.trigger.to_string(),
-            r.started,
-            crate::report::seconds_text(total),
-            r.message
+            printable(&r.started),
+            time,
+            printable(&r.message)
         )?;
     }
     Ok(())
@@ -402,31 +424,36 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
+    // Every text of a record came from a commit or a program: escaped.
     writeln!(out, "deployment #{} {}", r.seq, r.id)?;
-    writeln!(out, "ref:      {}", r.ref_name)?;
-    writeln!(out, "author:   {}", r.author)?;
-    writeln!(out, "message:  {}", r.message)?;
+    writeln!(out, "ref:      {}", printable(&r.ref_name))?;
+    writeln!(out, "author:   {}", printable(&r.author))?;
+    writeln!(out, "message:  {}", printable(&r.message))?;
     writeln!(out, "trigger:  {}", r.trigger)?;
     writeln!(out, "status:   {}", r.status)?;
     if let Some(seconds) = r.seconds {
         writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
     }
-    writeln!(out, "started:  {}", r.started)?;
-    writeln!(out, "finished: {}", r.finished.as_deref().unwrap_or("-"))?;
+    writeln!(out, "started:  {}", printable(&r.started))?;
+    writeln!(
+        out,
+        "finished: {}",
+        printable(r.finished.as_deref().unwrap_or("-"))
+    )?;
     if let Some(error) = &r.error {
-        writeln!(out, "error:    {error}")?;
+        writeln!(out, "error:    {}", printable(error))?;
     }
     for s in &r.steps {
         writeln!(
             out,
             "step:     {} {}",
-            s.step,
+            printable(&s.step),
             crate::report::seconds_text(s.seconds)
         )?;
     }
     writeln!(out)?;
     for line in &r.log {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", printable(line))?;
     }
     Ok(())
 }
@@ -493,9 +520,11 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     } else {
         for (key, value) in rows {
             let key = key.name;
-            writeln!(out, "{:<28} {:<40} {}", key, value.text, value.origin)?;
+            let shown = printable(&value.text);
+            writeln!(out, "{:<28} {:<40} {}", key, shown, value.origin)?;
         }
         for (key, value) in &values.app {
+            let value = printable(value);
             writeln!(
                 out,
                 "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"

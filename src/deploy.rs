@@ -81,7 +81,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
-            short_id(&stale.id),
+            short_id(&stale.id.to_string()),
             stale.seq
         ));
     }
@@ -149,7 +149,8 @@ fn dry_run(
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
             &mut out,
-            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+            crate::error::json_printable(&format!("{}\n", serde_json::to_string_pretty(&plan)?))
+                .as_bytes(),
         )?;
     } else {
         report.header(format!(

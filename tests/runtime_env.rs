@@ -1,14 +1,6 @@
 //! Issue 3: choosing, checking and forcing the runtime and the env.
 
-use crate::util::{Server, pyenv};
-
-fn deployed_flask() -> Server {
-    let s = Server::new();
-    s.app("flask-app");
-    s.commit("first");
-    s.push(&[]).assert_ok().assert_has("successful");
-    s
-}
+use crate::util::{Server, deployed_flask, pyenv};
 
 fn env_version(s: &Server) -> String {
     s.env_python("import sys; print('%d.%d.%d' % sys.version_info[:3])")
