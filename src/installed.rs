@@ -331,6 +331,8 @@ pub struct Requirements {
     pub always: Option<Always>,
     find_links: Vec<String>,
     platform: bool,
+    /// Lines of options with `${VAR}`, as pip will read them (hashed).
+    expanded: Vec<String>,
 }
 
 /// How many requirement files one install may read; more is refused.
@@ -401,7 +403,19 @@ pub fn read_requirements(
                 }
                 Ok(Line::Options) => None,
                 Err(Unfixed::Variable) => {
-                    note(&mut out, at(Unfixed::Variable));
+                    let expanded = requirements::expand(&line, lookup);
+                    match requirements::classify(&expanded) {
+                        // An index option with a variable (a token in a
+                        // private index's URL): its value counts, hashed.
+                        Ok(Line::Options) => {
+                            let id = git2::Oid::hash_object(
+                                git2::ObjectType::Blob,
+                                expanded.as_bytes(),
+                            )?;
+                            out.expanded.push(format!("{name} line {number} {id}"));
+                        }
+                        _ => note(&mut out, at(Unfixed::Variable)),
+                    }
                     // The value pip will read, checked and followed all the same.
                     requirements::include_value(&line)
                         .map(|(kind, v)| (kind, requirements::expand(&v, lookup)))
@@ -602,6 +616,7 @@ pub fn fingerprint(
         .files
         .iter()
         .map(|f| format!("{} -> {} {}", f.name, f.path, f.blob))
+        .chain(requirements.expanded.iter().cloned())
         .collect();
     fp.insert(Input::Requirements, files.join("\n"));
     fp.insert(Input::Installer, context.installer.clone());
@@ -960,6 +975,25 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn a_variable_in_an_index_option_counts_by_its_value() {
+        let files = [(
+            "requirements.txt",
+            "--extra-index-url https://${TOKEN}@pypi.example/simple\nsix\n",
+        )];
+        let (reqs, one) = read(&files, &[("TOKEN", "a")]).unwrap();
+        assert_eq!(reqs.always, None);
+        let (_, two) = read(&files, &[("TOKEN", "b")]).unwrap();
+        assert_ne!(
+            one.0.get(&Input::Requirements),
+            two.0.get(&Input::Requirements)
+        );
+        assert!(!one.0.values().any(|v| v.contains("https://a@")));
+        // In a requirement, or expanding to one, it always runs.
+        let (reqs, _) = read(&[("requirements.txt", "six==${SIX}\n")], &[("SIX", "1")]).unwrap();
+        assert!(reqs.always.is_some());
     }
 
     #[test]
