@@ -421,11 +421,11 @@ fn prepare(
                 runtime.runtime
             ));
             let reason = match pip {
-                PipDecision::Skip { reason } => {
-                    report.header(format!("{step} skipped: {reason}"));
+                PipDecision::Skip { .. } => {
+                    report.header(format!("{step} skipped: {pip}"));
                     return Ok(None);
                 }
-                PipDecision::Run { reason } => reason.clone(),
+                PipDecision::Run { reason } => reason.to_string(),
             };
             let dir = report.step(
                 "env",
@@ -462,16 +462,20 @@ fn prepare(
         from_site: None,
         new_python,
     };
-    let files = plan::requirement_files(commit)?;
-    let files = match files {
-        Ok(files) => match local_paths(&files) {
-            Some(line) => Err(format!("requirements name a local path ({line})")),
-            None => Ok(files),
-        },
-        Err(why) => Err(why),
+    let context = installed::Context {
+        env: &settings.env,
+        app_settings: &plan.app_settings,
+        installer: installer.to_string(),
+        site,
     };
-    match files {
-        Ok(files) => {
+    let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
+    let from_site = match (&requirements.always, local_paths(&requirements)) {
+        (_, Some(line)) => Some(format!("requirements name a local path ({line})")),
+        (Some(why @ installed::Always::NotInCommit { .. }), None) => Some(why.to_string()),
+        _ => None,
+    };
+    match from_site {
+        None => {
             // The commit's own requirement files, in pushdeploy's own place.
             let work = settings.state_dir.join("tmp");
             let installed = (|| {
@@ -479,9 +483,7 @@ fn prepare(
                 let dir = tempfile::Builder::new()
                     .prefix("requirements-")
                     .tempdir_in(&work)?;
-                for (name, content) in &files {
-                    fs_err::write(dir.path().join(name), content)?;
-                }
+                packages::write_requirements(&requirements, dir.path())?;
                 report.step(step, format!("{command} ({why})"), |r| {
                     packages::install(installer, &prepared.dir, dir.path(), runner, r)
                 })
@@ -491,7 +493,7 @@ fn prepare(
                 return Err(e);
             }
         }
-        Err(reason) => {
+        Some(reason) => {
             report.header(format!(
                 "{reason}: {step} installs from the site, after the file switch (the env is still prepared aside)"
             ));
@@ -503,18 +505,20 @@ fn prepare(
 
 /// The first requirement line that names a file of the site, if any: such
 /// requirements can only be installed from the site itself.
-fn local_paths(files: &[(String, Vec<u8>)]) -> Option<String> {
-    files.iter().find_map(|(_, content)| {
-        String::from_utf8_lossy(content).lines().find_map(|line| {
-            let line = line.split(" #").next().unwrap_or("").trim();
-            let local = line.starts_with("-e")
-                || line.starts_with("--editable")
-                || line.starts_with('.')
-                || line.starts_with('/')
-                || line.starts_with("file:")
-                || line.contains("@ file:");
-            local.then(|| line.to_string())
-        })
+fn local_paths(requirements: &installed::Requirements) -> Option<String> {
+    requirements.files.iter().find_map(|file| {
+        String::from_utf8_lossy(&file.content)
+            .lines()
+            .find_map(|line| {
+                let line = line.split(" #").next().unwrap_or("").trim();
+                let local = line.starts_with("-e")
+                    || line.starts_with("--editable")
+                    || line.starts_with('.')
+                    || line.starts_with('/')
+                    || line.starts_with("file:")
+                    || line.contains("@ file:");
+                local.then(|| line.to_string())
+            })
     })
 }
 
@@ -677,17 +681,16 @@ fn remember_packages(settings: &Settings, plan: &Plan) -> Result<()> {
     let store = installed::Store::new(&settings.state_dir);
     match &plan.python {
         Python::Run {
-            fingerprint: Some(fp),
+            fingerprint,
+            runtime,
             ..
-        } => {
-            let mut fp = fp.clone();
-            fp.insert(
-                "env".into(),
-                installed::env_identity(&settings.site.join("env")),
-            );
-            store.save(&fp, &plan.commit.id)
-        }
-        _ => store.forget(),
+        } => store.installed(
+            fingerprint.as_ref(),
+            &settings.site.join("env"),
+            runtime.interpreter.version,
+            &plan.commit.id,
+        ),
+        Python::Skip { .. } => store.forget(),
     }
 }
 

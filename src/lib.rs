@@ -24,6 +24,7 @@ pub mod process;
 pub mod receive;
 pub mod record;
 pub mod report;
+pub mod requirements;
 pub mod runtime;
 pub mod seed;
 pub mod settings;

@@ -3,22 +3,22 @@
 //! run carries it out. What only running can tell (whether Django is in a
 //! new env, what pip resolves) the plan names as a question, not an answer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::commit::short_id;
 use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
-use crate::installed::{self, Fingerprint, PipDecision};
+use crate::installed::{Fingerprint, PipDecision};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_BUILD_COMMAND, POST_DEPLOY, PROJECT, RECREATE_ENV,
-    Refused, SCM_DO_BUILD, SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, Values,
+    Refused, SCM_DO_BUILD, Settings, TAKE_OVER_FILES, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -255,8 +255,8 @@ impl Plan {
                     }
                 });
                 out.push(match pip {
-                    PipDecision::Skip { reason } => format!("{installer}: skipped ({reason})"),
-                    PipDecision::Run { reason } => format!("{installer}: runs ({reason})"),
+                    PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
+                    PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
                 });
                 if matches!(pip, PipDecision::Run { .. }) {
                     out.push(packages_line(installer, packages));
@@ -404,7 +404,6 @@ fn python_plan(
     preview: bool,
     probes: &Probes,
 ) -> Result<Python> {
-    let app_settings = &values.app;
     if commit.read_root_file(REQUIREMENTS)?.is_none() {
         return Ok(Python::Skip {
             reason: "no requirements.txt in the commit".into(),
@@ -415,140 +414,36 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let runtime = choose_runtime(settings, values, commit, probes)?;
+    let mut runtime = choose_runtime(settings, values, commit, probes)?;
     let env = env::decide(&settings.site, runtime.request, forced(values), probes);
-    if matches!(env, Decision::Create { .. }) {
-        env::tool(&runtime)?;
-    }
-    let installer = packages::installer(
-        values.installer(),
-        values.path(crate::settings::UV_PATH),
-        &settings.env,
-    )?;
-    let files = requirement_files(commit)?;
-    let fingerprint = match &files {
-        Ok(files) => {
-            let mut vars = settings.env.with_prefix("PIP_");
-            vars.extend(settings.env.with_prefix("UV_"));
-            vars.extend(
-                app_settings
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("PIP_") || k.starts_with("UV_"))
-                    .cloned(),
-            );
-            let config_files = pip_config_files(settings);
-            let inputs = installed::Inputs {
-                files,
-                vars: &vars,
-                config_files: &config_files,
-                installer: installer.to_string(),
-                interpreter: format!(
-                    "{} {}",
-                    runtime.interpreter.version,
-                    runtime.interpreter.path.display()
-                ),
-                env: &settings.site.join("env"),
-            };
-            installed::fingerprint(&inputs)
+    match &env {
+        Decision::Create { .. } => {
+            env::tool(&runtime)?;
         }
-        Err(why) => Err(why.clone()),
-    };
-    let store = installed::Store::new(&settings.state_dir);
-    let pip = match (&env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
-        (Decision::Create { .. }, _, _) => PipDecision::Run {
-            reason: "a new env".into(),
-        },
-        (_, Err(why), _) => PipDecision::Run {
-            reason: format!("{why}: the installer always runs"),
-        },
-        (_, _, Some((false, origin))) => PipDecision::Run {
-            reason: format!("skipUnchangedPackages is false ({origin})"),
-        },
-        (Decision::Reuse, Ok(fp), _) => store.decide(fp),
-    };
-    let packages = match (&env, &pip, preview) {
-        (_, _, false) => Preview::NotAsked,
-        (Decision::Create { .. }, _, true) => Preview::NewEnv,
-        (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
-            packages: Vec::new(),
-        },
-        (Decision::Reuse, _, true) => match &files {
-            Ok(files) => preview_packages(settings, files, app_settings)?,
-            Err(why) => Preview::Unknown { why: why.clone() },
-        },
-    };
+        // What runs is the env's interpreter, which may be another build of
+        // the same runtime (Kudu's rule keeps a 3.11.7 env for python-3.11).
+        Decision::Reuse => {
+            if let Some(python) = env::interpreter(&settings.site, probes) {
+                runtime.interpreter = python;
+            }
+        }
+    }
+    let packages = packages::plan(
+        settings,
+        values,
+        commit,
+        &env,
+        runtime.interpreter.version,
+        preview,
+    )?;
     Ok(Python::Run {
         runtime,
         env,
-        installer,
-        pip,
-        packages,
-        fingerprint: fingerprint.ok(),
+        installer: packages.installer,
+        pip: packages.pip,
+        packages: packages.packages,
+        fingerprint: packages.fingerprint,
     })
-}
-
-/// pip's configuration files that may apply to the installer.
-fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.env;
-    let home = env.home();
-    let mut files = vec![
-        PathBuf::from("/etc/pip.conf"),
-        home.join(".pip/pip.conf"),
-        home.join(".config/pip/pip.conf"),
-    ];
-    if let Some(xdg) = env.get("XDG_CONFIG_HOME") {
-        files.push(Path::new(xdg).join("pip/pip.conf"));
-    }
-    if let Some(file) = env.get("PIP_CONFIG_FILE") {
-        files.push(PathBuf::from(file));
-    }
-    files.push(settings.site.join("env/pip.conf"));
-    files
-}
-
-/// Requirement files as (name, content).
-pub type RequirementFiles = Vec<(String, Vec<u8>)>;
-
-/// requirements.txt and the files it includes (`-r`, `-c`), read from the
-/// commit; or why they cannot all be read, which makes pip always run.
-pub fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut queue = vec![REQUIREMENTS.to_string()];
-    while let Some(name) = queue.pop() {
-        if files.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        if name.contains('/') || name.starts_with('.') || files.len() > 32 {
-            return Ok(Err(format!(
-                "requirements include {name}, outside the top folder"
-            )));
-        }
-        let Some(content) = commit.read_root_file(&name)? else {
-            return Ok(Err(format!(
-                "requirements include {name}, which is not in the commit"
-            )));
-        };
-        queue.extend(packages::included_files(&String::from_utf8_lossy(&content)));
-        files.push((name, content));
-    }
-    Ok(Ok(files))
-}
-
-/// Writes the commit's requirement files to a temp dir and asks the env's pip.
-fn preview_packages(
-    settings: &Settings,
-    files: &[(String, Vec<u8>)],
-    vars: &[(String, String)],
-) -> Result<Preview> {
-    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
-    for (name, content) in files {
-        fs_err::write(dir.path().join(name), content)?;
-    }
-    Ok(packages::preview(
-        &settings.site.join("env"),
-        dir.path(),
-        vars,
-    ))
 }
 
 fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framework {
