@@ -469,10 +469,12 @@ fn prepare(
         site,
     };
     let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
+    // A line the requirements reader does not understand may name a file of
+    // the site (a directory without ./): those install from the site too.
     let from_site = match (&requirements.always, local_paths(&requirements)) {
         (_, Some(line)) => Some(format!("requirements name a local path ({line})")),
-        (Some(why @ installed::Always::NotInCommit { .. }), None) => Some(why.to_string()),
-        _ => None,
+        (Some(why), None) => Some(why.to_string()),
+        (None, None) => None,
     };
     match from_site {
         None => {
@@ -490,6 +492,9 @@ fn prepare(
             })();
             if let Err(e) = installed {
                 let _ = env::remove_dir(site, &prepared.dir);
+                // The live env is untouched; the next deployment runs the
+                // installer again, and its dry run says why.
+                installed::Store::new(&settings.state_dir).failed(&plan.commit.id)?;
                 return Err(e);
             }
         }

@@ -110,12 +110,18 @@ pub fn install(
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
-    let names: Vec<(String, String)> = env_dir
+    // pip runs in the site (it names paths relative to it, `./env/lib/...`),
+    // reading the requirements from `dir`, which is named as the site.
+    let site = env_dir.parent().unwrap_or(dir);
+    let requirements = dir.join(REQUIREMENTS);
+    let mut names: Vec<(String, String)> = env_dir
         .file_name()
         .map(|n| (n.to_string_lossy().into_owned(), "env".to_string()))
         .into_iter()
         .collect();
-    let site = dir;
+    if dir != site {
+        names.push((format!("{}/", dir.display()), String::new()));
+    }
     // The installer's own network timeout, well below the idle timeout: a
     // read that hangs is retried (with a line of output) before the step is
     // taken for hung.
@@ -133,7 +139,7 @@ pub fn install(
                 "--timeout",
                 &timeout,
                 "-r",
-                REQUIREMENTS
+                &requirements
             )
             .dir(site)
             .env("PIP_REQUIRE_VIRTUALENV", "1")
@@ -150,7 +156,7 @@ pub fn install(
                 // uv is configured by the server's UV_* variables only.
                 "--no-config",
                 "-r",
-                REQUIREMENTS,
+                &requirements,
                 "--python",
                 python
             )

@@ -113,13 +113,17 @@ fn processes_a_killed_deployment_left_are_killed_before_the_next_changes_anythin
     let s = deployed_flask();
     let late = s.root.join("late.txt");
     let started = s.root.join("started");
+    // A grandchild that would write long after; its pid, to see it end.
+    let grandchild = s.root.join("grandchild.pid");
     let slow = script(
         &s,
         "slow.sh",
         &format!(
-            "(sleep 3; echo late > {}) &\ntouch {}\nsleep 600",
+            // Once: the rollback's postDeploy (run again after the kill) returns.
+            "[ -e {started} ] && exit 0\n(sleep 60; echo late > {}) &\necho $! > {}\ntouch {started}\nsleep 600",
             late.display(),
-            started.display()
+            grandchild.display(),
+            started = started.display()
         ),
     );
     set_post_deploy(&s, &slow);
@@ -136,7 +140,21 @@ fn processes_a_killed_deployment_left_are_killed_before_the_next_changes_anythin
     delete
         .assert_ok()
         .assert_has("Killed postDeploy (process group ");
-    assert!(!appears_within(&late, 5), "the grandchild was killed");
+    let pid = std::fs::read_to_string(&grandchild).unwrap();
+    let stat = Path::new("/proc").join(pid.trim()).join("stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Gone, or a zombie waiting for its parent's parent.
+    while std::fs::read_to_string(&stat).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    }) {
+        assert!(Instant::now() < deadline, "the grandchild was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!late.exists());
 }
 
 // Real gunicorn, started from `env/bin/gunicorn`, serving the fixture app
