@@ -32,6 +32,9 @@ pub const JOURNAL: &str = "sync-journal.jsonl";
 /// The directory at the top of the site that keeps what a sync replaced or
 /// deleted until the deployment succeeds. Refused in commits.
 pub const ASIDE_PREFIX: &str = ".pushdeploy-old-";
+/// Where a rollback that could not put everything back leaves the rest, for
+/// a person to look at; pushdeploy never removes it.
+pub const UNRESTORED_PREFIX: &str = ".pushdeploy-unrestored-";
 /// The ref that keeps the commit of a sync in progress.
 pub const PENDING_REF: &str = "refs/pushdeploy/pending";
 /// The ref that keeps the deployed commit, whose files are in the site.
@@ -399,9 +402,17 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
         // The site is the deployed commit's again: no sync is pending.
         store.abort()?;
         unpin(repo, PENDING_REF)?;
+    } else if aside.is_some() {
+        // What was not put back stays, under a name no sweep removes. The
+        // pending manifest stays too: the next sync compares every file.
+        let kept = format!("{UNRESTORED_PREFIX}{}", crate::site_dir::unique());
+        site.root()
+            .rename(&header.aside, site.root(), &kept)
+            .with_context(|| format!("renaming {} to {kept}", header.aside))?;
+        done.problems.push(format!(
+            "what was not put back is kept in the site's {kept}/"
+        ));
     }
-    // With problems, the pending manifest stays: the next sync compares
-    // every file, and the aside directory keeps what was not put back.
     crate::files::remove_file_if_there(&path)?;
     Ok(done)
 }
@@ -426,10 +437,7 @@ fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64) -> Result<usize> 
         return Ok(0); // The change was never made.
     }
     let Some((dir, name)) = site.parent(path)? else {
-        bail!(
-            "{path}: its directory is gone or is no longer a directory; the file is kept in the site's {} directory, slot {slot}",
-            aside.rel
-        );
+        bail!("{path}: its directory is gone or is no longer a directory (kept as number {slot})");
     };
     aside
         .rename(&slot, &dir, name)

@@ -34,6 +34,8 @@ pub use crate::journal::{ASIDE_PREFIX, Journal, Recovered, Rollback, recover};
 use crate::manifest::{self, Manifest};
 use crate::site_dir::{self, Dir, SiteDir, split};
 
+/// The start of every name pushdeploy makes in the site.
+pub const PUSHDEPLOY_PREFIX: &str = ".pushdeploy-";
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
 pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
@@ -276,16 +278,12 @@ impl Refused {
         if self.0.len() == 1 {
             bail!(
                 "commit entry {}: the site has this file, which pushdeploy did not write, and it differs from the commit's; {}",
-                shown(first.as_bytes()),
+                first,
                 accept.replace("them", "it")
             );
         }
-        let mut names: Vec<String> = self
-            .0
-            .iter()
-            .take(SHOWN)
-            .map(|p| shown(p.as_bytes()))
-            .collect();
+        // The commit's names have no control characters: checked when read.
+        let mut names: Vec<String> = self.0.iter().take(SHOWN).cloned().collect();
         if self.0.len() > SHOWN {
             names.push(format!("and {} more", self.0.len() - SHOWN));
         }
@@ -433,7 +431,7 @@ fn site_is_empty(site: &SiteDir) -> Result<bool> {
         .root()
         .entries()?
         .iter()
-        .all(|(name, _)| ENV_NAMES.contains(&name.as_str()) || name.starts_with(".pushdeploy-")))
+        .all(|(name, _)| ENV_NAMES.contains(&name.as_str()) || name.starts_with(PUSHDEPLOY_PREFIX)))
 }
 
 /// Whether the site already holds this entry exactly: same kind, same
@@ -503,9 +501,9 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
             entry.path
         );
     }
-    if top.starts_with(ASIDE_PREFIX) {
+    if top.starts_with(PUSHDEPLOY_PREFIX) && !top.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
-            "commit entry {}: names starting with {ASIDE_PREFIX} at the top are where pushdeploy keeps replaced files; rename it",
+            "commit entry {}: names starting with {PUSHDEPLOY_PREFIX} at the top are pushdeploy's own (kept files, envs); rename it",
             entry.path
         );
     }

@@ -13,3 +13,4 @@ mod properties;
 mod runtime_env;
 mod setup;
 mod speed;
+mod sync_safety;
