@@ -80,7 +80,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
-            short_id(&stale.id),
+            short_id(&stale.id.to_string()),
             stale.seq
         ));
     }
@@ -146,13 +146,14 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
             &mut out,
-            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+            crate::error::json_printable(&format!("{}\n", serde_json::to_string_pretty(&plan)?))
+                .as_bytes(),
         )?;
     } else {
         report.header(format!(
@@ -170,9 +171,11 @@ fn dry_run(
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
-    let settings = &settings;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
+    for refused in &plan.refused_app_settings {
+        report.header(refused.to_string());
+    }
     report.extra_env = plan.app_settings.clone();
     let mut journal = None;
     if let Some(sync) = &plan.sync {
@@ -230,6 +233,9 @@ fn after_sync(
         }
         Framework::Skip { .. } => {}
     }
+    // postDeploy is the server's command: no app setting of the commit
+    // reaches it (a `PATH` could choose which program its name runs).
+    report.extra_env.clear();
     if let Some(words) = &plan.post_deploy {
         report.step(
             "postDeploy",
@@ -267,15 +273,13 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         None => "pip install -r requirements.txt".to_string(),
     };
     // Records what the install depended on, with the env as it is now.
-    let remember = |env: &Path| -> Result<()> {
-        match fingerprint {
-            Some(fp) => {
-                let mut fp = fp.clone();
-                fp.insert("env".into(), installed::env_identity(env));
-                store.save(&fp, &plan.commit.id)
-            }
-            None => store.forget(),
-        }
+    let remember = |env: &Path| {
+        store.installed(
+            fingerprint.as_ref(),
+            env,
+            runtime.interpreter.version,
+            &plan.commit.id,
+        )
     };
     let uv = installer.uv();
     report.header(runtime_line(runtime));
@@ -286,19 +290,20 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 runtime.runtime
             ));
             let reason = match pip {
-                PipDecision::Skip { reason } => {
-                    report.header(format!("{step} skipped: {reason}"));
+                PipDecision::Skip { .. } => {
+                    report.header(format!("{step} skipped: {pip}"));
                     return Ok(());
                 }
                 PipDecision::Run { reason } => reason,
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
+                store.started(&plan.commit.id)?;
                 packages::install(installer, &env, site, r)?;
                 remember(&env)
             });
             if result.is_err() {
-                store.forget()?;
+                store.failed(&plan.commit.id)?;
             }
             result
         }

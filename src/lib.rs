@@ -22,6 +22,7 @@ pub mod plan;
 pub mod receive;
 pub mod record;
 pub mod report;
+pub mod requirements;
 pub mod runtime;
 pub mod seed;
 pub mod settings;

@@ -3,22 +3,22 @@
 //! run carries it out. What only running can tell (whether Django is in a
 //! new env, what pip resolves) the plan names as a question, not an answer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::commit::short_id;
 use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
-use crate::installed::{self, Fingerprint, PipDecision};
+use crate::installed::{Fingerprint, PipDecision};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
-    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, TAKE_OVER_FILES, VERIFY, parse_bool,
+    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, Refused, SCM_DO_BUILD,
+    Settings, TAKE_OVER_FILES, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -39,8 +39,11 @@ pub struct Plan {
     pub python: Python,
     pub framework: Framework,
     pub command: Option<CustomCommand>,
-    /// `.deployment` keys that are not settings, passed to the build steps.
+    /// `.deployment` keys that are not settings, passed to the build steps
+    /// (never to `postDeploy`).
     pub app_settings: Vec<(String, String)>,
+    /// `.deployment` keys that a commit may not set: left out.
+    pub refused_app_settings: Vec<Refused>,
     /// Run after a successful deployment (a server setting), as words.
     pub post_deploy: Option<Vec<String>>,
 }
@@ -87,30 +90,25 @@ pub struct CustomCommand {
 
 /// What forces a new env, if anything: `--recreate-env`, the push option,
 /// the environment, or a setting.
-fn forced(settings: &Settings) -> Result<Option<String>> {
-    Ok(settings
-        .sources
-        .bool(RECREATE_ENV)?
-        .and_then(|(on, origin)| on.then(|| origin.to_string())))
+fn forced(values: &Values) -> Option<String> {
+    values
+        .bool(RECREATE_ENV)
+        .and_then(|(on, origin)| on.then(|| origin.to_string()))
 }
 
-/// Reads `.deployment` from the commit into the settings, and narrows the
-/// commit to the project folder when one is set.
-pub fn prepare<'r>(
-    settings: &Settings,
-    commit: Commit<'r>,
-) -> Result<(Settings, Commit<'r>, DeploymentFile)> {
-    let mut settings = settings.clone();
+/// Reads `.deployment` from the commit into the settings' values, and
+/// narrows the commit to the project folder when one is set.
+pub fn prepare<'r>(settings: &Settings, commit: Commit<'r>) -> Result<(Values, Commit<'r>)> {
     let file = match commit.read_top_file(deployment_file::FILE)? {
         Some(bytes) => deployment_file::parse(&bytes)?,
         None => DeploymentFile::default(),
     };
-    settings.sources.deployment = file.by_key();
-    let commit = match settings.sources.get(PROJECT) {
-        Some(project) => commit.with_project(&project.value)?,
+    let values = settings.for_commit(&file)?;
+    let commit = match values.text(PROJECT) {
+        Some((project, _)) => commit.with_project(project)?,
         None => commit,
     };
-    Ok((settings, commit, file))
+    Ok((values, commit))
 }
 
 impl Plan {
@@ -118,27 +116,14 @@ impl Plan {
     /// what it would install (the dry run).
     pub fn build(
         settings: &Settings,
+        values: &Values,
         commit: &Commit,
-        file: &DeploymentFile,
         ref_name: &str,
         preview: bool,
     ) -> Result<Plan> {
-        let project = settings.sources.get(PROJECT).map(|v| v.value);
-        let app_settings = settings.sources.app_settings(file);
-        let post_deploy = match settings.sources.get(POST_DEPLOY) {
-            Some(v) => Some(
-                shell_words::split(&v.value)
-                    .ok()
-                    .filter(|w| !w.is_empty())
-                    .with_context(|| {
-                        format!(
-                            "setting postDeploy ({}): {:?} is not a command line",
-                            v.origin, v.value
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+        let project = values.text(PROJECT).map(|(p, _)| p.to_string());
+        let app_settings = values.app.clone();
+        let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
         let mut plan = Plan {
             commit: commit.info.clone(),
             ref_name: ref_name.to_string(),
@@ -153,26 +138,26 @@ impl Plan {
             },
             command: None,
             app_settings,
+            refused_app_settings: values.refused.clone(),
             post_deploy,
         };
         let probes = Probes::load(&settings.cache_dir);
-        match settings.sources.get(COMMAND) {
-            Some(command) => {
-                let path = command_path(commit, &command.value)?;
-                let runtime = choose_runtime(settings, commit, &probes)?;
+        match values.text(COMMAND) {
+            Some((command, _)) => {
+                let path = command_path(commit, command)?;
+                let runtime = choose_runtime(settings, values, commit, &probes)?;
                 plan.skip_build(format!("command {path} deploys instead"));
                 plan.command = Some(CustomCommand { path, runtime });
             }
             None => {
-                plan.sync = Some(sync_plan(settings, commit)?);
-                match settings.sources.bool(SCM_DO_BUILD)? {
+                plan.sync = Some(sync_plan(settings, values, commit)?);
+                match values.bool(SCM_DO_BUILD) {
                     Some((false, origin)) => plan.skip_build(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
                     )),
                     _ => {
-                        plan.python =
-                            python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
-                        plan.framework = framework_plan(settings, commit, &plan.python);
+                        plan.python = python_plan(settings, values, commit, preview, &probes)?;
+                        plan.framework = framework_plan(values, commit, &plan.python);
                     }
                 }
             }
@@ -255,8 +240,8 @@ impl Plan {
                     }
                 });
                 out.push(match pip {
-                    PipDecision::Skip { reason } => format!("{installer}: skipped ({reason})"),
-                    PipDecision::Run { reason } => format!("{installer}: runs ({reason})"),
+                    PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
+                    PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
                 });
                 if matches!(pip, PipDecision::Run { .. }) {
                     out.push(packages_line(installer, packages));
@@ -272,6 +257,9 @@ impl Plan {
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
         }
+        for refused in &self.refused_app_settings {
+            out.push(refused.to_string());
+        }
         if let Some(words) = &self.post_deploy {
             out.push(format!("postDeploy: {}", shell_words::join(words)));
         }
@@ -281,7 +269,7 @@ impl Plan {
 
 /// What the sync will do: from the diff with the deployed commit, or by
 /// comparing every file, with the reason.
-fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
+fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<SyncPlan> {
     let store = manifest::Store::new(&settings.state_dir);
     let previous = store.load(&settings.site)?;
     let pending = store.load_pending(&settings.site)?;
@@ -302,11 +290,8 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
                 commit.project().unwrap_or("/").to_string(),
             )
         });
-    let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
-    let take_over = settings
-        .sources
-        .bool(TAKE_OVER_FILES)?
-        .is_some_and(|(on, _)| on);
+    let verify = values.bool(VERIFY).is_some_and(|(on, _)| on);
+    let take_over = values.bool(TAKE_OVER_FILES).is_some_and(|(on, _)| on);
     let before = sync::Before {
         project_changed,
         deployed: deployed.as_ref(),
@@ -355,13 +340,19 @@ pub fn runtime_line(choice: &Choice) -> String {
     )
 }
 
-fn choose_runtime(settings: &Settings, commit: &Commit, probes: &Probes) -> Result<Choice> {
+fn choose_runtime(
+    settings: &Settings,
+    values: &Values,
+    commit: &Commit,
+    probes: &Probes,
+) -> Result<Choice> {
     let runtime_txt = commit.read_root_file("runtime.txt")?;
     let python_version = commit.read_root_file(".python-version")?;
     runtime::choose(
         runtime_txt.as_deref(),
         python_version.as_deref(),
-        settings,
+        values.python(),
+        &settings.search(),
         probes,
     )
 }
@@ -385,9 +376,9 @@ fn command_path(commit: &Commit, value: &str) -> Result<String> {
 
 fn python_plan(
     settings: &Settings,
+    values: &Values,
     commit: &Commit,
     preview: bool,
-    app_settings: &[(String, String)],
     probes: &Probes,
 ) -> Result<Python> {
     if commit.read_root_file(REQUIREMENTS)?.is_none() {
@@ -400,139 +391,39 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let runtime = choose_runtime(settings, commit, probes)?;
-    let env = env::decide(&settings.site, runtime.request, forced(settings)?, probes);
-    if matches!(env, Decision::Create { .. }) {
-        env::tool(&runtime)?;
-    }
-    let installer = packages::installer(settings)?;
-    let files = requirement_files(commit)?;
-    let fingerprint = match &files {
-        Ok(files) => {
-            let mut vars = settings.sources.env.with_prefix("PIP_");
-            vars.extend(settings.sources.env.with_prefix("UV_"));
-            vars.extend(
-                app_settings
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("PIP_") || k.starts_with("UV_"))
-                    .cloned(),
-            );
-            let config_files = pip_config_files(settings);
-            let inputs = installed::Inputs {
-                files,
-                vars: &vars,
-                config_files: &config_files,
-                installer: installer.to_string(),
-                interpreter: format!(
-                    "{} {}",
-                    runtime.interpreter.version,
-                    runtime.interpreter.path.display()
-                ),
-                env: &settings.site.join("env"),
-            };
-            installed::fingerprint(&inputs)
+    let mut runtime = choose_runtime(settings, values, commit, probes)?;
+    let env = env::decide(&settings.site, runtime.request, forced(values), probes);
+    match &env {
+        Decision::Create { .. } => {
+            env::tool(&runtime)?;
         }
-        Err(why) => Err(why.clone()),
-    };
-    let store = installed::Store::new(&settings.state_dir);
-    let pip = match (&env, &fingerprint, settings.sources.bool(SKIP_UNCHANGED)?) {
-        (Decision::Create { .. }, _, _) => PipDecision::Run {
-            reason: "a new env".into(),
-        },
-        (_, Err(why), _) => PipDecision::Run {
-            reason: format!("{why}: the installer always runs"),
-        },
-        (_, _, Some((false, origin))) => PipDecision::Run {
-            reason: format!("skipUnchangedPackages is false ({origin})"),
-        },
-        (Decision::Reuse, Ok(fp), _) => store.decide(fp),
-    };
-    let packages = match (&env, &pip, preview) {
-        (_, _, false) => Preview::NotAsked,
-        (Decision::Create { .. }, _, true) => Preview::NewEnv,
-        (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
-            packages: Vec::new(),
-        },
-        (Decision::Reuse, _, true) => match &files {
-            Ok(files) => preview_packages(settings, files, app_settings)?,
-            Err(why) => Preview::Unknown { why: why.clone() },
-        },
-    };
+        // What runs is the env's interpreter, which may be another build of
+        // the same runtime (Kudu's rule keeps a 3.11.7 env for python-3.11).
+        Decision::Reuse => {
+            if let Some(python) = env::interpreter(&settings.site, probes) {
+                runtime.interpreter = python;
+            }
+        }
+    }
+    let packages = packages::plan(
+        settings,
+        values,
+        commit,
+        &env,
+        runtime.interpreter.version,
+        preview,
+    )?;
     Ok(Python::Run {
         runtime,
         env,
-        installer,
-        pip,
-        packages,
-        fingerprint: fingerprint.ok(),
+        installer: packages.installer,
+        pip: packages.pip,
+        packages: packages.packages,
+        fingerprint: packages.fingerprint,
     })
 }
 
-/// pip's configuration files that may apply to the installer.
-fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.sources.env;
-    let home = env.home();
-    let mut files = vec![
-        PathBuf::from("/etc/pip.conf"),
-        home.join(".pip/pip.conf"),
-        home.join(".config/pip/pip.conf"),
-    ];
-    if let Some(xdg) = env.get("XDG_CONFIG_HOME") {
-        files.push(Path::new(xdg).join("pip/pip.conf"));
-    }
-    if let Some(file) = env.get("PIP_CONFIG_FILE") {
-        files.push(PathBuf::from(file));
-    }
-    files.push(settings.site.join("env/pip.conf"));
-    files
-}
-
-/// Requirement files as (name, content).
-type RequirementFiles = Vec<(String, Vec<u8>)>;
-
-/// requirements.txt and the files it includes (`-r`, `-c`), read from the
-/// commit; or why they cannot all be read, which makes pip always run.
-fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut queue = vec![REQUIREMENTS.to_string()];
-    while let Some(name) = queue.pop() {
-        if files.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        if name.contains('/') || name.starts_with('.') || files.len() > 32 {
-            return Ok(Err(format!(
-                "requirements include {name}, outside the top folder"
-            )));
-        }
-        let Some(content) = commit.read_root_file(&name)? else {
-            return Ok(Err(format!(
-                "requirements include {name}, which is not in the commit"
-            )));
-        };
-        queue.extend(packages::included_files(&String::from_utf8_lossy(&content)));
-        files.push((name, content));
-    }
-    Ok(Ok(files))
-}
-
-/// Writes the commit's requirement files to a temp dir and asks the env's pip.
-fn preview_packages(
-    settings: &Settings,
-    files: &[(String, Vec<u8>)],
-    vars: &[(String, String)],
-) -> Result<Preview> {
-    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
-    for (name, content) in files {
-        fs_err::write(dir.path().join(name), content)?;
-    }
-    Ok(packages::preview(
-        &settings.site.join("env"),
-        dir.path(),
-        vars,
-    ))
-}
-
-fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {
+fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framework {
     let skip = |reason: String| Framework::Skip { reason };
     if !commit.has_root_entry("manage.py") {
         return skip("no manage.py".into());
@@ -543,11 +434,8 @@ fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Fram
     if commit.has_root_entry(SKIP_DJANGO) {
         return skip(format!("{SKIP_DJANGO} is in the commit"));
     }
-    if let Some(v) = settings.sources.get(DISABLE_COLLECTSTATIC) {
-        // Kudu's rule: set means disabled, whatever the value, but for an explicit false.
-        if parse_bool(&v.value) != Some(false) {
-            return skip(format!("DISABLE_COLLECTSTATIC is set ({})", v.origin));
-        }
+    if let Some((true, origin)) = values.bool(DISABLE_COLLECTSTATIC) {
+        return skip(format!("DISABLE_COLLECTSTATIC is set ({origin})"));
     }
     Framework::Collectstatic
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Server, fixtures, pyenv, snapshot};
+use crate::util::{Server, deployed_flask, pyenv, snapshot};
 
 /// Long enough for any step of a test deployment on a slow machine.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -30,26 +30,11 @@ struct Background {
 impl Background {
     fn start(s: &Server, args: &[&str], vars: &[(&str, &str)]) -> Background {
         let (reader, writer) = std::io::pipe().unwrap();
-        let child = Command::new(BIN)
-            .arg("deploy")
-            .arg("--repo")
-            .arg(&s.repo)
+        let child = s
+            .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
             .args(args)
-            .current_dir(&s.root)
-            // As `Server` runs its commands: pip offline, from the fixtures.
-            .env("PIP_NO_INDEX", "1")
-            .env("PIP_FIND_LINKS", fixtures().join("wheels"))
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env_remove("GIT_DIR")
-            .env_remove("PUSHDEPLOY_RECREATE_ENV")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().unwrap())
-            .stderr(writer)
-            .spawn()
-            .expect("pushdeploy starts");
+            .envs(vars)
+            .spawn(writer.try_clone().unwrap().into(), writer.into());
         let (send, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(reader).lines() {
@@ -132,15 +117,6 @@ impl Background {
         }
         self.seen
     }
-}
-
-/// The flask fixture, pushed and deployed: a site with files and an env.
-fn deployed_flask() -> Server {
-    let s = Server::new();
-    s.app("flask-app");
-    s.commit("first");
-    s.push(&[]).assert_ok().assert_has("successful");
-    s
 }
 
 /// The app's files in a directory: no env, no env directories, no `.git`.
@@ -326,9 +302,10 @@ fn killed_while_creating_the_env() {
 #[test]
 fn killed_during_pip() {
     let s = deployed_flask();
-    // pip reads this included requirements file first: a FIFO, so pip
-    // waits in open() until a writer comes.
-    let fifo = s.root.join("more-requirements.txt");
+    // pip reads this included requirements file first: a FIFO in the site
+    // (a file of the app's, not of the commit), so pip waits in open()
+    // until a writer comes.
+    let fifo = s.site.join("more-requirements.txt");
     assert!(
         Command::new("mkfifo")
             .arg(&fifo)
@@ -339,7 +316,7 @@ fn killed_during_pip() {
     let requirements = std::fs::read_to_string(s.work.join("requirements.txt")).unwrap();
     s.write(
         "requirements.txt",
-        &format!("{requirements}-r {}\n", fifo.display()),
+        &format!("{requirements}-r more-requirements.txt\n"),
     );
     let id = s.commit("requirements that include a FIFO");
     s.update_without_deploy();
@@ -383,6 +360,8 @@ fn killed_during_pip() {
     drop(writer);
     std::fs::remove_file(&fifo).unwrap();
     std::fs::write(&fifo, "").unwrap();
+    // The app's file, beside the commit's: the same in the clone, uncommitted.
+    std::fs::write(s.work.join("more-requirements.txt"), "").unwrap();
 
     recovers(&s, &id, &[]).assert_has("pip: done");
 }
