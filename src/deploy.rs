@@ -200,7 +200,12 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
     let result = after_sync(&plan, &commit, settings, report);
     match (journal, &result) {
         (Some(journal), Ok(())) => journal.finish()?,
-        (Some(journal), Err(_)) => report.header(journal.rollback()?.to_string()),
+        (Some(journal), Err(_)) => {
+            let started = Instant::now();
+            let rollback = journal.rollback()?;
+            let took = seconds_text(started.elapsed().as_secs_f64());
+            report.header(format!("{rollback}, in {took}"));
+        }
         (None, _) => {}
     }
     result
