@@ -1005,6 +1005,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_basis_has_stable_tags_in_json() {
+        let json = |b: Basis| serde_json::to_value(b).unwrap();
+        assert_eq!(
+            json(Basis::Diff { from: "abc".into() }),
+            serde_json::json!({"kind": "diff", "from": "abc"})
+        );
+        assert_eq!(json(Basis::First), serde_json::json!({"kind": "first"}));
+        assert_eq!(
+            json(Basis::AfterCommand {
+                commit: "abc".into()
+            }),
+            serde_json::json!({"kind": "afterCommand", "commit": "abc"})
+        );
+        assert_eq!(
+            json(Basis::ProjectChanged {
+                from: "a".into(),
+                to: "b".into()
+            }),
+            serde_json::json!({"kind": "projectChanged", "from": "a", "to": "b"})
+        );
+        assert_eq!(json(Basis::Verify), serde_json::json!({"kind": "verify"}));
+    }
+
+    #[test]
     fn symlink_targets_inside_and_outside() {
         let ok = |link, target: &[u8]| check_link_target(link, target).is_ok();
         assert!(ok("a", b"b"));
