@@ -188,6 +188,26 @@ impl<'r> Journal<'r> {
         })
     }
 
+    /// Notes that `names` in `dir` are new files, before any of them is made.
+    pub(crate) fn added_all(&mut self, dir: &Dir, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for name in names {
+            serde_json::to_writer(
+                &mut lines,
+                &Action::Add {
+                    path: dir.rel_of(name),
+                },
+            )?;
+            lines.push(b'\n');
+        }
+        self.file
+            .write_all(&lines)
+            .context("writing the sync journal")
+    }
+
     /// Keeps the file `name` in `dir` aside (a second name for it), before
     /// the caller renames its replacement over it. Where the file system
     /// refuses hard links, it is moved instead, and for a moment the name is

@@ -569,6 +569,9 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
 /// file or directory of the app's own where the commit needs the name.
 fn check_site(plan: &SyncPlan, site: &Path, site_dir: &SiteDir) -> Result<()> {
     check_lengths(plan, site)?;
+    if plan.basis == Basis::First && plan.unchanged.is_none() {
+        return Ok(()); // An empty site: nothing can be in the way.
+    }
     check_files_in_the_way(plan, site_dir)?;
     check_directories_in_the_way(plan, site_dir)
 }
@@ -803,10 +806,11 @@ fn apply(plan: &SyncPlan, commit: &Commit, target: Target, hook: TestHook) -> Re
             .with_context(|| format!("deleting {path}"))?;
     }
     writer.remove_emptied_dirs(&plan.delete)?;
-    for change in &plan.write {
-        writer
-            .write(change)
-            .with_context(|| format!("writing {}", change.path))?;
+    for group in plan
+        .write
+        .chunk_by(|a, b| split(&a.path).0 == split(&b.path).0)
+    {
+        writer.write_group(group)?;
     }
     Ok(())
 }
@@ -938,17 +942,50 @@ impl Writer<'_, '_, '_> {
         Ok(dir)
     }
 
-    fn write(&mut self, change: &Change) -> Result<()> {
-        self.next_change()?;
-        let (rel, name) = split(&change.path);
-        let dir = self.parents(rel)?;
-        let result = self.write_in(&dir, name, change);
+    /// Writes changes that share a directory.
+    fn write_group(&mut self, group: &[Change]) -> Result<()> {
+        let (rel, _) = split(&group[0].path);
+        let dir = self
+            .parents(rel)
+            .with_context(|| format!("writing {}", group[0].path))?;
+        let result = self.write_group_in(&dir, group);
         self.cached = Some(dir);
         result
     }
 
-    fn write_in(&mut self, dir: &Dir, name: &str, change: &Change) -> Result<()> {
-        let mut existing = dir.meta(name)?;
+    fn write_group_in(&mut self, dir: &Dir, group: &[Change]) -> Result<()> {
+        let mut existing = Vec::with_capacity(group.len());
+        for change in group {
+            existing.push(dir.meta(split(&change.path).1)?);
+        }
+        // The new files' journal lines in one write, before any is made
+        // (one write per file would cost a first deployment a system call
+        // each). Each name occurs once, so undoing in any order is the same.
+        if let Target::Journal(journal) = &mut self.target {
+            let new: Vec<&str> = group
+                .iter()
+                .zip(&existing)
+                .filter(|(c, meta)| meta.is_none() && c.kind != Kind::Symlink)
+                .map(|(c, _)| split(&c.path).1)
+                .collect();
+            journal.added_all(dir, &new)?;
+        }
+        for (change, meta) in group.iter().zip(existing) {
+            self.next_change()?;
+            self.write_in(dir, split(&change.path).1, change, meta)
+                .with_context(|| format!("writing {}", change.path))?;
+        }
+        Ok(())
+    }
+
+    fn write_in(
+        &mut self,
+        dir: &Dir,
+        name: &str,
+        change: &Change,
+        mut existing: Option<site_dir::Meta>,
+    ) -> Result<()> {
+        let mut removed_dir = false;
         // A directory where the commit now has a file: it must be empty by now.
         if let Some(meta) = existing.filter(|m| m.kind == site_dir::Kind::Dir) {
             let removed = match &mut self.target {
@@ -962,6 +999,7 @@ impl Writer<'_, '_, '_> {
                 );
             }
             existing = None;
+            removed_dir = true;
         }
         let temp = match change.kind {
             Kind::Symlink => {
@@ -975,8 +1013,9 @@ impl Writer<'_, '_, '_> {
             Kind::File | Kind::Executable if existing.is_none() => {
                 // Nothing to replace: written in place, no copy. create_new
                 // never follows a symlink. A sync killed half-way leaves a
-                // short file, which its rollback deletes.
-                if let Target::Journal(journal) = &mut self.target {
+                // short file, which its rollback deletes. Journaled with its
+                // group, unless a directory stood there.
+                if let (Target::Journal(journal), true) = (&mut self.target, removed_dir) {
                     journal.added(dir, name)?;
                 }
                 let mut file = dir.create_new(name, change.kind.mode())?;
