@@ -166,7 +166,10 @@ fn dry_run(
             report.detail(line);
         }
     }
-    Ok(())
+    match &plan.sync {
+        Some(sync) => sync.check_refused(),
+        None => Ok(()),
+    }
 }
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {

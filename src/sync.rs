@@ -143,6 +143,9 @@ pub struct SyncPlan {
     /// Files pushdeploy did not write that are byte for byte the commit's:
     /// from now on they are the deployment's (deleted when a commit drops them).
     pub taken_over: Vec<String>,
+    /// Files pushdeploy did not write that differ from the commit's: the
+    /// deployment fails (see `check_refused`) unless `takeOverFiles`.
+    pub refused: Vec<String>,
     pub skipped: Vec<Skipped>,
     /// After an interrupted sync: every directory of the commit, where its
     /// temp files may be left.
@@ -263,19 +266,18 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
     Ok(plan)
 }
 
-/// Files pushdeploy did not write and that differ from the commit's: the
-/// plan fails, naming them and how to accept the commit's.
-#[derive(Default)]
-struct Refused(Vec<String>);
-
-impl Refused {
-    fn check(self) -> Result<()> {
+impl SyncPlan {
+    /// Fails when the site has files that pushdeploy did not write and that
+    /// differ from the commit's, naming them and how to accept the commit's.
+    /// The dry run prints the plan first; a deployment fails in its plan.
+    pub fn check_refused(&self) -> Result<()> {
         const SHOWN: usize = 5;
-        let Some(first) = self.0.first() else {
+        let refused = &self.refused;
+        let Some(first) = refused.first() else {
             return Ok(());
         };
         let accept = "move them away, or deploy with -c takeOverFiles=true (or git config deploy.takeOverFiles true) to replace them with the commit's; nothing was written";
-        if self.0.len() == 1 {
+        if refused.len() == 1 {
             bail!(
                 "commit entry {}: the site has this file, which pushdeploy did not write, and it differs from the commit's; {}",
                 first,
@@ -283,9 +285,9 @@ impl Refused {
             );
         }
         // The commit's names have no control characters: checked when read.
-        let mut names: Vec<String> = self.0.iter().take(SHOWN).cloned().collect();
-        if self.0.len() > SHOWN {
-            names.push(format!("and {} more", self.0.len() - SHOWN));
+        let mut names: Vec<String> = refused.iter().take(SHOWN).cloned().collect();
+        if refused.len() > SHOWN {
+            names.push(format!("and {} more", refused.len() - SHOWN));
         }
         bail!(
             "commit entries {}: the site has these files, which pushdeploy did not write, and they differ from the commit's; {accept}",
@@ -303,7 +305,6 @@ fn unowned(
     before: &Before,
     site: &SiteDir,
     plan: &mut SyncPlan,
-    refused: &mut Refused,
 ) -> Result<()> {
     match site.meta(&entry.path)? {
         Some(meta) if meta.kind != site_dir::Kind::Dir => {
@@ -312,7 +313,7 @@ fn unowned(
             } else if before.take_over {
                 plan.write.push(Change::of(entry, Why::TakeOver));
             } else {
-                refused.0.push(entry.path);
+                plan.refused.push(entry.path);
             }
         }
         // Nothing there, or a directory (which check_site looks into).
@@ -337,27 +338,18 @@ fn diff_plan(
         delete: changes.deleted,
         unchanged: None,
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped: changes.skipped,
         sweep: BTreeSet::new(),
     };
-    let mut refused = Refused::default();
     for (entry, added) in changes.changed {
         check_entry(commit, &entry)?;
         if added {
-            unowned(
-                commit,
-                entry,
-                Why::Added,
-                before,
-                site,
-                &mut plan,
-                &mut refused,
-            )?;
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else {
             plan.write.push(Change::of(entry, Why::Changed));
         }
     }
-    refused.check()?;
     Ok(plan)
 }
 
@@ -385,10 +377,10 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         delete: Vec::new(),
         unchanged: (!empty).then_some(0),
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped,
         sweep: BTreeSet::new(),
     };
-    let mut refused = Refused::default();
     let mut wanted = HashSet::new();
     for entry in entries {
         check_entry(commit, &entry)?;
@@ -401,22 +393,13 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         if empty {
             plan.write.push(Change::of(entry, Why::Added));
         } else if !written.contains(&entry.path) {
-            unowned(
-                commit,
-                entry,
-                Why::Added,
-                before,
-                site,
-                &mut plan,
-                &mut refused,
-            )?;
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else if matches_site(commit, &entry, site)? {
             *plan.unchanged.get_or_insert(0) += 1;
         } else {
             plan.write.push(Change::of(entry, Why::Repair));
         }
     }
-    refused.check()?;
     let gone: BTreeSet<String> = written
         .into_iter()
         .filter(|p| !wanted.contains(p))
@@ -728,6 +711,7 @@ pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
         delete: Vec::new(),
         unchanged: None,
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
         basis: Basis::First,

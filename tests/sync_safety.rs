@@ -367,9 +367,17 @@ fn a_first_deployment_onto_a_filled_site_says_what_it_takes_over_and_refuses() {
         .write("app.py", "x\n");
     s.commit("first");
     s.update_without_deploy();
+    // The dry run lists both, then fails as the deployment would.
     let dry = s.run("deploy", &["--dry-run"]);
     assert_eq!(dry.status, 1);
-    dry.assert_has("commit entry differs.txt: the site has this file");
+    dry.assert_has("take   same.txt (the site's own file, equal to the commit's: taken over)")
+        .assert_has("refuse differs.txt (the site's own file differs from the commit's; -c takeOverFiles=true replaces it)")
+        .assert_has("commit entry differs.txt: the site has this file");
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    run.assert_has("commit entry differs.txt: the site has this file");
+    assert_eq!(s.site_file("differs.txt"), "the site's\n");
+    assert!(!s.site.join("app.py").exists(), "nothing was written");
     let run = s.run("deploy", &["--dry-run", "-c", "takeOverFiles=true"]);
     run.assert_ok()
         .assert_has("take   same.txt (the site's own file, equal to the commit's: taken over)")
