@@ -301,7 +301,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            sweep_aside(site, None)?;
+            sweep_aside(site)?;
             return Ok(None);
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
@@ -314,7 +314,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let Some(header) = header else {
         // Killed while the header was written: nothing was changed yet.
         crate::files::remove_file_if_there(&path)?;
-        sweep_aside(site, None)?;
+        sweep_aside(site)?;
         return Ok(None);
     };
     if header.site != site {
@@ -340,13 +340,14 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
 
 /// Removes aside directories that no journal names (a process killed after
 /// removing its journal, before removing its kept files).
-fn sweep_aside(site: &Path, keep: Option<&str>) -> Result<()> {
+/// Never fails: what cannot be removed now is tried again next time.
+fn sweep_aside(site: &Path) -> Result<()> {
     let Ok(site) = SiteDir::open(site) else {
         return Ok(());
     };
-    for (name, kind) in site.root().entries()? {
-        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) && Some(name.as_str()) != keep {
-            site.root().remove_all(&name)?;
+    for (name, kind) in site.root().entries().unwrap_or_default() {
+        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) {
+            let _ = site.root().remove_all(&name);
         }
     }
     Ok(())
@@ -362,7 +363,9 @@ fn complete(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header
     store.commit(&header.manifest)?;
     unpin(repo, PENDING_REF)?;
     crate::files::remove_file_if_there(&journal_path(state_dir))?;
-    site.root().remove_all(&header.aside)?;
+    // The deployment stands whatever happens here: kept copies that cannot
+    // be removed now are swept before the next deployment.
+    let _ = site.root().remove_all(&header.aside);
     Ok(())
 }
 
@@ -418,7 +421,8 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
     }
     let store = manifest::Store::new(state_dir);
     if done.problems.is_empty() {
-        site.root().remove_all(&header.aside)?;
+        // Emptied by the restore; what is left is swept before the next deployment.
+        let _ = site.root().remove_all(&header.aside);
         // The site is the deployed commit's again: no sync is pending.
         store.abort()?;
         unpin(repo, PENDING_REF)?;
