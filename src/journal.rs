@@ -80,6 +80,8 @@ pub struct Journal<'r> {
     header: Header,
     aside: Option<Dir>,
     next_slot: u64,
+    /// Test-only (see `sync::TEST_HOOK`): a pause in `finish`.
+    pub(crate) pause_in_finish: Option<PathBuf>,
 }
 
 /// What undoing a journal did.
@@ -140,6 +142,7 @@ impl<'r> Journal<'r> {
             header,
             aside: None,
             next_slot: 0,
+            pause_in_finish: None,
         })
     }
 
@@ -268,6 +271,9 @@ impl<'r> Journal<'r> {
     pub fn finish(mut self) -> Result<()> {
         self.log(&Action::Finished)?;
         self.file.sync_all()?;
+        if let Some(file) = &self.pause_in_finish {
+            crate::sync::pause_at(file)?;
+        }
         complete(self.repo, &self.state_dir, &self.site, &self.header)
     }
 

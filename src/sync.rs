@@ -44,8 +44,9 @@ pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
 /// the next sync.
 pub const SYNC_TEMP_PREFIX: &str = ".pushdeploy-tmp-";
 /// Test-only: makes the sync stop (`fail:<n>`) or wait while a file exists
-/// (`pause:<n>:<file>`, which it creates) before its n-th change, so that
-/// tests can break or race a sync at a known point. Never set it otherwise.
+/// (`pause:<n>:<file>`, which it creates) before its n-th change (n = 0:
+/// in [`Journal::finish`], once the journal says finished), so that tests
+/// can break, race or kill a sync at a known point. Never set it otherwise.
 const TEST_HOOK: &str = "PUSHDEPLOY_TEST_SYNC";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -680,6 +681,9 @@ pub fn run<'r>(
     )?;
     store.begin(manifest)?;
     let hook = TestHook::from_env();
+    if let TestHook::Pause(0, file) = &hook {
+        journal.pause_in_finish = Some(file.clone());
+    }
     match apply(plan, commit, Target::Journal(&mut journal), hook) {
         Ok(()) => {
             journal.synced()?;
@@ -761,16 +765,19 @@ impl TestHook {
     fn before(&self, n: usize) -> Result<()> {
         match self {
             TestHook::Fail(at) if *at == n => bail!("test fault before change {n}"),
-            TestHook::Pause(at, file) if *at == n => {
-                fs_err::write(file, "")?;
-                while file.exists() {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Ok(())
-            }
+            TestHook::Pause(at, file) if *at == n => pause_at(file),
             _ => Ok(()),
         }
     }
+}
+
+/// Test-only (see [`TEST_HOOK`]): creates `file` and waits until it is gone.
+pub(crate) fn pause_at(file: &Path) -> Result<()> {
+    fs_err::write(file, "")?;
+    while file.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// Carries out the plan: temp files a killed sync left first, then

@@ -273,25 +273,19 @@ fn a_failed_first_deployment_leaves_no_file_of_it() {
     assert_nothing_kept(&s);
 }
 
-#[test]
-fn a_killed_sync_is_put_back_by_the_next_deployment() {
-    let s = site_with_changes_ahead();
-    let before = snapshot(&s.site);
+/// Runs a deployment paused by the hook at `at`, and kills it there with
+/// SIGKILL (its pid is in the lock file).
+fn kill_paused_deployment(s: &Server, at: usize) {
     let pause = s.root.join("paused");
-    let hook = format!("pause:8:{}", pause.display());
+    let hook = format!("pause:{at}:{}", pause.display());
     std::thread::scope(|scope| {
-        let deploy = scope.spawn(|| deploy_with(&s, &[(HOOK, &hook)]));
+        let deploy = scope.spawn(|| deploy_with(s, &[(HOOK, &hook)]));
         wait_for(&pause);
         let holder = std::fs::read_to_string(s.repo.join("pushdeploy/lock")).unwrap();
         let pid: i32 = holder
             .rsplit_once("(pid ")
             .and_then(|(_, p)| p.trim_end_matches(')').parse().ok())
             .unwrap_or_else(|| panic!("no pid in the lock file: {holder:?}"));
-        assert_ne!(
-            snapshot(&s.site),
-            before,
-            "the sync made changes before the kill"
-        );
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(pid).unwrap(),
             rustix::process::Signal::KILL,
@@ -302,6 +296,18 @@ fn a_killed_sync_is_put_back_by_the_next_deployment() {
     });
     std::fs::remove_file(&pause).unwrap();
     assert!(s.repo.join("pushdeploy/sync-journal.jsonl").exists());
+}
+
+#[test]
+fn a_killed_sync_is_put_back_by_the_next_deployment() {
+    let s = site_with_changes_ahead();
+    let before = snapshot(&s.site);
+    kill_paused_deployment(&s, 8);
+    assert_ne!(
+        snapshot(&s.site),
+        before,
+        "the sync made changes before the kill"
+    );
     // The next deployment undoes the killed sync before its own; stopped at
     // its first change, it shows the site as the kill left it, put back.
     let next = deploy_with(&s, &[(HOOK, "fail:1")]);
@@ -412,4 +418,20 @@ fn the_sync_after_a_custom_command_compares_every_file() {
         .assert_ok()
         .assert_has("ran a custom command: every file compared with the site");
     assert_eq!(s.site_file("app.py"), "print('the commit')\n");
+}
+
+#[test]
+fn a_deployment_killed_while_cleaning_up_after_success_is_finished_by_the_next() {
+    let s = site_with_changes_ahead();
+    // Paused once the journal says the deployment succeeded.
+    kill_paused_deployment(&s, 0);
+    let next = s.run("deploy", &[]);
+    next.assert_ok()
+        .assert_has(
+            "A deployment that succeeded was stopped while it cleaned up: its cleanup is done",
+        )
+        .assert_has("Syncing files: 0 to write, 0 to delete (changes since ");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    assert_nothing_kept(&s);
 }
