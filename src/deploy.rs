@@ -206,7 +206,10 @@ fn dry_run(
             report.detail(line);
         }
     }
-    Ok(())
+    match &plan.deploy {
+        Deploy::Sync(sync) => sync.check_refused(),
+        Deploy::Command(_) => Ok(()),
+    }
 }
 
 /// What a deployment changed beside the files (which the sync's journal

@@ -32,6 +32,9 @@ pub const JOURNAL: &str = "sync-journal.jsonl";
 /// The directory at the top of the site that keeps what a sync replaced or
 /// deleted until the deployment succeeds. Refused in commits.
 pub const ASIDE_PREFIX: &str = ".pushdeploy-old-";
+/// Where a rollback that could not put everything back leaves the rest, for
+/// a person to look at; pushdeploy never removes it.
+pub const UNRESTORED_PREFIX: &str = ".pushdeploy-unrestored-";
 /// The ref that keeps the commit of a sync in progress.
 pub const PENDING_REF: &str = "refs/pushdeploy/pending";
 /// The ref that keeps the deployed commit, whose files are in the site.
@@ -77,6 +80,8 @@ pub struct Journal<'r> {
     header: Header,
     aside: Option<Dir>,
     next_slot: u64,
+    /// Test-only (see `sync::TEST_HOOK`): a pause in `finish`.
+    pub(crate) pause_in_finish: Option<PathBuf>,
 }
 
 /// What undoing a journal did.
@@ -137,6 +142,7 @@ impl<'r> Journal<'r> {
             header,
             aside: None,
             next_slot: 0,
+            pause_in_finish: None,
         })
     }
 
@@ -183,6 +189,26 @@ impl<'r> Journal<'r> {
         self.log(&Action::Add {
             path: dir.rel_of(name),
         })
+    }
+
+    /// Notes that `names` in `dir` are new files, before any of them is made.
+    pub(crate) fn added_all(&mut self, dir: &Dir, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for name in names {
+            serde_json::to_writer(
+                &mut lines,
+                &Action::Add {
+                    path: dir.rel_of(name),
+                },
+            )?;
+            lines.push(b'\n');
+        }
+        self.file
+            .write_all(&lines)
+            .context("writing the sync journal")
     }
 
     /// Keeps the file `name` in `dir` aside (a second name for it), before
@@ -245,6 +271,9 @@ impl<'r> Journal<'r> {
     pub fn finish(mut self) -> Result<()> {
         self.log(&Action::Finished)?;
         self.file.sync_all()?;
+        if let Some(file) = &self.pause_in_finish {
+            crate::sync::pause_at(file)?;
+        }
         complete(self.repo, &self.state_dir, &self.site, &self.header)
     }
 
@@ -278,7 +307,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            sweep_aside(site, None)?;
+            sweep_aside(site)?;
             return Ok(None);
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
@@ -291,7 +320,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let Some(header) = header else {
         // Killed while the header was written: nothing was changed yet.
         crate::files::remove_file_if_there(&path)?;
-        sweep_aside(site, None)?;
+        sweep_aside(site)?;
         return Ok(None);
     };
     if header.site != site {
@@ -317,13 +346,14 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
 
 /// Removes aside directories that no journal names (a process killed after
 /// removing its journal, before removing its kept files).
-fn sweep_aside(site: &Path, keep: Option<&str>) -> Result<()> {
+/// Never fails: what cannot be removed now is tried again next time.
+fn sweep_aside(site: &Path) -> Result<()> {
     let Ok(site) = SiteDir::open(site) else {
         return Ok(());
     };
-    for (name, kind) in site.root().entries()? {
-        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) && Some(name.as_str()) != keep {
-            site.root().remove_all(&name)?;
+    for (name, kind) in site.root().entries().unwrap_or_default() {
+        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) {
+            let _ = site.root().remove_all(&name);
         }
     }
     Ok(())
@@ -339,7 +369,9 @@ fn complete(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header
     store.commit(&header.manifest)?;
     unpin(repo, PENDING_REF)?;
     crate::files::remove_file_if_there(&journal_path(state_dir))?;
-    site.root().remove_all(&header.aside)?;
+    // The deployment stands whatever happens here: kept copies that cannot
+    // be removed now are swept before the next deployment.
+    let _ = site.root().remove_all(&header.aside);
     Ok(())
 }
 
@@ -395,13 +427,22 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
     }
     let store = manifest::Store::new(state_dir);
     if done.problems.is_empty() {
-        site.root().remove_all(&header.aside)?;
+        // Emptied by the restore; what is left is swept before the next deployment.
+        let _ = site.root().remove_all(&header.aside);
         // The site is the deployed commit's again: no sync is pending.
         store.abort()?;
         unpin(repo, PENDING_REF)?;
+    } else if aside.is_some() {
+        // What was not put back stays, under a name no sweep removes. The
+        // pending manifest stays too: the next sync compares every file.
+        let kept = format!("{UNRESTORED_PREFIX}{}", crate::site_dir::unique());
+        site.root()
+            .rename(&header.aside, site.root(), &kept)
+            .with_context(|| format!("renaming {} to {kept}", header.aside))?;
+        done.problems.push(format!(
+            "what was not put back is kept in the site's {kept}/"
+        ));
     }
-    // With problems, the pending manifest stays: the next sync compares
-    // every file, and the aside directory keeps what was not put back.
     crate::files::remove_file_if_there(&path)?;
     Ok(done)
 }
@@ -426,10 +467,7 @@ fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64) -> Result<usize> 
         return Ok(0); // The change was never made.
     }
     let Some((dir, name)) = site.parent(path)? else {
-        bail!(
-            "{path}: its directory is gone or is no longer a directory; the file is kept in the site's {} directory, slot {slot}",
-            aside.rel
-        );
+        bail!("{path}: its directory is gone or is no longer a directory (kept as number {slot})");
     };
     aside
         .rename(&slot, &dir, name)

@@ -159,6 +159,10 @@ impl Plan {
             }
             None => {
                 let sync = sync_plan(settings, values, commit)?;
+                // The dry run shows the plan, then fails on it.
+                if !preview {
+                    sync.check_refused()?;
+                }
                 let steps = match values.bool(SCM_DO_BUILD) {
                     Some((false, origin)) => skip(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
@@ -222,6 +226,9 @@ impl Plan {
             }
             out.extend(sync.taken_over.iter().map(|p| {
                 format!("  take   {p} (the site's own file, equal to the commit's: taken over)")
+            }));
+            out.extend(sync.refused.iter().map(|p| {
+                format!("  refuse {p} (the site's own file differs from the commit's; -c takeOverFiles=true replaces it)")
             }));
             out.extend(sync.delete.iter().map(|p| format!("  delete {p}")));
             out.extend(

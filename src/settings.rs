@@ -205,6 +205,7 @@ keys! {
     },
     TAKE_OVER_FILES = {
         name: "takeOverFiles", env: "PUSHDEPLOY_TAKE_OVER_FILES", file: "takeOverFiles",
+        // The app's files are the server's: a commit cannot have them replaced.
         commit: Commit::Never, kind: Kind::Bool,
         default: Default::Value("false"),
         doc: "true: where the commit adds a file that the site already has and pushdeploy did not write, replace it with the commit's instead of refusing",

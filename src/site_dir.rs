@@ -140,7 +140,10 @@ impl SiteDir {
         if !NO_OPENAT2.load(Ordering::Relaxed) {
             let how =
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            loop {
+            // EAGAIN: a rename anywhere on the system during the lookup (the
+            // kernel's check is global). Retried a few times, then the walk
+            // below, which a stream of renames cannot hold up.
+            for _ in 0..4 {
                 match rustix::fs::openat2(&self.root.fd, rel, DIR_FLAGS, Mode::empty(), how) {
                     Ok(fd) => {
                         return Ok(Some(Dir {
@@ -148,7 +151,6 @@ impl SiteDir {
                             rel: rel.to_string(),
                         }));
                     }
-                    // A rename elsewhere during the lookup: the kernel asks to retry.
                     Err(Errno::AGAIN) => continue,
                     Err(Errno::NOSYS | Errno::PERM) => {
                         // No openat2 (or a seccomp filter refusing it): the walk below.

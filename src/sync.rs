@@ -34,6 +34,8 @@ pub use crate::journal::{ASIDE_PREFIX, Journal, Recovered, Rollback, recover};
 use crate::manifest::{self, Manifest};
 use crate::site_dir::{self, Dir, SiteDir, split};
 
+/// The start of every name pushdeploy makes in the site.
+pub const PUSHDEPLOY_PREFIX: &str = ".pushdeploy-";
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
 pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
@@ -42,8 +44,9 @@ pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
 /// the next sync.
 pub const SYNC_TEMP_PREFIX: &str = ".pushdeploy-tmp-";
 /// Test-only: makes the sync stop (`fail:<n>`) or wait while a file exists
-/// (`pause:<n>:<file>`, which it creates) before its n-th change, so that
-/// tests can break or race a sync at a known point. Never set it otherwise.
+/// (`pause:<n>:<file>`, which it creates) before its n-th change (n = 0:
+/// in [`Journal::finish`], once the journal says finished), so that tests
+/// can break, race or kill a sync at a known point. Never set it otherwise.
 const TEST_HOOK: &str = "PUSHDEPLOY_TEST_SYNC";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -141,6 +144,9 @@ pub struct SyncPlan {
     /// Files pushdeploy did not write that are byte for byte the commit's:
     /// from now on they are the deployment's (deleted when a commit drops them).
     pub taken_over: Vec<String>,
+    /// Files pushdeploy did not write that differ from the commit's: the
+    /// deployment fails (see `check_refused`) unless `takeOverFiles`.
+    pub refused: Vec<String>,
     pub skipped: Vec<Skipped>,
     /// After an interrupted sync: every directory of the commit, where its
     /// temp files may be left.
@@ -261,33 +267,28 @@ pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
     Ok(plan)
 }
 
-/// Files pushdeploy did not write and that differ from the commit's: the
-/// plan fails, naming them and how to accept the commit's.
-#[derive(Default)]
-struct Refused(Vec<String>);
-
-impl Refused {
-    fn check(self) -> Result<()> {
+impl SyncPlan {
+    /// Fails when the site has files that pushdeploy did not write and that
+    /// differ from the commit's, naming them and how to accept the commit's.
+    /// The dry run prints the plan first; a deployment fails in its plan.
+    pub fn check_refused(&self) -> Result<()> {
         const SHOWN: usize = 5;
-        let Some(first) = self.0.first() else {
+        let refused = &self.refused;
+        let Some(first) = refused.first() else {
             return Ok(());
         };
         let accept = "move them away, or deploy with -c takeOverFiles=true (or git config deploy.takeOverFiles true) to replace them with the commit's; nothing was written";
-        if self.0.len() == 1 {
+        if refused.len() == 1 {
             bail!(
                 "commit entry {}: the site has this file, which pushdeploy did not write, and it differs from the commit's; {}",
-                shown(first.as_bytes()),
+                first,
                 accept.replace("them", "it")
             );
         }
-        let mut names: Vec<String> = self
-            .0
-            .iter()
-            .take(SHOWN)
-            .map(|p| shown(p.as_bytes()))
-            .collect();
-        if self.0.len() > SHOWN {
-            names.push(format!("and {} more", self.0.len() - SHOWN));
+        // The commit's names have no control characters: checked when read.
+        let mut names: Vec<String> = refused.iter().take(SHOWN).cloned().collect();
+        if refused.len() > SHOWN {
+            names.push(format!("and {} more", refused.len() - SHOWN));
         }
         bail!(
             "commit entries {}: the site has these files, which pushdeploy did not write, and they differ from the commit's; {accept}",
@@ -305,7 +306,6 @@ fn unowned(
     before: &Before,
     site: &SiteDir,
     plan: &mut SyncPlan,
-    refused: &mut Refused,
 ) -> Result<()> {
     match site.meta(&entry.path)? {
         Some(meta) if meta.kind != site_dir::Kind::Dir => {
@@ -314,7 +314,7 @@ fn unowned(
             } else if before.take_over {
                 plan.write.push(Change::of(entry, Why::TakeOver));
             } else {
-                refused.0.push(entry.path);
+                plan.refused.push(entry.path);
             }
         }
         // Nothing there, or a directory (which check_site looks into).
@@ -339,27 +339,18 @@ fn diff_plan(
         delete: changes.deleted,
         unchanged: None,
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped: changes.skipped,
         sweep: BTreeSet::new(),
     };
-    let mut refused = Refused::default();
     for (entry, added) in changes.changed {
         check_entry(commit, &entry)?;
         if added {
-            unowned(
-                commit,
-                entry,
-                Why::Added,
-                before,
-                site,
-                &mut plan,
-                &mut refused,
-            )?;
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else {
             plan.write.push(Change::of(entry, Why::Changed));
         }
     }
-    refused.check()?;
     Ok(plan)
 }
 
@@ -387,10 +378,10 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         delete: Vec::new(),
         unchanged: (!empty).then_some(0),
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped,
         sweep: BTreeSet::new(),
     };
-    let mut refused = Refused::default();
     let mut wanted = HashSet::new();
     for entry in entries {
         check_entry(commit, &entry)?;
@@ -403,22 +394,13 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         if empty {
             plan.write.push(Change::of(entry, Why::Added));
         } else if !written.contains(&entry.path) {
-            unowned(
-                commit,
-                entry,
-                Why::Added,
-                before,
-                site,
-                &mut plan,
-                &mut refused,
-            )?;
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else if matches_site(commit, &entry, site)? {
             *plan.unchanged.get_or_insert(0) += 1;
         } else {
             plan.write.push(Change::of(entry, Why::Repair));
         }
     }
-    refused.check()?;
     let gone: BTreeSet<String> = written
         .into_iter()
         .filter(|p| !wanted.contains(p))
@@ -433,7 +415,7 @@ fn site_is_empty(site: &SiteDir) -> Result<bool> {
         .root()
         .entries()?
         .iter()
-        .all(|(name, _)| ENV_NAMES.contains(&name.as_str()) || name.starts_with(".pushdeploy-")))
+        .all(|(name, _)| ENV_NAMES.contains(&name.as_str()) || name.starts_with(PUSHDEPLOY_PREFIX)))
 }
 
 /// Whether the site already holds this entry exactly: same kind, same
@@ -503,9 +485,9 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
             entry.path
         );
     }
-    if top.starts_with(ASIDE_PREFIX) {
+    if top.starts_with(PUSHDEPLOY_PREFIX) && !top.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
-            "commit entry {}: names starting with {ASIDE_PREFIX} at the top are where pushdeploy keeps replaced files; rename it",
+            "commit entry {}: names starting with {PUSHDEPLOY_PREFIX} at the top are pushdeploy's own (kept files, envs); rename it",
             entry.path
         );
     }
@@ -571,6 +553,9 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
 /// file or directory of the app's own where the commit needs the name.
 fn check_site(plan: &SyncPlan, site: &Path, site_dir: &SiteDir) -> Result<()> {
     check_lengths(plan, site)?;
+    if plan.basis == Basis::First && plan.unchanged.is_none() {
+        return Ok(()); // An empty site: nothing can be in the way.
+    }
     check_files_in_the_way(plan, site_dir)?;
     check_directories_in_the_way(plan, site_dir)
 }
@@ -696,6 +681,9 @@ pub fn run<'r>(
     )?;
     store.begin(manifest)?;
     let hook = TestHook::from_env();
+    if let TestHook::Pause(0, file) = &hook {
+        journal.pause_in_finish = Some(file.clone());
+    }
     match apply(plan, commit, Target::Journal(&mut journal), hook) {
         Ok(()) => {
             journal.synced()?;
@@ -727,6 +715,7 @@ pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
         delete: Vec::new(),
         unchanged: None,
         taken_over: Vec::new(),
+        refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
         basis: Basis::First,
@@ -776,16 +765,19 @@ impl TestHook {
     fn before(&self, n: usize) -> Result<()> {
         match self {
             TestHook::Fail(at) if *at == n => bail!("test fault before change {n}"),
-            TestHook::Pause(at, file) if *at == n => {
-                fs_err::write(file, "")?;
-                while file.exists() {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Ok(())
-            }
+            TestHook::Pause(at, file) if *at == n => pause_at(file),
             _ => Ok(()),
         }
     }
+}
+
+/// Test-only (see [`TEST_HOOK`]): creates `file` and waits until it is gone.
+pub(crate) fn pause_at(file: &Path) -> Result<()> {
+    fs_err::write(file, "")?;
+    while file.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// Carries out the plan: temp files a killed sync left first, then
@@ -805,10 +797,11 @@ fn apply(plan: &SyncPlan, commit: &Commit, target: Target, hook: TestHook) -> Re
             .with_context(|| format!("deleting {path}"))?;
     }
     writer.remove_emptied_dirs(&plan.delete)?;
-    for change in &plan.write {
-        writer
-            .write(change)
-            .with_context(|| format!("writing {}", change.path))?;
+    for group in plan
+        .write
+        .chunk_by(|a, b| split(&a.path).0 == split(&b.path).0)
+    {
+        writer.write_group(group)?;
     }
     Ok(())
 }
@@ -940,17 +933,50 @@ impl Writer<'_, '_, '_> {
         Ok(dir)
     }
 
-    fn write(&mut self, change: &Change) -> Result<()> {
-        self.next_change()?;
-        let (rel, name) = split(&change.path);
-        let dir = self.parents(rel)?;
-        let result = self.write_in(&dir, name, change);
+    /// Writes changes that share a directory.
+    fn write_group(&mut self, group: &[Change]) -> Result<()> {
+        let (rel, _) = split(&group[0].path);
+        let dir = self
+            .parents(rel)
+            .with_context(|| format!("writing {}", group[0].path))?;
+        let result = self.write_group_in(&dir, group);
         self.cached = Some(dir);
         result
     }
 
-    fn write_in(&mut self, dir: &Dir, name: &str, change: &Change) -> Result<()> {
-        let mut existing = dir.meta(name)?;
+    fn write_group_in(&mut self, dir: &Dir, group: &[Change]) -> Result<()> {
+        let mut existing = Vec::with_capacity(group.len());
+        for change in group {
+            existing.push(dir.meta(split(&change.path).1)?);
+        }
+        // The new files' journal lines in one write, before any is made
+        // (one write per file would cost a first deployment a system call
+        // each). Each name occurs once, so undoing in any order is the same.
+        if let Target::Journal(journal) = &mut self.target {
+            let new: Vec<&str> = group
+                .iter()
+                .zip(&existing)
+                .filter(|(c, meta)| meta.is_none() && c.kind != Kind::Symlink)
+                .map(|(c, _)| split(&c.path).1)
+                .collect();
+            journal.added_all(dir, &new)?;
+        }
+        for (change, meta) in group.iter().zip(existing) {
+            self.next_change()?;
+            self.write_in(dir, split(&change.path).1, change, meta)
+                .with_context(|| format!("writing {}", change.path))?;
+        }
+        Ok(())
+    }
+
+    fn write_in(
+        &mut self,
+        dir: &Dir,
+        name: &str,
+        change: &Change,
+        mut existing: Option<site_dir::Meta>,
+    ) -> Result<()> {
+        let mut removed_dir = false;
         // A directory where the commit now has a file: it must be empty by now.
         if let Some(meta) = existing.filter(|m| m.kind == site_dir::Kind::Dir) {
             let removed = match &mut self.target {
@@ -964,6 +990,7 @@ impl Writer<'_, '_, '_> {
                 );
             }
             existing = None;
+            removed_dir = true;
         }
         let temp = match change.kind {
             Kind::Symlink => {
@@ -977,8 +1004,9 @@ impl Writer<'_, '_, '_> {
             Kind::File | Kind::Executable if existing.is_none() => {
                 // Nothing to replace: written in place, no copy. create_new
                 // never follows a symlink. A sync killed half-way leaves a
-                // short file, which its rollback deletes.
-                if let Target::Journal(journal) = &mut self.target {
+                // short file, which its rollback deletes. Journaled with its
+                // group, unless a directory stood there.
+                if let (Target::Journal(journal), true) = (&mut self.target, removed_dir) {
                     journal.added(dir, name)?;
                 }
                 let mut file = dir.create_new(name, change.kind.mode())?;
@@ -1005,6 +1033,30 @@ impl Writer<'_, '_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_basis_has_stable_tags_in_json() {
+        let json = |b: Basis| serde_json::to_value(b).unwrap();
+        assert_eq!(
+            json(Basis::Diff { from: "abc".into() }),
+            serde_json::json!({"kind": "diff", "from": "abc"})
+        );
+        assert_eq!(json(Basis::First), serde_json::json!({"kind": "first"}));
+        assert_eq!(
+            json(Basis::AfterCommand {
+                commit: "abc".into()
+            }),
+            serde_json::json!({"kind": "afterCommand", "commit": "abc"})
+        );
+        assert_eq!(
+            json(Basis::ProjectChanged {
+                from: "a".into(),
+                to: "b".into()
+            }),
+            serde_json::json!({"kind": "projectChanged", "from": "a", "to": "b"})
+        );
+        assert_eq!(json(Basis::Verify), serde_json::json!({"kind": "verify"}));
+    }
 
     #[test]
     fn symlink_targets_inside_and_outside() {

@@ -14,6 +14,7 @@ mod properties;
 mod runtime_env;
 mod setup;
 mod speed;
+mod sync_safety;
 mod transactions;
 mod transcript;
 mod trust;
