@@ -2,11 +2,15 @@
 //! recreating it without downtime.
 //!
 //! `env` is a symlink to a versioned directory beside it
-//! (`.pushdeploy-env-<n>`). A new env is built in a new directory while the
-//! old one stays in use, and `env` is switched to it by one rename once it is
-//! complete; a build that fails or is killed leaves the old env as it was. An
-//! `env` that is a plain directory (made by Kudu or by hand) is checked the
-//! same way and replaced the same way.
+//! (`.pushdeploy-env-<n>`). A new env, or a copy of the live one when only
+//! packages change, is prepared in a new directory while the live one stays
+//! in use and is never written; `env` is switched to it by one rename. The
+//! env's own paths (scripts, `pyvenv.cfg`, `activate`) lead through
+//! `<site>/env`, so a server started from `env/bin/...` follows the switch
+//! when it reloads. The env it replaced is kept until the next successful
+//! deployment; `sweep` removes older ones and never fails. An `env` that is
+//! a plain directory (made by Kudu or by hand) is checked the same way and
+//! exchanged with the new link in one rename.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
