@@ -17,11 +17,13 @@ use std::path::Path;
 
 use crate::framework;
 use crate::installed::{self, PipDecision};
+use crate::lockfile;
 use crate::plan::{self, Framework, Plan, Python, runtime_line};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
 use crate::settings::Settings;
 use crate::sync;
+use crate::tools;
 
 /// What to deploy, and how.
 #[derive(Debug, Clone)]
@@ -223,15 +225,17 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
 
 fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result<()> {
     let site = &settings.site;
-    let (runtime, decision, installer, pip, fingerprint) = match &plan.python {
+    let (runtime, decision, installer, pip, fingerprint, lock, notes) = match &plan.python {
         Python::Run {
             runtime,
             env,
             installer,
             pip,
             fingerprint,
+            lock,
+            notes,
             ..
-        } => (runtime, env, installer, pip, fingerprint),
+        } => (runtime, env, installer, pip, fingerprint, lock, notes),
         Python::Skip { reason } => {
             report.header(format!("Python steps skipped: {reason}"));
             return Ok(());
@@ -242,10 +246,21 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
     env::remove_stale(site)?;
     report.current = None;
     let store = installed::Store::new(&settings.state_dir);
-    let step = installer.name();
-    let command = match installer.uv() {
-        Some(uv) => format!("{} pip install -r requirements.txt", uv.display()),
-        None => "pip install -r requirements.txt".to_string(),
+    for note in notes {
+        report.header(note);
+    }
+    let step = match lock {
+        Some(lock) => lock.step(),
+        None => installer.name(),
+    };
+    let command = match (lock, installer.uv()) {
+        (Some(lock), _) => lock.command(installer),
+        (None, Some(uv)) => format!("{} pip install -r requirements.txt", uv.display()),
+        (None, None) => "pip install -r requirements.txt".to_string(),
+    };
+    let install = |env: &Path, r: &mut Report| match lock {
+        Some(lock) => lockfile::install(lock, installer, settings, runtime, env, r),
+        None => packages::install(installer, env, site, r),
     };
     // Records what the install depended on, with the env as it is now.
     let remember = |env: &Path| -> Result<()> {
@@ -258,7 +273,24 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             None => store.forget(),
         }
     };
-    let uv = installer.uv();
+    // The tool that installs the lock, installed first when it is missing.
+    let lock_tool = lock.as_ref().and_then(|l| l.tool.as_ref());
+    if let Some(tool) = lock_tool
+        && tool.found == tools::Found::ToInstall
+    {
+        report.step(
+            "tool",
+            format!("Installing {} {}", tool.name.command(), tool.version),
+            |r| tools::ensure(tool, settings, &runtime.interpreter.path, r),
+        )?;
+    }
+    // An env for uv.lock or poetry.lock is made by Python's venv: `uv sync`
+    // would take the pip of an env made by `uv venv` for an extra package
+    // and remove it.
+    let uv = match lock_tool {
+        Some(_) => None,
+        None => installer.uv(),
+    };
     report.header(runtime_line(runtime));
     match decision {
         Decision::Reuse => {
@@ -275,7 +307,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
-                packages::install(installer, &env, site, r)?;
+                install(&env, r)?;
                 remember(&env)
             });
             if result.is_err() {
@@ -292,7 +324,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 env::build(site, runtime, &settings.cache_dir.join("seeds"), uv, r)
             })?;
             let installed = report.step(step, format!("{command} (into the new env)"), |r| {
-                packages::install(installer, &new_env, site, r)
+                install(&new_env, r)
             });
             if let Err(e) = installed {
                 // The old env stays in place, untouched.

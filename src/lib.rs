@@ -15,8 +15,11 @@ pub mod framework;
 pub mod init;
 pub mod installed;
 pub mod lock;
+pub mod lockfile;
+pub mod managers;
 pub mod manifest;
 pub mod packages;
+pub mod pipfile;
 pub mod plan;
 pub mod receive;
 pub mod record;
@@ -25,5 +28,6 @@ pub mod runtime;
 pub mod seed;
 pub mod settings;
 pub mod sync;
+pub mod tools;
 
 pub use error::{Failure, UsageError};

@@ -156,6 +156,63 @@ pub const POST_DEPLOY: &Key = &Key {
     doc: "a command run after a successful deployment (split into words like a shell would, never run by one)",
 };
 
+pub const PACKAGE_MANAGER: &Key = &Key {
+    name: "packageManager",
+    env: "PUSHDEPLOY_PACKAGE_MANAGER",
+    file: "packageManager",
+    server_only: false,
+    default: "auto",
+    doc: "auto (requirements.txt, else the one lock file), pip (requirements.txt), uv (uv.lock), poetry (poetry.lock) or pipenv (Pipfile.lock)",
+};
+pub const GROUPS: &Key = &Key {
+    name: "groups",
+    env: "PUSHDEPLOY_GROUPS",
+    file: "groups",
+    server_only: false,
+    default: "(none)",
+    doc: "dependency groups to install from uv.lock or poetry.lock besides the main ones, separated by ','",
+};
+pub const EXTRAS: &Key = &Key {
+    name: "extras",
+    env: "PUSHDEPLOY_EXTRAS",
+    file: "extras",
+    server_only: false,
+    default: "(none)",
+    doc: "the project's extras to install from uv.lock or poetry.lock, separated by ','",
+};
+pub const INSTALL_PROJECT: &Key = &Key {
+    name: "installProject",
+    env: "PUSHDEPLOY_INSTALL_PROJECT",
+    file: "installProject",
+    server_only: false,
+    default: "false",
+    doc: "true: install the app itself as a package (not editable) after its locked dependencies",
+};
+pub const UV: &Key = &Key {
+    name: "uv",
+    env: "PUSHDEPLOY_UV",
+    file: "uv",
+    server_only: true,
+    default: crate::tools::UV_VERSION,
+    doc: "the uv that installs uv.lock: a version (taken from PATH if it is that version, else installed into the cache dir) or a path",
+};
+pub const POETRY: &Key = &Key {
+    name: "poetry",
+    env: "PUSHDEPLOY_POETRY",
+    file: "poetry",
+    server_only: true,
+    default: crate::tools::POETRY_VERSION,
+    doc: "the Poetry that installs poetry.lock: a version (taken from PATH if it is that version, else installed into the cache dir) or a path",
+};
+pub const REMOVE_UNNEEDED: &Key = &Key {
+    name: "removeUnneeded",
+    env: "PUSHDEPLOY_REMOVE_UNNEEDED",
+    file: "removeUnneeded",
+    server_only: false,
+    default: "true",
+    doc: "false: keep packages that an earlier deployment installed from requirements.txt and this commit's requirements no longer need",
+};
+
 /// All keys, in the order `pushdeploy config` shows them.
 pub const KEYS: &[&Key] = &[
     BRANCH,
@@ -174,6 +231,13 @@ pub const KEYS: &[&Key] = &[
     SCM_DO_BUILD,
     DISABLE_COLLECTSTATIC,
     POST_DEPLOY,
+    PACKAGE_MANAGER,
+    GROUPS,
+    EXTRAS,
+    INSTALL_PROJECT,
+    UV,
+    POETRY,
+    REMOVE_UNNEEDED,
 ];
 
 /// The key of a name, as given to `-c name=value` (any case).

@@ -1,0 +1,340 @@
+//! Issue 12: apps whose packages come from a lock file (uv.lock,
+//! Pipfile.lock, poetry.lock), with real uv, Pipenv's lock files and Poetry,
+//! offline from fixtures/wheels.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::{Run, Server, copy_dir, fixtures};
+
+fn tools() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools")
+}
+
+/// uv from target/tools (.ci/run installs it at the pinned version).
+fn uv() -> Option<String> {
+    let uv = tools().join("bin/uv");
+    if uv.is_file() {
+        Some(uv.display().to_string())
+    } else {
+        eprintln!("{} is missing: .ci/run installs it; skipping", uv.display());
+        None
+    }
+}
+
+/// A server whose deployments take uv from target/tools (a server setting).
+fn uv_server() -> Option<Server> {
+    let uv = uv()?;
+    let s = Server::new();
+    s.config(&["deploy.uv", &uv]);
+    Some(s)
+}
+
+/// `uv lock` in the clone, offline from fixtures/wheels: a real uv.lock.
+fn uv_lock(s: &Server) {
+    let out = Command::new(uv().unwrap())
+        .args(["lock", "--quiet", "--no-index", "--find-links"])
+        .arg(fixtures().join("wheels"))
+        .current_dir(&s.work)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_PYTHON", crate::util::pyenv("3.12.1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "uv lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn set_dependencies(s: &Server, deps: &str) {
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    let start = text.find("dependencies = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    s.write(
+        "pyproject.toml",
+        &format!("{}dependencies = [{deps}]{}", &text[..start], &text[end..]),
+    );
+}
+
+/// The env's packages but what it was made with (pip, setuptools), as
+/// `name version`, sorted; pip must still be there.
+fn env_packages(s: &Server) -> Vec<String> {
+    let run = s.env_python(
+        "import importlib.metadata as m; print('\\n'.join(sorted('%s %s' % (d.metadata['Name'].lower(), d.version) for d in m.distributions())))",
+    );
+    run.assert_ok();
+    assert!(run.stdout.contains("pip "), "pip stays in the env");
+    run.stdout
+        .lines()
+        .filter(|l| !l.starts_with("pip ") && !l.starts_with("setuptools "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn touch(s: &Server) {
+    let app = std::fs::read_to_string(s.work.join("app.py")).unwrap();
+    s.write("app.py", &format!("{app}# touched\n"));
+    s.commit("touch");
+}
+
+#[test]
+fn uv_lock_first_deployment_installs_the_main_packages_only() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("uv app");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("sync --locked --no-dev --no-editable --no-install-project (into the new env)")
+        .assert_has("with uv 0.13.9 (")
+        .assert_has("successful");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "tinyweb 1.0.0"],
+        "the dev group's staticpipe is left out"
+    );
+    // Kudu's marker, as for requirements.txt.
+    assert!(
+        std::fs::read_dir(s.site.join("env"))
+            .unwrap()
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("azure.env.python-"))
+    );
+
+    // A push that changes only app.py: uv does not run.
+    touch(&s);
+    let push = s.push(&[]);
+    push.assert_ok().assert_has(
+        "uv sync skipped: uv.lock, pyproject.toml, interpreter, env and settings unchanged since",
+    );
+    assert!(!push.has("--locked"), "uv ran");
+}
+
+#[test]
+fn uv_lock_change_adds_upgrades_and_removes() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("v1");
+    s.push(&[]).assert_ok();
+
+    set_dependencies(&s, "\"greeting==2.0.0\", \"staticpipe==1.0.0\"");
+    uv_lock(&s);
+    s.commit("v2");
+    s.update_without_deploy();
+    let dry = s.run("deploy", &["--dry-run"]);
+    dry.assert_ok()
+        .assert_has("uv.lock: would install staticpipe 1.0.0")
+        .assert_has("uv.lock: would change greeting 1.0.0 -> 2.0.0")
+        .assert_has("uv.lock: would remove tinyweb 1.0.0");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "tinyweb 1.0.0"],
+        "the dry run changes nothing"
+    );
+
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("changed since the last install: lock and project files");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 2.0.0", "staticpipe 1.0.0"],
+        "the env is the lock, exactly"
+    );
+}
+
+#[test]
+fn uv_lock_that_does_not_match_pyproject_fails_with_the_command() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("v1");
+    s.push(&[]).assert_ok();
+    set_dependencies(&s, "\"greeting==2.0.0\"");
+    s.commit("pyproject changed, lock not");
+    let push = s.push(&[]);
+    push.assert_has("uv.lock does not match pyproject.toml: run `uv lock` and commit uv.lock");
+    assert!(!push.has("successful"));
+    assert!(env_packages(&s).contains(&"greeting 1.0.0".to_string()));
+
+    s.write("uv.lock", "version = 1\n[[package]\n");
+    s.commit("broken");
+    s.push(&[]).assert_has("uv.lock line 2: not valid TOML");
+}
+
+#[test]
+fn requires_python_chooses_the_newest_interpreter_that_fits() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &text.replace(
+            "requires-python = \">=3.8\"",
+            "requires-python = \">=3.12,<3.13\"",
+        ),
+    );
+    uv_lock(&s);
+    s.commit("3.12");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("python-3.12 (pyproject.toml requires-python >=3.12,<3.13)");
+    s.env_python("import sys; assert sys.version_info[:2] == (3, 12)")
+        .assert_ok();
+
+    s.write("runtime.txt", "python-3.11\n");
+    s.commit("runtime.txt outside");
+    let push = s.push(&[]);
+    let line = push.remote_or_stdout_line("failed");
+    assert!(
+        line.contains("runtime.txt: python-3.11 (")
+            && line.contains("is outside pyproject.toml requires-python >=3.12,<3.13"),
+        "{line}"
+    );
+}
+
+#[test]
+fn several_lock_files_and_requirements_beside_a_lock() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    copy_dir(&fixtures().join("apps/pipenv-app"), &s.work);
+    s.remove("v2");
+    s.commit("two locks");
+    s.push(&[]).assert_has(
+        "the commit has uv.lock and Pipfile.lock and no requirements.txt: choose one with packageManager = uv or pipenv in .deployment, or remove the others",
+    );
+
+    s.write(".deployment", "[config]\npackageManager = pipenv\n");
+    s.commit("choose");
+    s.push(&[]).assert_ok().assert_has("Pipfile.lock");
+    assert!(env_packages(&s).contains(&"tinyweb 1.0.0".to_string()));
+
+    s.remove(".deployment");
+    s.write("requirements.txt", "greeting==2.0.0\n");
+    s.commit("requirements.txt wins");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("uv.lock is in the commit too; requirements.txt is used (set packageManager = uv to install from uv.lock instead)")
+        .assert_has("pip install -r requirements.txt");
+}
+
+#[test]
+fn a_pyproject_with_dependencies_and_no_lock_says_which_lock_to_commit() {
+    let s = Server::new();
+    s.app("uv-app");
+    s.commit("no lock");
+    s.push(&[]).assert_has(
+        "pyproject.toml lists dependencies and the commit has no lock file to install them from: run `uv lock` and commit uv.lock",
+    );
+
+    // A pyproject.toml that only configures tools changes nothing.
+    s.write("pyproject.toml", "[tool.black]\nline-length = 100\n");
+    s.commit("tools only");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Python steps skipped: no requirements.txt or lock file in the commit");
+
+    // .skipPythonDeployment still skips everything.
+    let s = Server::new();
+    s.app("uv-app").write(".skipPythonDeployment", "");
+    s.commit("skip");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Python steps skipped: .skipPythonDeployment is in the commit");
+}
+
+#[test]
+fn a_uv_that_cannot_be_had_is_one_line_saying_how_to_provide_it() {
+    let s = Server::new();
+    s.config(&["deploy.uv", "0.0.1"]);
+    s.app("uv-app");
+    s.write("uv.lock", "version = 1\n");
+    s.commit("uv app");
+    let push = s.push(&[]);
+    let line = push.remote_or_stdout_line("failed");
+    assert!(
+        line.contains("uv 0.0.1 cannot be installed")
+            && line.contains("put it on PATH, or set `git config deploy.uv <path to uv>`"),
+        "{line}"
+    );
+}
+
+fn pipenv_app(s: &Server) {
+    s.app("pipenv-app");
+    s.remove("v2");
+}
+
+fn pipenv_v2(s: &Server) {
+    for name in ["Pipfile", "Pipfile.lock"] {
+        std::fs::copy(
+            fixtures().join("apps/pipenv-app/v2").join(name),
+            s.work.join(name),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn pipfile_lock_deploys_skips_and_follows_changes_exactly() {
+    let s = Server::new();
+    pipenv_app(&s);
+    s.commit("pipenv app");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("pip install --no-deps --require-hashes -r (Pipfile.lock's packages) (into the new env)")
+        .assert_has("python-3.11 (Pipfile [requires] python_version 3.11)");
+    assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
+
+    touch(&s);
+    s.push(&[]).assert_ok().assert_has(
+        "Pipfile.lock skipped: Pipfile.lock, Pipfile, interpreter, env and settings unchanged since",
+    );
+
+    pipenv_v2(&s);
+    s.commit("v2");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has("Pipfile.lock: would install staticpipe 1.0.0")
+        .assert_has("Pipfile.lock: would change greeting 1.0.0 -> 2.0.0")
+        .assert_has("Pipfile.lock: would remove tinyweb 1.0.0");
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("removing what Pipfile.lock does not name: tinyweb 1.0.0");
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
+
+#[test]
+fn pipfile_lock_of_another_pipfile_fails_with_the_command() {
+    let s = Server::new();
+    pipenv_app(&s);
+    let pipfile = std::fs::read_to_string(s.work.join("Pipfile")).unwrap();
+    s.write(
+        "Pipfile",
+        &pipfile.replace("greeting = \"==1.0.0\"", "greeting = \"==2.0.0\""),
+    );
+    s.commit("Pipfile changed, lock not");
+    let push: Run = s.push(&[]);
+    push.assert_has(
+        "Pipfile.lock does not match Pipfile (it was locked from another Pipfile): run `pipenv lock` and commit Pipfile.lock",
+    );
+    assert!(!s.site.join("env").exists(), "nothing changed");
+
+    s.write("Pipfile", &pipfile);
+    s.write("Pipfile.lock", "{\n  \"_meta\": \n");
+    s.commit("broken");
+    s.push(&[]).assert_has("Pipfile.lock line 3: not JSON");
+
+    let s = Server::new();
+    pipenv_app(&s);
+    s.remove("Pipfile.lock");
+    s.commit("no lock");
+    s.push(&[]).assert_has(
+        "Pipfile has no Pipfile.lock beside it: run `pipenv lock` and commit Pipfile.lock",
+    );
+}
