@@ -2,8 +2,11 @@
 //! Pipfile.lock, poetry.lock), with real uv, Pipenv's lock files and Poetry,
 //! offline from fixtures/wheels.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use crate::util::{Run, Server, copy_dir, fixtures};
 
@@ -337,4 +340,174 @@ fn pipfile_lock_of_another_pipfile_fails_with_the_command() {
     s.push(&[]).assert_has(
         "Pipfile has no Pipfile.lock beside it: run `pipenv lock` and commit Pipfile.lock",
     );
+}
+
+/// A PEP 503 simple index of fixtures/wheels, served on 127.0.0.1 for as
+/// long as the tests run (Poetry reads packages only from an index).
+fn index_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve(stream));
+            }
+        });
+        format!("http://127.0.0.1:{port}/simple/")
+    })
+}
+
+fn serve(mut stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let wheels = fixtures().join("wheels");
+    let normal = |name: &str| {
+        name.split('-')
+            .next()
+            .unwrap()
+            .replace('_', "-")
+            .to_lowercase()
+    };
+    let mut files: Vec<String> = std::fs::read_dir(&wheels)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".whl"))
+        .collect();
+    files.sort();
+    let (status, kind, body) = if let Some(name) = path
+        .strip_prefix("/simple/")
+        .map(|n| n.trim_end_matches('/'))
+        .filter(|n| !n.is_empty())
+    {
+        let links: String = files
+            .iter()
+            .filter(|f| normal(f) == name)
+            .map(|f| {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(std::fs::read(wheels.join(f)).unwrap());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("<a href=\"/files/{f}#sha256={hex}\">{f}</a>\n")
+            })
+            .collect();
+        if links.is_empty() {
+            ("404 Not Found", "text/plain", b"not found".to_vec())
+        } else {
+            (
+                "200 OK",
+                "text/html",
+                format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n").into_bytes(),
+            )
+        }
+    } else if let Some(file) = path
+        .strip_prefix("/files/")
+        .filter(|f| files.iter().any(|w| w == f))
+    {
+        (
+            "200 OK",
+            "application/octet-stream",
+            std::fs::read(wheels.join(file)).unwrap(),
+        )
+    } else {
+        ("404 Not Found", "text/plain", b"not found".to_vec())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+fn poetry() -> Option<String> {
+    let poetry = tools().join("poetry/bin/poetry");
+    if poetry.is_file() {
+        Some(poetry.display().to_string())
+    } else {
+        eprintln!(
+            "{} is missing: .ci/run installs it; skipping",
+            poetry.display()
+        );
+        None
+    }
+}
+
+/// A server whose deployments take Poetry from target/tools, and a clone
+/// holding the Poetry app, its source the test's index.
+fn poetry_server() -> Option<Server> {
+    let poetry = poetry()?;
+    let s = Server::new();
+    s.config(&["deploy.poetry", &poetry]);
+    s.app("poetry-app");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &text.replace("http://127.0.0.1:8765/simple/", index_url()),
+    );
+    Some(s)
+}
+
+/// `poetry lock` in the clone: a real poetry.lock.
+fn poetry_lock(s: &Server) {
+    let out = Command::new(poetry().unwrap())
+        .args(["lock", "--no-interaction", "--no-ansi"])
+        .current_dir(&s.work)
+        .env("POETRY_CACHE_DIR", s.root.join("poetry-cache"))
+        .env("POETRY_VIRTUALENVS_CREATE", "false")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "poetry lock: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn poetry_lock_deploys_skips_and_follows_changes_exactly() {
+    let Some(s) = poetry_server() else { return };
+    poetry_lock(&s);
+    s.commit("poetry app");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("sync --only main --no-root --no-interaction --no-ansi (into the new env)")
+        .assert_has("with poetry 2.2.1 (")
+        .assert_has("python-3.13 (pyproject.toml requires-python >=3.9,<4)");
+    assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
+
+    touch(&s);
+    s.push(&[]).assert_ok().assert_has(
+        "poetry sync skipped: poetry.lock, pyproject.toml, interpreter, env and settings unchanged since",
+    );
+
+    set_dependencies(&s, "\"greeting==2.0.0\", \"staticpipe==1.0.0\"");
+    poetry_lock(&s);
+    s.commit("v2");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has("poetry.lock: would install staticpipe 1.0.0")
+        .assert_has("poetry.lock: would change greeting 1.0.0 -> 2.0.0")
+        .assert_has("poetry.lock: would remove tinyweb 1.0.0");
+    s.run("deploy", &[]).assert_ok();
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+
+    set_dependencies(&s, "\"greeting==1.0.0\"");
+    s.commit("pyproject changed, lock not");
+    s.push(&[]).assert_has(
+        "poetry.lock does not match pyproject.toml: run `poetry lock` and commit poetry.lock",
+    );
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
