@@ -15,6 +15,7 @@ use crate::manifest;
 use crate::packages;
 use std::path::Path;
 
+use crate::exact;
 use crate::framework;
 use crate::installed::{self, PipDecision};
 use crate::lockfile;
@@ -260,7 +261,10 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
     };
     let install = |env: &Path, r: &mut Report| match lock {
         Some(lock) => lockfile::install(lock, installer, settings, runtime, env, r),
-        None => packages::install(installer, env, site, r),
+        None => {
+            packages::install(installer, env, site, r)?;
+            exact::tidy(installer, env, settings, r)
+        }
     };
     // Records what the install depended on, with the env as it is now.
     let remember = |env: &Path| -> Result<()> {

@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod deployment_file;
 pub mod env;
 pub mod error;
+pub mod exact;
 pub mod files;
 pub mod framework;
 pub mod init;

@@ -511,3 +511,64 @@ fn poetry_lock_deploys_skips_and_follows_changes_exactly() {
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
+
+#[test]
+fn redeploying_an_older_commit_removes_what_only_the_newer_one_needed() {
+    let s = Server::new();
+    s.app("flask-app");
+    let old = s.commit("greeting 1.0.0");
+    s.push(&[]).assert_ok();
+    // An app server or a debugger, installed by hand: not pushdeploy's.
+    let by_hand = Command::new(s.site.join("env/bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--find-links",
+        ])
+        .arg(fixtures().join("wheels"))
+        .arg("django")
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success());
+
+    s.write(
+        "requirements.txt",
+        "greeting==2.0.0\ntinyweb==1.0.0\nstaticpipe==1.0.0\n",
+    );
+    s.commit("greeting 2.0.0, which needs staticpipe");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("not from requirements.txt, kept: django 0.1.0");
+    assert_eq!(
+        env_packages(&s),
+        [
+            "django 0.1.0",
+            "greeting 2.0.0",
+            "staticpipe 1.0.0",
+            "tinyweb 1.0.0"
+        ]
+    );
+
+    let back = s.run("redeploy", &[&old]);
+    back.assert_ok()
+        .assert_has("removing what requirements.txt no longer needs: staticpipe 1.0.0");
+    assert!(!back.has("not from requirements.txt"), "said once");
+    assert_eq!(
+        env_packages(&s),
+        ["django 0.1.0", "greeting 1.0.0", "tinyweb 1.0.0"]
+    );
+
+    // The setting keeps them.
+    s.run("deploy", &[]).assert_ok();
+    s.pushdeploy_with(
+        &["redeploy", "--repo", s.repo.to_str().unwrap(), &old],
+        &[("PUSHDEPLOY_REMOVE_UNNEEDED", "false")],
+    )
+    .assert_ok()
+    .assert_has("no longer needed by requirements.txt, kept (removeUnneeded is false, environment PUSHDEPLOY_REMOVE_UNNEEDED): staticpipe 1.0.0");
+    assert!(env_packages(&s).contains(&"staticpipe 1.0.0".to_string()));
+}
