@@ -2,7 +2,7 @@
 //! what the install depends on, what the dry run would change) and the
 //! install itself.
 //!
-//! - uv.lock: `uv sync --locked --no-dev --no-editable --no-install-project`
+//! - uv.lock: `uv sync --locked --no-default-groups --no-editable --no-install-project`
 //!   with `UV_PROJECT_ENVIRONMENT` pointed at the env. uv removes what the
 //!   lock does not name and keeps the env's own pip.
 //! - poetry.lock: `poetry sync --only main --no-root` (Poetry 2) with the
@@ -133,7 +133,7 @@ impl LockPlan {
 }
 
 fn uv_args(lock: &LockPlan) -> Vec<String> {
-    let mut args: Vec<String> = ["sync", "--locked", "--no-dev", "--no-editable"]
+    let mut args: Vec<String> = ["sync", "--locked", "--no-default-groups", "--no-editable"]
         .map(String::from)
         .to_vec();
     if !lock.install_project {
@@ -658,7 +658,14 @@ pub fn install(
     let site = &settings.site;
     if let Some(tool) = &lock.tool {
         tools::ensure(tool, settings, &runtime.interpreter.path, report)?;
-        report.detail(format!("with {tool}"));
+        let now = match tool.found {
+            tools::Found::ToInstall => tools::Tool {
+                found: tools::Found::Cache,
+                ..tool.clone()
+            },
+            _ => tool.clone(),
+        };
+        report.detail(format!("with {now}"));
     }
     match (lock.kind, &lock.tool) {
         (Kind::Uv, Some(tool)) | (Kind::Poetry, Some(tool)) => {

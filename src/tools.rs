@@ -146,7 +146,38 @@ fn cache_home(settings: &Settings, name: Name, version: &str) -> PathBuf {
         .join(format!("{}-{version}", name.command()))
 }
 
-/// Decides which tool runs; changes nothing.
+/// A tool's version, remembered in the cache dir per file (path, inode,
+/// size, time), so that a deployment that does not install runs no tool.
+fn cached_version(settings: &Settings, path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let key = format!(
+        "{} {}:{}:{}.{}",
+        path.display(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let file = settings.cache_dir.join("tools").join("versions.json");
+    let mut known: std::collections::BTreeMap<String, String> = std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(v) = known.get(&key) {
+        return Some(v.clone());
+    }
+    let version = version_of(path)?;
+    known.retain(|k, _| !k.starts_with(&format!("{} ", path.display())));
+    known.insert(key, version.clone());
+    if let Ok(bytes) = serde_json::to_vec(&known) {
+        let _ = fs_err::create_dir_all(file.parent().expect("a file in a dir"));
+        let _ = crate::files::write_atomic(&file, &bytes);
+    }
+    Some(version)
+}
+
+/// Decides which tool runs; changes nothing but the cache of versions.
 pub fn choose(settings: &Settings, name: Name) -> Result<Tool> {
     let key = name.key();
     let value = settings.sources.effective(key);
@@ -154,7 +185,7 @@ pub fn choose(settings: &Settings, name: Name) -> Result<Tool> {
     let text = value.trim();
     if text.contains('/') {
         let path = PathBuf::from(text);
-        let Some(version) = version_of(&path) else {
+        let Some(version) = cached_version(settings, &path) else {
             bail!(
                 "setting {} ({origin}): {text} is not a {} that runs; give a path to one, or a version to install (such as {})",
                 key.name,
@@ -179,7 +210,7 @@ pub fn choose(settings: &Settings, name: Name) -> Result<Tool> {
         );
     }
     if let Ok(path) = which::which(name.command())
-        && version_of(&path).as_deref() == Some(text)
+        && cached_version(settings, &path).as_deref() == Some(text)
     {
         return Ok(Tool {
             name,

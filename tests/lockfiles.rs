@@ -89,7 +89,7 @@ fn uv_lock_first_deployment_installs_the_main_packages_only() {
     s.commit("uv app");
     let push = s.push(&[]);
     push.assert_ok()
-        .assert_has("sync --locked --no-dev --no-editable --no-install-project (into the new env)")
+        .assert_has("sync --locked --no-default-groups --no-editable --no-install-project (into the new env)")
         .assert_has("with uv 0.13.9 (")
         .assert_has("successful");
     assert_eq!(
@@ -571,4 +571,24 @@ fn redeploying_an_older_commit_removes_what_only_the_newer_one_needed() {
     .assert_ok()
     .assert_has("no longer needed by requirements.txt, kept (removeUnneeded is false, environment PUSHDEPLOY_REMOVE_UNNEEDED): staticpipe 1.0.0");
     assert!(env_packages(&s).contains(&"staticpipe 1.0.0".to_string()));
+}
+
+#[test]
+fn uv_groups_setting_adds_a_group_and_makes_uv_run_again() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("v1");
+    s.push(&[]).assert_ok();
+    assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
+
+    s.write(".deployment", "[config]\ngroups = dev\n");
+    s.commit("with the dev group");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("--no-install-project --group dev (changed since the last install: settings)");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
+    );
 }
