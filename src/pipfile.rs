@@ -243,4 +243,17 @@ mod tests {
         let err = convert(b"{").unwrap_err().to_string();
         assert!(err.starts_with("Pipfile.lock line 1: not JSON"), "{err}");
     }
+
+    #[test]
+    fn hashes_a_pipfile_as_pipenv_does() {
+        // Both made by Pipenv (fixtures/build-locks).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/pipenv-app");
+        for dir in [dir.clone(), dir.join("v2")] {
+            let pipfile = std::fs::read(dir.join("Pipfile")).unwrap();
+            let lock = std::fs::read(dir.join("Pipfile.lock")).unwrap();
+            check(&pipfile, &lock).unwrap();
+            let other = String::from_utf8(pipfile).unwrap().replace("==", ">=");
+            assert!(check(other.as_bytes(), &lock).is_err());
+        }
+    }
 }
