@@ -592,3 +592,21 @@ fn uv_groups_setting_adds_a_group_and_makes_uv_run_again() {
         ["greeting 1.0.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
     );
 }
+
+#[test]
+fn app_settings_reach_uv_and_count_for_skipping() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("v1");
+    s.push(&[]).assert_ok();
+    // A `.deployment` app setting is in uv's environment, as in pip's.
+    s.write(".deployment", "[config]\nUV_INDEX_STRATEGY = bogus\n");
+    s.commit("a bad uv setting");
+    s.push(&[])
+        .assert_has("changed since the last install: settings")
+        .assert_has("invalid value 'bogus'");
+    s.write(".deployment", "[config]\nUV_INDEX_STRATEGY = first-index\n");
+    s.commit("a good one");
+    s.push(&[]).assert_ok().assert_has("successful");
+}
