@@ -610,3 +610,22 @@ fn app_settings_reach_uv_and_count_for_skipping() {
     s.commit("a good one");
     s.push(&[]).assert_ok().assert_has("successful");
 }
+
+#[test]
+fn pipfile_lock_with_the_uv_installer() {
+    let Some(uv) = uv() else { return };
+    let s = Server::new();
+    s.config(&["deploy.installer", &uv]);
+    pipenv_app(&s);
+    s.commit("pipenv app");
+    s.push(&[]).assert_ok().assert_has(
+        "pip install --no-deps --require-hashes -r (Pipfile.lock's packages) (into the new env)",
+    );
+    assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
+    pipenv_v2(&s);
+    s.commit("v2");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("removing what Pipfile.lock does not name: tinyweb 1.0.0");
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
