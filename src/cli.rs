@@ -2,21 +2,21 @@
 //! module that does the work.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use git2::Repository;
 
-use crate::commit::short_id;
 use crate::deploy::{self, Job};
-use crate::error::usage;
+use crate::deployment_file::DeploymentFile;
+use crate::error::{printable, usage};
 use crate::lock::Lock;
 use crate::receive::{self, Decision, PUSH_OPTIONS};
 use crate::record::{Records, Trigger};
 use crate::report::Report;
-use crate::settings::{self, Environment, KEYS, Origin, RECREATE_ENV, Settings, Sources, Value};
+use crate::settings::{self, Environment, KEYS, Origin, RECREATE_ENV, Setting, Settings, Sources};
 
 #[derive(Parser)]
 #[command(
@@ -160,20 +160,33 @@ fn open(
     env: Environment,
     flags: impl FnOnce(&mut Sources) -> Result<()>,
 ) -> Result<(Repository, Settings)> {
+    let given = repo.repo.is_some();
     let path = repo.repo.clone().unwrap_or_else(|| env.default_repo());
-    let path = fs_err::canonicalize(&path)
-        .map_err(|e| usage(format!("repository {}: {e}", path.display())))?;
-    let repository = Repository::open(&path).map_err(|e| {
-        usage(format!(
-            "{}: not a git repository ({})",
-            path.display(),
-            e.message()
-        ))
+    let path = std::fs::canonicalize(&path).map_err(|e| {
+        let hint = if given { "" } else { REPO_HINT };
+        usage(format!("repository {}: {e}{hint}", path.display()))
     })?;
+    let repository = Repository::open(&path).map_err(|e| cannot_open(&path, given, &e))?;
     let mut sources = Sources::new(env, &repository)?;
     flags(&mut sources)?;
     let settings = Settings::resolve(repository.path(), &repository, sources)?;
     Ok((repository, settings))
+}
+
+/// Said when no --repo was given and the directory is no repository.
+const REPO_HINT: &str = "; run pushdeploy in the bare repository (or with $GIT_DIR set, as the hook does), or name it with --repo <path>";
+
+/// Why a repository cannot be opened, as a user on the server needs to hear it.
+fn cannot_open(path: &Path, given: bool, err: &git2::Error) -> anyhow::Error {
+    if let Some(not_owned) = crate::error::not_owned(path, err) {
+        return not_owned;
+    }
+    let hint = if given { "" } else { REPO_HINT };
+    usage(format!(
+        "{}: not a git repository ({}){hint}",
+        path.display(),
+        err.message()
+    ))
 }
 
 fn flags(
@@ -250,7 +263,7 @@ pub fn run() -> Result<ExitCode> {
                 .find(&id)
                 .map_err(|e| usage(format!("{e:#}")))?;
             let job = Job {
-                rev: Some(record.id),
+                rev: Some(record.id.to_string()),
                 ref_name: None,
                 trigger: Trigger::Redeploy,
                 dry_run: false,
@@ -296,24 +309,31 @@ fn post_receive(repo: &RepoArg, env: Environment) -> Result<()> {
         .read_to_string(&mut input)
         .context("reading the pushed refs from stdin")?;
     let updates = receive::parse(&input)?;
-    let options = env.push_options();
+    // An option that is not UTF-8 is ignored like an unknown one, with its
+    // own line: the push has happened, so the deployment goes on.
+    let options = env.push_options_os();
     let (repository, settings) = open(repo, env, |sources| {
-        for option in &options {
-            if PUSH_OPTIONS.contains(&option.as_str()) {
-                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.clone()));
+        for option in options.iter().filter_map(|o| o.to_str()) {
+            if PUSH_OPTIONS.contains(&option) {
+                sources.set_above_all(RECREATE_ENV, "true", Origin::PushOption(option.into()));
             }
         }
         Ok(())
     })?;
-    for option in options
-        .iter()
-        .filter(|o| !PUSH_OPTIONS.contains(&o.as_str()))
-    {
-        report.header(format!(
-            "Ignoring unknown push option {}; known: {}",
-            crate::error::shown(option.as_bytes()),
-            PUSH_OPTIONS.join(", ")
-        ));
+    for option in &options {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = crate::error::shown(option.as_bytes());
+        match option.to_str() {
+            Some(known) if PUSH_OPTIONS.contains(&known) => {}
+            Some(_) => report.header(format!(
+                "Ignoring unknown push option {shown}; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+            None => report.header(format!(
+                "Ignoring push option {shown}: it is not UTF-8; known: {}",
+                PUSH_OPTIONS.join(", ")
+            )),
+        }
     }
     let mut deploy = None;
     for update in &updates {
@@ -355,7 +375,11 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
                 v
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&summaries)?)?;
+        writeln!(
+            out,
+            "{}",
+            crate::error::json_printable(&serde_json::to_string_pretty(&summaries)?)
+        )?;
         return Ok(());
     }
     let active = records
@@ -368,21 +392,27 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
     )?;
     for r in &records {
-        let total = r
-            .seconds
-            .unwrap_or_else(|| r.steps.iter().map(|s| s.seconds).sum());
+        let time = match r.seconds {
+            Some(seconds) => crate::report::seconds_text(seconds),
+            // Finished before records kept the whole time: its steps' sum.
+            None if r.finished.is_some() && !r.steps.is_empty() => {
+                crate::report::seconds_text(r.steps.iter().map(|s| s.seconds).sum())
+            }
+            // Running, or killed before it could say how long it took.
+            None => "-".to_string(),
+        };
         let status = r.status.to_string();
         let mark = if Some(r.seq) == active { "*" } else { " " };
         writeln!(
             out,
             "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
             format!("{}{mark}", r.seq),
-            short_id(&r.id),
+            r.short(),
             status,
             r.trigger.to_string(),
-            r.started,
-            crate::report::seconds_text(total),
-            r.message
+            printable(&r.started),
+            time,
+            printable(&r.message)
         )?;
     }
     Ok(())
@@ -394,31 +424,36 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
+    // Every text of a record came from a commit or a program: escaped.
     writeln!(out, "deployment #{} {}", r.seq, r.id)?;
-    writeln!(out, "ref:      {}", r.ref_name)?;
-    writeln!(out, "author:   {}", r.author)?;
-    writeln!(out, "message:  {}", r.message)?;
+    writeln!(out, "ref:      {}", printable(&r.ref_name))?;
+    writeln!(out, "author:   {}", printable(&r.author))?;
+    writeln!(out, "message:  {}", printable(&r.message))?;
     writeln!(out, "trigger:  {}", r.trigger)?;
     writeln!(out, "status:   {}", r.status)?;
     if let Some(seconds) = r.seconds {
         writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
     }
-    writeln!(out, "started:  {}", r.started)?;
-    writeln!(out, "finished: {}", r.finished.as_deref().unwrap_or("-"))?;
+    writeln!(out, "started:  {}", printable(&r.started))?;
+    writeln!(
+        out,
+        "finished: {}",
+        printable(r.finished.as_deref().unwrap_or("-"))
+    )?;
     if let Some(error) = &r.error {
-        writeln!(out, "error:    {error}")?;
+        writeln!(out, "error:    {}", printable(error))?;
     }
     for s in &r.steps {
         writeln!(
             out,
             "step:     {} {}",
-            s.step,
+            printable(&s.step),
             crate::report::seconds_text(s.seconds)
         )?;
     }
     writeln!(out)?;
     for line in &r.log {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", printable(line))?;
     }
     Ok(())
 }
@@ -429,25 +464,18 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     let mut out = std::io::stdout().lock();
     let (repository, settings) = open(repo, env, |s| set.apply(s))?;
     let branch = format!("refs/heads/{}", settings.branch);
-    let (settings, app_settings) = match crate::commit::Commit::open(&repository, &branch) {
-        Ok(head) => {
-            let (settings, _, file) = crate::plan::prepare(&settings, head)?;
-            let app = settings.sources.app_settings(&file);
-            (settings, app)
-        }
+    // The values a deployment would read, refused where a deployment would
+    // refuse them.
+    let values = match crate::commit::Commit::open(&repository, &branch) {
+        Ok(head) => crate::plan::prepare(&settings, head)?.0,
         // No commit on the branch yet: no .deployment to read.
-        Err(_) => (settings, Vec::new()),
+        Err(_) => settings.for_commit(&DeploymentFile::default())?,
     };
-    // Values a deployment would refuse are refused here too.
-    for key in [
-        RECREATE_ENV,
-        settings::VERIFY,
-        settings::SKIP_UNCHANGED,
-        settings::SCM_DO_BUILD,
-    ] {
-        settings.sources.bool(key)?;
-    }
-    crate::packages::installer(&settings)?;
+    crate::packages::installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
     // Defaults that depend on the repository or the user, as resolved.
     let resolved = |key: &settings::Key| -> Option<String> {
         let path = |p: &std::path::Path| p.display().to_string();
@@ -459,12 +487,12 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             _ => return None,
         })
     };
-    let rows: Vec<(&settings::Key, Value)> = KEYS
+    let rows: Vec<(&settings::Key, Setting)> = KEYS
         .iter()
         .map(|k| {
-            let mut value = settings.sources.effective(k);
+            let mut value = values.shown(k);
             if value.origin == Origin::Default {
-                value.value = resolved(k).unwrap_or(value.value);
+                value.text = resolved(k).unwrap_or(value.text);
             }
             (*k, value)
         })
@@ -478,22 +506,32 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
                 (k.name.to_string(), value)
             })
             .collect();
-        let app: serde_json::Map<String, serde_json::Value> = app_settings
+        let app: serde_json::Map<String, serde_json::Value> = values
+            .app
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
             .collect();
         map.insert("appSettings".into(), app.into());
+        map.insert(
+            "leftOut".into(),
+            serde_json::to_value(&values.refused).expect("a list is JSON"),
+        );
         writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
     } else {
         for (key, value) in rows {
             let key = key.name;
-            writeln!(out, "{:<28} {:<40} {}", key, value.value, value.origin)?;
+            let shown = printable(&value.text);
+            writeln!(out, "{:<28} {:<40} {}", key, shown, value.origin)?;
         }
-        for (key, value) in app_settings {
+        for (key, value) in &values.app {
+            let value = printable(value);
             writeln!(
                 out,
                 "{key:<28} {value:<40} .deployment (app setting, passed to the build steps)"
             )?;
+        }
+        for refused in &values.refused {
+            writeln!(out, "{refused}")?;
         }
     }
     Ok(())

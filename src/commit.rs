@@ -13,7 +13,11 @@ use crate::error::{shown, usage};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitInfo {
+    /// The id as text, as it is printed and stored.
     pub id: String,
+    /// The id for git and the records, never parsed from text again.
+    #[serde(skip)]
+    pub oid: Oid,
     pub short: String,
     pub author: String,
     pub message: String,
@@ -95,6 +99,7 @@ impl<'r> Commit<'r> {
         let info = CommitInfo {
             short: short_id(&id).to_string(),
             id,
+            oid: commit.id(),
             author: commit.author().name().unwrap_or("unknown").to_string(),
 
             message: commit.summary().ok().flatten().unwrap_or("").to_string(),
@@ -369,9 +374,8 @@ impl<'r> Commit<'r> {
     /// Points `name` (a ref under refs/pushdeploy/) at this commit, so that
     /// git never prunes a commit whose files are in the site.
     pub fn pin(&self, name: &str) -> Result<()> {
-        let id = Oid::from_str(&self.info.id)?;
         self.repo
-            .reference(name, id, true, "pushdeploy: deployed")
+            .reference(name, self.info.oid, true, "pushdeploy: deployed")
             .with_context(|| format!("writing ref {name}"))?;
         Ok(())
     }

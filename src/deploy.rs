@@ -84,7 +84,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     if let Some(stale) = records.close_unfinished()? {
         report.header(format!(
             "Deployment {} (#{}) did not finish; its record is marked failed",
-            short_id(&stale.id),
+            short_id(&stale.id.to_string()),
             stale.seq
         ));
     }
@@ -146,13 +146,14 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, true)?;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(
             &mut out,
-            format!("{}\n", serde_json::to_string_pretty(&plan)?).as_bytes(),
+            crate::error::json_printable(&format!("{}\n", serde_json::to_string_pretty(&plan)?))
+                .as_bytes(),
         )?;
     } else {
         report.header(format!(
@@ -170,10 +171,12 @@ fn dry_run(
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
-    let (settings, commit, file) = plan::prepare(settings, commit)?;
-    let plan = Plan::build(&settings, &commit, &file, ref_name, false)?;
-    let settings = &settings;
+    let (values, commit) = plan::prepare(settings, commit)?;
+    let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
     let site = &settings.site;
+    for refused in &plan.refused_app_settings {
+        report.header(refused.to_string());
+    }
     report.extra_env = plan.app_settings.clone();
     if let Some(sync) = &plan.sync {
         let store = manifest::Store::new(&settings.state_dir);
@@ -214,6 +217,9 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
         }
         Framework::Skip { .. } => {}
     }
+    // postDeploy is the server's command: no app setting of the commit
+    // reaches it (a `PATH` could choose which program its name runs).
+    report.extra_env.clear();
     if let Some(words) = &plan.post_deploy {
         report.step(
             "postDeploy",
@@ -226,22 +232,33 @@ fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Rep
 
 fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result<()> {
     let site = &settings.site;
-    let (runtime, decision, installer, pip, fingerprint, lock, notes) = match &plan.python {
-        Python::Run {
-            runtime,
-            env,
-            installer,
-            pip,
-            fingerprint,
-            lock,
-            notes,
-            ..
-        } => (runtime, env, installer, pip, fingerprint, lock, notes),
-        Python::Skip { reason } => {
-            report.header(format!("Python steps skipped: {reason}"));
-            return Ok(());
-        }
-    };
+    let (runtime, decision, installer, pip, fingerprint, lock, notes, keep_unneeded) =
+        match &plan.python {
+            Python::Run {
+                runtime,
+                env,
+                installer,
+                pip,
+                fingerprint,
+                lock,
+                notes,
+                keep_unneeded,
+                ..
+            } => (
+                runtime,
+                env,
+                installer,
+                pip,
+                fingerprint,
+                lock,
+                notes,
+                keep_unneeded,
+            ),
+            Python::Skip { reason } => {
+                report.header(format!("Python steps skipped: {reason}"));
+                return Ok(());
+            }
+        };
     // An env directory that a killed build left, whatever this deployment does.
     report.current = Some("env".into());
     env::remove_stale(site)?;
@@ -263,7 +280,7 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         Some(lock) => lockfile::install(lock, installer, settings, runtime, env, r),
         None => {
             packages::install(installer, env, site, r)?;
-            exact::tidy(installer, env, settings, r)
+            exact::tidy(installer, env, settings, keep_unneeded.as_deref(), r)
         }
     };
     // Records what the install depended on, with the env as it is now.

@@ -10,8 +10,6 @@
 //! the environment); every other key is an app setting, passed to the build
 //! steps as an environment variable, as Kudu does.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Result, bail};
 
 use crate::error::shown;
@@ -90,14 +88,6 @@ pub fn parse(bytes: &[u8]) -> Result<DeploymentFile> {
 }
 
 impl DeploymentFile {
-    /// Keys lower-cased (as settings look them up), later lines winning.
-    pub fn by_key(&self) -> BTreeMap<String, (String, usize)> {
-        self.entries
-            .iter()
-            .map(|(k, v, n)| (k.to_ascii_lowercase(), (v.clone(), *n)))
-            .collect()
-    }
-
     /// Prints back the `[config]` section in the file's format; values are
     /// quoted, so that spaces around them survive.
     pub fn render(&self) -> String {

@@ -49,35 +49,181 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// Text that came from a commit, a record or a program, as it is printed:
+/// control characters (C0 but tab, DEL, C1: ESC and CSI among them) escaped
+/// as `\u{1b}`, so no such text can move the cursor, retitle or clear the
+/// terminal, or start a line of its own. Everything else is kept.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return text.into();
+    }
+    escaped(text.as_bytes(), is_unprintable)
+        .collect::<String>()
+        .into()
+}
+
+fn is_unprintable(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// Each character of `bytes` as it is printed: the ones `escape` picks in
+/// Rust's escaped form (`\n`, `\u{1b}`), invalid bytes as `\xNN`, the rest as
+/// they are. The one escaping that `printable` and `shown` share.
+fn escaped(bytes: &[u8], escape: impl Fn(char) -> bool) -> impl Iterator<Item = String> {
+    bytes.utf8_chunks().flat_map(move |chunk| {
+        let valid = chunk
+            .valid()
+            .chars()
+            .map(|c| match escape(c) {
+                true => c.escape_debug().to_string(),
+                false => c.to_string(),
+            })
+            .collect::<Vec<_>>();
+        let invalid = chunk.invalid().iter().map(|b| format!("\\x{b:02x}"));
+        valid.into_iter().chain(invalid)
+    })
+}
+
+/// JSON with DEL and C1 control characters written as `\u` escapes, as
+/// serde_json writes C0 ones, so that no string from a commit reaches a
+/// terminal raw. They can only be inside strings, where the escape means the
+/// same character.
+pub fn json_printable(json: &str) -> String {
+    json.chars()
+        .map(|c| match c.is_control() {
+            true if c != '\n' => format!("\\u{:04x}", c as u32),
+            _ => c.to_string(),
+        })
+        .collect()
+}
+
 /// Shows a value from a file so that hidden characters can be seen, cut to a
 /// readable length: `"python-3.12\r"`, `"\u{feff}python"`, `"\xff\xfe"` for
 /// bytes that are not UTF-8.
 pub fn shown(value: &[u8]) -> String {
     const MAX: usize = 60;
-    let mut out = String::new();
-    // Each character or invalid byte, as it is shown.
-    let shown = value.utf8_chunks().flat_map(|chunk| {
-        let valid = chunk.valid().chars().map(|c| c.escape_debug().to_string());
-        valid.chain(chunk.invalid().iter().map(|b| format!("\\x{b:02x}")))
-    });
-    let mut parts = shown.take(MAX + 1).collect::<Vec<_>>();
+    // Every character escaped as Rust would quote it: `escape_debug` leaves
+    // ordinary ones as they are and shows the hidden ones.
+    let mut parts = escaped(value, |_| true).take(MAX + 1).collect::<Vec<_>>();
     let cut = parts.len() > MAX;
     parts.truncate(MAX);
-    out.push_str(&parts.concat());
+    let mut out = parts.concat();
     if cut {
         out.push_str(&format!("... ({} bytes)", value.len()));
     }
     format!("\"{out}\"")
 }
 
+/// libgit2 refuses a repository of another user (as git does without
+/// `safe.directory`): say whose it is and give the command again as that
+/// user. Run by someone else, a deployment would leave files in the site and
+/// the state dir that the owner, whose pushes deploy, cannot replace.
+pub fn not_owned(path: &std::path::Path, err: &git2::Error) -> Option<anyhow::Error> {
+    use std::os::unix::fs::MetadataExt;
+    if err.code() != git2::ErrorCode::Owner {
+        return None;
+    }
+    let owner = fs_err::metadata(path).ok()?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    Some(usage(not_owned_message(
+        path,
+        user_name(owner),
+        user_name(me),
+        &command,
+    )))
+}
+
+/// A user by name (from /etc/passwd) and uid.
+struct User {
+    name: Option<String>,
+    uid: u32,
+}
+
+fn user_name(uid: u32) -> User {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    });
+    User { name, uid }
+}
+
+fn not_owned_message(path: &std::path::Path, owner: User, me: User, command: &[String]) -> String {
+    let named = |u: &User| u.name.clone().unwrap_or_else(|| format!("uid {}", u.uid));
+    // sudo takes a uid without a name as `#N`.
+    let sudo_user = owner
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("#{}", owner.uid));
+    let again = shell_words::join(
+        ["sudo", "-u", &sudo_user, "pushdeploy"]
+            .into_iter()
+            .chain(command.iter().map(String::as_str)),
+    );
+    format!(
+        "{} belongs to {}, not to {}; run pushdeploy as the repository's owner, as its pushes do: `{again}`",
+        path.display(),
+        named(&owner),
+        named(&me)
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::{User, json_printable, not_owned_message, printable, shown};
+    use std::path::Path;
+
+    #[test]
+    fn a_repository_of_another_user_is_named_with_the_command_as_its_owner() {
+        let user = |name: Option<&str>, uid| User {
+            name: name.map(str::to_string),
+            uid,
+        };
+        let command = ["show", "--repo", "/srv/git/my shop.git", "#4"].map(String::from);
+        let path = Path::new("/srv/git/my shop.git");
+        assert_eq!(
+            not_owned_message(
+                path,
+                user(Some("deploy"), 998),
+                user(Some("root"), 0),
+                &command
+            ),
+            "/srv/git/my shop.git belongs to deploy, not to root; run pushdeploy as the \
+             repository's owner, as its pushes do: \
+             `sudo -u deploy pushdeploy show --repo '/srv/git/my shop.git' '#4'`"
+        );
+        let message = not_owned_message(path, user(None, 4242), user(Some("root"), 0), &[]);
+        assert!(
+            message.contains("belongs to uid 4242, not to root"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`sudo -u '#4242' pushdeploy`"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn shows_hidden_and_invalid_bytes() {
         assert_eq!(shown(b"python-3.12\r"), r#""python-3.12\r""#);
         assert_eq!(shown(b"\xff\xfeab"), r#""\xff\xfeab""#);
+        assert_eq!(shown("\u{feff}a\"b".as_bytes()), r#""\u{feff}a\"b""#);
         assert!(shown(&[b'a'; 100]).ends_with("... (100 bytes)\""));
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(
+            printable("fix: caf\u{e9}\tok \\ \"q\""),
+            "fix: caf\u{e9}\tok \\ \"q\""
+        );
+        assert_eq!(
+            printable("a\x1b]0;owned\x07b\x1b[2Jc\rd\ne\x7f\u{9b}31m"),
+            r"a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\rd\ne\u{7f}\u{9b}31m"
+        );
+        let json = serde_json::to_string_pretty(&["a\x1b\x7f\u{9b}"]).unwrap();
+        assert_eq!(json_printable(&json), "[\n  \"a\\u001b\\u007f\\u009b\"\n]");
     }
 }

@@ -17,7 +17,7 @@ use crate::files::write_atomic;
 use crate::lockfile::{installed_packages, normalize, uninstall};
 use crate::packages::{Installer, REQUIREMENTS, parse_report};
 use crate::report::{Report, dies_with_us};
-use crate::settings::{REMOVE_UNNEEDED, Settings};
+use crate::settings::Settings;
 
 /// Never removed: what the env was made with.
 const KEPT: &[&str] = &["pip", "setuptools", "wheel"];
@@ -51,6 +51,7 @@ pub fn tidy(
     installer: &Installer,
     env_dir: &Path,
     settings: &Settings,
+    keep_unneeded: Option<&str>,
     report: &mut Report,
 ) -> Result<()> {
     let needed = match needed(installer, env_dir, &settings.site, &report.extra_env) {
@@ -104,8 +105,8 @@ pub fn tidy(
             .map(|p| format!("{} {}", p.name, p.version))
             .collect::<Vec<_>>()
             .join(", ");
-        match settings.sources.bool(REMOVE_UNNEEDED)? {
-            Some((false, origin)) => {
+        match keep_unneeded {
+            Some(origin) => {
                 report.detail(format!(
                     "no longer needed by requirements.txt, kept (removeUnneeded is false, {origin}): {list}"
                 ));

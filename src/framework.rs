@@ -24,7 +24,10 @@ pub fn django_installed(site: &Path) -> bool {
     .is_ok_and(|out| out.status.success())
 }
 
-/// `env/bin/python manage.py collectstatic --noinput --clear`, in the site.
+/// `env/bin/python manage.py collectstatic --noinput --clear`, in the site,
+/// as Kudu runs it. `--clear` makes Django print `Deleting '<file>'` for every
+/// static file of the last run (hundreds with the admin's), on every push:
+/// such a run of lines is printed as one count.
 pub fn collectstatic(site: &Path, report: &mut Report) -> Result<()> {
     let expr = duct::cmd!(
         site.join("env/bin/python"),
@@ -34,5 +37,45 @@ pub fn collectstatic(site: &Path, report: &mut Report) -> Result<()> {
         "--clear"
     )
     .dir(site);
-    report.run("manage.py collectstatic", expr)
+    report.folding("Deleting '", |r| r.run("manage.py collectstatic", expr))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::{INDENT, Report};
+
+    #[test]
+    fn runs_of_deleting_lines_are_folded_into_one_each() {
+        let mut report = Report::new(Box::new(std::io::sink()));
+        report.folding("Deleting '", |r| {
+            for line in [
+                "before",
+                "Deleting 'a.css'",
+                "Deleting 'b/c.js'",
+                "Deleting 'z.png'",
+                "",
+                "Deleting 'alone.txt'",
+                "after",
+                "Deleting 'x'",
+                "Deleting 'y'",
+            ] {
+                r.detail(line);
+            }
+        });
+        report.detail("Deleting 'not folded'");
+        let log: Vec<&str> = report.log.iter().map(|l| l.trim_start()).collect();
+        assert_eq!(
+            log,
+            [
+                "before",
+                "Deleting 3 files ('a.css' ... 'z.png')",
+                "",
+                "Deleting 'alone.txt'",
+                "after",
+                "Deleting 2 files ('x' ... 'y')",
+                "Deleting 'not folded'",
+            ]
+        );
+        assert!(report.log[0].starts_with(INDENT));
+    }
 }

@@ -23,26 +23,58 @@ pub fn hook_script(exe: &Path) -> String {
     HOOK_TEMPLATE.replace("@PUSHDEPLOY@", &shell_quote(&exe.to_string_lossy()))
 }
 
+/// Sets up `repo_path` to deploy into `site`. Every error is a setup error
+/// (exit status 2, like bad usage): no deployment ran, so none failed.
 pub fn init(
     repo_path: &Path,
     site: &Path,
     branch: Option<&str>,
     report: &mut Report,
 ) -> Result<()> {
+    set_up(repo_path, site, branch, report).map_err(|e| {
+        if crate::error::exit_status(&e) == 2 {
+            e
+        } else {
+            usage(format!("{e:#}"))
+        }
+    })
+}
+
+/// The existing repository at `path`, if it is a bare one.
+fn adopt(path: &Path) -> Result<Repository> {
+    let not_bare = |workdir: &Path| {
+        // libgit2 ends a work tree's path with `/`.
+        let workdir = workdir.components().as_path().display();
+        usage(format!(
+            "{}: a repository with a work tree ({workdir}), not a bare one: pushes to it do not \
+             deploy (git refuses a push to its checked-out branch); make a bare one for \
+             pushdeploy with `git clone --bare {workdir} <new path>.git`, then \
+             `pushdeploy init <new path>.git --site <dir>`",
+            path.display(),
+        ))
+    };
+    match Repository::open(path) {
+        Ok(repo) => match repo.workdir() {
+            Some(workdir) => Err(not_bare(workdir)),
+            None => Ok(repo),
+        },
+        Err(e) => Err(crate::error::not_owned(path, &e).unwrap_or_else(|| usage(format!(
+            "{}: exists but is not a git repository; give a new path, or one made with `git init --bare`",
+            path.display()
+        )))),
+    }
+}
+
+fn set_up(repo_path: &Path, site: &Path, branch: Option<&str>, report: &mut Report) -> Result<()> {
     let mut changes = Vec::new();
     let repo = if repo_path.exists() {
-        Repository::open_bare(repo_path).map_err(|_| {
-            usage(format!(
-                "{}: exists but is not a bare git repository (a repository with a work tree cannot receive pushes to its checked-out branch); give a new path, or one made with `git init --bare`",
-                repo_path.display()
-            ))
-        })?
+        adopt(repo_path)?
     } else {
         let mut opts = RepositoryInitOptions::new();
         opts.bare(true).initial_head(branch.unwrap_or("main"));
         changes.push(format!("created bare repository {}", repo_path.display()));
         Repository::init_opts(repo_path, &opts)
-            .with_context(|| format!("creating {}", repo_path.display()))?
+            .map_err(|e| anyhow::anyhow!("creating {}: {}", repo_path.display(), e.message()))?
     };
     let repo_path = repo.path().to_path_buf();
 

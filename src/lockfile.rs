@@ -26,7 +26,7 @@ use crate::packages::{Installer, Package};
 use crate::pipfile;
 use crate::report::{Report, dies_with_us};
 use crate::runtime::Choice;
-use crate::settings::{EXTRAS, GROUPS, INSTALL_PROJECT, SKIP_UNCHANGED, Settings};
+use crate::settings::{EXTRAS, GROUPS, INSTALL_PROJECT, SKIP_UNCHANGED, Settings, Values};
 use crate::tools::{self, Tool};
 
 /// Packages that an env keeps whatever a lock says: what it was made with.
@@ -178,11 +178,11 @@ fn poetry_args(lock: &LockPlan, tool: &Tool) -> Vec<String> {
 /// What the plan needs from its caller.
 pub struct Inputs<'a> {
     pub settings: &'a Settings,
+    pub values: &'a Values,
     pub commit: &'a Commit<'a>,
     pub runtime: &'a Choice,
     pub env: &'a Decision,
     pub installer: &'a Installer,
-    pub app_settings: &'a [(String, String)],
     pub preview: bool,
 }
 
@@ -197,22 +197,22 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     let project_bytes = commit
         .read_root_file(kind.project_file())?
         .with_context(|| format!("{} is not a file of the commit", kind.project_file()))?;
+    let values = cx.values;
     let list = |key| {
-        settings
-            .sources
-            .get(key)
-            .map(|v| managers::names(&v.value))
+        values
+            .text(key)
+            .map(|(v, _)| managers::names(v))
             .unwrap_or_default()
     };
     let mut requirements = None;
     let tool = match kind {
         Kind::Uv => {
             managers::parse_toml(kind.lock_file(), &lock_bytes)?;
-            Some(tools::choose(settings, tools::Name::Uv)?)
+            Some(tools::choose(settings, values, tools::Name::Uv)?)
         }
         Kind::Poetry => {
             managers::parse_toml(kind.lock_file(), &lock_bytes)?;
-            Some(tools::choose(settings, tools::Name::Poetry)?)
+            Some(tools::choose(settings, values, tools::Name::Poetry)?)
         }
         Kind::Pipenv => {
             pipfile::check(&project_bytes, &lock_bytes)?;
@@ -225,10 +225,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         tool,
         groups: list(GROUPS),
         extras: list(EXTRAS),
-        install_project: settings
-            .sources
-            .bool(INSTALL_PROJECT)?
-            .is_some_and(|(b, _)| b),
+        install_project: values.bool(INSTALL_PROJECT).is_some_and(|(b, _)| b),
         changes: None,
         requirements,
     };
@@ -239,7 +236,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     }
     let fingerprint = fingerprint(&lock, cx, &lock_bytes);
     let store = installed::Store::new(&settings.state_dir);
-    let decision = match (cx.env, &fingerprint, settings.sources.bool(SKIP_UNCHANGED)?) {
+    let decision = match (cx.env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
         (Decision::Create { .. }, _, _) => PipDecision::Run {
             reason: "a new env".into(),
         },
@@ -337,9 +334,10 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
     let prefixes = ["PIP_", "UV_", "POETRY_"];
     let mut vars: Vec<String> = prefixes
         .iter()
-        .flat_map(|p| settings.sources.env.with_prefix(p))
+        .flat_map(|p| settings.env.with_prefix(p))
         .chain(
-            cx.app_settings
+            cx.values
+                .app
                 .iter()
                 .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
                 .cloned(),
@@ -370,7 +368,7 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
 
 /// The configuration files of pip, uv and Poetry that may apply.
 fn config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.sources.env;
+    let env = &settings.env;
     let home = env.home();
     let config = env
         .get("XDG_CONFIG_HOME")
@@ -428,7 +426,8 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
                 args.push("--dry-run".into());
                 let expr = tool_command(lock, tool, &env, dir.path(), &args);
                 let out = cx
-                    .app_settings
+                    .values
+                    .app
                     .iter()
                     .fold(expr, |e, (k, v)| e.env(k, v))
                     .stdout_capture()

@@ -9,7 +9,8 @@ fn main() -> ExitCode {
             // A failed deployment has already said why, as its last line.
             if !err.is::<pushdeploy::Failure>() {
                 // `{:#}` prints the whole context chain on one line.
-                eprintln!("pushdeploy: error: {err:#}");
+                let text = format!("{err:#}");
+                eprintln!("pushdeploy: error: {}", pushdeploy::error::printable(&text));
             }
             ExitCode::from(pushdeploy::error::exit_status(&err))
         }

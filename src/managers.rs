@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::commit::Commit;
 use crate::error::{shown, usage};
 use crate::packages::REQUIREMENTS;
-use crate::settings::{PACKAGE_MANAGER, Settings};
+use crate::settings::{PACKAGE_MANAGER, Values};
 
 pub const PYPROJECT: &str = "pyproject.toml";
 pub const PIPFILE: &str = "Pipfile";
@@ -87,10 +87,12 @@ pub enum Detected {
 
 /// Decides the package manager from the commit's files and the
 /// `packageManager` setting.
-pub fn detect(commit: &Commit, settings: &Settings) -> Result<Detected> {
+pub fn detect(commit: &Commit, values: &Values) -> Result<Detected> {
     let has = |name: &str| commit.has_root_entry(name);
-    let setting = settings.sources.effective(PACKAGE_MANAGER);
-    let chosen = setting.value.trim().to_ascii_lowercase();
+    let (value, origin) = values
+        .text(PACKAGE_MANAGER)
+        .expect("packageManager has a default");
+    let chosen = value.trim().to_ascii_lowercase();
     let locks: Vec<Kind> = KINDS.into_iter().filter(|k| has(k.lock_file())).collect();
     let explicit = match chosen.as_str() {
         "auto" | "" => None,
@@ -106,14 +108,14 @@ pub fn detect(commit: &Commit, settings: &Settings) -> Result<Detected> {
             None => {
                 return Err(usage(format!(
                     "setting packageManager ({}): {} is not auto, pip, uv, poetry or pipenv",
-                    setting.origin,
-                    shown(setting.value.as_bytes())
+                    origin,
+                    shown(value.as_bytes())
                 )));
             }
         },
     };
     if let Some(kind) = explicit {
-        check_pair(commit, kind, Some(&setting.origin.to_string()))?;
+        check_pair(commit, kind, Some(&origin.to_string()))?;
         return Ok(Detected::Lock(kind));
     }
     if has(REQUIREMENTS) {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::usage;
 use crate::report::{Report, dies_with_us};
-use crate::settings::{INSTALLER, Settings};
+use crate::settings::{Environment, InstallerChoice, Origin};
 
 pub const REQUIREMENTS: &str = "requirements.txt";
 
@@ -70,27 +70,25 @@ impl Installer {
     }
 }
 
-/// The `installer` setting: `pip` (the default), `uv` (found with `which`),
-/// or a path to uv.
-pub fn installer(settings: &Settings) -> Result<Installer> {
-    let value = settings.sources.effective(INSTALLER);
-    let text = value.value.trim();
-    match text {
-        "pip" => Ok(Installer::Pip),
-        "uv" => match which::which("uv") {
-            Ok(path) => Ok(Installer::Uv { path }),
-            Err(_) => Err(usage(format!(
-                "setting installer ({}): uv is not installed (not found on PATH); install it or set installer = pip",
-                value.origin
+/// The installer the `installer` setting chooses; uv is `uv_path` (the
+/// server's `uvPath`) or else looked for in the environment's PATH.
+pub fn installer(
+    (choice, origin): (&InstallerChoice, &Origin),
+    uv_path: Option<&Path>,
+    env: &Environment,
+) -> Result<Installer> {
+    match (choice, uv_path) {
+        (InstallerChoice::Pip, _) => Ok(Installer::Pip),
+        (InstallerChoice::Uv, Some(uv)) => Ok(Installer::Uv {
+            path: uv.to_path_buf(),
+        }),
+        (InstallerChoice::Uv, None) => match env.which("uv") {
+            Some(path) => Ok(Installer::Uv { path }),
+            None => Err(usage(format!(
+                "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
             ))),
         },
-        path if path.contains('/') && Path::new(path).is_file() => Ok(Installer::Uv {
-            path: PathBuf::from(path),
-        }),
-        other => Err(usage(format!(
-            "setting installer ({}): {other:?} is not pip, uv or a path to uv",
-            value.origin
-        ))),
+        (InstallerChoice::UvAt(path), _) => Ok(Installer::Uv { path: path.clone() }),
     }
 }
 
@@ -126,6 +124,10 @@ pub fn install(
                 path,
                 "pip",
                 "install",
+                // A committed uv.toml or pyproject.toml [tool.uv] in the
+                // site must not steer the install (its target, its Python):
+                // uv is configured by the server's UV_* variables only.
+                "--no-config",
                 "-r",
                 REQUIREMENTS,
                 "--python",

@@ -19,8 +19,8 @@ use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
-    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, VERIFY, parse_bool,
+    COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, Refused, SCM_DO_BUILD,
+    SKIP_UNCHANGED, Settings, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -41,8 +41,11 @@ pub struct Plan {
     pub python: Python,
     pub framework: Framework,
     pub command: Option<CustomCommand>,
-    /// `.deployment` keys that are not settings, passed to the build steps.
+    /// `.deployment` keys that are not settings, passed to the build steps
+    /// (never to `postDeploy`).
     pub app_settings: Vec<(String, String)>,
+    /// `.deployment` keys that a commit may not set: left out.
+    pub refused_app_settings: Vec<Refused>,
     /// Run after a successful deployment (a server setting), as words.
     pub post_deploy: Option<Vec<String>>,
 }
@@ -69,6 +72,8 @@ pub enum Python {
         lock: Option<LockPlan>,
         /// Lock files beside requirements.txt, and how to use them instead.
         notes: Vec<String>,
+        /// Set (to the setting's origin) when removeUnneeded is false.
+        keep_unneeded: Option<String>,
         /// What the install depends on, recorded after it succeeded; `None`
         /// when pip must always run.
         #[serde(skip)]
@@ -94,30 +99,25 @@ pub struct CustomCommand {
 
 /// What forces a new env, if anything: `--recreate-env`, the push option,
 /// the environment, or a setting.
-fn forced(settings: &Settings) -> Result<Option<String>> {
-    Ok(settings
-        .sources
-        .bool(RECREATE_ENV)?
-        .and_then(|(on, origin)| on.then(|| origin.to_string())))
+fn forced(values: &Values) -> Option<String> {
+    values
+        .bool(RECREATE_ENV)
+        .and_then(|(on, origin)| on.then(|| origin.to_string()))
 }
 
-/// Reads `.deployment` from the commit into the settings, and narrows the
-/// commit to the project folder when one is set.
-pub fn prepare<'r>(
-    settings: &Settings,
-    commit: Commit<'r>,
-) -> Result<(Settings, Commit<'r>, DeploymentFile)> {
-    let mut settings = settings.clone();
+/// Reads `.deployment` from the commit into the settings' values, and
+/// narrows the commit to the project folder when one is set.
+pub fn prepare<'r>(settings: &Settings, commit: Commit<'r>) -> Result<(Values, Commit<'r>)> {
     let file = match commit.read_top_file(deployment_file::FILE)? {
         Some(bytes) => deployment_file::parse(&bytes)?,
         None => DeploymentFile::default(),
     };
-    settings.sources.deployment = file.by_key();
-    let commit = match settings.sources.get(PROJECT) {
-        Some(project) => commit.with_project(&project.value)?,
+    let values = settings.for_commit(&file)?;
+    let commit = match values.text(PROJECT) {
+        Some((project, _)) => commit.with_project(project)?,
         None => commit,
     };
-    Ok((settings, commit, file))
+    Ok((values, commit))
 }
 
 impl Plan {
@@ -125,27 +125,14 @@ impl Plan {
     /// what it would install (the dry run).
     pub fn build(
         settings: &Settings,
+        values: &Values,
         commit: &Commit,
-        file: &DeploymentFile,
         ref_name: &str,
         preview: bool,
     ) -> Result<Plan> {
-        let project = settings.sources.get(PROJECT).map(|v| v.value);
-        let app_settings = settings.sources.app_settings(file);
-        let post_deploy = match settings.sources.get(POST_DEPLOY) {
-            Some(v) => Some(
-                shell_words::split(&v.value)
-                    .ok()
-                    .filter(|w| !w.is_empty())
-                    .with_context(|| {
-                        format!(
-                            "setting postDeploy ({}): {:?} is not a command line",
-                            v.origin, v.value
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+        let project = values.text(PROJECT).map(|(p, _)| p.to_string());
+        let app_settings = values.app.clone();
+        let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
         let mut plan = Plan {
             commit: commit.info.clone(),
             ref_name: ref_name.to_string(),
@@ -160,26 +147,26 @@ impl Plan {
             },
             command: None,
             app_settings,
+            refused_app_settings: values.refused.clone(),
             post_deploy,
         };
         let probes = Probes::load(&settings.cache_dir);
-        match settings.sources.get(COMMAND) {
-            Some(command) => {
-                let path = command_path(commit, &command.value)?;
-                let runtime = choose_runtime(settings, commit, &probes)?;
+        match values.text(COMMAND) {
+            Some((command, _)) => {
+                let path = command_path(commit, command)?;
+                let runtime = choose_runtime(settings, values, commit, &probes)?;
                 plan.skip_build(format!("command {path} deploys instead"));
                 plan.command = Some(CustomCommand { path, runtime });
             }
             None => {
-                plan.sync = Some(sync_plan(settings, commit)?);
-                match settings.sources.bool(SCM_DO_BUILD)? {
+                plan.sync = Some(sync_plan(settings, values, commit)?);
+                match values.bool(SCM_DO_BUILD) {
                     Some((false, origin)) => plan.skip_build(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
                     )),
                     _ => {
-                        plan.python =
-                            python_plan(settings, commit, preview, &plan.app_settings, &probes)?;
-                        plan.framework = framework_plan(settings, commit, &plan.python);
+                        plan.python = python_plan(settings, values, commit, preview, &probes)?;
+                        plan.framework = framework_plan(values, commit, &plan.python);
                     }
                 }
             }
@@ -295,6 +282,9 @@ impl Plan {
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
         }
+        for refused in &self.refused_app_settings {
+            out.push(refused.to_string());
+        }
         if let Some(words) = &self.post_deploy {
             out.push(format!("postDeploy: {}", shell_words::join(words)));
         }
@@ -304,7 +294,7 @@ impl Plan {
 
 /// What the sync will do: from the diff with the deployed commit, or by
 /// comparing every file, with the reason.
-fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
+fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<SyncPlan> {
     let store = manifest::Store::new(&settings.state_dir);
     let previous = store.load(&settings.site)?;
     let pending = store.load_pending(&settings.site)?;
@@ -325,7 +315,7 @@ fn sync_plan(settings: &Settings, commit: &Commit) -> Result<SyncPlan> {
                 commit.project().unwrap_or("/").to_string(),
             )
         });
-    let verify = settings.sources.bool(VERIFY)?.is_some_and(|(on, _)| on);
+    let verify = values.bool(VERIFY).is_some_and(|(on, _)| on);
     let before = sync::Before {
         project_changed,
         deployed: deployed.as_ref(),
@@ -372,13 +362,19 @@ pub fn runtime_line(choice: &Choice) -> String {
     )
 }
 
-fn choose_runtime(settings: &Settings, commit: &Commit, probes: &Probes) -> Result<Choice> {
+fn choose_runtime(
+    settings: &Settings,
+    values: &Values,
+    commit: &Commit,
+    probes: &Probes,
+) -> Result<Choice> {
     let runtime_txt = commit.read_root_file("runtime.txt")?;
     let python_version = commit.read_root_file(".python-version")?;
     runtime::choose(
         runtime_txt.as_deref(),
         python_version.as_deref(),
-        settings,
+        values.python(),
+        &settings.search(),
         probes,
     )
 }
@@ -389,18 +385,19 @@ fn choose_runtime(settings: &Settings, commit: &Commit, probes: &Probes) -> Resu
 /// satisfy it too.
 fn choose_runtime_for(
     settings: &Settings,
+    values: &Values,
     commit: &Commit,
     probes: &Probes,
     project: Option<(pep440_rs::VersionSpecifiers, String)>,
 ) -> Result<Choice> {
     let Some((specs, what)) = project else {
-        return choose_runtime(settings, commit, probes);
+        return choose_runtime(settings, values, commit, probes);
     };
     let silent = !commit.has_root_entry("runtime.txt")
         && !commit.has_root_entry(".python-version")
-        && settings.sources.get(crate::settings::PYTHON).is_none();
+        && values.python().1.origin == crate::settings::Origin::Default;
     if !silent {
-        let choice = choose_runtime(settings, commit, probes)?;
+        let choice = choose_runtime(settings, values, commit, probes)?;
         if !managers::satisfies(&specs, choice.interpreter.version) {
             bail!(
                 "{}: {} ({} {}) is outside {what}; change one of them",
@@ -412,7 +409,7 @@ fn choose_runtime_for(
         }
         return Ok(choice);
     }
-    let found = runtime::all_found(settings, probes);
+    let found = runtime::all_found(&settings.search(), probes);
     let Some(interpreter) = found
         .iter()
         .rev()
@@ -460,11 +457,12 @@ fn command_path(commit: &Commit, value: &str) -> Result<String> {
 
 fn python_plan(
     settings: &Settings,
+    values: &Values,
     commit: &Commit,
     preview: bool,
-    app_settings: &[(String, String)],
     probes: &Probes,
 ) -> Result<Python> {
+    let app_settings = &values.app;
     let manager_files = [REQUIREMENTS, managers::PYPROJECT, managers::PIPFILE]
         .into_iter()
         .chain(managers::KINDS.iter().map(|k| k.lock_file()));
@@ -478,7 +476,7 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let (kind, notes) = match managers::detect(commit, settings)? {
+    let (kind, notes) = match managers::detect(commit, values)? {
         Detected::Nothing => {
             return Ok(Python::Skip {
                 reason: "no requirements.txt or lock file in the commit".into(),
@@ -491,20 +489,28 @@ fn python_plan(
         Some(kind) => managers::project_python(commit, kind)?,
         None => None,
     };
-    let runtime = choose_runtime_for(settings, commit, probes, project_python)?;
-    let env = env::decide(&settings.site, runtime.request, forced(settings)?, probes);
+    let runtime = choose_runtime_for(settings, values, commit, probes, project_python)?;
+    let env = env::decide(&settings.site, runtime.request, forced(values), probes);
     if matches!(env, Decision::Create { .. }) {
         env::tool(&runtime)?;
     }
-    let installer = packages::installer(settings)?;
+    let installer = packages::installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
+    let keep_unneeded = match values.bool(crate::settings::REMOVE_UNNEEDED) {
+        Some((false, origin)) => Some(origin.to_string()),
+        _ => None,
+    };
     if let Some(kind) = kind {
         let cx = lockfile::Inputs {
             settings,
+            values,
             commit,
             runtime: &runtime,
             env: &env,
             installer: &installer,
-            app_settings,
             preview,
         };
         let (lock, pip, fingerprint) = lockfile::plan(kind, &cx)?;
@@ -516,14 +522,15 @@ fn python_plan(
             packages: Preview::NotAsked,
             lock: Some(lock),
             notes,
+            keep_unneeded,
             fingerprint,
         });
     }
     let files = requirement_files(commit)?;
     let fingerprint = match &files {
         Ok(files) => {
-            let mut vars = settings.sources.env.with_prefix("PIP_");
-            vars.extend(settings.sources.env.with_prefix("UV_"));
+            let mut vars = settings.env.with_prefix("PIP_");
+            vars.extend(settings.env.with_prefix("UV_"));
             vars.extend(
                 app_settings
                     .iter()
@@ -548,7 +555,7 @@ fn python_plan(
         Err(why) => Err(why.clone()),
     };
     let store = installed::Store::new(&settings.state_dir);
-    let pip = match (&env, &fingerprint, settings.sources.bool(SKIP_UNCHANGED)?) {
+    let pip = match (&env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
         (Decision::Create { .. }, _, _) => PipDecision::Run {
             reason: "a new env".into(),
         },
@@ -579,13 +586,14 @@ fn python_plan(
         packages,
         lock: None,
         notes,
+        keep_unneeded,
         fingerprint: fingerprint.ok(),
     })
 }
 
 /// pip's configuration files that may apply to the installer.
 fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.sources.env;
+    let env = &settings.env;
     let home = env.home();
     let mut files = vec![
         PathBuf::from("/etc/pip.conf"),
@@ -647,7 +655,7 @@ fn preview_packages(
     ))
 }
 
-fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Framework {
+fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framework {
     let skip = |reason: String| Framework::Skip { reason };
     if !commit.has_root_entry("manage.py") {
         return skip("no manage.py".into());
@@ -658,11 +666,8 @@ fn framework_plan(settings: &Settings, commit: &Commit, python: &Python) -> Fram
     if commit.has_root_entry(SKIP_DJANGO) {
         return skip(format!("{SKIP_DJANGO} is in the commit"));
     }
-    if let Some(v) = settings.sources.get(DISABLE_COLLECTSTATIC) {
-        // Kudu's rule: set means disabled, whatever the value, but for an explicit false.
-        if parse_bool(&v.value) != Some(false) {
-            return skip(format!("DISABLE_COLLECTSTATIC is set ({})", v.origin));
-        }
+    if let Some((true, origin)) = values.bool(DISABLE_COLLECTSTATIC) {
+        return skip(format!("DISABLE_COLLECTSTATIC is set ({origin})"));
     }
     Framework::Collectstatic
 }

@@ -1,6 +1,8 @@
 //! Receiving a push: the `<old> <new> <ref>` lines that git gives
 //! `post-receive` on stdin, and which of them deploys.
 
+use std::fmt;
+
 use anyhow::{Result, bail};
 use serde::Serialize;
 
@@ -16,10 +18,39 @@ pub struct RefUpdate {
 
 /// What to do with one ref update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action", content = "reason")]
 pub enum Decision {
     Deploy,
     /// Ignored, with the reason to show the pusher.
-    Ignore(String),
+    Ignore(Ignored),
+}
+
+/// Why an update does not deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Ignored {
+    /// A tag, or a branch or other ref that is not the deployment branch.
+    NotTheBranch {
+        name: String,
+        tag: bool,
+        branch: String,
+    },
+    /// The deployment branch was deleted: the site stays as it is.
+    Deleted { name: String },
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ignored::NotTheBranch { name, tag, branch } => {
+                let what = if *tag { "tag" } else { "ref" };
+                write!(f, "{what} {name} is not the deployment branch {branch}")
+            }
+            Ignored::Deleted { name } => {
+                write!(f, "{name} was deleted; the site is left as it is")
+            }
+        }
+    }
 }
 
 fn is_object_id(s: &str) -> bool {
@@ -65,21 +96,16 @@ pub fn parse(input: &str) -> Result<Vec<RefUpdate>> {
 pub fn decide(update: &RefUpdate, branch: &str) -> Decision {
     let wanted = format!("refs/heads/{branch}");
     if update.name != wanted {
-        let what = if update.name.starts_with("refs/tags/") {
-            "tag"
-        } else {
-            "ref"
-        };
-        return Decision::Ignore(format!(
-            "{what} {} is not the deployment branch {branch}",
-            update.name
-        ));
+        return Decision::Ignore(Ignored::NotTheBranch {
+            name: update.name.clone(),
+            tag: update.name.starts_with("refs/tags/"),
+            branch: branch.to_string(),
+        });
     }
     if is_zero(&update.new) {
-        return Decision::Ignore(format!(
-            "{} was deleted; the site is left as it is",
-            update.name
-        ));
+        return Decision::Ignore(Ignored::Deleted {
+            name: update.name.clone(),
+        });
     }
     Decision::Deploy
 }
@@ -103,9 +129,27 @@ mod tests {
         let updates = parse(&input).unwrap();
         let decisions: Vec<_> = updates.iter().map(|u| decide(u, "main")).collect();
         assert_eq!(decisions[0], Decision::Deploy);
-        assert!(matches!(&decisions[1], Decision::Ignore(r) if r.starts_with("tag refs/tags/v1")));
-        assert!(matches!(&decisions[2], Decision::Ignore(r) if r.contains("deleted")));
-        assert!(matches!(&decisions[3], Decision::Ignore(r) if r.contains("refs/heads/dev")));
+        let Decision::Ignore(tag) = &decisions[1] else {
+            panic!("{:?}", decisions[1])
+        };
+        assert_eq!(
+            tag.to_string(),
+            "tag refs/tags/v1 is not the deployment branch main"
+        );
+        assert_eq!(
+            decisions[2],
+            Decision::Ignore(Ignored::Deleted {
+                name: "refs/heads/main".into()
+            })
+        );
+        assert!(matches!(
+            &decisions[3],
+            Decision::Ignore(Ignored::NotTheBranch { name, tag: false, .. }) if name == "refs/heads/dev"
+        ));
+        assert_eq!(
+            serde_json::to_value(&decisions[2]).unwrap(),
+            serde_json::json!({"action": "ignore", "reason": {"kind": "deleted", "name": "refs/heads/main"}})
+        );
     }
 
     #[test]

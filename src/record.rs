@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
+use git2::Oid;
 use serde::{Deserialize, Serialize};
 
 use crate::commit::CommitInfo;
@@ -33,8 +34,9 @@ pub enum Trigger {
 pub struct Record {
     /// The deployment's number in this state dir; orders the records.
     pub seq: u64,
-    /// The commit id, as in Kudu.
-    pub id: String,
+    /// The commit id, as in Kudu: 40 hex digits in the file.
+    #[serde(with = "hex_id")]
+    pub id: Oid,
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub author: String,
@@ -50,6 +52,34 @@ pub struct Record {
     #[serde(default)]
     pub seconds: Option<f64>,
     pub log: Vec<String>,
+}
+
+/// A record's commit id as records have always stored it, 40 hex digits, so
+/// records written before ids were `Oid`s load unchanged.
+mod hex_id {
+    use git2::Oid;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &Oid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Oid, D::Error> {
+        let text = String::deserialize(d)?;
+        // Oid::from_str pads a short prefix with zeros: take whole ids only.
+        let whole = text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        whole
+            .then(|| Oid::from_str(&text).ok())
+            .flatten()
+            .ok_or_else(|| D::Error::custom(format!("id {text:?} is not a commit id")))
+    }
+}
+
+impl Record {
+    /// The commit id's first seven digits, as git shows it.
+    pub fn short(&self) -> String {
+        short_id(&self.id.to_string()).to_string()
+    }
 }
 
 impl std::fmt::Display for Status {
@@ -89,7 +119,7 @@ impl Records {
 
     fn path(&self, record: &Record) -> PathBuf {
         self.dir
-            .join(format!("{:06}-{}.json", record.seq, short_id(&record.id)))
+            .join(format!("{:06}-{}.json", record.seq, record.short()))
     }
 
     pub fn save(&self, record: &Record) -> Result<()> {
@@ -152,7 +182,7 @@ impl Records {
         let seq = self.newest()?.map_or(1, |r| r.seq + 1);
         let record = Record {
             seq,
-            id: commit.id.clone(),
+            id: commit.oid,
             ref_name: ref_name.to_string(),
             author: commit.author.clone(),
             message: commit.message.clone(),
@@ -199,11 +229,11 @@ impl Records {
         let lower = wanted.to_ascii_lowercase();
         let mut ids: Vec<&Record> = records
             .iter()
-            .filter(|r| !lower.is_empty() && r.id.starts_with(&lower))
+            .filter(|r| !lower.is_empty() && r.id.to_string().starts_with(&lower))
             .collect();
         // Newest first: the first record of each commit is the one to show.
         let mut seen = std::collections::HashSet::new();
-        ids.retain(|r| seen.insert(r.id.clone()));
+        ids.retain(|r| seen.insert(r.id));
         match ids.as_slice() {
             [] => bail!("no deployment has an id starting with {wanted:?}"),
             [one] => Ok((*one).clone()),
@@ -211,7 +241,7 @@ impl Records {
                 "{wanted:?} is the start of {} deployment ids ({}); give more of it",
                 many.len(),
                 many.iter()
-                    .map(|r| r.id.get(..12).unwrap_or(&r.id))
+                    .map(|r| r.id.to_string()[..12].to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

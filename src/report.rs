@@ -23,6 +23,17 @@ pub struct Report {
     pub current: Option<String>,
     /// Variables for every program a step runs (`.deployment` app settings).
     pub extra_env: Vec<(String, String)>,
+    /// Lines being folded into one count (see `folding`).
+    fold: Option<Fold>,
+}
+
+/// A run of output lines that start with `prefix` (one per file), printed
+/// as one line when it ends: how many, the first and the last.
+struct Fold {
+    prefix: &'static str,
+    count: usize,
+    first: String,
+    last: String,
 }
 
 pub const INDENT: &str = "       ";
@@ -35,6 +46,7 @@ impl Report {
             steps: Vec::new(),
             current: None,
             extra_env: Vec::new(),
+            fold: None,
         }
     }
 
@@ -43,6 +55,9 @@ impl Report {
     }
 
     fn emit(&mut self, line: String) {
+        // Names, messages and program output come from the commit: no control
+        // character of theirs reaches the pusher's terminal or the record.
+        let line = crate::error::printable(&line).into_owned();
         // A closed pipe (the pusher went away) must not stop the deployment.
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();
@@ -54,7 +69,57 @@ impl Report {
     }
 
     pub fn detail(&mut self, text: impl AsRef<str>) {
-        self.emit(format!("{INDENT}{}", text.as_ref()));
+        let text = text.as_ref();
+        if let Some(fold) = &mut self.fold {
+            if text.starts_with(fold.prefix) {
+                if fold.count == 0 {
+                    fold.first = text.to_string();
+                }
+                fold.last = text.to_string();
+                fold.count += 1;
+                return;
+            }
+            self.end_fold_run();
+        }
+        self.emit(format!("{INDENT}{text}"));
+    }
+
+    /// Runs `f` with each run of two or more lines that start with `prefix`
+    /// printed as one: `Deleting 173 files ('a.css' ... 'z.js')` for
+    /// Django's one `Deleting '<file>'` line per file.
+    pub fn folding<T>(&mut self, prefix: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.fold = Some(Fold {
+            prefix,
+            count: 0,
+            first: String::new(),
+            last: String::new(),
+        });
+        let result = f(self);
+        self.end_fold_run();
+        self.fold = None;
+        result
+    }
+
+    fn end_fold_run(&mut self) {
+        let Some(fold) = &mut self.fold else { return };
+        let (count, first, last) = (
+            std::mem::take(&mut fold.count),
+            std::mem::take(&mut fold.first),
+            std::mem::take(&mut fold.last),
+        );
+        let verb = fold.prefix.trim_end_matches(['\'', ' ']);
+        // `Deleting 'css/site.css'` -> `css/site.css`.
+        let name = |line: String| line[fold.prefix.len()..].trim_end_matches('\'').to_string();
+        let line = match count {
+            0 => return,
+            1 => first,
+            _ => format!(
+                "{verb} {count} files ('{}' ... '{}')",
+                name(first),
+                name(last)
+            ),
+        };
+        self.emit(format!("{INDENT}{line}"));
     }
 
     /// Runs one step under its header and reports its time.

@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::error::shown;
-use crate::settings::{Origin, PYTHON, Settings};
+use crate::settings::{Environment, Origin, PythonChoice, Setting};
 
 /// A wanted Python version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,7 +63,7 @@ impl fmt::Display for Version {
 const TOO_LONG: usize = 256;
 
 /// Parses `X.Y` or `X.Y.Z` (small numbers only).
-fn parse_numbers(text: &str) -> Option<Request> {
+pub(crate) fn parse_numbers(text: &str) -> Option<Request> {
     let parts: Vec<&str> = text.split('.').collect();
     let num = |s: &str| {
         (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
@@ -164,6 +164,11 @@ impl fmt::Display for Source {
         match self {
             Source::RuntimeTxt => f.write_str("runtime.txt"),
             Source::PythonVersion => f.write_str(".python-version"),
+            Source::Setting(Origin::Default) => write!(
+                f,
+                "no runtime.txt or .python-version; the default {}",
+                crate::settings::DEFAULT_PYTHON
+            ),
             Source::Setting(origin) => write!(f, "setting python, {origin}"),
             Source::Project(what) => f.write_str(what),
         }
@@ -281,20 +286,73 @@ pub fn probe(path: &Path) -> Option<Interpreter> {
     })
 }
 
+/// Where interpreters are looked for: the server's `pythonPath`, pyenv's
+/// root and PATH, nothing else of the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Search<'a> {
+    pub python_path: &'a [PathBuf],
+    pub pyenv_root: &'a Path,
+    /// The environment pushdeploy runs in, for its PATH.
+    pub env: &'a Environment,
+}
+
+impl Search<'_> {
+    /// Where the search looks and what it skipped, for the message that
+    /// says a runtime is not installed.
+    fn looked_in(&self) -> String {
+        let python_path = if self.python_path.is_empty() {
+            "pythonPath (not set)".to_string()
+        } else {
+            let dirs: Vec<String> = self
+                .python_path
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            format!("pythonPath {}", dirs.join(":"))
+        };
+        let mut out = format!(
+            "looked in PATH, pyenv root {} and {python_path}",
+            self.pyenv_root.display()
+        );
+        let skipped: Vec<String> = self
+            .python_path
+            .iter()
+            .filter_map(|dir| {
+                let err = std::fs::read_dir(dir).err()?;
+                let why = match err.kind() {
+                    std::io::ErrorKind::NotFound => "missing".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
+                    _ => err.to_string(),
+                };
+                Some(format!("{} ({why})", dir.display()))
+            })
+            .collect();
+        if !skipped.is_empty() {
+            out.push_str(&format!(
+                "; skipped pythonPath directories it could not read: {}",
+                skipped.join(", ")
+            ));
+        }
+        out
+    }
+}
+
 /// Candidate paths for a request, in the documented order (not yet run).
 /// `name` on PATH, leaving out pyenv's shims: they are slow scripts whose
 /// answer depends on pyenv's own settings, and pyenv's versions are searched
 /// directly anyway.
-fn on_path(name: &str, settings: &Settings) -> Vec<PathBuf> {
-    let shims = settings.pyenv_root.join("shims");
-    which::which_all(name)
+fn on_path(name: &str, search: &Search) -> Vec<PathBuf> {
+    let shims = search.pyenv_root.join("shims");
+    search
+        .env
+        .which_all(name)
         .into_iter()
-        .flatten()
         .filter(|p| p.parent() != Some(shims.as_path()))
         .collect()
 }
 
-fn candidates(request: Option<Request>, settings: &Settings) -> Vec<PathBuf> {
+fn candidates(request: Option<Request>, search: &Search) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let specific = request.map(|r| format!("python{}.{}", r.major, r.minor));
     let names: Vec<String> = specific
@@ -302,17 +360,17 @@ fn candidates(request: Option<Request>, settings: &Settings) -> Vec<PathBuf> {
         .cloned()
         .chain(["python3".to_string(), "python".to_string()])
         .collect();
-    for dir in &settings.python_path {
+    for dir in search.python_path {
         for d in [dir.clone(), dir.join("bin")] {
             out.extend(names.iter().map(|n| d.join(n)).filter(|p| p.is_file()));
         }
     }
     if let Some(name) = &specific {
-        out.extend(on_path(name, settings));
+        out.extend(on_path(name, search));
     }
-    out.extend(pyenv_versions(&settings.pyenv_root, request));
+    out.extend(pyenv_versions(search.pyenv_root, request));
     for name in ["python3", "python"] {
-        out.extend(on_path(name, settings));
+        out.extend(on_path(name, search));
     }
     out
 }
@@ -338,12 +396,12 @@ fn pyenv_versions(root: &Path, request: Option<Request>) -> Vec<PathBuf> {
 }
 
 /// Every interpreter that can be found, for messages that list them.
-pub fn all_found(settings: &Settings, probes: &Probes) -> Vec<Interpreter> {
-    let mut paths = candidates(None, settings);
+pub fn all_found(search: &Search, probes: &Probes) -> Vec<Interpreter> {
+    let mut paths = candidates(None, search);
     for minor in 0..=20 {
-        paths.extend(on_path(&format!("python3.{minor}"), settings));
+        paths.extend(on_path(&format!("python3.{minor}"), search));
     }
-    paths.extend(on_path("python2", settings));
+    paths.extend(on_path("python2", search));
     let mut seen = BTreeSet::new();
     let mut found: Vec<Interpreter> = paths
         .iter()
@@ -367,21 +425,22 @@ fn list(interpreters: &[Interpreter]) -> String {
 }
 
 /// The first interpreter that fits, in the documented order.
-pub fn find(request: Request, settings: &Settings, probes: &Probes) -> Option<Interpreter> {
+pub fn find(request: Request, search: &Search, probes: &Probes) -> Option<Interpreter> {
     let mut tried = BTreeSet::new();
-    candidates(Some(request), settings)
+    candidates(Some(request), search)
         .into_iter()
         .filter(|p| tried.insert(p.clone()))
         .filter_map(|p| probes.probe(&p))
         .find(|i| request.fits(i.version))
 }
 
-/// Decides the runtime from the commit's files and the settings.
+/// Decides the runtime from the commit's files and the `python` setting.
 /// `runtime_txt` and `python_version` are those files' contents, if present.
 pub fn choose(
     runtime_txt: Option<&[u8]>,
     python_version: Option<&[u8]>,
-    settings: &Settings,
+    python: (&PythonChoice, &Setting),
+    search: &Search,
     probes: &Probes,
 ) -> Result<Choice> {
     let (request, source) = if let Some(bytes) = runtime_txt {
@@ -389,24 +448,19 @@ pub fn choose(
     } else if let Some(bytes) = python_version {
         (parse_python_version(bytes)?, Source::PythonVersion)
     } else {
-        let setting = settings.sources.effective(PYTHON);
-        let as_version = setting
-            .value
-            .strip_prefix("python-")
-            .unwrap_or(&setting.value);
-        match parse_numbers(as_version) {
-            Some(request) => (request, Source::Setting(setting.origin)),
-            None => {
+        let (choice, setting) = python;
+        match choice {
+            PythonChoice::Version(request) => (*request, Source::Setting(setting.origin.clone())),
+            PythonChoice::Program(program) => {
                 // A command or a path: whatever version it is, is the runtime.
-                let Some(interpreter) = which::which(&setting.value)
-                    .ok()
-                    .and_then(|p| probes.probe(&p))
+                let Some(interpreter) = search.env.which(program).and_then(|p| probes.probe(&p))
                 else {
                     bail!(
-                        "setting python ({}): {} is not a Python interpreter that runs; found: {}",
+                        "setting python ({}): {} is not a Python interpreter that runs; found: {}; {}",
                         setting.origin,
-                        shown(setting.value.as_bytes()),
-                        list(&all_found(settings, probes))
+                        shown(program.as_bytes()),
+                        list(&all_found(search, probes)),
+                        search.looked_in()
                     );
                 };
                 let v = interpreter.version;
@@ -415,7 +469,7 @@ pub fn choose(
                     minor: v.minor,
                     patch: None,
                 };
-                let source = Source::Setting(setting.origin);
+                let source = Source::Setting(setting.origin.clone());
                 return Ok(Choice {
                     request,
                     runtime: request.runtime(),
@@ -425,7 +479,7 @@ pub fn choose(
             }
         }
     };
-    match find(request, settings, probes) {
+    match find(request, search, probes) {
         Some(interpreter) => Ok(Choice {
             request,
             runtime: request.runtime(),
@@ -433,7 +487,7 @@ pub fn choose(
             interpreter,
         }),
         None => {
-            let found = all_found(settings, probes);
+            let found = all_found(search, probes);
             let same_minor: Vec<Interpreter> = found
                 .iter()
                 .filter(|i| i.version.major == request.major && i.version.minor == request.minor)
@@ -441,15 +495,17 @@ pub fn choose(
                 .collect();
             if request.patch.is_some() && !same_minor.is_empty() {
                 bail!(
-                    "{source}: {request} is not installed; the {}.{} builds found are {}",
+                    "{source}: {request} is not installed; the {}.{} builds found are {}; {}",
                     request.major,
                     request.minor,
-                    list(&same_minor)
+                    list(&same_minor),
+                    search.looked_in()
                 );
             }
             bail!(
-                "{source}: {request} is not installed; found: {}",
-                list(&found)
+                "{source}: {request} is not installed; found: {}; {}",
+                list(&found),
+                search.looked_in()
             )
         }
     }

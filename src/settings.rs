@@ -1,250 +1,376 @@
-//! Every setting, where it may come from, and the one precedence rule:
-//! flag > environment variable > `.deployment` in the pushed commit >
-//! git config (`deploy.<key>`) > default. Server-only keys are never read from
-//! `.deployment`: a pushed commit must not redirect its own deployment.
+//! Every setting, which layers may set it, and the one precedence rule:
+//! flag (or push option) > environment variable > `.deployment` in the pushed
+//! commit > git config (`deploy.<key>`) > default.
 //!
-//! This is also the only module that reads the process environment.
+//! Each layer is parsed once into typed values that keep their origin: the
+//! server's layers (flags, environment, git config) when the command starts
+//! (`Settings::resolve`), the commit's `.deployment` once per deployment
+//! (`Settings::for_commit`, which gives the `Values` a deployment reads). A
+//! bad value is refused in one place, `Kind::parse`, and reported when the
+//! value would be used: a deployment fails with it in its record, `config`
+//! refuses it.
+//!
+//! What a pushed commit may steer is part of the table: each key's `commit`
+//! column says whether `.deployment` may set it, and which values. No other
+//! module checks where a value came from.
+//!
+//! This is also the only module that reads the process environment, and it
+//! reads it as `OsString`: a variable that is not UTF-8 never panics.
+//!
+//! Adding a key is one row in the `keys!` table below: its name, environment
+//! variable, `.deployment` name, what a commit may set, its kind (how its text
+//! is parsed), its default and a line of documentation. Read it where it is
+//! used with the accessor of its kind (`values.bool(KEY)`, `values.text(KEY)`,
+//! ...), pass the step only the value it needs, and add a row to the README's
+//! settings table.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::error::usage;
+use crate::deployment_file::DeploymentFile;
+use crate::error::{shown, usage};
+use crate::runtime::Request;
 
-/// One setting: its name (in git config and `.deployment`), its environment
-/// variable, whether only the server may set it, and its default.
+/// One setting: a row of the table.
 pub struct Key {
+    /// Its name in git config (`deploy.<name>`), `-c` and `config`.
     pub name: &'static str,
+    /// Its environment variable.
     pub env: &'static str,
-    /// The key's name in `.deployment` (Kudu's spelling), any case.
+    /// Its name in `.deployment` (Kudu's spelling), any case.
     pub file: &'static str,
-    pub server_only: bool,
-    pub default: &'static str,
+    /// What a pushed commit's `.deployment` may set.
+    pub commit: Commit,
+    pub kind: Kind,
+    pub default: Default,
     pub doc: &'static str,
 }
 
-pub const BRANCH: &Key = &Key {
-    name: "branch",
-    env: "PUSHDEPLOY_BRANCH",
-    file: "branch",
-    server_only: true,
-    default: "(the branch HEAD names)",
-    doc: "the branch whose pushes deploy",
-};
-pub const SITE: &Key = &Key {
-    name: "site",
-    env: "PUSHDEPLOY_SITE",
-    file: "site",
-    server_only: true,
-    default: "(none: required)",
-    doc: "the directory that serves the app",
-};
-pub const STATE_DIR: &Key = &Key {
-    name: "stateDir",
-    env: "PUSHDEPLOY_STATE_DIR",
-    file: "stateDir",
-    server_only: true,
-    default: "<repository>/pushdeploy",
-    doc: "records, manifest and lock",
-};
-pub const PYTHON: &Key = &Key {
-    name: "python",
-    env: "PUSHDEPLOY_PYTHON",
-    file: "python",
-    server_only: false,
-    default: "python3",
-    doc: "the interpreter when the commit has no runtime.txt or .python-version: a command, a path, or a version such as 3.12",
-};
-pub const PYTHON_PATH: &Key = &Key {
-    name: "pythonPath",
-    env: "PUSHDEPLOY_PYTHON_PATH",
-    file: "pythonPath",
-    server_only: true,
-    default: "(empty)",
-    doc: "extra directories to search for interpreters, separated by ':'",
-};
-pub const RECREATE_ENV: &Key = &Key {
-    name: "recreateEnv",
-    env: "PUSHDEPLOY_RECREATE_ENV",
-    file: "recreateEnv",
-    server_only: false,
-    default: "false",
-    doc: "delete and recreate env on the next deployment",
-};
-pub const PYENV_ROOT: &Key = &Key {
-    name: "pyenvRoot",
-    env: "PYENV_ROOT",
-    file: "pyenvRoot",
-    server_only: true,
-    default: "~/.pyenv",
-    doc: "where pyenv keeps interpreters (versions/*/bin/python)",
-};
+/// What a pushed commit may do with a key: a commit must not redirect its
+/// own deployment (where it goes, what the server runs after it).
+pub enum Commit {
+    /// Server-only: a `.deployment` line for it is left out, with a note.
+    Never,
+    /// Any value.
+    May,
+    /// Only values that pass `check`; another fails the plan, naming `allowed`.
+    Only {
+        allowed: &'static str,
+        check: fn(&Typed) -> bool,
+    },
+}
 
-pub const SKIP_UNCHANGED: &Key = &Key {
-    name: "skipUnchangedPackages",
-    env: "PUSHDEPLOY_SKIP_UNCHANGED_PACKAGES",
-    file: "skipUnchangedPackages",
-    server_only: false,
-    default: "true",
-    doc: "false: run the installer on every deployment, even when nothing it depends on changed",
-};
-pub const INSTALLER: &Key = &Key {
-    name: "installer",
-    env: "PUSHDEPLOY_INSTALLER",
-    file: "installer",
-    server_only: false,
-    default: "pip",
-    doc: "pip, uv (`uv pip install`, uv found on PATH), or a path to uv",
-};
-pub const VERIFY: &Key = &Key {
-    name: "verify",
-    env: "PUSHDEPLOY_VERIFY",
-    file: "verify",
-    server_only: false,
-    default: "false",
-    doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
-};
-pub const CACHE_DIR: &Key = &Key {
-    name: "cacheDir",
-    env: "PUSHDEPLOY_CACHE_DIR",
-    file: "cacheDir",
-    server_only: true,
-    default: "~/.cache/pushdeploy ($XDG_CACHE_HOME/pushdeploy)",
-    doc: "the user's cache: pip seeds per interpreter (fast env creation) and interpreters already run; repositories share it",
-};
-pub const PROJECT: &Key = &Key {
-    name: "project",
-    env: "PROJECT",
-    file: "project",
-    server_only: false,
-    default: "(the top of the repository)",
-    doc: "deploy this sub-folder of the repository; its runtime.txt and requirements.txt count",
-};
-pub const COMMAND: &Key = &Key {
-    name: "command",
-    env: "COMMAND",
-    file: "command",
-    server_only: false,
-    default: "(none)",
-    doc: "a script in the commit that runs instead of the sync, env, packages and framework steps",
-};
-pub const SCM_DO_BUILD: &Key = &Key {
-    name: "scmDoBuildDuringDeployment",
-    env: "SCM_DO_BUILD_DURING_DEPLOYMENT",
-    file: "SCM_DO_BUILD_DURING_DEPLOYMENT",
-    server_only: false,
-    default: "true",
-    doc: "false: sync the files only (no env, packages or framework steps)",
-};
-pub const DISABLE_COLLECTSTATIC: &Key = &Key {
-    name: "disableCollectstatic",
-    env: "DISABLE_COLLECTSTATIC",
-    file: "DISABLE_COLLECTSTATIC",
-    server_only: false,
-    default: "(unset)",
-    doc: "set (to anything but false): skip Django's collectstatic",
-};
-pub const POST_DEPLOY: &Key = &Key {
-    name: "postDeploy",
-    env: "PUSHDEPLOY_POST_DEPLOY",
-    file: "postDeploy",
-    server_only: true,
-    default: "(none)",
-    doc: "a command run after a successful deployment (split into words like a shell would, never run by one)",
-};
+/// How a key's text is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// `true`/`false` (also 1/0, yes/no, on/off).
+    Bool,
+    /// Set means on, whatever the value, but for an explicit false (Kudu's
+    /// rule for `DISABLE_COLLECTSTATIC`).
+    SetUnlessFalse,
+    Path,
+    /// Directories separated by `:`.
+    Paths,
+    /// A command line, split into words like a shell would (never run by one).
+    CommandLine,
+    /// `pip`, `uv` or a path to uv.
+    Installer,
+    /// A version (`3.12`, `python-3.12`), or a command or path.
+    Python,
+}
 
-pub const PACKAGE_MANAGER: &Key = &Key {
-    name: "packageManager",
-    env: "PUSHDEPLOY_PACKAGE_MANAGER",
-    file: "packageManager",
-    server_only: false,
-    default: "auto",
-    doc: "auto (requirements.txt, else the one lock file), pip (requirements.txt), uv (uv.lock), poetry (poetry.lock) or pipenv (Pipfile.lock)",
-};
-pub const GROUPS: &Key = &Key {
-    name: "groups",
-    env: "PUSHDEPLOY_GROUPS",
-    file: "groups",
-    server_only: false,
-    default: "(none)",
-    doc: "dependency groups to install from uv.lock or poetry.lock besides the main ones, separated by ','",
-};
-pub const EXTRAS: &Key = &Key {
-    name: "extras",
-    env: "PUSHDEPLOY_EXTRAS",
-    file: "extras",
-    server_only: false,
-    default: "(none)",
-    doc: "the project's extras to install from uv.lock or poetry.lock, separated by ','",
-};
-pub const INSTALL_PROJECT: &Key = &Key {
-    name: "installProject",
-    env: "PUSHDEPLOY_INSTALL_PROJECT",
-    file: "installProject",
-    server_only: false,
-    default: "false",
-    doc: "true: install the app itself as a package (not editable) after its locked dependencies",
-};
-pub const UV: &Key = &Key {
-    name: "uv",
-    env: "PUSHDEPLOY_UV",
-    file: "uv",
-    server_only: true,
-    default: crate::tools::UV_VERSION,
-    doc: "the uv that installs uv.lock: a version (taken from PATH if it is that version, else installed into the cache dir) or a path",
-};
-pub const POETRY: &Key = &Key {
-    name: "poetry",
-    env: "PUSHDEPLOY_POETRY",
-    file: "poetry",
-    server_only: true,
-    default: crate::tools::POETRY_VERSION,
-    doc: "the Poetry that installs poetry.lock: a version (taken from PATH if it is that version, else installed into the cache dir) or a path",
-};
-pub const REMOVE_UNNEEDED: &Key = &Key {
-    name: "removeUnneeded",
-    env: "PUSHDEPLOY_REMOVE_UNNEEDED",
-    file: "removeUnneeded",
-    server_only: false,
-    default: "true",
-    doc: "false: keep packages that an earlier deployment installed from requirements.txt and this commit's requirements no longer need",
-};
+/// A key's default.
+pub enum Default {
+    /// A value, parsed like any other.
+    Value(&'static str),
+    /// Worked out from the repository or the user (`resolve` does), or none;
+    /// the text is what `config` and the README show.
+    Computed(&'static str),
+}
 
-/// All keys, in the order `pushdeploy config` shows them.
-pub const KEYS: &[&Key] = &[
-    BRANCH,
-    SITE,
-    STATE_DIR,
-    PYTHON,
-    PYTHON_PATH,
-    PYENV_ROOT,
-    RECREATE_ENV,
-    CACHE_DIR,
-    VERIFY,
-    SKIP_UNCHANGED,
-    INSTALLER,
-    PROJECT,
-    COMMAND,
-    SCM_DO_BUILD,
-    DISABLE_COLLECTSTATIC,
-    POST_DEPLOY,
-    PACKAGE_MANAGER,
-    GROUPS,
-    EXTRAS,
-    INSTALL_PROJECT,
-    UV,
-    POETRY,
-    REMOVE_UNNEEDED,
-];
+/// A parsed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Typed {
+    Text(String),
+    Bool(bool),
+    Path(PathBuf),
+    Paths(Vec<PathBuf>),
+    Words(Vec<String>),
+    Installer(InstallerChoice),
+    Python(PythonChoice),
+}
+
+/// The `installer` setting, before uv is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallerChoice {
+    Pip,
+    /// uv: `uvPath`, else `uv` on PATH.
+    Uv,
+    /// A path to uv (a server layer only).
+    UvAt(PathBuf),
+}
+
+/// The `python` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonChoice {
+    /// `3.12` or `python-3.12`: searched for like runtime.txt's.
+    Version(Request),
+    /// A command or a path (a server layer only): whatever version it runs.
+    Program(String),
+}
+
+/// The interpreter when nothing names a runtime.
+pub const DEFAULT_PYTHON: &str = "python3";
+
+macro_rules! keys {
+    ($($id:ident = { $($field:ident : $value:expr),* $(,)? }),* $(,)?) => {
+        $(pub const $id: &Key = &Key { $($field: $value),* };)*
+        /// All keys, in the order `pushdeploy config` shows them.
+        pub const KEYS: &[&Key] = &[$($id),*];
+    };
+}
+
+// The table. The `commit` column is the trust rule; README's "Settings" and
+// "Security" sections say the same in words.
+keys! {
+    BRANCH = {
+        name: "branch", env: "PUSHDEPLOY_BRANCH", file: "branch",
+        commit: Commit::Never, kind: Kind::Text,
+        default: Default::Computed("(the branch HEAD names)"),
+        doc: "the branch whose pushes deploy",
+    },
+    SITE = {
+        name: "site", env: "PUSHDEPLOY_SITE", file: "site",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("(none: required)"),
+        doc: "the directory that serves the app",
+    },
+    STATE_DIR = {
+        name: "stateDir", env: "PUSHDEPLOY_STATE_DIR", file: "stateDir",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("<repository>/pushdeploy"),
+        doc: "records, manifest and lock",
+    },
+    PYTHON = {
+        name: "python", env: "PUSHDEPLOY_PYTHON", file: "python",
+        // A command or path would be run (to ask its version) even by a dry
+        // run: the commit names a version, the server searches for it.
+        commit: Commit::Only {
+            allowed: "a version such as 3.12 (a command or path is the server's setting)",
+            check: |v| matches!(v, Typed::Python(PythonChoice::Version(_))),
+        },
+        kind: Kind::Python,
+        default: Default::Value(DEFAULT_PYTHON),
+        doc: "the interpreter when the commit has no runtime.txt or .python-version: a version such as 3.12; a server layer may also give a command or a path",
+    },
+    PYTHON_PATH = {
+        name: "pythonPath", env: "PUSHDEPLOY_PYTHON_PATH", file: "pythonPath",
+        commit: Commit::Never, kind: Kind::Paths,
+        default: Default::Computed("(empty)"),
+        doc: "extra directories to search for interpreters, separated by ':'",
+    },
+    PYENV_ROOT = {
+        name: "pyenvRoot", env: "PYENV_ROOT", file: "pyenvRoot",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("~/.pyenv"),
+        doc: "where pyenv keeps interpreters (versions/*/bin/python)",
+    },
+    RECREATE_ENV = {
+        name: "recreateEnv", env: "PUSHDEPLOY_RECREATE_ENV", file: "recreateEnv",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "delete and recreate env on the next deployment",
+    },
+    CACHE_DIR = {
+        name: "cacheDir", env: "PUSHDEPLOY_CACHE_DIR", file: "cacheDir",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("~/.cache/pushdeploy ($XDG_CACHE_HOME/pushdeploy)"),
+        doc: "the user's cache: pip seeds per interpreter (fast env creation) and interpreters already run; repositories share it",
+    },
+    VERIFY = {
+        name: "verify", env: "PUSHDEPLOY_VERIFY", file: "verify",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
+    },
+    SKIP_UNCHANGED = {
+        name: "skipUnchangedPackages", env: "PUSHDEPLOY_SKIP_UNCHANGED_PACKAGES",
+        file: "skipUnchangedPackages",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("true"),
+        doc: "false: run the installer on every deployment, even when nothing it depends on changed",
+    },
+    INSTALLER = {
+        name: "installer", env: "PUSHDEPLOY_INSTALLER", file: "installer",
+        commit: Commit::Only {
+            allowed: "pip or uv (uv's path is the server's setting uvPath)",
+            check: |v| matches!(v, Typed::Installer(InstallerChoice::Pip | InstallerChoice::Uv)),
+        },
+        kind: Kind::Installer,
+        default: Default::Value("pip"),
+        doc: "pip or uv (`uv pip install`); a server layer may also give a path to uv",
+    },
+    UV_PATH = {
+        name: "uvPath", env: "PUSHDEPLOY_UV_PATH", file: "uvPath",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("(uv on PATH)"),
+        doc: "the uv that `installer = uv` runs, and that installs uv.lock (whatever its version)",
+    },
+    PROJECT = {
+        name: "project", env: "PROJECT", file: "project",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(the top of the repository)"),
+        doc: "deploy this sub-folder of the repository; its runtime.txt and requirements.txt count",
+    },
+    COMMAND = {
+        name: "command", env: "COMMAND", file: "command",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(none)"),
+        doc: "a script in the commit that runs instead of the sync, env, packages and framework steps",
+    },
+    SCM_DO_BUILD = {
+        name: "scmDoBuildDuringDeployment", env: "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        file: "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("true"),
+        doc: "false: sync the files only (no env, packages or framework steps)",
+    },
+    DISABLE_COLLECTSTATIC = {
+        name: "disableCollectstatic", env: "DISABLE_COLLECTSTATIC", file: "DISABLE_COLLECTSTATIC",
+        commit: Commit::May, kind: Kind::SetUnlessFalse,
+        default: Default::Computed("(unset)"),
+        doc: "set (to anything but false): skip Django's collectstatic",
+    },
+    PACKAGE_MANAGER = {
+        name: "packageManager", env: "PUSHDEPLOY_PACKAGE_MANAGER", file: "packageManager",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Value("auto"),
+        doc: "auto (requirements.txt, else the one lock file), pip (requirements.txt), uv (uv.lock), poetry (poetry.lock) or pipenv (Pipfile.lock)",
+    },
+    GROUPS = {
+        name: "groups", env: "PUSHDEPLOY_GROUPS", file: "groups",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(none)"),
+        doc: "dependency groups to install from uv.lock or poetry.lock besides the main ones, separated by ','",
+    },
+    EXTRAS = {
+        name: "extras", env: "PUSHDEPLOY_EXTRAS", file: "extras",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(none)"),
+        doc: "the project's extras to install from uv.lock or poetry.lock, separated by ','",
+    },
+    INSTALL_PROJECT = {
+        name: "installProject", env: "PUSHDEPLOY_INSTALL_PROJECT", file: "installProject",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "true: install the app itself as a package (not editable) after its locked dependencies",
+    },
+    UV_VERSION = {
+        name: "uvVersion", env: "PUSHDEPLOY_UV_VERSION", file: "uvVersion",
+        commit: Commit::Never, kind: Kind::Text,
+        default: Default::Value(crate::tools::UV_VERSION),
+        doc: "the uv version that installs uv.lock when uvPath is not set: uv on PATH if it is that version, else installed into the cache dir",
+    },
+    POETRY_VERSION = {
+        name: "poetryVersion", env: "PUSHDEPLOY_POETRY_VERSION", file: "poetryVersion",
+        commit: Commit::Never, kind: Kind::Text,
+        default: Default::Value(crate::tools::POETRY_VERSION),
+        doc: "the Poetry version that installs poetry.lock when poetryPath is not set: poetry on PATH if it is that version, else installed into the cache dir",
+    },
+    POETRY_PATH = {
+        name: "poetryPath", env: "PUSHDEPLOY_POETRY_PATH", file: "poetryPath",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("(poetryVersion)"),
+        doc: "the Poetry that installs poetry.lock (whatever its version)",
+    },
+    REMOVE_UNNEEDED = {
+        name: "removeUnneeded", env: "PUSHDEPLOY_REMOVE_UNNEEDED", file: "removeUnneeded",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("true"),
+        doc: "false: keep packages that an earlier deployment installed from requirements.txt and this commit's requirements no longer need",
+    },
+    POST_DEPLOY = {
+        name: "postDeploy", env: "PUSHDEPLOY_POST_DEPLOY", file: "postDeploy",
+        commit: Commit::Never, kind: Kind::CommandLine,
+        default: Default::Computed("(none)"),
+        doc: "a command run after a successful deployment (split into words like a shell would, never run by one)",
+    },
+}
 
 /// The key of a name, as given to `-c name=value` (any case).
 pub fn key_named(name: &str) -> Option<&'static Key> {
     KEYS.iter()
         .copied()
         .find(|k| k.name.eq_ignore_ascii_case(name) || k.file.eq_ignore_ascii_case(name))
+}
+
+impl Key {
+    /// Whether a `.deployment` key names this setting.
+    fn in_file(&self, file_key: &str) -> bool {
+        self.file.eq_ignore_ascii_case(file_key)
+    }
+}
+
+impl Kind {
+    /// The one place a setting's text becomes a value; the error says which
+    /// setting, where the text came from and what it is.
+    fn parse(self, key: &Key, text: &str, origin: &Origin) -> Result<Typed, String> {
+        let bad = |what: &str| {
+            format!(
+                "setting {} ({origin}): {} {what}",
+                key.name,
+                shown(text.as_bytes())
+            )
+        };
+        Ok(match self {
+            Kind::Text => Typed::Text(text.to_string()),
+            Kind::Bool => Typed::Bool(parse_bool(text).ok_or_else(|| bad("is not true or false"))?),
+            Kind::SetUnlessFalse => Typed::Bool(parse_bool(text) != Some(false)),
+            Kind::Path => Typed::Path(PathBuf::from(text)),
+            Kind::Paths => Typed::Paths(
+                text.split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+            ),
+            Kind::CommandLine => Typed::Words(
+                shell_words::split(text)
+                    .ok()
+                    .filter(|w| !w.is_empty())
+                    .ok_or_else(|| bad("is not a command line"))?,
+            ),
+            Kind::Installer => Typed::Installer(match text.trim() {
+                "pip" => InstallerChoice::Pip,
+                "uv" => InstallerChoice::Uv,
+                path if path.contains('/') && Path::new(path).is_file() => {
+                    InstallerChoice::UvAt(PathBuf::from(path))
+                }
+                _ => return Err(bad("is not pip, uv or a path to uv")),
+            }),
+            Kind::Python => {
+                let version = text.strip_prefix("python-").unwrap_or(text);
+                Typed::Python(match crate::runtime::parse_numbers(version) {
+                    Some(request) => PythonChoice::Version(request),
+                    None => PythonChoice::Program(text.to_string()),
+                })
+            }
+        })
+    }
+}
+
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Where a value came from.
@@ -272,52 +398,115 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A setting's value: as written, where from, and parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Value {
-    pub value: String,
+pub struct Setting {
+    #[serde(rename = "value")]
+    pub text: String,
     pub origin: Origin,
+    #[serde(skip)]
+    pub typed: Typed,
 }
 
-/// A snapshot of the process environment, taken once.
+/// A value of one layer, parsed; a bad one is kept with its error until a
+/// deployment or `config` would use it.
+#[derive(Debug, Clone)]
+struct Parsed {
+    text: String,
+    origin: Origin,
+    typed: Result<Typed, String>,
+}
+
+impl Parsed {
+    fn new(key: &Key, text: String, origin: Origin) -> Self {
+        let typed = key.kind.parse(key, &text, &origin);
+        Parsed {
+            text,
+            origin,
+            typed,
+        }
+    }
+
+    fn setting(&self) -> Result<Setting> {
+        match &self.typed {
+            Ok(typed) => Ok(Setting {
+                text: self.text.clone(),
+                origin: self.origin.clone(),
+                typed: typed.clone(),
+            }),
+            Err(message) => Err(usage(message.clone())),
+        }
+    }
+}
+
+/// One layer: the values it sets, by key name.
+type Layer = BTreeMap<&'static str, Parsed>;
+
+/// A snapshot of the process environment, taken once, as the OS gives it:
+/// its variables and its working directory.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
-    vars: BTreeMap<String, String>,
+    vars: BTreeMap<OsString, OsString>,
+    cwd: PathBuf,
 }
 
 impl Environment {
     pub fn from_process() -> Self {
         Environment {
-            vars: std::env::vars().collect(),
+            vars: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         }
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self::from_os_pairs(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (OsStr::new(k), OsStr::new(v))),
+        )
+    }
+
+    pub fn from_os_pairs<'a>(pairs: impl IntoIterator<Item = (&'a OsStr, &'a OsStr)>) -> Self {
         Environment {
             vars: pairs
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_os_string(), v.to_os_string()))
                 .collect(),
+            cwd: PathBuf::from("/"),
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// A variable as the OS gives it; unset and empty are the same.
+    pub fn os(&self, name: &str) -> Option<&OsStr> {
         self.vars
-            .get(name)
-            .map(String::as_str)
+            .get(OsStr::new(name))
+            .map(OsString::as_os_str)
             .filter(|v| !v.is_empty())
     }
 
-    /// The variables whose names start with `prefix`, sorted.
+    /// A variable that is UTF-8 text.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.os(name).and_then(OsStr::to_str)
+    }
+
+    /// The variables whose names start with `prefix`, sorted; bytes that are
+    /// not UTF-8 shown as U+FFFD.
     pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         self.vars
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(k, _)| k.as_bytes().starts_with(prefix.as_bytes()))
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
             .collect()
     }
 
-    /// `GIT_PUSH_OPTION_COUNT` / `GIT_PUSH_OPTION_<i>`, as git passes `git push -o`.
-    pub fn push_options(&self) -> Vec<String> {
+    /// `GIT_PUSH_OPTION_COUNT` / `GIT_PUSH_OPTION_<i>`, as git passes
+    /// `git push -o`, as the OS gives them.
+    pub fn push_options_os(&self) -> Vec<OsString> {
         let count: usize = self
             .get("GIT_PUSH_OPTION_COUNT")
             .and_then(|c| c.parse().ok())
@@ -325,29 +514,54 @@ impl Environment {
         // git sets every variable up to the count; stopping at the first gap
         // keeps a forged huge count from looping.
         (0..count)
-            .map_while(|i| self.vars.get(&format!("GIT_PUSH_OPTION_{i}")).cloned())
+            .map_while(|i| {
+                self.vars
+                    .get(OsStr::new(&format!("GIT_PUSH_OPTION_{i}")))
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// The push options as text; bytes that are not UTF-8 shown as U+FFFD.
+    pub fn push_options(&self) -> Vec<String> {
+        self.push_options_os()
+            .iter()
+            .map(|o| o.to_string_lossy().into_owned())
             .collect()
     }
 
     pub fn home(&self) -> PathBuf {
-        PathBuf::from(self.get("HOME").unwrap_or("/"))
+        PathBuf::from(self.os("HOME").unwrap_or(OsStr::new("/")))
     }
 
     /// The repository when `--repo` is not given: `$GIT_DIR` (as in a hook),
     /// else the current directory.
     pub fn default_repo(&self) -> PathBuf {
-        PathBuf::from(self.get("GIT_DIR").unwrap_or("."))
+        PathBuf::from(self.os("GIT_DIR").unwrap_or(OsStr::new(".")))
+    }
+
+    /// A program's path: `name` looked for in this environment's PATH as a
+    /// shell would (a name with a `/` relative to the working directory).
+    pub fn which(&self, name: &str) -> Option<PathBuf> {
+        which::which_in(name, self.os("PATH"), &self.cwd).ok()
+    }
+
+    /// Every `name` on PATH, in PATH's order.
+    pub fn which_all(&self, name: &str) -> Vec<PathBuf> {
+        which::which_in_all(name, self.os("PATH"), &self.cwd)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
-/// The layers a value may come from, highest first.
+/// The server's layers as given, before they are parsed: flags (and push
+/// options), the environment, and the repository's git config.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    pub flags: BTreeMap<&'static str, Value>,
+    flags: BTreeMap<&'static str, (String, Origin)>,
     pub env: Environment,
-    /// Keys of `.deployment` `[config]`, lower-cased, with their line numbers.
-    pub deployment: BTreeMap<String, (String, usize)>,
-    pub git: BTreeMap<String, String>,
+    git: BTreeMap<String, String>,
 }
 
 impl Sources {
@@ -370,22 +584,8 @@ impl Sources {
         Ok(Sources {
             flags: BTreeMap::new(),
             env,
-            deployment: BTreeMap::new(),
             git,
         })
-    }
-
-    /// The `.deployment` keys that name no setting: app settings, passed to
-    /// the build steps as environment variables.
-    pub fn app_settings(
-        &self,
-        file: &crate::deployment_file::DeploymentFile,
-    ) -> Vec<(String, String)> {
-        file.entries
-            .iter()
-            .filter(|(k, _, _)| !KEYS.iter().any(|key| key.file.eq_ignore_ascii_case(k)))
-            .map(|(k, v, _)| (k.clone(), v.clone()))
-            .collect()
     }
 
     pub fn flag(&mut self, key: &Key, flag: &str, value: impl Into<String>) {
@@ -394,75 +594,45 @@ impl Sources {
 
     /// Sets `key` in the highest layer: a flag, or a push option.
     pub fn set_above_all(&mut self, key: &Key, value: impl Into<String>, origin: Origin) {
-        self.flags.insert(
-            key.name,
-            Value {
-                value: value.into(),
-                origin,
-            },
-        );
+        self.flags.insert(key.name, (value.into(), origin));
     }
 
-    /// The value of `key` from the highest layer that has it.
-    pub fn get(&self, key: &Key) -> Option<Value> {
-        if let Some(v) = self.flags.get(key.name) {
-            return Some(v.clone());
+    /// Parses each layer once: flags over the environment (the layers above
+    /// `.deployment`), and git config (below it).
+    fn layers(&self) -> (Layer, Layer) {
+        let mut above = Layer::new();
+        let mut below = Layer::new();
+        for key in KEYS {
+            if let Some((text, origin)) = self.flags.get(key.name) {
+                above.insert(key.name, Parsed::new(key, text.clone(), origin.clone()));
+            } else if let Some(value) = self.env.os(key.env) {
+                let origin = Origin::Environment(key.env.to_string());
+                let parsed = match value.to_str() {
+                    Some(text) => Parsed::new(key, text.to_string(), origin),
+                    None => Parsed {
+                        text: value.to_string_lossy().into_owned(),
+                        typed: Err(format!(
+                            "setting {} ({origin}): {} is not UTF-8",
+                            key.name,
+                            shown(value.as_bytes())
+                        )),
+                        origin,
+                    },
+                };
+                above.insert(key.name, parsed);
+            }
+            let git_name = format!("deploy.{}", key.name.to_ascii_lowercase());
+            if let Some(text) = self.git.get(&git_name) {
+                let origin = Origin::GitConfig(format!("deploy.{}", key.name));
+                below.insert(key.name, Parsed::new(key, text.clone(), origin));
+            }
         }
-        if let Some(v) = self.env.get(key.env) {
-            return Some(Value {
-                value: v.to_string(),
-                origin: Origin::Environment(key.env.to_string()),
-            });
-        }
-        if !key.server_only
-            && let Some((v, line)) = self.deployment.get(&key.file.to_ascii_lowercase())
-        {
-            return Some(Value {
-                value: v.clone(),
-                origin: Origin::Deployment(*line),
-            });
-        }
-        let git_name = format!("deploy.{}", key.name.to_ascii_lowercase());
-        if let Some(v) = self.git.get(&git_name) {
-            return Some(Value {
-                value: v.clone(),
-                origin: Origin::GitConfig(format!("deploy.{}", key.name)),
-            });
-        }
-        None
-    }
-
-    /// Like `get`, falling back to the key's default.
-    pub fn effective(&self, key: &Key) -> Value {
-        self.get(key).unwrap_or(Value {
-            value: key.default.to_string(),
-            origin: Origin::Default,
-        })
-    }
-
-    pub fn bool(&self, key: &Key) -> Result<Option<(bool, Origin)>> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let b = parse_bool(&v.value).ok_or_else(|| {
-            usage(format!(
-                "setting {} ({}): {:?} is not true or false",
-                key.name, v.origin, v.value
-            ))
-        })?;
-        Ok(Some((b, v.origin)))
+        (above, below)
     }
 }
 
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// The settings that a deployment of one repository runs with.
+/// The settings a command runs with: the server's own, resolved when it
+/// starts, and its parsed layers, for `for_commit`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub site: PathBuf,
@@ -471,53 +641,61 @@ pub struct Settings {
     pub python_path: Vec<PathBuf>,
     pub pyenv_root: PathBuf,
     pub cache_dir: PathBuf,
-    pub sources: Sources,
+    pub env: Environment,
+    above: Layer,
+    below: Layer,
 }
 
 impl Settings {
-    /// Resolves the server's settings; `repo` must be the repository's path.
+    /// Parses the server's layers and resolves its own settings;
+    /// `repo_path` must be the repository's path.
     pub fn resolve(
         repo_path: &Path,
         repository: &git2::Repository,
         sources: Sources,
     ) -> Result<Self> {
-        let site = sources.get(SITE).ok_or_else(|| {
-            usage(format!(
+        let (above, below) = sources.layers();
+        let server = |key: &Key| -> Result<Option<Setting>> {
+            above
+                .get(key.name)
+                .or_else(|| below.get(key.name))
+                .map(Parsed::setting)
+                .transpose()
+        };
+        let path = |key: &Key| -> Result<Option<PathBuf>> {
+            Ok(server(key)?.map(|s| match s.typed {
+                Typed::Path(p) => absolute(&p, repo_path),
+                other => unreachable!("{} is a path, not {other:?}", key.name),
+            }))
+        };
+        let Some(site) = path(SITE)? else {
+            return Err(usage(format!(
                 "setting site is not set for {}: run `pushdeploy init {} --site <dir>` or `git config deploy.site <dir>`",
                 repo_path.display(),
                 repo_path.display()
-            ))
-        })?;
-        let site = absolute(Path::new(&site.value), repo_path);
-        let state_dir = match sources.get(STATE_DIR) {
-            Some(v) => absolute(Path::new(&v.value), repo_path),
-            None => repo_path.join("pushdeploy"),
+            )));
         };
-        let branch = match sources.get(BRANCH) {
-            Some(v) => v.value,
+        let state_dir = path(STATE_DIR)?.unwrap_or_else(|| repo_path.join("pushdeploy"));
+        let branch = match server(BRANCH)? {
+            Some(s) => s.text,
             None => head_branch(repository)?,
         };
-        let python_path = sources
-            .get(PYTHON_PATH)
-            .map(|v| {
-                v.value
-                    .split(':')
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let pyenv_root = match sources.get(PYENV_ROOT) {
-            Some(v) => PathBuf::from(v.value),
-            None => sources.env.home().join(".pyenv"),
+        let python_path = match server(PYTHON_PATH)?.map(|s| s.typed) {
+            Some(Typed::Paths(dirs)) => dirs,
+            _ => Vec::new(),
         };
-        let cache_dir = match sources.get(CACHE_DIR) {
-            Some(v) => absolute(Path::new(&v.value), repo_path),
+        let env = sources.env;
+        let pyenv_root = match server(PYENV_ROOT)?.map(|s| s.typed) {
+            Some(Typed::Path(p)) => p,
+            _ => env.home().join(".pyenv"),
+        };
+        let cache_dir = match path(CACHE_DIR)? {
+            Some(dir) => dir,
             // Per user, like pip's own cache: every repository of the user
             // then creates envs fast from its first deployment on.
-            None => match sources.env.get("XDG_CACHE_HOME") {
+            None => match env.os("XDG_CACHE_HOME") {
                 Some(cache) => Path::new(cache).join("pushdeploy"),
-                None => sources.env.home().join(".cache/pushdeploy"),
+                None => env.home().join(".cache/pushdeploy"),
             },
         };
         Ok(Settings {
@@ -527,8 +705,377 @@ impl Settings {
             python_path,
             pyenv_root,
             cache_dir,
-            sources,
+            env,
+            above,
+            below,
         })
+    }
+
+    /// Every key's value for a deployment of a commit with `file` as its
+    /// `.deployment`, parsed once; refuses a bad value (of any layer) that
+    /// would be used, and what the commit may not set.
+    pub fn for_commit(&self, file: &DeploymentFile) -> Result<Values> {
+        let mut commit = Layer::new();
+        let mut refused = Vec::new();
+        // Later lines win, as they did when the file was read into a map.
+        for (name, text, line) in &file.entries {
+            let Some(key) = KEYS.iter().find(|k| k.in_file(name)) else {
+                continue;
+            };
+            let parsed = Parsed::new(key, text.clone(), Origin::Deployment(*line));
+            match &key.commit {
+                Commit::Never => {
+                    refused.push(Refused {
+                        name: name.clone(),
+                        line: *line,
+                        why: RefusedWhy::ServerSetting(key.name),
+                    });
+                    continue;
+                }
+                Commit::May => {}
+                Commit::Only { allowed, check } => {
+                    if let Ok(typed) = &parsed.typed
+                        && !check(typed)
+                    {
+                        return Err(usage(format!(
+                            ".deployment line {line}: {name} = {}: a commit may only set {allowed}",
+                            shown(text.as_bytes())
+                        )));
+                    }
+                }
+            }
+            commit.insert(key.name, parsed);
+        }
+        let mut values = BTreeMap::new();
+        for key in KEYS {
+            let layered = self
+                .above
+                .get(key.name)
+                .or_else(|| commit.get(key.name))
+                .or_else(|| self.below.get(key.name));
+            let setting = match (layered, &key.default) {
+                (Some(parsed), _) => parsed.setting()?,
+                (None, Default::Value(text)) => Parsed::new(key, text.to_string(), Origin::Default)
+                    .setting()
+                    .expect("every default parses"),
+                (None, Default::Computed(_)) => continue,
+            };
+            values.insert(key.name, setting);
+        }
+        let mut app = Vec::new();
+        for (name, value, line) in &file.entries {
+            if KEYS.iter().any(|key| key.in_file(name)) {
+                continue;
+            }
+            if app_setting_allowed(name) {
+                app.push((name.clone(), value.clone()));
+            } else {
+                refused.push(Refused {
+                    name: name.clone(),
+                    line: *line,
+                    why: RefusedWhy::NotAnAppSetting,
+                });
+            }
+        }
+        Ok(Values {
+            values,
+            app,
+            refused,
+        })
+    }
+
+    /// Where interpreters are looked for.
+    pub fn search(&self) -> crate::runtime::Search<'_> {
+        crate::runtime::Search {
+            python_path: &self.python_path,
+            pyenv_root: &self.pyenv_root,
+            env: &self.env,
+        }
+    }
+}
+
+/// Every key's value for one deployment, parsed and checked: what the plan
+/// reads. Keys whose default is computed and that no layer sets are absent.
+#[derive(Debug, Clone)]
+pub struct Values {
+    values: BTreeMap<&'static str, Setting>,
+    /// `.deployment` keys that name no setting and that a commit may set
+    /// (`app_setting_allowed`): app settings, passed to the build steps as
+    /// environment variables.
+    pub app: Vec<(String, String)>,
+    /// `.deployment` keys left out: server settings, and names that are
+    /// not app settings a commit may set.
+    pub refused: Vec<Refused>,
+}
+
+/// A `.deployment` key that a commit may not set: it is left out (of the
+/// settings, and of every step's environment), and the deployment goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    pub name: String,
+    pub line: usize,
+    pub why: RefusedWhy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefusedWhy {
+    /// It names a server-only setting (`branch`, `postDeploy`, ...).
+    ServerSetting(&'static str),
+    /// It is not on the allow-list of app settings (`app_setting_allowed`).
+    NotAnAppSetting,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Refused { name, line, why } = self;
+        match why {
+            RefusedWhy::ServerSetting(key) => write!(
+                f,
+                ".deployment line {line}: {name} names the server's setting {key}, which a commit may not set; left out"
+            ),
+            RefusedWhy::NotAnAppSetting => write!(
+                f,
+                ".deployment line {line}: {name} is not an app setting a commit may set; left out (see README, App settings)"
+            ),
+        }
+    }
+}
+
+/// pip and uv variables that only choose where packages come from: the
+/// ones of their namespaces that a commit may set.
+pub const PACKAGE_SOURCE_VARIABLES: &[&str] = &[
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_TRUSTED_HOST",
+    "PIP_NO_INDEX",
+    "PIP_PRE",
+    "PIP_ONLY_BINARY",
+    "PIP_NO_BINARY",
+    "PIP_PREFER_BINARY",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_PRERELEASE",
+    "UV_INDEX_STRATEGY",
+    "UV_NO_BINARY",
+    "UV_NO_BUILD",
+];
+
+/// First words of variable names that belong to the programs a deployment
+/// runs or that pushdeploy sets itself: the shell and the system (`PATH`,
+/// `HOME`, `IFS`, ...), the dynamic linker and libc (`LD_*`, `GCONV_PATH`,
+/// `MALLOC_*`), Python (`PYTHON*`), pip, uv, venvs, git, ssh, TLS and proxy
+/// settings, compilers, and Kudu's and pushdeploy's own variables. A name whose
+/// first word starts with `PYTHON` is also one of them.
+const RESERVED_WORDS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "IFS",
+    "ENV",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "TZ",
+    "TZDIR",
+    "PWD",
+    "OLDPWD",
+    "CDPATH",
+    "MAIL",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "LD",
+    "DYLD",
+    "GLIBC",
+    "GCONV",
+    "MALLOC",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RES",
+    "LOCALDOMAIN",
+    "PIP",
+    "POETRY",
+    "PIPENV",
+    "UV",
+    "VIRTUAL",
+    "VIRTUALENV",
+    "CONDA",
+    "PYENV",
+    "GIT",
+    "SSH",
+    "GPG",
+    "GNUPG",
+    "XDG",
+    "LC",
+    "BASH",
+    "ZDOTDIR",
+    "SSL",
+    "OPENSSL",
+    "REQUESTS",
+    "CURL",
+    "HTTP",
+    "HTTPS",
+    "FTP",
+    "ALL",
+    "NO",
+    "SETUPTOOLS",
+    "DISTUTILS",
+    "WHEEL",
+    "PUSHDEPLOY",
+    "DEPLOYMENT",
+    "SCM",
+    "NEXT",
+    "PREVIOUS",
+    "SUDO",
+    "DBUS",
+    "SYSTEMD",
+    "KRB5CCNAME",
+    "CC",
+    "CXX",
+    "CPP",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "MAKEFLAGS",
+    "MAKE",
+    "PKG",
+    "ARCHFLAGS",
+    "CARGO",
+    "RUSTFLAGS",
+    "RUSTUP",
+    "NODE",
+    "NPM",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESS",
+    "DISPLAY",
+];
+
+/// Where uv and Poetry take a named index's address and credentials from
+/// (`POETRY_REPOSITORIES_<NAME>_URL`, `POETRY_HTTP_BASIC_<NAME>_USERNAME` /
+/// `_PASSWORD`, `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD`): like pip's index
+/// URLs, they only choose where packages come from.
+fn index_credential_variable(name: &str) -> bool {
+    let named = |prefix: &str, suffixes: &[&str]| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            suffixes.iter().any(|suffix| {
+                rest.strip_suffix(suffix).is_some_and(|n| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                })
+            })
+        })
+    };
+    named("POETRY_REPOSITORIES_", &["_URL"])
+        || named("POETRY_HTTP_BASIC_", &["_USERNAME", "_PASSWORD"])
+        || named("UV_INDEX_", &["_USERNAME", "_PASSWORD"])
+}
+
+/// The allow-list of names a pushed commit's `.deployment` may set for the
+/// build steps: an app's own variables, written as upper-case words of
+/// letters and digits joined by single `_` (`DJANGO_SETTINGS_MODULE`,
+/// `DATABASE_URL`, `GREETING`) whose first word is not one of
+/// `RESERVED_WORDS`; and, of pip's and uv's variables, only
+/// `PACKAGE_SOURCE_VARIABLES`. Everything else (lower-case names, leading or
+/// doubled `_`, `PATH`, `LD_PRELOAD`, `PYTHONPATH`, `PIP_TARGET`, ...) is
+/// left out.
+pub fn app_setting_allowed(name: &str) -> bool {
+    if PACKAGE_SOURCE_VARIABLES.contains(&name) || index_credential_variable(name) {
+        return true;
+    }
+    let mut words = name.split('_');
+    let first = words.next().unwrap_or("");
+    let word_ok = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    };
+    word_ok(first)
+        && first.as_bytes()[0].is_ascii_uppercase()
+        && words.all(word_ok)
+        && !first.starts_with("PYTHON")
+        && !RESERVED_WORDS.contains(&first)
+}
+
+impl Values {
+    pub fn get(&self, key: &Key) -> Option<&Setting> {
+        self.values.get(key.name)
+    }
+
+    /// What `config` shows: the value, or the default's text.
+    pub fn shown(&self, key: &Key) -> Setting {
+        match (self.get(key), &key.default) {
+            (Some(s), _) => s.clone(),
+            (None, Default::Value(text) | Default::Computed(text)) => Setting {
+                text: text.to_string(),
+                origin: Origin::Default,
+                typed: Typed::Text(text.to_string()),
+            },
+        }
+    }
+
+    pub fn text(&self, key: &Key) -> Option<(&str, &Origin)> {
+        self.get(key).map(|s| (s.text.as_str(), &s.origin))
+    }
+
+    pub fn bool(&self, key: &Key) -> Option<(bool, &Origin)> {
+        self.get(key).map(|s| match &s.typed {
+            Typed::Bool(b) => (*b, &s.origin),
+            other => unreachable!("{} is a bool, not {other:?}", key.name),
+        })
+    }
+
+    pub fn path(&self, key: &Key) -> Option<&Path> {
+        self.get(key).map(|s| match &s.typed {
+            Typed::Path(p) => p.as_path(),
+            other => unreachable!("{} is a path, not {other:?}", key.name),
+        })
+    }
+
+    pub fn words(&self, key: &Key) -> Option<(&[String], &Origin)> {
+        self.get(key).map(|s| match &s.typed {
+            Typed::Words(w) => (w.as_slice(), &s.origin),
+            other => unreachable!("{} is a command line, not {other:?}", key.name),
+        })
+    }
+
+    pub fn installer(&self) -> (&InstallerChoice, &Origin) {
+        let s = self.get(INSTALLER).expect("installer has a default");
+        match &s.typed {
+            Typed::Installer(i) => (i, &s.origin),
+            other => unreachable!("installer is an installer, not {other:?}"),
+        }
+    }
+
+    pub fn python(&self) -> (&PythonChoice, &Setting) {
+        let s = self.get(PYTHON).expect("python has a default");
+        match &s.typed {
+            Typed::Python(p) => (p, s),
+            other => unreachable!("python is a python, not {other:?}"),
+        }
     }
 }
 
@@ -558,79 +1105,210 @@ fn absolute(path: &Path, base: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn sources(env: &[(&'static str, &'static str)]) -> Sources {
-        Sources {
-            env: Environment::from_pairs(env.iter().copied()),
-            ..Sources::default()
+    fn settings(sources: &Sources) -> Settings {
+        let (above, below) = sources.layers();
+        Settings {
+            site: PathBuf::from("/site"),
+            state_dir: PathBuf::from("/state"),
+            branch: "main".into(),
+            python_path: Vec::new(),
+            pyenv_root: PathBuf::new(),
+            cache_dir: PathBuf::new(),
+            env: sources.env.clone(),
+            above,
+            below,
         }
+    }
+
+    fn file(entries: &[(&str, &str, usize)]) -> DeploymentFile {
+        DeploymentFile {
+            entries: entries
+                .iter()
+                .map(|(k, v, n)| (k.to_string(), v.to_string(), *n))
+                .collect(),
+        }
+    }
+
+    fn shown(sources: &Sources, f: &DeploymentFile, key: &Key) -> Setting {
+        settings(sources).for_commit(f).unwrap().shown(key)
     }
 
     #[test]
     fn precedence_flag_env_deployment_git_default() {
-        let mut s = sources(&[("PUSHDEPLOY_PYTHON", "python3.12")]);
-        s.git.insert("deploy.python".into(), "python3.10".into());
-        s.deployment
-            .insert("python".into(), ("python3.11".into(), 3));
-        s.flag(PYTHON, "--python", "python3.13");
-        assert_eq!(s.effective(PYTHON).value, "python3.13");
+        let mut s = Sources {
+            env: Environment::from_pairs([("PUSHDEPLOY_PYTHON", "3.12")]),
+            ..Sources::default()
+        };
+        s.git.insert("deploy.python".into(), "3.10".into());
+        let f = file(&[("python", "3.11", 3)]);
+        s.flag(PYTHON, "--python", "3.13");
+        assert_eq!(shown(&s, &f, PYTHON).text, "3.13");
         s.flags.clear();
         assert_eq!(
-            s.effective(PYTHON).origin,
+            shown(&s, &f, PYTHON).origin,
             Origin::Environment("PUSHDEPLOY_PYTHON".into())
         );
         s.env = Environment::default();
-        assert_eq!(s.effective(PYTHON).value, "python3.11");
-        assert_eq!(s.effective(PYTHON).origin, Origin::Deployment(3));
-        s.deployment.clear();
-        assert_eq!(s.effective(PYTHON).value, "python3.10");
+        assert_eq!(shown(&s, &f, PYTHON).text, "3.11");
+        assert_eq!(shown(&s, &f, PYTHON).origin, Origin::Deployment(3));
+        let none = DeploymentFile::default();
+        assert_eq!(shown(&s, &none, PYTHON).text, "3.10");
         s.git.clear();
+        let default = shown(&s, &none, PYTHON);
         assert_eq!(
-            s.effective(PYTHON),
-            Value {
-                value: "python3".into(),
-                origin: Origin::Default
-            }
+            (default.text.as_str(), default.origin),
+            ("python3", Origin::Default)
         );
     }
 
-    /// Every key, layer by layer: flag > environment > `.deployment` (not for
-    /// server keys) > git config > default.
+    /// A value every kind accepts, to walk every key through the layers.
+    fn sample(key: &Key) -> (&'static str, &'static str, &'static str, &'static str) {
+        match key.kind {
+            Kind::Bool | Kind::SetUnlessFalse => ("true", "false", "yes", "no"),
+            Kind::Installer => ("pip", "uv", "pip", "uv"),
+            _ => ("3.13", "3.12", "3.11", "3.10"),
+        }
+    }
+
+    /// Every key, layer by layer: flag > environment > `.deployment` (where
+    /// the table lets a commit set it) > git config > default.
     #[test]
     fn precedence_key_by_key() {
         for key in KEYS {
+            let (flag, env, from_file, git) = sample(key);
             let mut s = Sources::default();
             s.git.insert(
                 format!("deploy.{}", key.name.to_ascii_lowercase()),
-                "from-git".into(),
+                git.into(),
             );
-            s.deployment
-                .insert(key.file.to_ascii_lowercase(), ("from-file".into(), 2));
-            s.env = Environment::from_pairs([(key.env, "from-env")]);
-            s.flag(key, "-c", "from-flag");
-            assert_eq!(s.effective(key).value, "from-flag", "{}", key.name);
+            let f = file(&[(key.file, from_file, 2)]);
+            s.env = Environment::from_pairs([(key.env, env)]);
+            s.flag(key, "-c", flag);
+            assert_eq!(shown(&s, &f, key).text, flag, "{}", key.name);
             s.flags.clear();
-            assert_eq!(s.effective(key).value, "from-env", "{}", key.name);
+            assert_eq!(shown(&s, &f, key).text, env, "{}", key.name);
             s.env = Environment::default();
-            let expected = if key.server_only {
-                "from-git"
-            } else {
-                "from-file"
+            let expected = match key.commit {
+                Commit::Never => git,
+                _ => from_file,
             };
-            assert_eq!(s.effective(key).value, expected, "{}", key.name);
-            s.deployment.clear();
-            assert_eq!(s.effective(key).value, "from-git", "{}", key.name);
+            assert_eq!(shown(&s, &f, key).text, expected, "{}", key.name);
+            let none = DeploymentFile::default();
+            assert_eq!(shown(&s, &none, key).text, git, "{}", key.name);
             s.git.clear();
-            assert_eq!(s.effective(key).origin, Origin::Default, "{}", key.name);
+            assert_eq!(
+                shown(&s, &none, key).origin,
+                Origin::Default,
+                "{}",
+                key.name
+            );
             assert_eq!(key_named(key.name).map(|k| k.name), Some(key.name));
+        }
+    }
+
+    /// Each default parses to its key's kind, so the accessors never meet a
+    /// value of another kind.
+    #[test]
+    fn defaults_parse() {
+        for key in KEYS {
+            if let Default::Value(text) = key.default {
+                assert!(
+                    key.kind.parse(key, text, &Origin::Default).is_ok(),
+                    "{}",
+                    key.name
+                );
+            }
         }
     }
 
     #[test]
     fn server_only_keys_ignore_deployment_file() {
-        let mut s = sources(&[]);
-        s.deployment.insert("branch".into(), ("evil".into(), 1));
+        let mut s = Sources::default();
         s.git.insert("deploy.branch".into(), "main".into());
-        assert_eq!(s.effective(BRANCH).value, "main");
+        let f = file(&[("branch", "evil", 1), ("postDeploy", "rm -rf /", 2)]);
+        let values = settings(&s).for_commit(&f).unwrap();
+        assert_eq!(values.text(BRANCH).map(|(t, _)| t), Some("main"));
+        assert!(values.get(POST_DEPLOY).is_none());
+        assert!(values.app.is_empty(), "{:?}", values.app);
+        assert_eq!(
+            values.refused[1].to_string(),
+            ".deployment line 2: postDeploy names the server's setting postDeploy, which a commit may not set; left out"
+        );
+    }
+
+    #[test]
+    fn app_settings_by_allow_list() {
+        for allowed in [
+            "DJANGO_SETTINGS_MODULE",
+            "DATABASE_URL",
+            "GREETING",
+            "GREETING_STYLE",
+            "S3_BUCKET",
+            "PIP_INDEX_URL",
+            "UV_INDEX",
+        ] {
+            assert!(app_setting_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "PATH",
+            "HOME",
+            "SHELL",
+            "IFS",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHON_GIL",
+            "PIP_TARGET",
+            "PIP_PREFIX",
+            "PIP_ROOT",
+            "PIP_USER",
+            "PIP_CONFIG_FILE",
+            "PIP_CONSTRAINT",
+            "UV_PROJECT_ENVIRONMENT",
+            "UV_CONFIG_FILE",
+            "VIRTUAL_ENV",
+            "GIT_DIR",
+            "SSH_AUTH_SOCK",
+            "XDG_CONFIG_HOME",
+            "BASH_ENV",
+            "GCONV_PATH",
+            "http_proxy",
+            "greeting",
+            "_PYTHON_SYSCONFIGDATA_NAME",
+            "MALLOC_CHECK_",
+            "A__B",
+            "1X",
+        ] {
+            assert!(!app_setting_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn refused_app_settings_are_named_with_their_line() {
+        let f = file(&[("GREETING", "hi", 2), ("LD_PRELOAD", "/x.so", 3)]);
+        let values = settings(&Sources::default()).for_commit(&f).unwrap();
+        assert_eq!(values.app, [("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(
+            values.refused[0].to_string(),
+            ".deployment line 3: LD_PRELOAD is not an app setting a commit may set; left out (see README, App settings)"
+        );
+    }
+
+    #[test]
+    fn a_commit_names_a_python_version_never_a_program() {
+        let values = settings(&Sources::default())
+            .for_commit(&file(&[("python", "python-3.12", 1)]))
+            .unwrap();
+        assert!(matches!(values.python().0, PythonChoice::Version(_)));
+        let err = settings(&Sources::default())
+            .for_commit(&file(&[("python", "/srv/site/tool", 4)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            ".deployment line 4: python = \"/srv/site/tool\": a commit may only set a version such as 3.12 (a command or path is the server's setting)"
+        );
     }
 
     #[test]
@@ -645,11 +1323,33 @@ mod tests {
 
     #[test]
     fn bad_bool_names_key_and_value() {
-        let s = sources(&[("PUSHDEPLOY_RECREATE_ENV", "perhaps")]);
-        let err = s.bool(RECREATE_ENV).unwrap_err().to_string();
+        let s = Sources {
+            env: Environment::from_pairs([("PUSHDEPLOY_RECREATE_ENV", "perhaps")]),
+            ..Sources::default()
+        };
+        let err = settings(&s)
+            .for_commit(&DeploymentFile::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("recreateEnv") && err.contains("perhaps"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_variable_that_is_not_utf8_is_refused_not_a_panic() {
+        let s = Sources {
+            env: Environment::from_os_pairs([(
+                OsStr::new("PUSHDEPLOY_VERIFY"),
+                OsStr::from_bytes(b"tr\xffue"),
+            )]),
+            ..Sources::default()
+        };
+        let err = settings(&s)
+            .for_commit(&DeploymentFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\\xff") && err.contains("not UTF-8"), "{err}");
     }
 }

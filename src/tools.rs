@@ -16,7 +16,10 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::report::Report;
-use crate::settings::{Key, POETRY, Settings, UV, Value};
+use crate::settings::{
+    Key, POETRY_PATH, POETRY_VERSION as POETRY_VERSION_KEY, Settings, UV_PATH,
+    UV_VERSION as UV_VERSION_KEY, Values,
+};
 
 /// The uv that installs uv.lock unless the `uv` setting says otherwise.
 pub const UV_VERSION: &str = "0.13.9";
@@ -39,10 +42,11 @@ impl Name {
         }
     }
 
-    fn key(self) -> &'static Key {
+    /// Its settings: the path that wins, and the pinned version.
+    fn keys(self) -> (&'static Key, &'static Key) {
         match self {
-            Name::Uv => UV,
-            Name::Poetry => POETRY,
+            Name::Uv => (UV_PATH, UV_VERSION_KEY),
+            Name::Poetry => (POETRY_PATH, POETRY_VERSION_KEY),
         }
     }
 }
@@ -52,7 +56,7 @@ impl Name {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Found {
     /// The path a setting names.
-    Setting { origin: String },
+    Setting { key: &'static str, origin: String },
     /// On PATH, at the pinned version.
     Path,
     /// Installed earlier into the cache dir.
@@ -75,12 +79,11 @@ impl fmt::Display for Tool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.name.command();
         match &self.found {
-            Found::Setting { origin } => write!(
+            Found::Setting { key, origin } => write!(
                 f,
-                "{name} {} ({}, setting {}, {origin})",
+                "{name} {} ({}, setting {key}, {origin})",
                 self.version,
-                self.path.display(),
-                self.name.key().name
+                self.path.display()
             ),
             Found::Path => write!(
                 f,
@@ -178,19 +181,22 @@ fn cached_version(settings: &Settings, path: &Path) -> Option<String> {
 }
 
 /// Decides which tool runs; changes nothing but the cache of versions.
-pub fn choose(settings: &Settings, name: Name) -> Result<Tool> {
-    let key = name.key();
-    let value = settings.sources.effective(key);
-    let Value { value, origin } = value;
-    let text = value.trim();
-    if text.contains('/') {
-        let path = PathBuf::from(text);
+pub fn choose(settings: &Settings, values: &Values, name: Name) -> Result<Tool> {
+    let (path_key, version_key) = name.keys();
+    if let Some(setting) = values.get(path_key) {
+        let path = match &setting.typed {
+            crate::settings::Typed::Path(p) => p.clone(),
+            other => unreachable!("{} is a path, not {other:?}", path_key.name),
+        };
+        let origin = &setting.origin;
         let Some(version) = cached_version(settings, &path) else {
             bail!(
-                "setting {} ({origin}): {text} is not a {} that runs; give a path to one, or a version to install (such as {})",
-                key.name,
+                "setting {} ({origin}): {} is not a {} that runs; give the path of one, or remove the setting to use {} {}",
+                path_key.name,
+                path.display(),
                 name.command(),
-                key.default
+                version_key.name,
+                values.text(version_key).map_or("", |(v, _)| v)
             );
         };
         return Ok(Tool {
@@ -198,18 +204,24 @@ pub fn choose(settings: &Settings, name: Name) -> Result<Tool> {
             version,
             path,
             found: Found::Setting {
+                key: path_key.name,
                 origin: origin.to_string(),
             },
         });
     }
+    let (text, origin) = values.text(version_key).expect("the version has a default");
+    let text = text.trim();
     if !is_version(text) {
         bail!(
-            "setting {} ({origin}): {text:?} is neither a version (such as {}) nor a path",
-            key.name,
-            key.default
+            "setting {} ({origin}): {text:?} is not a version (such as {})",
+            version_key.name,
+            match name {
+                Name::Uv => UV_VERSION,
+                Name::Poetry => POETRY_VERSION,
+            }
         );
     }
-    if let Ok(path) = which::which(name.command())
+    if let Some(path) = settings.env.which(name.command())
         && cached_version(settings, &path).as_deref() == Some(text)
     {
         return Ok(Tool {
@@ -295,7 +307,7 @@ pub fn ensure(tool: &Tool, settings: &Settings, python: &Path, report: &mut Repo
             "{} {} cannot be installed ({e:#}); put it on PATH, or set `git config deploy.{} <path to {}>`",
             name.command(),
             tool.version,
-            name.key().name,
+            name.keys().0.name,
             name.command()
         );
     }

@@ -176,22 +176,13 @@ fn ref_names_with_shell_characters_are_only_data() {
         .assert_has("Ignored: ref refs/heads/x;$(touch");
     assert!(!canary.exists(), "nothing ran the ref name");
     // The hook's input with a name git would never send is refused with the line.
-    let bad = std::process::Command::new(crate::util::BIN)
-        .args(["post-receive", "--repo", s.repo.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let zero = "0".repeat(40);
-    std::io::Write::write_all(
-        &mut bad.stdin.as_ref().unwrap(),
-        format!("{zero} {zero} refs/heads/a b\nmore\n").as_bytes(),
-    )
-    .unwrap();
-    let out = bad.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let bad = s
+        .pushdeploy_command(&["post-receive", "--repo", s.repo.to_str().unwrap()])
+        .stdin(format!("{zero} {zero} refs/heads/a b\nmore\n"))
+        .run();
+    bad.assert_status(1);
+    let stderr = &bad.stderr;
     assert!(
         stderr.contains("post-receive input line 1: \"0000"),
         "{stderr}"

@@ -334,3 +334,24 @@ fn a_process_left_in_the_background_does_not_hold_the_deployment() {
         "the push did not wait for the background process"
     );
 }
+
+/// Issue 11: `--clear` stays (Kudu's command), but Django's line per
+/// deleted file is folded into one count line.
+#[test]
+fn collectstatic_clear_prints_one_line_for_the_files_it_deletes() {
+    let s = Server::new();
+    s.app("django-app");
+    s.commit("django");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("2 static files copied to");
+    s.write("static/css/more.css", "p {}\n");
+    s.commit("one more static file");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("python manage.py collectstatic --noinput --clear")
+        .assert_has("Deleting 2 files ('css/site.css' ... 'js/site.js')")
+        .assert_has("3 static files copied to");
+    assert!(!push.has("Deleting 'css/site.css'"), "{push}");
+    assert!(s.site.join("staticfiles/css/more.css").is_file());
+}

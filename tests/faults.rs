@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Server, fixtures, pyenv, snapshot};
+use crate::util::{Server, deployed_flask, pyenv, snapshot};
 
 /// Long enough for any step of a test deployment on a slow machine.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -30,26 +30,11 @@ struct Background {
 impl Background {
     fn start(s: &Server, args: &[&str], vars: &[(&str, &str)]) -> Background {
         let (reader, writer) = std::io::pipe().unwrap();
-        let child = Command::new(BIN)
-            .arg("deploy")
-            .arg("--repo")
-            .arg(&s.repo)
+        let child = s
+            .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
             .args(args)
-            .current_dir(&s.root)
-            // As `Server` runs its commands: pip offline, from the fixtures.
-            .env("PIP_NO_INDEX", "1")
-            .env("PIP_FIND_LINKS", fixtures().join("wheels"))
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env_remove("GIT_DIR")
-            .env_remove("PUSHDEPLOY_RECREATE_ENV")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().unwrap())
-            .stderr(writer)
-            .spawn()
-            .expect("pushdeploy starts");
+            .envs(vars)
+            .spawn(writer.try_clone().unwrap().into(), writer.into());
         let (send, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(reader).lines() {
@@ -132,15 +117,6 @@ impl Background {
         }
         self.seen
     }
-}
-
-/// The flask fixture, pushed and deployed: a site with files and an env.
-fn deployed_flask() -> Server {
-    let s = Server::new();
-    s.app("flask-app");
-    s.commit("first");
-    s.push(&[]).assert_ok().assert_has("successful");
-    s
 }
 
 /// The app's files in a directory: no env, no env directories, no `.git`.

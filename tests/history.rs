@@ -3,9 +3,9 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-use crate::util::{Server, fixtures};
+use crate::util::{Run, Server, git_in};
 
 #[test]
 fn redeploy_of_an_older_id_restores_its_files_and_packages() {
@@ -105,14 +105,9 @@ fn a_push_waits_for_the_running_deployment_and_says_whose() {
 
     s.write("index.html", "two\n");
     s.commit("two");
-    let push = Command::new("git")
-        .args(["push", s.repo.to_str().unwrap(), "main"])
-        .current_dir(&s.work)
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let push = s
+        .git_command(&["push", s.repo.to_str().unwrap(), "main"])
+        .spawn(Stdio::piped(), Stdio::piped());
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(
         s.site_file("index.html"),
@@ -131,32 +126,20 @@ fn a_push_waits_for_the_running_deployment_and_says_whose() {
     assert_eq!(s.site_file("index.html"), "two\n");
 }
 
-/// git in a clone; its output.
-fn git_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+/// git in a clone.
+fn git(dir: &Path, args: &[&str]) -> Run {
+    git_in(dir).args(args).run()
 }
 
 /// Pushes the clone's HEAD to main, again while git refuses it because the
 /// ref moved under it ("cannot lock ref"), as a user would; what the pusher saw.
 fn push_until_accepted(dir: &Path, repo: &Path) -> String {
     for _ in 0..50 {
-        let out = Command::new("git")
-            .args(["push", "-f", repo.to_str().unwrap(), "HEAD:main"])
-            .current_dir(dir)
-            .env("PIP_NO_INDEX", "1")
-            .env("PIP_FIND_LINKS", fixtures().join("wheels"))
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() {
-            return stderr;
+        let out = git(dir, &["push", "-f", repo.to_str().unwrap(), "HEAD:main"]);
+        if out.status == 0 {
+            return out.stderr;
         }
-        assert!(stderr.contains("cannot lock ref"), "{stderr}");
+        assert!(out.stderr.contains("cannot lock ref"), "{out}");
     }
     panic!("a push was refused 50 times");
 }
@@ -171,12 +154,8 @@ fn concurrent_pushes_from_several_clones_end_at_the_branch_head() {
         .map(|i| {
             let dir = s.clone_as(&format!("clone{i}"));
             std::fs::write(dir.join("who.txt"), format!("clone {i}\n")).unwrap();
-            assert!(git_in(&dir, &["add", "-A"]).status.success());
-            assert!(
-                git_in(&dir, &["commit", "-q", "-m", &format!("clone {i}")])
-                    .status
-                    .success()
-            );
+            git(&dir, &["add", "-A"]).assert_ok();
+            git(&dir, &["commit", "-q", "-m", &format!("clone {i}")]).assert_ok();
             dir
         })
         .collect();
@@ -227,15 +206,12 @@ fn twenty_pushes_from_four_clones_at_once() {
                     std::fs::write(dir.join("index.html"), format!("clone {i} push {n}\n"))
                         .unwrap();
                     std::fs::write(dir.join(format!("clone{i}.txt")), format!("{n}\n")).unwrap();
-                    assert!(git_in(&dir, &["add", "-A"]).status.success());
-                    assert!(
-                        git_in(
-                            &dir,
-                            &["commit", "-q", "-m", &format!("clone {i} push {n}")]
-                        )
-                        .status
-                        .success()
-                    );
+                    git(&dir, &["add", "-A"]).assert_ok();
+                    git(
+                        &dir,
+                        &["commit", "-q", "-m", &format!("clone {i} push {n}")],
+                    )
+                    .assert_ok();
                     let stderr = push_until_accepted(&dir, &repo);
                     assert!(stderr.contains("successful"), "{stderr}");
                 }
@@ -264,4 +240,151 @@ fn twenty_pushes_from_four_clones_at_once() {
         let in_head = !s.file_at_head(&name).is_empty();
         assert_eq!(s.site.join(&name).exists(), in_head, "{name}");
     }
+}
+
+/// Issue 11 item 8: a commit's message and author are data for the terminal,
+/// never commands (title, clear screen, a forged row).
+#[test]
+fn list_and_show_print_no_control_character_of_a_commit() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.git(&["add", "-A"]).assert_ok();
+    let message = "fix\x1b]0;owned\x07\x1b[2J\rforged\x7f\u{9b}31m";
+    s.git_with(
+        &["commit", "-q", "-m", message],
+        &[("GIT_AUTHOR_NAME", "Eve\x1b[31m Red\u{85}")],
+    )
+    .assert_ok();
+    s.push(&[]).assert_ok();
+    let raw = |text: &str| text.chars().any(|c| c.is_control() && c != '\n');
+    let list = s.run("list", &[]);
+    list.assert_ok()
+        .assert_has(r"fix\u{1b}]0;owned\u{7}\u{1b}[2J\rforged");
+    assert!(!raw(&list.stdout), "{:?}", list.stdout);
+    let show = s.run("show", &["#1"]);
+    show.assert_ok()
+        .assert_has(r"author:   Eve\u{1b}[31m Red\u{85}")
+        .assert_has(r"\u{7f}\u{9b}31m");
+    assert!(!raw(&show.stdout), "{:?}", show.stdout);
+    for args in [&["list", "--json"][..], &["deploy", "--dry-run", "--json"]] {
+        let json = s.run(args[0], &args[1..]);
+        json.assert_ok().assert_has(r"\u001b]0;owned");
+        assert!(!raw(&json.stdout), "{:?}", json.stdout);
+    }
+    assert_eq!(
+        s.records()[0]["message"],
+        message,
+        "the record keeps the text"
+    );
+}
+
+/// A record as `Records::start` writes it when a deployment begins, in the
+/// format records have had from the start (the id a hex string): all that a
+/// deployment killed with SIGKILL leaves behind.
+fn write_running_record(s: &Server, seq: u64, id: &str) {
+    let dir = s.repo.join("pushdeploy/deployments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "seq": seq,
+        "id": id,
+        "ref": "refs/heads/main",
+        "author": "Ada Tester",
+        "message": "killed",
+        "trigger": "push",
+        "started": "2026-11-28T03:26:58Z",
+        "finished": null,
+        "status": "running",
+        "steps": [],
+        "error": null,
+        "pid": 999999999u32,
+        "seconds": null,
+        "log": ["-----> Deploying"]
+    });
+    let path = dir.join(format!("{seq:06}-{}.json", &id[..7]));
+    std::fs::write(path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+}
+
+/// Issue 11: a killed deployment has no time, and `list` says so with `-`
+/// (it printed `-0.00 s`, the sum of no steps).
+#[test]
+fn a_killed_deployments_record_shows_no_time_in_list() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    let id = s.commit("killed");
+    s.update_without_deploy();
+    write_running_record(&s, 1, &id);
+    let running = s.run("list", &[]);
+    running.assert_ok();
+    let row = running.stdout.lines().nth(1).unwrap().to_string();
+    assert!(row.contains(" running ") && row.contains(" -  "), "{row}");
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("(#1) did not finish; its record is marked failed");
+    let list = s.run("list", &[]);
+    list.assert_ok();
+    assert!(!list.stdout.contains("-0.00"), "{}", list.stdout);
+    let killed = list.stdout.lines().nth(2).unwrap();
+    assert!(
+        killed.starts_with("1 ") && killed.contains(" failed "),
+        "{killed}"
+    );
+    assert!(killed.contains(" -  "), "{killed}");
+}
+
+/// Issue 9: records keep the id as 40 hex digits, so records written before
+/// ids were typed (this one also lacks `seconds`, as the first ones did)
+/// list, show and redeploy as they did; a record whose id is not a commit
+/// id is refused with its file named.
+#[test]
+fn records_in_the_format_written_before_load() {
+    let s = Server::new();
+    s.write("index.html", "old\n");
+    let old = s.commit("old");
+    s.update_without_deploy();
+    let dir = s.repo.join("pushdeploy/deployments");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = format!(
+        r#"{{
+  "seq": 1,
+  "id": "{old}",
+  "ref": "refs/heads/main",
+  "author": "Ada Tester",
+  "message": "old",
+  "trigger": "push",
+  "started": "2026-11-20T10:00:00Z",
+  "finished": "2026-11-20T10:00:01Z",
+  "status": "success",
+  "steps": [{{"step": "sync", "seconds": 0.25}}],
+  "error": null,
+  "pid": 4242,
+  "log": ["-----> Deploying {short} (refs/heads/main)"]
+}}"#,
+        short = &old[..7]
+    );
+    std::fs::write(dir.join(format!("000001-{}.json", &old[..7])), record).unwrap();
+    let list = s.run("list", &[]);
+    list.assert_ok()
+        .assert_has(&format!("1*    {}  success  push", &old[..7]));
+    assert!(list.stdout.contains("0.25 s"), "the steps' sum: {list}");
+    s.run("show", &[&old[..9]])
+        .assert_ok()
+        .assert_has(&format!("deployment #1 {old}"))
+        .assert_has("step:     sync 0.25 s");
+    s.write("index.html", "new\n");
+    s.commit("new");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s.run("redeploy", &["#1"]).assert_ok();
+    assert_eq!(s.site_file("index.html"), "old\n");
+    let records = s.records();
+    assert_eq!(records[0]["id"], old.as_str(), "written as it was read");
+    assert_eq!(records[2]["id"], old.as_str());
+
+    let bad = std::fs::read_to_string(dir.join(format!("000001-{}.json", &old[..7])))
+        .unwrap()
+        .replace(&old, &old[..12]);
+    std::fs::write(dir.join("000009-bad.json"), bad).unwrap();
+    s.run("list", &[])
+        .assert_status(1)
+        .assert_has("000009-bad.json: not a deployment record")
+        .assert_has("is not a commit id");
 }

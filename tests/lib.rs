@@ -14,3 +14,5 @@ mod properties;
 mod runtime_env;
 mod setup;
 mod speed;
+mod transcript;
+mod trust;

@@ -29,7 +29,7 @@ fn uv() -> Option<String> {
 fn uv_server() -> Option<Server> {
     let uv = uv()?;
     let s = Server::new();
-    s.config(&["deploy.uv", &uv]);
+    s.config(&["deploy.uvPath", &uv]);
     Some(s)
 }
 
@@ -254,7 +254,7 @@ fn a_pyproject_with_dependencies_and_no_lock_says_which_lock_to_commit() {
 #[test]
 fn a_uv_that_cannot_be_had_is_one_line_saying_how_to_provide_it() {
     let s = Server::new();
-    s.config(&["deploy.uv", "0.0.1"]);
+    s.config(&["deploy.uvVersion", "0.0.1"]);
     s.app("uv-app");
     s.write("uv.lock", "version = 1\n");
     s.commit("uv app");
@@ -262,7 +262,7 @@ fn a_uv_that_cannot_be_had_is_one_line_saying_how_to_provide_it() {
     let line = push.remote_or_stdout_line("failed");
     assert!(
         line.contains("uv 0.0.1 cannot be installed")
-            && line.contains("put it on PATH, or set `git config deploy.uv <path to uv>`"),
+            && line.contains("put it on PATH, or set `git config deploy.uvPath <path to uv>`"),
         "{line}"
     );
 }
@@ -448,7 +448,7 @@ fn poetry() -> Option<String> {
 fn poetry_server() -> Option<Server> {
     let poetry = poetry()?;
     let s = Server::new();
-    s.config(&["deploy.poetry", &poetry]);
+    s.config(&["deploy.poetryPath", &poetry]);
     s.app("poetry-app");
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     s.write(

@@ -223,12 +223,9 @@ fn the_pusher_sees_each_line_as_it_happens() {
     s.commit("first");
     // A slow last step: the first lines must reach the pusher before it ends.
     s.config(&["deploy.postDeploy", "sleep 3"]);
-    let mut push = std::process::Command::new("git")
-        .args(["push", s.repo.to_str().unwrap(), "main"])
-        .current_dir(&s.work)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut push = s
+        .git_command(&["push", s.repo.to_str().unwrap(), "main"])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::piped());
     let mut lines = BufReader::new(push.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("remote: -----> Deploying "), "{first}");

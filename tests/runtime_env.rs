@@ -1,14 +1,6 @@
 //! Issue 3: choosing, checking and forcing the runtime and the env.
 
-use crate::util::{Server, pyenv};
-
-fn deployed_flask() -> Server {
-    let s = Server::new();
-    s.app("flask-app");
-    s.commit("first");
-    s.push(&[]).assert_ok().assert_has("successful");
-    s
-}
+use crate::util::{Server, deployed_flask, pyenv};
 
 fn env_version(s: &Server) -> String {
     s.env_python("import sys; print('%d.%d.%d' % sys.version_info[:3])")
@@ -39,7 +31,8 @@ fn runtime_sources_in_order_runtime_txt_python_version_setting_default() {
 
     s.config(&["--unset", "deploy.python"]);
     let run = s.run("deploy", &["--dry-run"]);
-    run.assert_ok().assert_has("(setting python, default) -> ");
+    run.assert_ok()
+        .assert_has("(no runtime.txt or .python-version; the default python3) -> ");
 }
 
 #[test]

@@ -67,3 +67,115 @@ fn python_steps_are_skipped_without_requirements_or_with_the_skip_file() {
     assert!(!s.site.join("env").exists());
     assert!(s.site.join("app.py").exists());
 }
+
+/// Issue 11: root running a command on the deploy user's repository hears
+/// whose it is and how to run it as them, not libgit2's "not owned by
+/// current user". Only root can give a repository to another user here.
+#[test]
+fn a_repository_of_another_user_is_named_with_its_owner() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: the message is checked by the unit test in cli.rs");
+        return;
+    }
+    let s = Server::new();
+    std::os::unix::fs::chown(&s.repo, Some(65534), None).unwrap();
+    let run = s.run("list", &[]);
+    run.assert_status(2)
+        .assert_has(&format!("{} belongs to ", s.repo.display()))
+        .assert_has(", not to root; run pushdeploy as the repository's owner")
+        .assert_has(" pushdeploy list --repo ");
+    assert!(!run.has("not owned by current user"), "{run}");
+    // Adopting it with init is refused the same way.
+    s.pushdeploy(&[
+        "init",
+        s.repo.to_str().unwrap(),
+        "--site",
+        s.site.to_str().unwrap(),
+    ])
+    .assert_status(2)
+    .assert_has(&format!("{} belongs to ", s.repo.display()))
+    .assert_has(" pushdeploy init ");
+}
+
+/// Issue 11: outside a repository, the message says how to name one.
+#[test]
+fn outside_a_repository_the_message_mentions_repo() {
+    let s = Server::new();
+    let run = s.pushdeploy(&["list"]);
+    run.assert_status(2)
+        .assert_has(&format!("{}: not a git repository", s.root.display()))
+        .assert_has("--repo <path>");
+    let missing = s.root.join("missing.git");
+    s.pushdeploy(&["list", "--repo", missing.to_str().unwrap()])
+        .assert_status(2)
+        .assert_has("repository ")
+        .assert_has("No such file or directory");
+}
+
+/// Issue 11: `init` on a developer's clone (its directory or its `.git`)
+/// is refused with why and what to do, and nothing is written into it.
+#[test]
+fn init_refuses_a_repository_with_a_work_tree() {
+    let s = Server::new();
+    let site = s.root.join("other-site");
+    for target in [s.work.clone(), s.work.join(".git")] {
+        let run = s.pushdeploy(&[
+            "init",
+            target.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap(),
+        ]);
+        run.assert_status(2)
+            .assert_has(&format!(
+                "a repository with a work tree ({}), not a bare one",
+                s.work.display()
+            ))
+            .assert_has("git clone --bare ");
+    }
+    assert!(!s.work.join(".git/hooks/post-receive").exists());
+    assert!(!site.exists());
+}
+
+/// Issue 11: setting up is not a deployment; when it fails (here a file
+/// where a directory must be, which stops root as a permission error stops
+/// other users) the exit status is 2, not 1.
+#[test]
+fn init_failing_on_the_file_system_exits_2() {
+    let s = Server::new();
+    let file = s.root.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let repo = file.join("app.git");
+    let site = s.root.join("site2");
+    s.pushdeploy(&[
+        "init",
+        repo.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+    ])
+    .assert_status(2)
+    .assert_has("creating ");
+    let repo = s.root.join("new.git");
+    s.pushdeploy(&[
+        "init",
+        repo.to_str().unwrap(),
+        "--site",
+        file.join("site").to_str().unwrap(),
+    ])
+    .assert_status(2);
+    if !rustix::process::geteuid().is_root() {
+        // As another user, a directory that cannot be written.
+        let locked = s.root.join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o555))
+            .unwrap();
+        let repo = locked.join("app.git");
+        s.pushdeploy(&[
+            "init",
+            repo.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap(),
+        ])
+        .assert_status(2)
+        .assert_has("ermission denied");
+    }
+}

@@ -1,11 +1,18 @@
 //! A server in a temp dir: a bare repository set up with `pushdeploy init`,
 //! its site, and a clone to push from with the real git client. pip installs
 //! only from `fixtures/wheels`, never from the network.
+//!
+//! Every program a test runs (pushdeploy, git, the env's python) goes through
+//! `TestCommand`, which gives it the test environment (the tests' cache dir
+//! among it) and, when a check fails, shows the command, its directory, its
+//! status and its output. Whole outputs are compared with
+//! `tests/transcripts/` by `assert_transcript`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
 
@@ -34,24 +41,175 @@ pub fn home() -> PathBuf {
     PathBuf::from(std::env::var("HOME").expect("HOME is set"))
 }
 
+/// The environment every program a test runs gets: pip offline from the
+/// fixtures, the tests' own cache dir (never the user's
+/// `~/.cache/pushdeploy`), a fixed git identity and no system git config.
+fn test_environment(cmd: &mut Command) {
+    cmd.env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", fixtures().join("wheels"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("UV_NO_INDEX", "1")
+        .env("UV_FIND_LINKS", fixtures().join("wheels"))
+        // One pip seed for all tests: each interpreter's is made once per run.
+        .env("PUSHDEPLOY_CACHE_DIR", cache_dir())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Ada Tester")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Ada Tester")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.invalid")
+        .env_remove("GIT_DIR")
+        .env_remove("PUSHDEPLOY_RECREATE_ENV")
+        .stdin(Stdio::null());
+}
+
+/// The cache dir every test shares (pip seeds), under cargo's target dir.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache")
+}
+
+/// A program run the way every test runs programs: in the test environment,
+/// in a given directory. `Server::pushdeploy_command` and
+/// `Server::git_command` make the usual ones.
+pub struct TestCommand {
+    cmd: Command,
+    input: Option<Vec<u8>>,
+}
+
+/// `pushdeploy` (the binary under test) in `dir`, in the test environment.
+pub fn pushdeploy_in(dir: &Path) -> TestCommand {
+    TestCommand::new(BIN, dir)
+}
+
+/// `git` in `dir`, in the test environment.
+pub fn git_in(dir: &Path) -> TestCommand {
+    TestCommand::new("git", dir)
+}
+
+impl TestCommand {
+    pub fn new(program: impl AsRef<OsStr>, dir: &Path) -> TestCommand {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir);
+        test_environment(&mut cmd);
+        TestCommand { cmd, input: None }
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn envs(&mut self, vars: &[(&str, &str)]) -> &mut Self {
+        self.cmd.envs(vars.iter().copied());
+        self
+    }
+
+    /// What the program reads on stdin (nothing unless this is called).
+    pub fn stdin(&mut self, input: impl Into<Vec<u8>>) -> &mut Self {
+        self.input = Some(input.into());
+        self
+    }
+
+    /// The command as a shell line, for messages.
+    pub fn describe(&self) -> String {
+        let program = Path::new(self.cmd.get_program());
+        let program = if program == Path::new(BIN) {
+            "pushdeploy".to_string()
+        } else {
+            program.display().to_string()
+        };
+        let args = self
+            .cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned());
+        shell_words::join(std::iter::once(program).chain(args))
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.cmd
+            .get_current_dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Runs it to the end; what it printed and how it ended.
+    pub fn run(&mut self) -> Run {
+        let output = match self.input.take() {
+            None => self.cmd.output(),
+            Some(input) => self.feed(input),
+        };
+        let output = output.unwrap_or_else(|e| panic!("{} cannot start: {e}", self.describe()));
+        Run::of(self.describe(), self.dir(), output)
+    }
+
+    fn feed(&mut self, input: Vec<u8>) -> std::io::Result<Output> {
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A program may exit before reading all of it; that is its answer.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output();
+        writer.join().expect("the stdin writer does not panic");
+        output
+    }
+
+    /// Starts it with the given stdout and stderr, for a test that reads its
+    /// output as it comes or acts while it runs.
+    pub fn spawn(&mut self, stdout: Stdio, stderr: Stdio) -> Child {
+        eprintln!("$ {} &\n[dir {}]", self.describe(), self.dir().display());
+        self.cmd
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.describe()))
+    }
+}
+
 /// What a command printed and how it ended; shown whole when a test fails.
 pub struct Run {
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The command line and the directory it ran in.
+    pub command: String,
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {}\n[dir {}]\n[status {}]\n[stdout]\n{}[stderr]\n{}",
+            self.command,
+            self.dir.display(),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
 }
 
 impl Run {
-    fn from(what: String, output: Output) -> Run {
+    fn of(command: String, dir: PathBuf, output: Output) -> Run {
         let run = Run {
             status: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            command,
+            dir,
         };
-        eprintln!(
-            "$ {what}\n[status {}]\n[stdout]\n{}[stderr]\n{}",
-            run.status, run.stdout, run.stderr
-        );
+        // Every run of a test, in order, is shown when the test fails.
+        eprintln!("{run}");
         run
     }
 
@@ -69,12 +227,13 @@ impl Run {
     }
 
     /// The rest of the first output line that contains `prefix`, after it.
+    #[track_caller]
     pub fn remote_or_stdout_line(&self, prefix: &str) -> String {
         let all = self.all();
         let line = all
             .lines()
             .find(|l| l.contains(prefix))
-            .unwrap_or_else(|| panic!("no line with {prefix:?}"));
+            .unwrap_or_else(|| panic!("no line with {prefix:?} in:\n{self}"));
         line.split_once(prefix).unwrap().1.trim().to_string()
     }
 
@@ -84,13 +243,18 @@ impl Run {
 
     #[track_caller]
     pub fn assert_has(&self, needle: &str) -> &Self {
-        assert!(self.has(needle), "output lacks {needle:?}");
+        assert!(self.has(needle), "output lacks {needle:?}:\n{self}");
         self
     }
 
     #[track_caller]
     pub fn assert_ok(&self) -> &Self {
-        assert_eq!(self.status, 0, "command failed");
+        self.assert_status(0)
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: i32) -> &Self {
+        assert_eq!(self.status, status, "exit status:\n{self}");
         self
     }
 }
@@ -132,63 +296,42 @@ impl Server {
         server
     }
 
-    /// The environment every command of a test runs with.
-    fn environ(&self, cmd: &mut Command) {
-        cmd.env("PIP_NO_INDEX", "1")
-            .env("PIP_FIND_LINKS", fixtures().join("wheels"))
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .env("UV_NO_INDEX", "1")
-            .env("UV_FIND_LINKS", fixtures().join("wheels"))
-            // One pip seed for all tests: each interpreter's is made once per run.
-            .env(
-                "PUSHDEPLOY_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
-            )
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Ada Tester")
-            .env("GIT_AUTHOR_EMAIL", "ada@example.invalid")
-            .env("GIT_COMMITTER_NAME", "Ada Tester")
-            .env("GIT_COMMITTER_EMAIL", "ada@example.invalid")
-            .env_remove("GIT_DIR")
-            .env_remove("PUSHDEPLOY_RECREATE_ENV")
-            .stdin(Stdio::null());
+    /// `pushdeploy <args>` in the server's root, in the test environment:
+    /// the one way tests reach the binary.
+    pub fn pushdeploy_command(&self, args: &[&str]) -> TestCommand {
+        let mut cmd = pushdeploy_in(&self.root);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `git <args>` in the clone, in the test environment.
+    pub fn git_command(&self, args: &[&str]) -> TestCommand {
+        let mut cmd = git_in(&self.work);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `git --git-dir <repo> <args>`: git in the bare repository.
+    pub fn git_server(&self, args: &[&str]) -> Run {
+        self.git_command(&["--git-dir", self.repo.to_str().unwrap()])
+            .args(args)
+            .run()
     }
 
     pub fn git(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new("git");
-        cmd.args(args).current_dir(&self.work);
-        self.environ(&mut cmd);
-        Run::from(
-            format!("git {}", args.join(" ")),
-            cmd.output().expect("git runs"),
-        )
+        self.git_command(args).run()
     }
 
     pub fn git_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new("git");
-        cmd.args(args).current_dir(&self.work);
-        self.environ(&mut cmd);
-        cmd.envs(vars.iter().copied());
-        Run::from(
-            format!("git {}", args.join(" ")),
-            cmd.output().expect("git runs"),
-        )
+        self.git_command(args).envs(vars).run()
     }
 
     pub fn pushdeploy(&self, args: &[&str]) -> Run {
-        self.pushdeploy_with(args, &[])
+        self.pushdeploy_command(args).run()
     }
 
     pub fn pushdeploy_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).current_dir(&self.root);
-        self.environ(&mut cmd);
-        cmd.envs(vars.iter().copied());
-        Run::from(
-            format!("pushdeploy {}", args.join(" ")),
-            cmd.output().expect("pushdeploy runs"),
-        )
+        self.pushdeploy_command(args).envs(vars).run()
     }
 
     /// `pushdeploy <command> --repo <repo> <args>`.
@@ -238,17 +381,8 @@ impl Server {
     /// Moves the bare repository's main to the clone's, without deploying:
     /// a fetch runs no receive hooks.
     pub fn update_without_deploy(&self) {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&self.repo)
-            .args(["fetch", "-q", self.work.to_str().unwrap(), "+main:main"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.git_server(&["fetch", "-q", self.work.to_str().unwrap(), "+main:main"])
+            .assert_ok();
     }
 
     pub fn site_file(&self, rel: &str) -> String {
@@ -258,31 +392,19 @@ impl Server {
 
     /// Runs Python code with the site's env/bin/python.
     pub fn env_python(&self, code: &str) -> Run {
-        let output = Command::new(self.site.join("env/bin/python"))
-            .arg("-c")
-            .arg(code)
-            .current_dir(&self.site)
-            .output()
-            .expect("env python runs");
-        Run::from(format!("env/bin/python -c {code:?}"), output)
+        TestCommand::new(self.site.join("env/bin/python"), &self.site)
+            .args(["-c", code])
+            .run()
     }
 
     /// `git config <args>` in the bare repository (the server's settings).
     pub fn config(&self, args: &[&str]) {
-        let mut all = vec!["--git-dir", self.repo.to_str().unwrap(), "config"];
-        all.extend_from_slice(args);
-        self.git(&all).assert_ok();
+        self.git_server(&[&["config"], args].concat()).assert_ok();
     }
 
     /// A file of the bare repository's main, as git has it ("" if none).
     pub fn file_at_head(&self, path: &str) -> String {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&self.repo)
-            .args(["show", &format!("main:{path}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.git_server(&["show", &format!("main:{path}")]).stdout
     }
 
     /// How many env directories (`.pushdeploy-env-*`) the site holds.
@@ -309,31 +431,33 @@ impl Server {
         ])
         .assert_ok();
         for (key, value) in [("user.name", name), ("user.email", "clone@example.invalid")] {
-            let ok = Command::new("git")
-                .args(["config", key, value])
-                .current_dir(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            git_in(&dir).args(["config", key, value]).run().assert_ok();
         }
         dir
     }
 
     /// The commit the bare repository's branch points to.
     pub fn branch_head(&self, branch: &str) -> String {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&self.repo)
-            .args(["rev-parse", &format!("refs/heads/{branch}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.git_server(&["rev-parse", &format!("refs/heads/{branch}")])
+            .stdout
+            .trim()
+            .to_string()
     }
 
     pub fn records(&self) -> Vec<serde_json::Value> {
         let run = self.run("list", &["--json"]);
-        serde_json::from_str(&run.stdout).expect("list --json prints JSON")
+        run.assert_ok();
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("list --json: {e}:\n{run}"))
     }
+}
+
+/// The flask fixture, committed and pushed: a site with files and an env.
+pub fn deployed_flask() -> Server {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -386,4 +510,222 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             );
         }
     }
+}
+
+/// Output made comparable from run to run: this server's paths, the given
+/// commits' ids and all that changes between runs (times, dates, pids,
+/// random names, the interpreter found, pip's version) replaced by names in
+/// brackets; trailing spaces (git pads `remote:` lines) removed.
+impl Server {
+    pub fn normalise(&self, text: &str, commits: &[(&str, &str)]) -> String {
+        let mut paths: Vec<(String, &str)> = Vec::new();
+        // The interpreter first: it may live under HOME (pyenv).
+        if let Some((python, version)) = text.lines().find_map(runtime_line) {
+            paths.push((python, "[PYTHON]"));
+            paths.push((version, "[PYTHON_VERSION]"));
+        }
+        for (path, name) in [
+            (cache_dir(), "[CACHE]"),
+            (fixtures(), "[FIXTURES]"),
+            (self.root.clone(), "[ROOT]"),
+            (home(), "[HOME]"),
+        ] {
+            if let Ok(real) = std::fs::canonicalize(&path) {
+                paths.push((real.display().to_string(), name));
+            }
+            paths.push((path.display().to_string(), name));
+        }
+        text.lines()
+            // Made once per interpreter and test run: whichever test is first.
+            .filter(|l| !l.contains("caching pip for "))
+            .map(|line| {
+                let mut line = line.trim_end().to_string();
+                for (path, name) in &paths {
+                    line = line.replace(path.as_str(), name);
+                }
+                normalise_line(&line, commits)
+            })
+            .map(|l| l + "\n")
+            .collect()
+    }
+}
+
+/// The interpreter path and version of a `Python runtime: ... -> <path> (<version>)` line.
+fn runtime_line(line: &str) -> Option<(String, String)> {
+    let (_, found) = line.split_once("Python runtime: ")?.1.split_once(" -> ")?;
+    let (path, version) = found.trim_end().split_once(" (")?;
+    Some((path.to_string(), version.strip_suffix(')')?.to_string()))
+}
+
+/// The patterns of one line: ids, times, dates, pids, random names.
+fn normalise_line(line: &str, commits: &[(&str, &str)]) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let word_start = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        let rest: String = chars[i..].iter().collect();
+        if word_start && let Some(len) = shape(&chars[i..], "dddd-dd-ddTdd:dd:ddZ") {
+            out.push_str("[DATE]");
+            i += len;
+            continue;
+        }
+        if word_start && let Some(len) = seconds(&chars[i..]) {
+            out.push_str("[T] s");
+            i += len;
+            continue;
+        }
+        if let Some(digits) = rest
+            .strip_prefix("(pid ")
+            .map(|r| run_of(r, char::is_ascii_digit))
+            && digits > 0
+        {
+            out.push_str("(pid [PID]");
+            i += "(pid ".len() + digits;
+            continue;
+        }
+        // Random suffixes of temp names: `.pushdeploy-env-Ab3xYz`.
+        if let Some(prefix) = [".pushdeploy-env-", ".pushdeploy-tmp-"]
+            .into_iter()
+            .find(|p| rest.starts_with(p))
+        {
+            let len = run_of(&rest[prefix.len()..], char::is_ascii_alphanumeric);
+            out.push_str(prefix);
+            out.push_str("[RANDOM]");
+            i += prefix.chars().count() + len;
+            continue;
+        }
+        if let Some(seed) = rest.strip_prefix("[CACHE]/seeds/") {
+            out.push_str("[CACHE]/seeds/[SEED]");
+            i += "[CACHE]/seeds/".len() + run_of(seed, |c| !c.is_whitespace());
+            continue;
+        }
+        if word_start
+            && (rest.starts_with("pip-") || rest.starts_with("pip "))
+            && rest[4..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            let len = run_of(&rest[4..], |c| c.is_ascii_digit() || *c == '.');
+            out.push_str(&rest[..4]);
+            out.push_str("[VERSION]");
+            i += 4 + len;
+            continue;
+        }
+        if word_start {
+            let len = run_of(&rest, char::is_ascii_alphanumeric);
+            let word = &rest[..len];
+            let hex = word
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            if len >= 7 && hex {
+                let known = commits.iter().find(|(id, _)| id.starts_with(word));
+                if let Some((_, name)) = known {
+                    out.push_str(&format!("[{name}]"));
+                    i += len;
+                    continue;
+                }
+                if len == 40 {
+                    out.push_str("[ID]");
+                    i += len;
+                    continue;
+                }
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// How many chars at the start of `text` satisfy `keep`.
+fn run_of(text: &str, keep: impl Fn(&char) -> bool) -> usize {
+    text.chars().take_while(keep).count()
+}
+
+/// The length of a match of `pattern` (`d` a digit, anything else itself) at
+/// the start of `chars`.
+fn shape(chars: &[char], pattern: &str) -> Option<usize> {
+    let n = pattern.chars().count();
+    let ok = chars.len() >= n
+        && pattern.chars().zip(chars).all(|(p, c)| match p {
+            'd' => c.is_ascii_digit(),
+            p => p == *c,
+        });
+    ok.then_some(n)
+}
+
+/// The length of a time such as `0.12 s` or `10.5 s` at the start of `chars`.
+fn seconds(chars: &[char]) -> Option<usize> {
+    let whole = chars.iter().take_while(|c| c.is_ascii_digit()).count();
+    if whole == 0 || chars.get(whole) != Some(&'.') {
+        return None;
+    }
+    let frac = chars[whole + 1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let end = whole + 1 + frac;
+    let unit = chars.get(end..end + 2) == Some(&[' ', 's'][..]);
+    let bounded = chars
+        .get(end + 2)
+        .is_none_or(|c| !c.is_ascii_alphanumeric());
+    (frac > 0 && unit && bounded).then_some(end + 2)
+}
+
+/// Compares `actual` with `tests/transcripts/<name>.txt`, showing a line
+/// diff when they differ. `UPDATE_TRANSCRIPTS=1` writes `actual` there
+/// instead, for output changed on purpose.
+#[track_caller]
+pub fn assert_transcript(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/transcripts")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_TRANSCRIPTS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        panic!(
+            "{} differs from this run (- expected, + actual); if the change is \
+             meant, run `UPDATE_TRANSCRIPTS=1 cargo test transcript`:\n{}",
+            path.display(),
+            line_diff(&expected, actual)
+        );
+    }
+}
+
+/// A line diff (longest common subsequence): `-` expected only, `+` actual
+/// only, two spaces for a line both have.
+pub fn line_diff(expected: &str, actual: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    // common[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut common = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            common[i][j] = if a[i] == b[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = String::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out += &format!("  {}\n", a[i]);
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || common[i + 1][j] >= common[i][j + 1]) {
+            out += &format!("- {}\n", a[i]);
+            i += 1;
+        } else {
+            out += &format!("+ {}\n", b[j]);
+            j += 1;
+        }
+    }
+    out
 }
