@@ -133,9 +133,18 @@ impl LockPlan {
 }
 
 fn uv_args(lock: &LockPlan) -> Vec<String> {
-    let mut args: Vec<String> = ["sync", "--locked", "--no-default-groups", "--no-editable"]
-        .map(String::from)
-        .to_vec();
+    // No uv.toml or [tool.uv] settings (a commit's could move uv's cache
+    // out of reach of the trust rules); the project's indexes and sources
+    // still count.
+    let mut args: Vec<String> = [
+        "sync",
+        "--locked",
+        "--no-config",
+        "--no-default-groups",
+        "--no-editable",
+    ]
+    .map(String::from)
+    .to_vec();
     if !lock.install_project {
         args.push("--no-install-project".into());
     }
@@ -297,7 +306,6 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
     for name in [
         kind.lock_file(),
         kind.project_file(),
-        "uv.toml",
         "poetry.toml",
         ".python-version",
     ] {
@@ -366,7 +374,8 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
     Ok(fp)
 }
 
-/// The configuration files of pip, uv and Poetry that may apply.
+/// The configuration files of pip and Poetry that may apply (uv runs with
+/// `--no-config`).
 fn config_files(settings: &Settings) -> Vec<PathBuf> {
     let env = &settings.env;
     let home = env.home();
@@ -378,14 +387,11 @@ fn config_files(settings: &Settings) -> Vec<PathBuf> {
         PathBuf::from("/etc/pip.conf"),
         home.join(".pip/pip.conf"),
         config.join("pip/pip.conf"),
-        PathBuf::from("/etc/uv/uv.toml"),
-        PathBuf::from("/etc/xdg/uv/uv.toml"),
-        config.join("uv/uv.toml"),
         config.join("pypoetry/config.toml"),
         config.join("pypoetry/auth.toml"),
         settings.site.join("env/pip.conf"),
     ];
-    for var in ["PIP_CONFIG_FILE", "UV_CONFIG_FILE", "POETRY_CONFIG_DIR"] {
+    for var in ["PIP_CONFIG_FILE", "POETRY_CONFIG_DIR"] {
         if let Some(file) = env.get(var) {
             files.push(PathBuf::from(file));
         }
@@ -414,7 +420,7 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
                 let dir = tempfile::tempdir().context("a temp dir for the dry run")?;
                 fs_err::write(dir.path().join(kind.lock_file()), lock_bytes)?;
                 fs_err::write(dir.path().join(kind.project_file()), project)?;
-                for extra in ["uv.toml", "poetry.toml", "README.md"] {
+                for extra in ["poetry.toml", "README.md"] {
                     if let Some(bytes) = cx.commit.read_root_file(extra)? {
                         fs_err::write(dir.path().join(extra), bytes)?;
                     }
@@ -424,7 +430,7 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
                     _ => poetry_args(lock, tool),
                 };
                 args.push("--dry-run".into());
-                let expr = tool_command(lock, tool, &env, dir.path(), &args);
+                let expr = tool_command(cx.settings, lock, tool, &env, dir.path(), &args);
                 let out = cx
                     .values
                     .app
@@ -464,6 +470,7 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
 
 /// The tool's command with the env it installs into.
 fn tool_command(
+    settings: &Settings,
     lock: &LockPlan,
     tool: &Tool,
     env: &Path,
@@ -471,6 +478,12 @@ fn tool_command(
     args: &[String],
 ) -> duct::Expression {
     let expr = dies_with_us(duct::cmd(&tool.path, args)).dir(dir);
+    let server = &settings.env;
+    let poetry_cache = match (server.os("POETRY_CACHE_DIR"), server.os("XDG_CACHE_HOME")) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(cache)) => Path::new(cache).join("pypoetry"),
+        (None, None) => server.home().join(".cache/pypoetry"),
+    };
     match lock.kind {
         Kind::Uv => expr
             .env("UV_PROJECT_ENVIRONMENT", env)
@@ -484,7 +497,10 @@ fn tool_command(
             .unwrap_or_default();
             expr.env("VIRTUAL_ENV", env)
                 .env("PATH", path)
+                // Over the project's poetry.toml: no env of Poetry's own, and
+                // its cache where the server keeps it.
                 .env("POETRY_VIRTUALENVS_CREATE", "false")
+                .env("POETRY_CACHE_DIR", poetry_cache)
                 .env("NO_COLOR", "1")
         }
     }
@@ -673,7 +689,10 @@ pub fn install(
                 _ => poetry_args(lock, tool),
             };
             let from = report.log.len();
-            let result = report.run(lock.step(), tool_command(lock, tool, env_dir, site, &args));
+            let result = report.run(
+                lock.step(),
+                tool_command(settings, lock, tool, env_dir, site, &args),
+            );
             if result.is_err() {
                 let said = report.log[from..].join("\n");
                 let stale = match lock.kind {

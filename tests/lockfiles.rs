@@ -89,7 +89,7 @@ fn uv_lock_first_deployment_installs_the_main_packages_only() {
     s.commit("uv app");
     let push = s.push(&[]);
     push.assert_ok()
-        .assert_has("sync --locked --no-default-groups --no-editable --no-install-project (into the new env)")
+        .assert_has("sync --locked --no-config --no-default-groups --no-editable --no-install-project (into the new env)")
         .assert_has("with uv 0.13.9 (")
         .assert_has("successful");
     assert_eq!(
@@ -628,4 +628,21 @@ fn pipfile_lock_with_the_uv_installer() {
         .assert_ok()
         .assert_has("removing what Pipfile.lock does not name: tinyweb 1.0.0");
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
+
+#[test]
+fn a_commits_uv_toml_does_not_steer_uv() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    // A cache outside the site, the state dir and the cache dir.
+    let outside = s.root.join("outside-cache");
+    s.write(
+        "uv.toml",
+        &format!("cache-dir = {:?}\n", outside.display().to_string()),
+    );
+    s.commit("uv.toml");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert!(!outside.exists(), "uv.toml was read");
+    assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 }
