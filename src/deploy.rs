@@ -280,7 +280,8 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         Some(lock) => lockfile::install(lock, installer, settings, runtime, env, r),
         None => {
             packages::install(installer, env, site, r)?;
-            exact::tidy(installer, env, settings, keep_unneeded.as_deref(), r)
+            let fresh = matches!(decision, Decision::Create { .. });
+            exact::tidy(installer, env, settings, keep_unneeded.as_deref(), fresh, r)
         }
     };
     // Records what the install depended on, with the env as it is now.

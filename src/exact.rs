@@ -46,15 +46,26 @@ fn real(env: &Path) -> String {
 
 /// After `pip install -r requirements.txt` into `env_dir`: removes what
 /// earlier requirements installed and these no longer need, names what was
-/// installed by hand, and records what these need.
+/// installed by hand, and records what these need. `fresh`: the env was
+/// made by this deployment.
 pub fn tidy(
     installer: &Installer,
     env_dir: &Path,
     settings: &Settings,
     keep_unneeded: Option<&str>,
+    fresh: bool,
     report: &mut Report,
 ) -> Result<()> {
-    let needed = match needed(installer, env_dir, &settings.site, &report.extra_env) {
+    // In a new env, pip installed exactly what the requirements need.
+    let asked = match fresh {
+        true => Ok(installed_packages(env_dir)
+            .iter()
+            .map(|p| normalize(&p.name))
+            .filter(|n| !KEPT.contains(&n.as_str()))
+            .collect()),
+        false => needed(installer, env_dir, &settings.site, &report.extra_env),
+    };
+    let needed = match asked {
         Ok(needed) => needed,
         Err(e) => {
             report.detail(format!(
