@@ -394,6 +394,64 @@ impl<'r> Commit<'r> {
         Ok(())
     }
 
+    /// A path of the deployed tree as the site will resolve it: symlinks of
+    /// the commit followed (their `..` taken after the link, as the kernel
+    /// does), never leaving the tree.
+    pub fn resolve(&self, path: &str) -> Result<Resolved> {
+        // Links the kernel follows before giving up (ELOOP).
+        const MAX_LINKS: usize = 40;
+        let mut todo: std::collections::VecDeque<String> =
+            path.split('/').map(str::to_string).collect();
+        let mut dirs: Vec<String> = Vec::new();
+        let mut links = Vec::new();
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    if dirs.pop().is_none() {
+                        return Ok(Resolved::Outside);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let here: String = dirs.iter().map(|d| format!("{d}/")).collect::<String>() + &part;
+            let Ok(entry) = self.tree.get_path(Path::new(&here)) else {
+                return Ok(Resolved::Missing);
+            };
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => dirs.push(part),
+                (Some(ObjectType::Blob), 0o120000) => {
+                    if links.len() >= MAX_LINKS {
+                        return Ok(Resolved::Missing);
+                    }
+                    let target = self.repo.find_blob(entry.id())?.content().to_vec();
+                    let Ok(target) = String::from_utf8(target) else {
+                        return Ok(Resolved::Missing);
+                    };
+                    if target.starts_with('/') {
+                        return Ok(Resolved::Outside);
+                    }
+                    for part in target.rsplit('/') {
+                        todo.push_front(part.to_string());
+                    }
+                    links.push((here, target));
+                }
+                (Some(ObjectType::Blob), _) if todo.is_empty() => {
+                    let content = self.repo.find_blob(entry.id())?.content().to_vec();
+                    return Ok(Resolved::File {
+                        path: here,
+                        id: entry.id(),
+                        content,
+                        links,
+                    });
+                }
+                _ => return Ok(Resolved::Missing),
+            }
+        }
+        Ok(Resolved::Missing)
+    }
+
     /// The content of a blob.
     pub fn blob(&self, id: &str) -> Result<git2::Blob<'r>> {
         let oid = Oid::from_str(id)?;
@@ -401,6 +459,23 @@ impl<'r> Commit<'r> {
             .find_blob(oid)
             .with_context(|| format!("reading blob {id}"))
     }
+}
+
+/// Where a path of the tree leads (see `Commit::resolve`).
+#[derive(Debug)]
+pub enum Resolved {
+    /// A file of the tree: its real path, blob, content, and the symlinks
+    /// followed on the way (path, target).
+    File {
+        path: String,
+        id: Oid,
+        content: Vec<u8>,
+        links: Vec<(String, String)>,
+    },
+    /// Not a file of the tree (missing, a directory, a loop of links).
+    Missing,
+    /// Above the top of the tree, or an absolute link.
+    Outside,
 }
 
 /// Files that changed between two commits (see `Commit::diff_from`).

@@ -285,15 +285,13 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
         }
     };
     // Records what the install depended on, with the env as it is now.
-    let remember = |env: &Path| -> Result<()> {
-        match fingerprint {
-            Some(fp) => {
-                let mut fp = fp.clone();
-                fp.insert("env".into(), installed::env_identity(env));
-                store.save(&fp, &plan.commit.id)
-            }
-            None => store.forget(),
-        }
+    let remember = |env: &Path| {
+        store.installed(
+            fingerprint.as_ref(),
+            env,
+            runtime.interpreter.version,
+            &plan.commit.id,
+        )
     };
     // The tool that installs the lock, installed first when it is missing.
     let lock_tool = lock.as_ref().and_then(|l| l.tool.as_ref());
@@ -320,20 +318,26 @@ fn python_steps(plan: &Plan, settings: &Settings, report: &mut Report) -> Result
                 "Found compatible virtual environment env/ ({})",
                 runtime.runtime
             ));
-            let reason = match pip {
-                PipDecision::Skip { reason } => {
-                    report.header(format!("{step} skipped: {reason}"));
+            let reason = match (lock, pip) {
+                (Some(lock), PipDecision::Skip { .. }) => {
+                    report.header(format!("{step} skipped: {}", lock.reason));
                     return Ok(());
                 }
-                PipDecision::Run { reason } => reason,
+                (None, PipDecision::Skip { .. }) => {
+                    report.header(format!("{step} skipped: {pip}"));
+                    return Ok(());
+                }
+                (Some(lock), PipDecision::Run { .. }) => lock.reason.clone(),
+                (None, PipDecision::Run { reason }) => reason.to_string(),
             };
             let env = site.join("env");
             let result = report.step(step, format!("{command} ({reason})"), |r| {
+                store.started(&plan.commit.id)?;
                 install(&env, r)?;
                 remember(&env)
             });
             if result.is_err() {
-                store.forget()?;
+                store.failed(&plan.commit.id)?;
             }
             result
         }

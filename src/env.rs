@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::report::Report;
-use crate::runtime::{Choice, Probes, Request, Version};
+use crate::runtime::{Choice, Interpreter, Probes, Request, Version};
 use crate::sync::ENV_DIR_PREFIX;
 
 /// Why an env is created.
@@ -23,12 +23,39 @@ use crate::sync::ENV_DIR_PREFIX;
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Reason {
     NoEnv,
-    Forced { by: String },
-    NoMarker { wanted: String },
-    RuntimeChanged { from: String, to: String },
-    Broken { detail: String },
-    PatchDiffers { have: Version, want: String },
-    BaseGone { home: PathBuf },
+    Forced {
+        by: String,
+    },
+    NoMarker {
+        wanted: String,
+    },
+    RuntimeChanged {
+        from: String,
+        to: String,
+    },
+    Broken {
+        detail: String,
+    },
+    PatchDiffers {
+        have: Version,
+        want: String,
+    },
+    BaseGone {
+        home: PathBuf,
+    },
+    /// `env/bin/python` runs the Python it was built on (`sys.prefix` is
+    /// `sys.base_prefix`), as it does when `pyvenv.cfg` is gone.
+    NotVirtual {
+        runs: PathBuf,
+    },
+    /// `env/bin/python` is another virtual env's.
+    OtherEnv {
+        prefix: PathBuf,
+    },
+    /// `env` leads out of the site.
+    OutsideSite {
+        dir: PathBuf,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -44,6 +71,19 @@ impl fmt::Display for Reason {
             Reason::Broken { detail } => write!(f, "env broken: {detail}"),
             Reason::PatchDiffers { have, want } => {
                 write!(f, "env has Python {have}, {want} is wanted")
+            }
+            Reason::NotVirtual { runs } => write!(
+                f,
+                "env broken: env/bin/python is not a virtual env: it runs {} itself (no pyvenv.cfg?)",
+                runs.display()
+            ),
+            Reason::OtherEnv { prefix } => write!(
+                f,
+                "env broken: env/bin/python belongs to the virtual env {}, not to env/",
+                prefix.display()
+            ),
+            Reason::OutsideSite { dir } => {
+                write!(f, "env/ leads outside the site, to {}", dir.display())
             }
             Reason::BaseGone { home } => write!(
                 f,
@@ -127,6 +167,9 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
             detail: "env/bin/python does not run".into(),
         });
     };
+    if let Err(reason) = inside_site(site, &env, &python) {
+        return create(reason);
+    }
     let v = python.version;
     if v.major != request.major || v.minor != request.minor {
         return create(Reason::Broken {
@@ -140,6 +183,44 @@ pub fn decide(site: &Path, request: Request, forced: Option<String>, probes: &Pr
         });
     }
     Decision::Reuse
+}
+
+/// Checks that `env/bin/python` runs a virtual env of its own (not the
+/// Python it was built on, as it does when `pyvenv.cfg` is gone) and that
+/// this env is `env/` inside the site: an installer may only ever write there.
+fn inside_site(site: &Path, env: &Path, python: &Interpreter) -> Result<(), Reason> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let Some(prefixes) = &python.prefixes else {
+        return Err(Reason::Broken {
+            detail: "env/bin/python did not say where it installs".into(),
+        });
+    };
+    if real(&prefixes.prefix) == real(&prefixes.base) {
+        return Err(Reason::NotVirtual {
+            runs: prefixes.base.clone(),
+        });
+    }
+    let env_dir = real(env);
+    if real(&prefixes.prefix) != env_dir {
+        return Err(Reason::OtherEnv {
+            prefix: prefixes.prefix.clone(),
+        });
+    }
+    if env_dir.parent() != Some(real(site).as_path()) {
+        return Err(Reason::OutsideSite { dir: env_dir });
+    }
+    Ok(())
+}
+
+/// The interpreter the env at `<site>/env` runs, named by the file it runs
+/// (from the probe the reuse check made, so nothing runs again).
+pub fn interpreter(site: &Path, probes: &Probes) -> Option<Interpreter> {
+    let python = site.join("env").join("bin").join("python");
+    let found = probes.probe(&python)?;
+    Some(Interpreter {
+        path: std::fs::canonicalize(&python).unwrap_or(found.path),
+        ..found
+    })
 }
 
 /// The module that makes an env with this interpreter: `venv`, or for

@@ -1,69 +1,671 @@
 //! What was last installed into the env, so an unchanged push skips pip.
 //!
-//! pip runs again when anything it depends on changed since the last
-//! successful install into this same env: the requirement files (by blob id,
-//! includes too), the interpreter's exact version, the env itself (its
-//! directory and what its site-packages holds), the installer, and the
-//! settings that change resolution (`PIP_*` / `UV_*` variables, pip's config
-//! files, the content of local find-links directories). A requirement pip
-//! cannot see as fixed (a local path, `-e`, a `file:` URL, a VCS URL without
-//! a commit) makes pip run every time.
+//! The installer runs again when anything it depends on changed since the
+//! last successful install into this same env: the requirement files (by
+//! the blob each resolves to in the commit, includes too), the interpreter
+//! the env runs (its version and the file it runs), the env itself (its
+//! directory and what its site-packages holds), the installer, the settings
+//! that change resolution (`PIP_*`, `UV_*` and `PYTHON*` variables, every
+//! config file pip reads, the content of local find-links
+//! directories). A line outside the forms `requirements` understands makes
+//! it run every time.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::commit::short_id;
+use crate::commit::{Commit, Resolved, short_id};
+use crate::error::shown;
 use crate::files::{remove_file_if_there, write_atomic};
+use crate::requirements::{self, Line, Unfixed};
+use crate::runtime::Version;
+use crate::settings::Environment;
 
-/// The inputs of one install, each as text; compared key by key to say
-/// what changed.
-pub type Fingerprint = BTreeMap<String, String>;
+pub const REQUIREMENTS: &str = "requirements.txt";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    fingerprint: Fingerprint,
-    deployment: String,
+/// One input of an install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Input {
+    Requirements,
+    Interpreter,
+    Env,
+    Installer,
+    PipSettings,
+    ConfigFiles,
+    FindLinks,
+    Platform,
 }
 
-/// Whether pip must run, and why.
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Input::Requirements => "requirements",
+            Input::Interpreter => "interpreter",
+            Input::Env => "env",
+            Input::Installer => "installer",
+            Input::PipSettings => "pip settings",
+            Input::ConfigFiles => "config files",
+            Input::FindLinks => "find-links directories",
+            Input::Platform => "platform",
+        })
+    }
+}
+
+/// The inputs of one install, each as text; compared input by input to
+/// say what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fingerprint(BTreeMap<Input, String>);
+
+impl Fingerprint {
+    /// Inputs gathered elsewhere: an install from a lock file (`lockfile`)
+    /// names its files, tool and settings with the same inputs.
+    pub fn from_inputs(inputs: impl IntoIterator<Item = (Input, String)>) -> Self {
+        Fingerprint(inputs.into_iter().collect())
+    }
+
+    /// The same inputs, with the env and its interpreter as `env` is now
+    /// (after an install, or for a new env).
+    pub fn with_env(&self, env: &Path, version: Version) -> Fingerprint {
+        let mut fp = self.clone();
+        fp.0.insert(Input::Env, env_identity(env));
+        fp.0.insert(Input::Interpreter, interpreter_identity(env, version));
+        fp
+    }
+}
+
+/// Why a requirement file makes the installer run every time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "action")]
-pub enum PipDecision {
-    Run { reason: String },
-    Skip { reason: String },
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Always {
+    /// A line outside the forms pushdeploy understands.
+    Line {
+        file: String,
+        line: usize,
+        what: Unfixed,
+    },
+    /// A requirement file that is not a file of the commit (missing, or a
+    /// symlink that does not resolve inside the commit): pip reads whatever
+    /// the site holds there.
+    NotInCommit {
+        file: String,
+        included_by: Option<(String, usize)>,
+    },
 }
 
-/// Why a requirement line cannot be taken as fixed, if it cannot.
-pub fn unfixed(line: &str) -> Option<&'static str> {
-    let line = line.split(" #").next().unwrap_or("").trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    if line.starts_with("-e") || line.starts_with("--editable") {
-        return Some("an editable requirement (-e)");
-    }
-    if line.contains("file:") {
-        return Some("a file: URL");
-    }
-    if line.starts_with('.') || line.starts_with('/') {
-        return Some("a local path");
-    }
-    for vcs in ["git+", "hg+", "svn+", "bzr+"] {
-        if let Some(at) = line.find(vcs) {
-            let url = &line[at..];
-            let pinned = url.rsplit_once('@').is_some_and(|(_, rev)| {
-                let rev = rev.split(['#', ' ']).next().unwrap_or("");
-                rev.len() >= 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !pinned {
-                return Some("a VCS URL without a commit");
+impl fmt::Display for Always {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Always::Line { file, line, what } => {
+                write!(f, "{} line {line} is {what}", file_name(file))
+            }
+            Always::NotInCommit { file, included_by } => {
+                write!(f, "{}", file_name(file))?;
+                if let Some((by, line)) = included_by {
+                    write!(f, " ({} line {line})", file_name(by))?;
+                }
+                f.write_str(" is not a file of the commit")
             }
         }
     }
-    None
+}
+
+/// Why the installer runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RunReason {
+    NewEnv,
+    NoRecord,
+    LastFailed {
+        deployment: String,
+    },
+    /// The last install was killed (or the machine stopped) while it ran.
+    LastUnfinished {
+        deployment: String,
+    },
+    Changed {
+        inputs: Vec<Input>,
+    },
+    Always {
+        why: Always,
+    },
+    NotSkipping {
+        origin: String,
+    },
+}
+
+impl fmt::Display for RunReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunReason::NewEnv => f.write_str("a new env"),
+            RunReason::NoRecord => f.write_str("no earlier install into this env is recorded"),
+            RunReason::LastFailed { deployment } => write!(
+                f,
+                "the last install (deployment {}) failed",
+                short_id(deployment)
+            ),
+            RunReason::LastUnfinished { deployment } => write!(
+                f,
+                "the last install (deployment {}) did not finish",
+                short_id(deployment)
+            ),
+            RunReason::Changed { inputs } => {
+                let names: Vec<String> = inputs.iter().map(Input::to_string).collect();
+                write!(f, "changed since the last install: {}", names.join(", "))
+            }
+            RunReason::Always { why } => write!(f, "{why}: the installer always runs"),
+            RunReason::NotSkipping { origin } => {
+                write!(f, "skipUnchangedPackages is false ({origin})")
+            }
+        }
+    }
+}
+
+/// Whether the installer must run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum PipDecision {
+    Run {
+        reason: RunReason,
+    },
+    /// Every input is as it was after deployment `since`'s install.
+    Skip {
+        since: String,
+    },
+}
+
+impl PipDecision {
+    pub fn run(reason: RunReason) -> Self {
+        PipDecision::Run { reason }
+    }
+}
+
+impl fmt::Display for PipDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipDecision::Run { reason } => reason.fmt(f),
+            PipDecision::Skip { since } => write!(
+                f,
+                "requirements, interpreter, env and pip settings unchanged since {}",
+                short_id(since)
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(default)]
+    fingerprint: Fingerprint,
+    deployment: String,
+    #[serde(default)]
+    outcome: Outcome,
+}
+
+/// How the install by the recorded deployment ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Outcome {
+    #[default]
+    Installed,
+    Failed,
+    /// Recorded before the installer starts: still there, it was killed.
+    Started,
+}
+
+/// The record of the last install into the env (`<state dir>/installed.json`).
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Self {
+        Store {
+            path: state_dir.join("installed.json"),
+        }
+    }
+
+    fn load(&self) -> Option<Stored> {
+        serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Compares with the last install: skip only when every input is the same.
+    pub fn decide(&self, now: &Fingerprint) -> PipDecision {
+        let Some(last) = self.load() else {
+            return PipDecision::run(RunReason::NoRecord);
+        };
+        match last.outcome {
+            Outcome::Installed => {}
+            Outcome::Failed => {
+                return PipDecision::run(RunReason::LastFailed {
+                    deployment: last.deployment,
+                });
+            }
+            Outcome::Started => {
+                return PipDecision::run(RunReason::LastUnfinished {
+                    deployment: last.deployment,
+                });
+            }
+        }
+        let mut inputs: Vec<Input> = now
+            .0
+            .keys()
+            .chain(last.fingerprint.0.keys())
+            .filter(|k| now.0.get(*k) != last.fingerprint.0.get(*k))
+            .copied()
+            .collect();
+        inputs.sort();
+        inputs.dedup();
+        if inputs.is_empty() {
+            PipDecision::Skip {
+                since: last.deployment,
+            }
+        } else {
+            PipDecision::run(RunReason::Changed { inputs })
+        }
+    }
+
+    /// Records a successful install.
+    pub fn save(&self, fingerprint: &Fingerprint, deployment: &str) -> Result<()> {
+        self.write(fingerprint.clone(), deployment, Outcome::Installed)
+    }
+
+    /// Records a successful install into the env at `env` (run by a
+    /// `version` interpreter), with the env as it is now; without a
+    /// fingerprint (the installer always runs), forgets the last one.
+    pub fn installed(
+        &self,
+        fingerprint: Option<&Fingerprint>,
+        env: &Path,
+        version: Version,
+        deployment: &str,
+    ) -> Result<()> {
+        match fingerprint {
+            Some(fp) => self.save(&fp.with_env(env, version), deployment),
+            None => self.forget(),
+        }
+    }
+
+    /// Records a failed install into the env: the next deployment runs the
+    /// installer, and its dry run says why.
+    pub fn failed(&self, deployment: &str) -> Result<()> {
+        self.write(Fingerprint::default(), deployment, Outcome::Failed)
+    }
+
+    /// Records that an install into the env starts: if it is killed, the
+    /// next deployment runs the installer again, whatever else changed.
+    pub fn started(&self, deployment: &str) -> Result<()> {
+        self.write(Fingerprint::default(), deployment, Outcome::Started)
+    }
+
+    fn write(&self, fingerprint: Fingerprint, deployment: &str, outcome: Outcome) -> Result<()> {
+        let stored = Stored {
+            fingerprint,
+            deployment: deployment.to_string(),
+            outcome,
+        };
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
+    }
+
+    pub fn forget(&self) -> Result<()> {
+        remove_file_if_there(&self.path)
+    }
+}
+
+/// A requirement file as read from the commit.
+#[derive(Debug, Clone)]
+pub struct RequirementFile {
+    /// As pip names it: relative to the site, through the including file's folder.
+    pub name: String,
+    /// The file it resolves to in the commit, and that file's blob.
+    pub path: String,
+    pub blob: git2::Oid,
+    pub content: Vec<u8>,
+    /// Symlinks followed to reach it: (path, target).
+    pub links: Vec<(String, String)>,
+}
+
+/// requirements.txt and everything it includes, read from the commit.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    pub files: Vec<RequirementFile>,
+    /// The first reason the installer must always run, if any.
+    pub always: Option<Always>,
+    find_links: Vec<String>,
+    platform: bool,
+    /// Lines of options with `${VAR}`, as pip will read them (hashed).
+    expanded: Vec<String>,
+}
+
+/// How many requirement files one install may read; more is refused.
+const MAX_FILES: usize = 256;
+
+/// Reads requirements.txt and the files it includes from the commit.
+/// Refuses (an error naming the file, the line and the value) an include
+/// that leaves the site: an absolute path, `..` above the top, a `file:`
+/// URL. `lookup` gives the variables pip will see, for `-r ${VAR}`.
+pub fn read_requirements(
+    commit: &Commit,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Requirements> {
+    let mut out = Requirements::default();
+    let mut queue = std::collections::VecDeque::from([(REQUIREMENTS.to_string(), None)]);
+    let mut seen = std::collections::BTreeSet::new();
+    let note = |out: &mut Requirements, why: Always| {
+        out.always.get_or_insert(why);
+    };
+    while let Some((name, included_by)) = queue.pop_front() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if seen.len() > MAX_FILES {
+            bail!("{REQUIREMENTS}: includes more than {MAX_FILES} requirement files");
+        }
+        let (path, blob, content, links) = match commit.resolve(&name)? {
+            Resolved::File {
+                path,
+                id,
+                content,
+                links,
+            } => (path, id, content, links),
+            Resolved::Missing => {
+                note(
+                    &mut out,
+                    Always::NotInCommit {
+                        file: name,
+                        included_by,
+                    },
+                );
+                continue;
+            }
+            Resolved::Outside => {
+                bail!(
+                    "{}: leads outside the site; requirement files must be files of the commit",
+                    file_name(&name)
+                )
+            }
+        };
+        let text = utf8_text(&name, &content)?.to_string();
+        let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+        for (number, line) in requirements::logical_lines(&text) {
+            let at = |what| Always::Line {
+                file: name.clone(),
+                line: number,
+                what,
+            };
+            let include = match requirements::classify(&line) {
+                Ok(Line::Include { kind, path }) => Some((kind, path)),
+                Ok(Line::FindLinks { dir }) => {
+                    out.find_links.push(dir);
+                    None
+                }
+                Ok(Line::Requirement { platform }) => {
+                    out.platform |= platform;
+                    None
+                }
+                Ok(Line::Options) => None,
+                Err(Unfixed::Variable) => {
+                    let expanded = requirements::expand(&line, lookup);
+                    match requirements::classify(&expanded) {
+                        // An index option with a variable (a token in a
+                        // private index's URL): its value counts, hashed.
+                        Ok(Line::Options) => {
+                            let id = git2::Oid::hash_object(
+                                git2::ObjectType::Blob,
+                                expanded.as_bytes(),
+                            )?;
+                            out.expanded.push(format!("{name} line {number} {id}"));
+                        }
+                        _ => note(&mut out, at(Unfixed::Variable)),
+                    }
+                    // The value pip will read, checked and followed all the same.
+                    requirements::include_value(&line)
+                        .map(|(kind, v)| (kind, requirements::expand(&v, lookup)))
+                }
+                Err(what) => {
+                    note(&mut out, at(what));
+                    None
+                }
+            };
+            let Some((kind, value)) = include else {
+                continue;
+            };
+            let refuse = |why: &str| {
+                anyhow::anyhow!(
+                    "{} line {number}: {} {} {why}; requirement files must be inside the site",
+                    file_name(&name),
+                    kind.flag(),
+                    shown(value.as_bytes())
+                )
+            };
+            if value.to_ascii_lowercase().starts_with("file:") {
+                return Err(refuse("names a file by URL"));
+            }
+            if value.starts_with('/') {
+                return Err(refuse("is an absolute path"));
+            }
+            // pip joins the value to the including file's folder as named;
+            // `.` and empty parts change nothing, `..` is left to the resolver.
+            let joined = format!("{dir}/{value}")
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect::<Vec<_>>()
+                .join("/");
+            if climbs_out(&joined) {
+                return Err(refuse("climbs out of the site"));
+            }
+            if value.contains("${") || value.contains("://") {
+                continue;
+            }
+            queue.push_back((joined, Some((name.clone(), number))));
+        }
+        out.files.push(RequirementFile {
+            name,
+            path,
+            blob,
+            content,
+            links,
+        });
+    }
+    Ok(out)
+}
+
+/// A requirement file's text, which must be UTF-8 as pushdeploy reads it.
+/// pip also decodes UTF-16 and UTF-32 (by their BOM) and whatever encoding a
+/// `coding:` comment in the first two lines names (UTF-7 among them), where
+/// an include out of the site could hide from this reading: refused.
+fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "{}: {what}; requirement files must be UTF-8",
+            file_name(name)
+        )
+    };
+    let boms: [&[u8]; 2] = [b"\xff\xfe", b"\xfe\xff"];
+    if boms.iter().any(|bom| content.starts_with(bom)) || content.starts_with(b"\x00\x00\xfe\xff") {
+        return Err(refuse("starts with a UTF-16 or UTF-32 byte order mark"));
+    }
+    let text = std::str::from_utf8(content).map_err(|_| refuse("is not UTF-8 text"))?;
+    // pip's PEP 263 check: `coding[:=]\s*([-\w.]+)` in a first or second
+    // line that starts with `#`.
+    for line in text.split('\n').take(2).filter(|l| l.starts_with('#')) {
+        let Some(at) = line.find("coding") else {
+            continue;
+        };
+        let Some(rest) = line[at + "coding".len()..].strip_prefix([':', '=']) else {
+            continue;
+        };
+        let encoding: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect::<String>()
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        if !["utf-8", "utf8", "utf-8-sig", "ascii", "us-ascii"].contains(&encoding.as_str()) {
+            return Err(refuse(&format!(
+                "declares the encoding {}",
+                shown(encoding.as_bytes())
+            )));
+        }
+    }
+    Ok(text)
+}
+
+/// A requirement file's name as written in a message: as it is, or quoted
+/// with its hidden characters shown when it has any (a name is the
+/// commit's text, and must not reach the pusher's terminal raw).
+fn file_name(name: &str) -> String {
+    if name.chars().all(|c| !c.is_control() && !c.is_whitespace()) {
+        name.to_string()
+    } else {
+        shown(name.as_bytes())
+    }
+}
+
+/// Whether a relative path goes above its top with `..`, taken as written.
+fn climbs_out(path: &str) -> bool {
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// Everything besides the requirement files that an install depends on.
+pub struct Context<'a> {
+    pub env: &'a Environment,
+    /// `.deployment`'s app settings, which the installer sees too.
+    pub app_settings: &'a [(String, String)],
+    /// `pip`, or `uv <path>`.
+    pub installer: String,
+    pub site: &'a Path,
+}
+
+impl Context<'_> {
+    /// A variable as the installer sees it: app settings over the hook's environment.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.app_settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.env.get(name).map(str::to_string))
+    }
+
+    /// `PIP_*`, `UV_*` and `PYTHON*` variables the installer sees.
+    fn vars(&self) -> Vec<(String, String)> {
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        for prefix in ["PIP_", "UV_", "PYTHON"] {
+            vars.extend(self.env.with_prefix(prefix));
+        }
+        vars.extend(
+            self.app_settings
+                .iter()
+                .filter(|(k, _)| ["PIP_", "UV_", "PYTHON"].iter().any(|p| k.starts_with(p)))
+                .cloned(),
+        );
+        vars.into_iter().collect()
+    }
+
+    /// Every configuration file pip reads, in the order pip reads them (uv
+    /// runs with `--no-config`: it reads none).
+    pub fn config_files(&self) -> Vec<PathBuf> {
+        let home = self.env.home();
+        let config_home = self
+            .env
+            .get("XDG_CONFIG_HOME")
+            .map_or_else(|| home.join(".config"), PathBuf::from);
+        let config_dirs: Vec<PathBuf> = self
+            .env
+            .get("XDG_CONFIG_DIRS")
+            .unwrap_or("/etc/xdg")
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        let mut files: Vec<PathBuf> = config_dirs.iter().map(|d| d.join("pip/pip.conf")).collect();
+        files.push("/etc/pip.conf".into());
+        files.push(home.join(".pip/pip.conf"));
+        files.push(home.join(".config/pip/pip.conf"));
+        files.push(config_home.join("pip/pip.conf"));
+        files.push(self.site.join("env/pip.conf"));
+        if let Some(file) = self.var("PIP_CONFIG_FILE") {
+            files.push(file.into());
+        }
+        files.dedup();
+        files
+    }
+}
+
+/// The fingerprint of an install into the env at `env` (run by a
+/// `version` interpreter), from the requirement files and the context.
+pub fn fingerprint(
+    requirements: &Requirements,
+    context: &Context,
+    env: &Path,
+    version: Version,
+) -> Result<Fingerprint> {
+    let mut fp = BTreeMap::new();
+    let files: Vec<String> = requirements
+        .files
+        .iter()
+        .map(|f| format!("{} -> {} {}", f.name, f.path, f.blob))
+        .chain(requirements.expanded.iter().cloned())
+        .collect();
+    fp.insert(Input::Requirements, files.join("\n"));
+    fp.insert(Input::Installer, context.installer.clone());
+    let vars = context.vars();
+    let text: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fp.insert(Input::PipSettings, text.join("\n"));
+    let configs: Vec<String> = context
+        .config_files()
+        .iter()
+        .filter_map(|path| {
+            let content = std::fs::read(path).ok()?;
+            Some(format!(
+                "{} {}",
+                path.display(),
+                String::from_utf8_lossy(&content)
+            ))
+        })
+        .collect();
+    fp.insert(Input::ConfigFiles, configs.join("\n"));
+    let mut find_links = requirements.find_links.clone();
+    for (k, v) in &vars {
+        if k == "PIP_FIND_LINKS" || k == "UV_FIND_LINKS" {
+            find_links.extend(v.split_whitespace().map(str::to_string));
+        }
+    }
+    let dirs: Vec<String> = find_links
+        .iter()
+        .filter(|link| !link.contains("://") || link.starts_with("file://"))
+        .map(|link| {
+            let path = link.strip_prefix("file://").unwrap_or(link);
+            format!("{path}\n{}", listing(Path::new(path)))
+        })
+        .collect();
+    fp.insert(Input::FindLinks, dirs.join("\n"));
+    if requirements.platform {
+        // Markers on platform_release or platform_version read the kernel's.
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        fp.insert(
+            Input::Platform,
+            read("/proc/sys/kernel/osrelease") + &read("/proc/sys/kernel/version"),
+        );
+    }
+    Ok(Fingerprint(fp).with_env(env, version))
 }
 
 /// A directory's listing (names, sizes, times): changes when a wheel is
@@ -92,13 +694,14 @@ pub fn listing(dir: &Path) -> String {
 pub fn env_identity(env: &Path) -> String {
     let real = std::fs::canonicalize(env).unwrap_or_else(|_| env.to_path_buf());
     let lib = real.join("lib");
-    let site_packages: Vec<PathBuf> = std::fs::read_dir(&lib)
+    let mut site_packages: Vec<PathBuf> = std::fs::read_dir(&lib)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path().join("site-packages"))
         .filter(|p| p.is_dir())
         .collect();
+    site_packages.sort();
     let mut out = real.display().to_string();
     for dir in site_packages {
         out.push('\n');
@@ -107,178 +710,495 @@ pub fn env_identity(env: &Path) -> String {
     out
 }
 
-pub struct Store {
-    path: PathBuf,
-}
-
-impl Store {
-    pub fn new(state_dir: &Path) -> Self {
-        Store {
-            path: state_dir.join("installed.json"),
-        }
-    }
-
-    fn load(&self) -> Option<Stored> {
-        serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()
-    }
-
-    /// Compares with the last install: skip only when every input is the same.
-    pub fn decide(&self, now: &Fingerprint) -> PipDecision {
-        let Some(last) = self.load() else {
-            return PipDecision::Run {
-                reason: "no earlier install into this env is recorded".into(),
-            };
-        };
-        let changed: Vec<&str> = now
-            .keys()
-            .chain(last.fingerprint.keys())
-            .filter(|k| now.get(*k) != last.fingerprint.get(*k))
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if changed.is_empty() {
-            let short = short_id(&last.deployment);
-            PipDecision::Skip {
-                reason: format!(
-                    "requirements, interpreter, env and pip settings unchanged since {short}"
-                ),
-            }
-        } else {
-            PipDecision::Run {
-                reason: format!("changed since the last install: {}", changed.join(", ")),
-            }
-        }
-    }
-
-    /// Records a successful install.
-    pub fn save(&self, fingerprint: &Fingerprint, deployment: &str) -> Result<()> {
-        let stored = Stored {
-            fingerprint: fingerprint.clone(),
-            deployment: deployment.to_string(),
-        };
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
-    }
-
-    pub fn forget(&self) -> Result<()> {
-        remove_file_if_there(&self.path)
-    }
-}
-
-/// What one install depends on, gathered by the plan.
-pub struct Inputs<'a> {
-    /// Requirement files as (name, content), requirements.txt first.
-    pub files: &'a [(String, Vec<u8>)],
-    /// `PIP_*` and `UV_*` variables the installer will see.
-    pub vars: &'a [(String, String)],
-    /// pip's configuration files that may apply.
-    pub config_files: &'a [PathBuf],
-    pub installer: String,
-    pub interpreter: String,
-    pub env: &'a Path,
-}
-
-/// The fingerprint of an install, or why pip must always run.
-pub fn fingerprint(inputs: &Inputs) -> Result<Fingerprint, String> {
-    let mut fp = Fingerprint::new();
-    let mut find_links: Vec<String> = Vec::new();
-    let mut requirements = Vec::new();
-    for (name, content) in inputs.files {
-        let text = String::from_utf8_lossy(content);
-        for (n, line) in text.lines().enumerate() {
-            if let Some(why) = unfixed(line) {
-                return Err(format!("{name} line {} is {why}", n + 1));
-            }
-            let line = line.trim();
-            for opt in ["--find-links", "-f"] {
-                if let Some(rest) = line.strip_prefix(opt).filter(|r| r.starts_with([' ', '='])) {
-                    find_links.push(rest.trim_start_matches(['=', ' ']).trim().to_string());
-                }
-            }
-        }
-        let id =
-            git2::Oid::hash_object(git2::ObjectType::Blob, content).map_err(|e| e.to_string())?;
-        requirements.push(format!("{name} {id}"));
-    }
-    fp.insert("requirements".into(), requirements.join("\n"));
-    fp.insert("interpreter".into(), inputs.interpreter.clone());
-    fp.insert("env".into(), env_identity(inputs.env));
-    fp.insert("installer".into(), inputs.installer.clone());
-    let mut vars: Vec<String> = inputs
-        .vars
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    fp.insert("pip settings".into(), vars.join("\n"));
-    for (k, v) in inputs.vars {
-        if k == "PIP_FIND_LINKS" || k == "UV_FIND_LINKS" {
-            find_links.extend(v.split_whitespace().map(str::to_string));
-        }
-    }
-    let mut configs = Vec::new();
-    for path in inputs.config_files {
-        if let Ok(content) = std::fs::read(path) {
-            configs.push(format!(
-                "{} {}",
-                path.display(),
-                String::from_utf8_lossy(&content)
-            ));
-        }
-    }
-    fp.insert("pip config files".into(), configs.join("\n"));
-    let mut dirs = Vec::new();
-    for link in find_links {
-        let path = link.strip_prefix("file://").unwrap_or(&link);
-        if !link.contains("://") || link.starts_with("file://") {
-            dirs.push(format!("{path}\n{}", listing(Path::new(path))));
-        }
-    }
-    fp.insert("find-links directories".into(), dirs.join("\n"));
-    Ok(fp)
+/// The interpreter an env runs, by the file it runs (whatever name led to
+/// it: `/usr/bin/python3` and `/usr/bin/python3.11` are one interpreter).
+pub fn interpreter_identity(env: &Path, version: Version) -> String {
+    let python = env.join("bin/python");
+    let real = std::fs::canonicalize(&python).unwrap_or(python);
+    format!("{version} {}", real.display())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn requirements_that_are_not_fixed() {
-        assert_eq!(unfixed("flask==3.1.0"), None);
-        assert_eq!(unfixed("# -e ."), None);
-        assert_eq!(unfixed("-e ."), Some("an editable requirement (-e)"));
-        assert_eq!(unfixed("./libs/mypkg"), Some("a local path"));
-        assert_eq!(unfixed("pkg @ file:///srv/pkg.whl"), Some("a file: URL"));
-        assert_eq!(
-            unfixed("git+https://example.invalid/x.git@main#egg=x"),
-            Some("a VCS URL without a commit")
-        );
-        assert_eq!(
-            unfixed(
-                "git+https://example.invalid/x.git@0123456789abcdef0123456789abcdef01234567#egg=x"
-            ),
-            None
-        );
+    fn fp(pairs: &[(Input, &str)]) -> Fingerprint {
+        Fingerprint(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
     }
 
     #[test]
     fn decides_by_every_input() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        let mut fp = Fingerprint::new();
-        fp.insert("requirements".into(), "requirements.txt abc".into());
-        fp.insert("python".into(), "3.11.7".into());
-        assert!(matches!(store.decide(&fp), PipDecision::Run { .. }));
-        store.save(&fp, "0123456789").unwrap();
-        assert!(
-            matches!(store.decide(&fp), PipDecision::Skip { reason } if reason.contains("0123456"))
-        );
-        fp.insert("python".into(), "3.11.8".into());
+        let mut now = fp(&[
+            (Input::Requirements, "requirements.txt abc"),
+            (Input::Interpreter, "3.11.7"),
+        ]);
+        assert_eq!(store.decide(&now), PipDecision::run(RunReason::NoRecord));
+        store.save(&now, "0123456789").unwrap();
         assert_eq!(
-            store.decide(&fp),
-            PipDecision::Run {
-                reason: "changed since the last install: python".into()
+            store.decide(&now),
+            PipDecision::Skip {
+                since: "0123456789".into()
             }
         );
+        now.0.insert(Input::Interpreter, "3.11.8".into());
+        let run = store.decide(&now);
+        assert_eq!(
+            run,
+            PipDecision::run(RunReason::Changed {
+                inputs: vec![Input::Interpreter]
+            })
+        );
+        assert_eq!(
+            run.to_string(),
+            "changed since the last install: interpreter"
+        );
+        store.failed("abcdef0123").unwrap();
+        assert_eq!(
+            store.decide(&now).to_string(),
+            "the last install (deployment abcdef0) failed"
+        );
+        store.started("1234567890").unwrap();
+        assert_eq!(
+            store.decide(&now).to_string(),
+            "the last install (deployment 1234567) did not finish"
+        );
+    }
+
+    #[test]
+    fn the_decision_has_stable_tags() {
+        let run = PipDecision::run(RunReason::Changed {
+            inputs: vec![Input::Requirements, Input::PipSettings],
+        });
+        assert_eq!(
+            serde_json::to_value(&run).unwrap(),
+            serde_json::json!({"action": "run", "reason": {"kind": "changed", "inputs": ["requirements", "pipSettings"]}})
+        );
+        let always = PipDecision::run(RunReason::Always {
+            why: Always::Line {
+                file: "requirements.txt".into(),
+                line: 2,
+                what: Unfixed::LocalPath,
+            },
+        });
+        assert_eq!(
+            serde_json::to_value(&always).unwrap(),
+            serde_json::json!({"action": "run", "reason": {"kind": "always", "why": {"kind": "line", "file": "requirements.txt", "line": 2, "what": {"kind": "localPath"}}}})
+        );
+        assert_eq!(
+            always.to_string(),
+            "requirements.txt line 2 is a local path: the installer always runs"
+        );
+    }
+
+    /// A commit of `files` (a content, or `@target` for a symlink).
+    fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, git2::Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let mut index = repo.index().unwrap();
+        for (path, content) in files {
+            let (mode, bytes) = match content.strip_prefix('@') {
+                Some(target) => (0o120000, target.as_bytes()),
+                None => (0o100644, content.as_bytes()),
+            };
+            let id = repo.blob(bytes).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id,
+                flags: path.len() as u16,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        drop(tree);
+        (dir, repo)
+    }
+
+    fn read(files: &[(&str, &str)], vars: &[(&str, &str)]) -> Result<(Requirements, Fingerprint)> {
+        let (_dir, repo) = repo_with(files);
+        let commit = Commit::open(&repo, "HEAD")?;
+        let env = Environment::from_pairs(vars.iter().copied());
+        let site = tempfile::tempdir().unwrap();
+        let context = Context {
+            env: &env,
+            app_settings: &[],
+            installer: "pip".into(),
+            site: site.path(),
+        };
+        let requirements = read_requirements(&commit, &|name| context.var(name))?;
+        let v = Version {
+            major: 3,
+            minor: 11,
+            patch: 7,
+        };
+        let fp = fingerprint(&requirements, &context, &site.path().join("env"), v)?;
+        Ok((requirements, fp))
+    }
+
+    /// Each form on the list, before and after a change of a file it names:
+    /// the fingerprint changes, so the installer runs.
+    #[test]
+    fn a_change_of_what_a_known_form_names_makes_the_installer_run() {
+        type Files<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(&str, Files, Files)] = &[
+            (
+                "a requirement",
+                &[("requirements.txt", "flask==3.1\n")],
+                &[("requirements.txt", "flask==3.2\n")],
+            ),
+            (
+                "a continued line",
+                &[("requirements.txt", "flask==\\\n3.1\n")],
+                &[("requirements.txt", "flask==\\\n3.2\n")],
+            ),
+            (
+                "-r base.txt",
+                &[
+                    ("requirements.txt", "-r base.txt\n"),
+                    ("base.txt", "six==1.16.0\n"),
+                ],
+                &[
+                    ("requirements.txt", "-r base.txt\n"),
+                    ("base.txt", "six==1.17.0\n"),
+                ],
+            ),
+            (
+                "-rbase.txt",
+                &[
+                    ("requirements.txt", "-rbase.txt\n"),
+                    ("base.txt", "six==1.16.0\n"),
+                ],
+                &[
+                    ("requirements.txt", "-rbase.txt\n"),
+                    ("base.txt", "six==1.17.0\n"),
+                ],
+            ),
+            (
+                "--requirement=reqs/base.txt",
+                &[
+                    ("requirements.txt", "--requirement=reqs/base.txt\n"),
+                    ("reqs/base.txt", "six\n"),
+                ],
+                &[
+                    ("requirements.txt", "--requirement=reqs/base.txt\n"),
+                    ("reqs/base.txt", "six<2\n"),
+                ],
+            ),
+            (
+                "-cconstraints.txt",
+                &[
+                    ("requirements.txt", "six\n-cconstraints.txt\n"),
+                    ("constraints.txt", "six==1.16.0\n"),
+                ],
+                &[
+                    ("requirements.txt", "six\n-cconstraints.txt\n"),
+                    ("constraints.txt", "six==1.17.0\n"),
+                ],
+            ),
+            (
+                "--constraint c.txt, from an include, relative to it",
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs/base.txt", "six\n--constraint c.txt\n"),
+                    ("reqs/c.txt", "six==1.16.0\n"),
+                ],
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs/base.txt", "six\n--constraint c.txt\n"),
+                    ("reqs/c.txt", "six==1.17.0\n"),
+                ],
+            ),
+            (
+                "requirements.txt as a symlink",
+                &[
+                    ("requirements.txt", "@reqs/prod.txt"),
+                    ("reqs/prod.txt", "six\n"),
+                ],
+                &[
+                    ("requirements.txt", "@reqs/prod.txt"),
+                    ("reqs/prod.txt", "six\ngreeting\n"),
+                ],
+            ),
+            (
+                "a symlink pointed elsewhere",
+                &[
+                    ("requirements.txt", "@a.txt"),
+                    ("a.txt", "six\n"),
+                    ("b.txt", "six\n"),
+                ],
+                &[
+                    ("requirements.txt", "@b.txt"),
+                    ("a.txt", "six\n"),
+                    ("b.txt", "six\n"),
+                ],
+            ),
+            (
+                "an include through a symlinked folder",
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs", "@conf"),
+                    ("conf/base.txt", "six\n"),
+                ],
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs", "@conf"),
+                    ("conf/base.txt", "six<2\n"),
+                ],
+            ),
+            (
+                "an index option",
+                &[(
+                    "requirements.txt",
+                    "--index-url https://a.example/simple\nsix\n",
+                )],
+                &[(
+                    "requirements.txt",
+                    "--index-url https://b.example/simple\nsix\n",
+                )],
+            ),
+        ];
+        for (what, before, after) in table {
+            let (reqs, one) = read(before, &[]).unwrap();
+            assert_eq!(reqs.always, None, "{what}");
+            let (reqs, two) = read(after, &[]).unwrap();
+            assert_eq!(reqs.always, None, "{what}");
+            assert_ne!(
+                one.0.get(&Input::Requirements),
+                two.0.get(&Input::Requirements),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_variable_in_an_index_option_counts_by_its_value() {
+        let files = [(
+            "requirements.txt",
+            "--extra-index-url https://${TOKEN}@pypi.example/simple\nsix\n",
+        )];
+        let (reqs, one) = read(&files, &[("TOKEN", "a")]).unwrap();
+        assert_eq!(reqs.always, None);
+        let (_, two) = read(&files, &[("TOKEN", "b")]).unwrap();
+        assert_ne!(
+            one.0.get(&Input::Requirements),
+            two.0.get(&Input::Requirements)
+        );
+        assert!(!one.0.values().any(|v| v.contains("https://a@")));
+        // In a requirement, or expanding to one, it always runs.
+        let (reqs, _) = read(&[("requirements.txt", "six==${SIX}\n")], &[("SIX", "1")]).unwrap();
+        assert!(reqs.always.is_some());
+    }
+
+    #[test]
+    fn a_local_find_links_directory_and_platform_markers_count() {
+        let links = tempfile::tempdir().unwrap();
+        let text = format!("--find-links {}\nsix\n", links.path().display());
+        let files = [("requirements.txt", text.as_str())];
+        let (_, one) = read(&files, &[]).unwrap();
+        fs_err::write(links.path().join("six-1.17.0-py3-none-any.whl"), "").unwrap();
+        let (_, two) = read(&files, &[]).unwrap();
+        assert_ne!(one.0.get(&Input::FindLinks), two.0.get(&Input::FindLinks));
+        let (_, fp) = read(&[("requirements.txt", "x; platform_release > '5'\n")], &[]).unwrap();
+        assert!(fp.0.contains_key(&Input::Platform));
+        let (_, fp) = read(&[("requirements.txt", "x\n")], &[]).unwrap();
+        assert!(!fp.0.contains_key(&Input::Platform));
+    }
+
+    #[test]
+    fn the_config_files_pip_reads_count() {
+        let etc = tempfile::tempdir().unwrap();
+        let dirs = format!("{}:/nonexistent", etc.path().display());
+        let vars = [("XDG_CONFIG_DIRS", dirs.as_str()), ("HOME", "/nonexistent")];
+        let files = [("requirements.txt", "six\n")];
+        let (_, one) = read(&files, &vars).unwrap();
+        fs_err::create_dir(etc.path().join("pip")).unwrap();
+        fs_err::write(
+            etc.path().join("pip/pip.conf"),
+            "[install]\nupgrade = true\n",
+        )
+        .unwrap();
+        let (_, two) = read(&files, &vars).unwrap();
+        assert_ne!(
+            one.0.get(&Input::ConfigFiles),
+            two.0.get(&Input::ConfigFiles)
+        );
+        let env = Environment::from_pairs([("HOME", "/home/d")]);
+        let context = Context {
+            env: &env,
+            app_settings: &[],
+            installer: "pip".into(),
+            site: Path::new("/srv/site"),
+        };
+        let names: Vec<String> = context
+            .config_files()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/etc/xdg/pip/pip.conf",
+                "/etc/pip.conf",
+                "/home/d/.pip/pip.conf",
+                "/home/d/.config/pip/pip.conf",
+                "/srv/site/env/pip.conf",
+            ]
+        );
+    }
+
+    /// A sample of forms outside the list: each makes the installer run
+    /// every time, naming the file and the line.
+    #[test]
+    fn forms_outside_the_list_always_run_and_name_the_line() {
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("requirements.txt", "six\nlibs/mylib\n")],
+                "requirements.txt line 2 is a local path",
+            ),
+            (
+                &[("requirements.txt", "./mylib\n")],
+                "requirements.txt line 1 is a local path",
+            ),
+            (
+                &[("requirements.txt", "x @ file:///srv/x.whl\n")],
+                "requirements.txt line 1 is a local path",
+            ),
+            (
+                &[("requirements.txt", "-e .\n")],
+                "requirements.txt line 1 is an editable requirement (-e)",
+            ),
+            (
+                &[("requirements.txt", "git+https://x.example/r.git#egg=r\n")],
+                "requirements.txt line 1 is a VCS URL",
+            ),
+            (
+                &[("requirements.txt", "six==${SIX}\n")],
+                "requirements.txt line 1 is an environment variable (${...})",
+            ),
+            (
+                &[("requirements.txt", "-r https://x.example/base.txt\n")],
+                "requirements.txt line 1 is a requirement file by URL",
+            ),
+            (
+                &[
+                    ("requirements.txt", "--req base.txt\n"),
+                    ("base.txt", "six\n"),
+                ],
+                "requirements.txt line 1 is an option pushdeploy does not follow (\"--req\")",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r base.txt\n"),
+                    ("base.txt", "\n\n-e .\n"),
+                ],
+                "base.txt line 3 is an editable requirement (-e)",
+            ),
+            (
+                &[("requirements.txt", "-r missing.txt\n")],
+                "missing.txt (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "@nowhere.txt")],
+                "requirements.txt is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
+                "reqs (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
+                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
+            ),
+        ];
+        for (files, want) in table {
+            let (reqs, _) = read(files, &[]).unwrap();
+            let why = reqs.always.unwrap_or_else(|| panic!("{want}: not seen"));
+            assert_eq!(why.to_string(), *want);
+        }
+    }
+
+    #[test]
+    fn requirement_files_outside_the_site_are_refused() {
+        let secret = [("SECRET_FILE", "/proc/self/environ")];
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("requirements.txt", "-r /proc/self/environ\n")],
+                "requirements.txt line 1: -r \"/proc/self/environ\" is an absolute path",
+            ),
+            (
+                &[("requirements.txt", "six\n-c/dev/stdin\n")],
+                "requirements.txt line 2: -c \"/dev/stdin\" is an absolute path",
+            ),
+            (
+                &[("requirements.txt", "-r ../secrets.txt\n")],
+                "requirements.txt line 1: -r \"../secrets.txt\" climbs out of the site",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs/base.txt", "-r ../../x.txt\n"),
+                ],
+                "reqs/base.txt line 1: -r \"../../x.txt\" climbs out of the site",
+            ),
+            (
+                &[(
+                    "requirements.txt",
+                    "--requirement=FILE:///proc/self/environ\n",
+                )],
+                "requirements.txt line 1: -r \"FILE:///proc/self/environ\" names a file by URL",
+            ),
+            (
+                &[("requirements.txt", "-r ${SECRET_FILE}\n")],
+                "requirements.txt line 1: -r \"/proc/self/environ\" is an absolute path",
+            ),
+            (
+                &[("requirements.txt", "-r up/x.txt\n"), ("up", "@..")],
+                "up/x.txt: leads outside the site",
+            ),
+            (
+                &[(
+                    "requirements.txt",
+                    "# -*- coding: utf-7 -*-\n-r +AC8-proc/self/environ\n",
+                )],
+                "requirements.txt: declares the encoding \"utf-7\"; requirement files must be UTF-8",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r base.txt\n"),
+                    ("base.txt", "#coding=latin-1\n"),
+                ],
+                "base.txt: declares the encoding \"latin-1\"",
+            ),
+        ];
+        let (reqs, _) = read(&[("requirements.txt", "# coding: utf-8\nsix\n")], &[]).unwrap();
+        assert_eq!(reqs.always, None);
+        for (files, want) in table {
+            let err = read(files, &secret)
+                .err()
+                .unwrap_or_else(|| panic!("{want}: not refused"));
+            let text = format!("{err:#}");
+            assert!(text.starts_with(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn paths_that_climb_out() {
+        assert!(!climbs_out("reqs/../base.txt"));
+        assert!(climbs_out("../base.txt"));
+        assert!(climbs_out("reqs/../../base.txt"));
+        assert!(!climbs_out("./a/./b.txt"));
     }
 }

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod receive;
 pub mod record;
 pub mod report;
+pub mod requirements;
 pub mod runtime;
 pub mod seed;
 pub mod settings;

@@ -19,8 +19,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::commit::Commit;
+use crate::commit::short_id;
 use crate::env::Decision;
-use crate::installed::{self, Fingerprint, PipDecision};
+use crate::installed::{self, Fingerprint, Input, PipDecision, RunReason};
 use crate::managers::{self, Kind};
 use crate::packages::{Installer, Package};
 use crate::pipfile;
@@ -42,6 +43,8 @@ pub struct LockPlan {
     pub groups: Vec<String>,
     pub extras: Vec<String>,
     pub install_project: bool,
+    /// Why it runs or is skipped.
+    pub reason: String,
     /// The dry run's answer: what would be installed, upgraded, removed.
     pub changes: Option<Changes>,
     /// Pipfile.lock as a hashed requirements file, and its pins.
@@ -235,6 +238,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         groups: list(GROUPS),
         extras: list(EXTRAS),
         install_project: values.bool(INSTALL_PROJECT).is_some_and(|(b, _)| b),
+        reason: String::new(),
         changes: None,
         requirements,
     };
@@ -245,30 +249,26 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     }
     let fingerprint = fingerprint(&lock, cx, &lock_bytes);
     let store = installed::Store::new(&settings.state_dir);
-    let decision = match (cx.env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
-        (Decision::Create { .. }, _, _) => PipDecision::Run {
-            reason: "a new env".into(),
-        },
-        (_, Err(why), _) => PipDecision::Run {
-            reason: format!("{why}: the install always runs"),
-        },
-        (_, _, Some((false, origin))) => PipDecision::Run {
-            reason: format!("skipUnchangedPackages is false ({origin})"),
-        },
-        (Decision::Reuse, Ok(fp), _) => match store.decide(fp) {
-            PipDecision::Skip { reason } => {
-                let since = reason.rsplit_once("since ").map_or("", |(_, s)| s);
-                PipDecision::Skip {
-                    reason: format!(
-                        "{}, {}, interpreter, env and settings unchanged since {since}",
-                        kind.lock_file(),
-                        kind.project_file()
-                    ),
-                }
-            }
-            run => run,
-        },
+    // The store's decision, and the same said for a lock file.
+    let (decision, reason) = match (cx.env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
+        (Decision::Create { .. }, _, _) => (PipDecision::run(RunReason::NewEnv), None),
+        (_, Err(why), _) => (
+            // Outside the commit: nothing says whether it changed.
+            PipDecision::run(RunReason::Changed {
+                inputs: vec![Input::Requirements],
+            }),
+            Some(format!("{why}: the install always runs")),
+        ),
+        (_, _, Some((false, origin))) => (
+            PipDecision::run(RunReason::NotSkipping {
+                origin: origin.to_string(),
+            }),
+            None,
+        ),
+        (Decision::Reuse, Ok(fp), _) => (store.decide(fp), None),
     };
+    let reason = reason.unwrap_or_else(|| reason_text(kind, &decision));
+    lock.reason = reason;
     if cx.preview {
         lock.changes = Some(match (cx.env, &decision) {
             (_, PipDecision::Skip { .. }) => Changes::default(),
@@ -284,24 +284,53 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     Ok((lock, decision, fingerprint.ok()))
 }
 
-/// What the install depends on, or why it must always run.
+/// Why the install runs or is skipped, in the words of a lock file: the
+/// store's inputs are named for what they hold here.
+fn reason_text(kind: Kind, decision: &PipDecision) -> String {
+    match decision {
+        PipDecision::Skip { since } => format!(
+            "{}, {}, interpreter, env and settings unchanged since {}",
+            kind.lock_file(),
+            kind.project_file(),
+            short_id(since)
+        ),
+        PipDecision::Run {
+            reason: RunReason::Changed { inputs },
+        } => {
+            let names: Vec<&str> = inputs
+                .iter()
+                .map(|i| match i {
+                    Input::Requirements => "lock and project files",
+                    Input::Installer => "tool",
+                    Input::PipSettings => "settings",
+                    Input::ConfigFiles => "config files",
+                    Input::Interpreter => "interpreter",
+                    Input::Env => "env",
+                    Input::FindLinks => "find-links directories",
+                    Input::Platform => "platform",
+                })
+                .collect();
+            format!("changed since the last install: {}", names.join(", "))
+        }
+        PipDecision::Run { reason } => reason.to_string(),
+    }
+}
+
+/// What the install depends on (the env and interpreter as they are now),
+/// or why it must always run.
 fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Fingerprint, String> {
     let commit = cx.commit;
     let settings = cx.settings;
     let kind = lock.kind;
-    let mut fp = Fingerprint::new();
-    fp.insert(
-        "manager".into(),
-        match &lock.tool {
-            Some(tool) => format!(
-                "{} {} {}",
-                tool.name.command(),
-                tool.version,
-                tool.path.display()
-            ),
-            None => format!("Pipfile.lock with {}", cx.installer),
-        },
-    );
+    let manager = match &lock.tool {
+        Some(tool) => format!(
+            "{} {} {}",
+            tool.name.command(),
+            tool.version,
+            tool.path.display()
+        ),
+        None => format!("Pipfile.lock with {}", cx.installer),
+    };
     let mut files = Vec::new();
     for name in [
         kind.lock_file(),
@@ -313,8 +342,6 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
             files.push(format!("{name} {id}"));
         }
     }
-    fp.insert("lock and project files".into(), files.join("\n"));
-    let mut sources = Vec::new();
     for path in managers::local_sources(kind, lock_bytes).map_err(|e| format!("{e:#}"))? {
         let rel = path.strip_prefix("file://").unwrap_or(&path);
         if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
@@ -324,21 +351,8 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
             ));
         }
         let id = commit.path_id(rel).unwrap_or_else(|| "(missing)".into());
-        sources.push(format!("{rel} {id}"));
+        files.push(format!("local source {rel} {id}"));
     }
-    fp.insert("local sources".into(), sources.join("\n"));
-    fp.insert(
-        "interpreter".into(),
-        format!(
-            "{} {}",
-            cx.runtime.interpreter.version,
-            cx.runtime.interpreter.path.display()
-        ),
-    );
-    fp.insert(
-        "env".into(),
-        installed::env_identity(&settings.site.join("env")),
-    );
     let prefixes = ["PIP_", "UV_", "POETRY_"];
     let mut vars: Vec<String> = prefixes
         .iter()
@@ -359,7 +373,6 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
         lock.install_project
     ));
     vars.sort();
-    fp.insert("settings".into(), vars.join("\n"));
     let mut configs = Vec::new();
     for path in config_files(settings) {
         if let Ok(content) = std::fs::read(&path) {
@@ -370,8 +383,13 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
             ));
         }
     }
-    fp.insert("config files".into(), configs.join("\n"));
-    Ok(fp)
+    let fp = Fingerprint::from_inputs([
+        (Input::Installer, manager),
+        (Input::Requirements, files.join("\n")),
+        (Input::PipSettings, vars.join("\n")),
+        (Input::ConfigFiles, configs.join("\n")),
+    ]);
+    Ok(fp.with_env(&settings.site.join("env"), cx.runtime.interpreter.version))
 }
 
 /// The configuration files of pip and Poetry that may apply (uv runs with

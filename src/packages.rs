@@ -1,18 +1,21 @@
-//! Packages: `pip install -r requirements.txt` into the env, so that pip
-//! skips what is already installed; and, for the dry run, asking pip what it
-//! would install (`--dry-run --report`).
+//! Packages: whether the installer runs (from what `installed` gathers and
+//! remembers), `pip install -r requirements.txt` into the env, and, for the
+//! dry run, asking pip what it would install (`--dry-run --report`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::commit::Commit;
+use crate::env::Decision;
 use crate::error::usage;
+pub use crate::installed::REQUIREMENTS;
+use crate::installed::{self, Fingerprint, PipDecision, RunReason};
 use crate::report::{Report, dies_with_us};
-use crate::settings::{Environment, InstallerChoice, Origin};
-
-pub const REQUIREMENTS: &str = "requirements.txt";
+use crate::runtime::Version;
+use crate::settings::{Environment, InstallerChoice, Origin, SKIP_UNCHANGED, Settings, Values};
 
 /// A package pip would install or upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,22 +95,23 @@ pub fn installer(
     }
 }
 
-fn pip(env_dir: &Path) -> std::path::PathBuf {
-    env_dir.join("bin").join("pip")
-}
-
 /// Runs the installer in the site for the env at `env_dir`, its output
-/// streamed.
+/// streamed. The env is named explicitly (`env/bin/python -m pip`, uv's
+/// `--python`), and pip is told to refuse anything but a virtual env, so
+/// that nothing is ever installed into the interpreter the env was built on.
 pub fn install(
     installer: &Installer,
     env_dir: &Path,
     site: &Path,
     report: &mut Report,
 ) -> Result<()> {
+    let python = env_dir.join("bin").join("python");
     match installer {
         Installer::Pip => {
             let expr = duct::cmd!(
-                pip(env_dir),
+                python,
+                "-m",
+                "pip",
                 "install",
                 "--progress-bar",
                 "off",
@@ -115,11 +119,11 @@ pub fn install(
                 REQUIREMENTS
             )
             .dir(site)
+            .env("PIP_REQUIRE_VIRTUALENV", "1")
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
             report.run("pip install", expr)
         }
         Installer::Uv { path } => {
-            let python = env_dir.join("bin").join("python");
             let expr = duct::cmd!(
                 path,
                 "pip",
@@ -139,6 +143,106 @@ pub fn install(
     }
 }
 
+/// What the plan says about packages: the installer, whether it runs, what
+/// it would install, and what the install depends on.
+pub struct PackagesPlan {
+    pub installer: Installer,
+    pub pip: PipDecision,
+    pub packages: Preview,
+    /// `None` when the installer runs every time.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// Decides the installer's step: reads the requirement files from the
+/// commit (refusing includes outside the site), gathers what the install
+/// depends on, and compares it with the last install into the env. With
+/// `preview` (the dry run), asks pip what it would install.
+///
+/// `env_version` is the Python the env runs (the reused env's, or the new
+/// env's interpreter).
+pub fn plan(
+    settings: &Settings,
+    values: &Values,
+    commit: &Commit,
+    env: &Decision,
+    env_version: Version,
+    preview: bool,
+) -> Result<PackagesPlan> {
+    let app_settings = &values.app;
+    let installer = installer(
+        values.installer(),
+        values.path(crate::settings::UV_PATH),
+        &settings.env,
+    )?;
+    let context = installed::Context {
+        env: &settings.env,
+        app_settings,
+        installer: installer.to_string(),
+        site: &settings.site,
+    };
+    let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
+    let fingerprint = match &requirements.always {
+        Some(_) => None,
+        None => Some(installed::fingerprint(
+            &requirements,
+            &context,
+            &settings.site.join("env"),
+            env_version,
+        )?),
+    };
+    let store = installed::Store::new(&settings.state_dir);
+    let pip = match (env, &requirements.always, &fingerprint) {
+        (Decision::Create { .. }, _, _) => PipDecision::run(RunReason::NewEnv),
+        (_, Some(why), _) => PipDecision::run(RunReason::Always { why: why.clone() }),
+        (Decision::Reuse, None, Some(fp)) => match values.bool(SKIP_UNCHANGED) {
+            Some((false, origin)) => PipDecision::run(RunReason::NotSkipping {
+                origin: origin.to_string(),
+            }),
+            _ => store.decide(fp),
+        },
+        (Decision::Reuse, None, None) => PipDecision::run(RunReason::NoRecord),
+    };
+    let packages = match (env, &pip, preview) {
+        (_, _, false) => Preview::NotAsked,
+        (Decision::Create { .. }, _, true) => Preview::NewEnv,
+        (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
+            packages: Vec::new(),
+        },
+        (Decision::Reuse, _, true) => {
+            preview_packages(&settings.site.join("env"), &requirements, app_settings)?
+        }
+    };
+    Ok(PackagesPlan {
+        installer,
+        pip,
+        packages,
+        fingerprint,
+    })
+}
+
+/// Writes the commit's requirement files (and the links that lead to them)
+/// to a temp dir as the site will have them, and asks the env's pip.
+fn preview_packages(
+    env_dir: &Path,
+    requirements: &installed::Requirements,
+    vars: &[(String, String)],
+) -> Result<Preview> {
+    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
+    for file in &requirements.files {
+        for (link, target) in &file.links {
+            let path = dir.path().join(link);
+            if std::fs::symlink_metadata(&path).is_err() {
+                fs_err::create_dir_all(path.parent().context("a link has a folder")?)?;
+                std::os::unix::fs::symlink(target, &path)?;
+            }
+        }
+        let path = dir.path().join(&file.path);
+        fs_err::create_dir_all(path.parent().context("a file has a folder")?)?;
+        fs_err::write(path, &file.content)?;
+    }
+    Ok(preview(env_dir, dir.path(), vars))
+}
+
 /// Asks pip which packages `requirements` (a file, with whatever it includes
 /// beside it) would install into the env at `env_dir`, changing nothing.
 pub fn preview(env_dir: &Path, requirements_dir: &Path, vars: &[(String, String)]) -> Preview {
@@ -155,9 +259,11 @@ fn ask_pip(
     requirements_dir: &Path,
     vars: &[(String, String)],
 ) -> Result<Vec<Package>> {
-    let report_file = requirements_dir.join("pip-report.json");
+    let report_file = requirements_dir.join(".pushdeploy-pip-report.json");
     let expr = dies_with_us(duct::cmd!(
-        pip(env_dir),
+        env_dir.join("bin").join("python"),
+        "-m",
+        "pip",
         "install",
         "--dry-run",
         "--quiet",
@@ -171,6 +277,7 @@ fn ask_pip(
         .iter()
         .fold(expr, |e, (k, v)| e.env(k, v))
         .dir(requirements_dir)
+        .env("PIP_REQUIRE_VIRTUALENV", "1")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .stdout_capture()
         .stderr_capture()
@@ -191,22 +298,33 @@ fn ask_pip(
     parse_report(&bytes)
 }
 
+/// pip's installation report (`--report`), the parts read here.
+#[derive(Deserialize)]
+struct PipReport {
+    install: Vec<ReportItem>,
+}
+
+#[derive(Deserialize)]
+struct ReportItem {
+    metadata: ReportMetadata,
+}
+
+#[derive(Deserialize)]
+struct ReportMetadata {
+    name: String,
+    version: String,
+}
+
 /// Reads pip's installation report (JSON): `install[].metadata.{name,version}`.
 pub fn parse_report(bytes: &[u8]) -> Result<Vec<Package>> {
-    let json: serde_json::Value =
-        serde_json::from_slice(bytes).context("pip's report is not JSON")?;
-    let items = json
-        .get("install")
-        .and_then(|i| i.as_array())
-        .context("pip's report has no install list")?;
-    let mut packages: Vec<Package> = items
-        .iter()
-        .filter_map(|item| {
-            let meta = item.get("metadata")?;
-            Some(Package {
-                name: meta.get("name")?.as_str()?.to_string(),
-                version: meta.get("version")?.as_str()?.to_string(),
-            })
+    let report: PipReport =
+        serde_json::from_slice(bytes).context("pip's report is not the JSON pip writes")?;
+    let mut packages: Vec<Package> = report
+        .install
+        .into_iter()
+        .map(|item| Package {
+            name: item.metadata.name,
+            version: item.metadata.version,
         })
         .collect();
     packages.sort_by(|a, b| {
@@ -215,26 +333,6 @@ pub fn parse_report(bytes: &[u8]) -> Result<Vec<Package>> {
             .cmp(&b.name.to_ascii_lowercase())
     });
     Ok(packages)
-}
-
-/// The requirement files a requirements file pulls in with `-r` / `-c`
-/// (relative to it), so that they can be read from the commit too.
-pub fn included_files(content: &str) -> Vec<String> {
-    content
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let rest = ["-r", "--requirement", "-c", "--constraint"]
-                .iter()
-                .find_map(|opt| {
-                    let after = line.strip_prefix(opt)?;
-                    (after.starts_with([' ', '\t', '=']))
-                        .then(|| after.trim_start_matches(['=', ' ', '\t']))
-                })?;
-            let path = rest.split_whitespace().next()?;
-            (!path.contains("://")).then(|| path.to_string())
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -255,14 +353,5 @@ mod tests {
             ["Greeting 2.0.0", "tinyweb 1.0.0"]
         );
         assert!(parse_report(b"{}").is_err());
-    }
-
-    #[test]
-    fn finds_included_requirement_files() {
-        let text = "-r base.txt\n--requirement=dev.txt\n-c constraints.txt\nflask==3.1\n-rother.txt\n-r https://example.invalid/x.txt\n";
-        assert_eq!(
-            included_files(text),
-            ["base.txt", "dev.txt", "constraints.txt"]
-        );
     }
 }

@@ -3,16 +3,16 @@
 //! run carries it out. What only running can tell (whether Django is in a
 //! new env, what pip resolves) the plan names as a question, not an answer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::commit::short_id;
 use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
-use crate::installed::{self, Fingerprint, PipDecision};
+use crate::installed::{Fingerprint, PipDecision};
 use crate::lockfile::{self, LockPlan};
 use crate::managers::{self, Detected};
 use crate::manifest::{self, Manifest};
@@ -20,7 +20,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, Refused, SCM_DO_BUILD,
-    SKIP_UNCHANGED, Settings, VERIFY, Values,
+    Settings, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -248,10 +248,11 @@ impl Plan {
                 });
                 if let Some(lock) = lock {
                     let file = lock.kind.lock_file();
+                    let why = lock.reason.clone();
                     out.push(match pip {
-                        PipDecision::Skip { reason } => format!("{file}: skipped ({reason})"),
-                        PipDecision::Run { reason } => {
-                            format!("{file}: {} ({reason})", lock.command(installer))
+                        PipDecision::Skip { .. } => format!("{file}: skipped ({why})"),
+                        PipDecision::Run { .. } => {
+                            format!("{file}: {} ({why})", lock.command(installer))
                         }
                     });
                     if let Some(tool) = &lock.tool {
@@ -264,8 +265,8 @@ impl Plan {
                     }
                 } else {
                     out.push(match pip {
-                        PipDecision::Skip { reason } => format!("{installer}: skipped ({reason})"),
-                        PipDecision::Run { reason } => format!("{installer}: runs ({reason})"),
+                        PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
+                        PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
                     });
                     if matches!(pip, PipDecision::Run { .. }) {
                         out.push(packages_line(installer, packages));
@@ -462,7 +463,6 @@ fn python_plan(
     preview: bool,
     probes: &Probes,
 ) -> Result<Python> {
-    let app_settings = &values.app;
     let manager_files = [REQUIREMENTS, managers::PYPROJECT, managers::PIPFILE]
         .into_iter()
         .chain(managers::KINDS.iter().map(|k| k.lock_file()));
@@ -489,21 +489,30 @@ fn python_plan(
         Some(kind) => managers::project_python(commit, kind)?,
         None => None,
     };
-    let runtime = choose_runtime_for(settings, values, commit, probes, project_python)?;
+    let mut runtime = choose_runtime_for(settings, values, commit, probes, project_python)?;
     let env = env::decide(&settings.site, runtime.request, forced(values), probes);
-    if matches!(env, Decision::Create { .. }) {
-        env::tool(&runtime)?;
+    match &env {
+        Decision::Create { .. } => {
+            env::tool(&runtime)?;
+        }
+        // What runs is the env's interpreter, which may be another build of
+        // the same runtime (Kudu's rule keeps a 3.11.7 env for python-3.11).
+        Decision::Reuse => {
+            if let Some(python) = env::interpreter(&settings.site, probes) {
+                runtime.interpreter = python;
+            }
+        }
     }
-    let installer = packages::installer(
-        values.installer(),
-        values.path(crate::settings::UV_PATH),
-        &settings.env,
-    )?;
     let keep_unneeded = match values.bool(crate::settings::REMOVE_UNNEEDED) {
         Some((false, origin)) => Some(origin.to_string()),
         _ => None,
     };
     if let Some(kind) = kind {
+        let installer = packages::installer(
+            values.installer(),
+            values.path(crate::settings::UV_PATH),
+            &settings.env,
+        )?;
         let cx = lockfile::Inputs {
             settings,
             values,
@@ -526,133 +535,25 @@ fn python_plan(
             fingerprint,
         });
     }
-    let files = requirement_files(commit)?;
-    let fingerprint = match &files {
-        Ok(files) => {
-            let mut vars = settings.env.with_prefix("PIP_");
-            vars.extend(settings.env.with_prefix("UV_"));
-            vars.extend(
-                app_settings
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("PIP_") || k.starts_with("UV_"))
-                    .cloned(),
-            );
-            let config_files = pip_config_files(settings);
-            let inputs = installed::Inputs {
-                files,
-                vars: &vars,
-                config_files: &config_files,
-                installer: installer.to_string(),
-                interpreter: format!(
-                    "{} {}",
-                    runtime.interpreter.version,
-                    runtime.interpreter.path.display()
-                ),
-                env: &settings.site.join("env"),
-            };
-            installed::fingerprint(&inputs)
-        }
-        Err(why) => Err(why.clone()),
-    };
-    let store = installed::Store::new(&settings.state_dir);
-    let pip = match (&env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
-        (Decision::Create { .. }, _, _) => PipDecision::Run {
-            reason: "a new env".into(),
-        },
-        (_, Err(why), _) => PipDecision::Run {
-            reason: format!("{why}: the installer always runs"),
-        },
-        (_, _, Some((false, origin))) => PipDecision::Run {
-            reason: format!("skipUnchangedPackages is false ({origin})"),
-        },
-        (Decision::Reuse, Ok(fp), _) => store.decide(fp),
-    };
-    let packages = match (&env, &pip, preview) {
-        (_, _, false) => Preview::NotAsked,
-        (Decision::Create { .. }, _, true) => Preview::NewEnv,
-        (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
-            packages: Vec::new(),
-        },
-        (Decision::Reuse, _, true) => match &files {
-            Ok(files) => preview_packages(settings, files, app_settings)?,
-            Err(why) => Preview::Unknown { why: why.clone() },
-        },
-    };
+    let packages = packages::plan(
+        settings,
+        values,
+        commit,
+        &env,
+        runtime.interpreter.version,
+        preview,
+    )?;
     Ok(Python::Run {
         runtime,
         env,
-        installer,
-        pip,
-        packages,
+        installer: packages.installer,
+        pip: packages.pip,
+        packages: packages.packages,
         lock: None,
         notes,
         keep_unneeded,
-        fingerprint: fingerprint.ok(),
+        fingerprint: packages.fingerprint,
     })
-}
-
-/// pip's configuration files that may apply to the installer.
-fn pip_config_files(settings: &Settings) -> Vec<PathBuf> {
-    let env = &settings.env;
-    let home = env.home();
-    let mut files = vec![
-        PathBuf::from("/etc/pip.conf"),
-        home.join(".pip/pip.conf"),
-        home.join(".config/pip/pip.conf"),
-    ];
-    if let Some(xdg) = env.get("XDG_CONFIG_HOME") {
-        files.push(Path::new(xdg).join("pip/pip.conf"));
-    }
-    if let Some(file) = env.get("PIP_CONFIG_FILE") {
-        files.push(PathBuf::from(file));
-    }
-    files.push(settings.site.join("env/pip.conf"));
-    files
-}
-
-/// Requirement files as (name, content).
-type RequirementFiles = Vec<(String, Vec<u8>)>;
-
-/// requirements.txt and the files it includes (`-r`, `-c`), read from the
-/// commit; or why they cannot all be read, which makes pip always run.
-fn requirement_files(commit: &Commit) -> Result<Result<RequirementFiles, String>> {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut queue = vec![REQUIREMENTS.to_string()];
-    while let Some(name) = queue.pop() {
-        if files.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        if name.contains('/') || name.starts_with('.') || files.len() > 32 {
-            return Ok(Err(format!(
-                "requirements include {name}, outside the top folder"
-            )));
-        }
-        let Some(content) = commit.read_root_file(&name)? else {
-            return Ok(Err(format!(
-                "requirements include {name}, which is not in the commit"
-            )));
-        };
-        queue.extend(packages::included_files(&String::from_utf8_lossy(&content)));
-        files.push((name, content));
-    }
-    Ok(Ok(files))
-}
-
-/// Writes the commit's requirement files to a temp dir and asks the env's pip.
-fn preview_packages(
-    settings: &Settings,
-    files: &[(String, Vec<u8>)],
-    vars: &[(String, String)],
-) -> Result<Preview> {
-    let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
-    for (name, content) in files {
-        fs_err::write(dir.path().join(name), content)?;
-    }
-    Ok(packages::preview(
-        &settings.site.join("env"),
-        dir.path(),
-        vars,
-    ))
 }
 
 fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framework {

@@ -180,6 +180,18 @@ impl fmt::Display for Source {
 pub struct Interpreter {
     pub path: PathBuf,
     pub version: Version,
+    /// `sys.prefix` and the prefix of the Python it runs on (`base_prefix`):
+    /// the same for a Python that is not a virtual env.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefixes: Option<Prefixes>,
+}
+
+/// Where an interpreter's packages live: a virtual env's python has a
+/// `prefix` of its own, apart from its `base` Python's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Prefixes {
+    pub prefix: PathBuf,
+    pub base: PathBuf,
 }
 
 /// The decided runtime: what was wanted, from where, and what provides it.
@@ -245,7 +257,10 @@ impl Probes {
     /// The interpreter's version and real path: from the cache, or by running it.
     pub fn probe(&self, path: &Path) -> Option<Interpreter> {
         let key = Self::key(path)?;
-        if let Some(known) = self.known.borrow().get(&key) {
+        // Entries of an older cache lack the prefixes: asked again once.
+        if let Some(known) = self.known.borrow().get(&key)
+            && known.prefixes.is_some()
+        {
             return Some(known.clone());
         }
         let found = probe(path)?;
@@ -257,8 +272,8 @@ impl Probes {
 
 /// Runs an interpreter once and asks for its version and real path.
 pub fn probe(path: &Path) -> Option<Interpreter> {
-    const SCRIPT: &str =
-        "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable)";
+    // real_prefix: the env's base for virtualenv before 20 (and Python 2).
+    const SCRIPT: &str = "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable); print(sys.prefix); print(getattr(sys, 'real_prefix', None) or getattr(sys, 'base_prefix', sys.prefix))";
     let out = duct::cmd!(path, "-c", SCRIPT)
         .stdout_capture()
         .stderr_null()
@@ -276,7 +291,13 @@ pub fn probe(path: &Path) -> Option<Interpreter> {
         .map(str::trim)
         .filter(|p| Path::new(p).is_absolute())
         .map(PathBuf::from);
+    let mut prefix = || lines.next().map(|l| PathBuf::from(l.trim()));
+    let prefixes = match (prefix(), prefix()) {
+        (Some(prefix), Some(base)) => Some(Prefixes { prefix, base }),
+        _ => None,
+    };
     Some(Interpreter {
+        prefixes,
         path: executable.unwrap_or_else(|| path.to_path_buf()),
         version: Version {
             major: v.major,

@@ -19,9 +19,12 @@ fn site_packages(env: &Path, v: Version) -> PathBuf {
         .join("site-packages")
 }
 
-/// The seed for one interpreter: `<cache>/<version>-<path>/site-packages`.
+/// The seed for one interpreter: `<cache>/<version>-<path>/site-packages`,
+/// by the file the interpreter runs, whatever name led to it
+/// (`/usr/bin/python3` and `/usr/bin/python3.11` share one seed).
 fn seed_dir(cache: &Path, python: &Path, v: Version) -> PathBuf {
-    let path: String = python
+    let real = std::fs::canonicalize(python).unwrap_or_else(|_| python.to_path_buf());
+    let path: String = real
         .to_string_lossy()
         .chars()
         .map(|c| {

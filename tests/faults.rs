@@ -302,9 +302,10 @@ fn killed_while_creating_the_env() {
 #[test]
 fn killed_during_pip() {
     let s = deployed_flask();
-    // pip reads this included requirements file first: a FIFO, so pip
-    // waits in open() until a writer comes.
-    let fifo = s.root.join("more-requirements.txt");
+    // pip reads this included requirements file first: a FIFO in the site
+    // (a file of the app's, not of the commit), so pip waits in open()
+    // until a writer comes.
+    let fifo = s.site.join("more-requirements.txt");
     assert!(
         Command::new("mkfifo")
             .arg(&fifo)
@@ -315,7 +316,7 @@ fn killed_during_pip() {
     let requirements = std::fs::read_to_string(s.work.join("requirements.txt")).unwrap();
     s.write(
         "requirements.txt",
-        &format!("{requirements}-r {}\n", fifo.display()),
+        &format!("{requirements}-r more-requirements.txt\n"),
     );
     let id = s.commit("requirements that include a FIFO");
     s.update_without_deploy();
@@ -359,6 +360,8 @@ fn killed_during_pip() {
     drop(writer);
     std::fs::remove_file(&fifo).unwrap();
     std::fs::write(&fifo, "").unwrap();
+    // The app's file, beside the commit's: the same in the clone, uncommitted.
+    std::fs::write(s.work.join("more-requirements.txt"), "").unwrap();
 
     recovers(&s, &id, &[]).assert_has("pip: done");
 }

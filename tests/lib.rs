@@ -9,6 +9,7 @@ mod faults;
 mod history;
 mod hostile;
 mod lockfiles;
+mod packages;
 mod pipeline;
 mod properties;
 mod runtime_env;

@@ -116,7 +116,7 @@ fn a_requirement_pip_cannot_see_as_fixed_makes_it_run_every_time() {
     s.commit("file url");
     s.push(&[]).assert_ok();
     touch_and_push(&s, &[])
-        .assert_has("requirements.txt line 2 is a file: URL: the installer always runs");
+        .assert_has("requirements.txt line 2 is a local path: the installer always runs");
 }
 
 #[test]

@@ -1,0 +1,356 @@
+//! Issue 11: when the installer may be skipped, requirement files outside
+//! the site, an env that is not a virtual env, and the interpreter and
+//! install messages.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{Run, Server, pyenv};
+
+fn deployed(files: &[(&str, &str)]) -> Server {
+    let s = Server::new();
+    s.app("flask-app");
+    for (path, content) in files {
+        s.write(path, content);
+    }
+    s.commit("first");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s
+}
+
+/// Commits the files and pushes with `vars` in the hook's environment.
+fn push_files(s: &Server, files: &[(&str, &str)], vars: &[(&str, &str)]) -> Run {
+    for (path, content) in files {
+        s.write(path, content);
+    }
+    s.commit("change");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], vars)
+}
+
+/// Pushes a change of app.py only.
+fn touch(s: &Server, vars: &[(&str, &str)]) -> Run {
+    let app = std::fs::read_to_string(s.work.join("app.py")).unwrap();
+    let app = format!("{app}# {}\n", app.len());
+    push_files(s, &[("app.py", &app)], vars)
+}
+
+fn greeting_version(s: &Server) -> String {
+    s.env_python("import greeting; print(greeting.__version__)")
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_symlinked_requirements_txt_counts_by_the_file_it_leads_to() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.write("reqs/prod.txt", "tinyweb==1.0.0\ngreeting==1.0.0\n");
+    s.remove("requirements.txt");
+    std::os::unix::fs::symlink("reqs/prod.txt", s.work.join("requirements.txt")).unwrap();
+    s.commit("requirements as a link");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(greeting_version(&s), "1.0.0");
+    push_files(
+        &s,
+        &[("reqs/prod.txt", "tinyweb==1.0.0\ngreeting==2.0.0\n")],
+        &[],
+    )
+    .assert_ok()
+    .assert_has("changed since the last install: requirements")
+    .assert_has("Successfully installed greeting-2.0.0")
+    // pip runs as env/bin/python, so it names the env as users know it.
+    .assert_has("Requirement already satisfied: tinyweb==1.0.0 in ./env/lib/");
+    assert_eq!(greeting_version(&s), "2.0.0");
+}
+
+#[test]
+fn an_include_with_its_value_attached_is_followed() {
+    let s = deployed(&[
+        (
+            "requirements.txt",
+            "tinyweb==1.0.0\n-rbase.txt\n-cconstraints.txt\n",
+        ),
+        ("base.txt", "greeting\n"),
+        ("constraints.txt", "greeting==1.0.0\n"),
+    ]);
+    assert_eq!(greeting_version(&s), "1.0.0");
+    touch(&s, &[]).assert_ok().assert_has("pip skipped");
+    push_files(&s, &[("constraints.txt", "greeting==2.0.0\n")], &[])
+        .assert_ok()
+        .assert_has("changed since the last install: requirements")
+        .assert_has("Successfully installed greeting-2.0.0");
+    assert_eq!(greeting_version(&s), "2.0.0");
+}
+
+/// A library of the commit, built by a backend of its own (no setuptools
+/// from an index needed): `mylib.V` is what `mylib.py` says.
+fn write_library(s: &Server, v: &str) {
+    s.write(
+        "libs/mylib/pyproject.toml",
+        "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+    );
+    s.write(
+        "libs/mylib/backend.py",
+        r#"import os, zipfile
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "mylib-1.0-py3-none-any.whl"
+    info = "mylib-1.0.dist-info/"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        z.write("mylib.py", "mylib.py")
+        z.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: mylib\nVersion: 1.0\n")
+        z.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(info + "RECORD", "")
+    return name
+"#,
+    );
+    s.write("libs/mylib/mylib.py", &format!("V = {v:?}\n"));
+}
+
+#[test]
+fn a_local_directory_without_dot_slash_makes_pip_run_every_time() {
+    let s = Server::new();
+    s.app("flask-app");
+    write_library(&s, "v1");
+    s.write("requirements.txt", "tinyweb==1.0.0\nlibs/mylib\n");
+    s.commit("a library of our own");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let v = || {
+        s.env_python("import mylib; print(mylib.V)")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(v(), "v1");
+    write_library(&s, "v2");
+    s.commit("v2");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("requirements.txt line 2 is a local path: the installer always runs");
+    assert_eq!(v(), "v2");
+}
+
+#[test]
+fn a_requirement_file_outside_the_site_is_refused_and_no_secret_leaks() {
+    let s = deployed(&[]);
+    let secret = "SERVER_SECRET=hunter2-do-not-print";
+    let vars = [("SERVER_SECRET", "hunter2-do-not-print")];
+    let before = std::fs::read_to_string(s.site.join("app.py")).unwrap();
+    let push = push_files(
+        &s,
+        &[(
+            "requirements.txt",
+            "greeting==2.0.0\n-r /proc/self/environ\n",
+        )],
+        &vars,
+    );
+    push.assert_has(
+        "requirements.txt line 2: -r \"/proc/self/environ\" is an absolute path; requirement files must be inside the site",
+    )
+    .assert_has("failed in step plan");
+    assert!(!push.has("hunter2"), "the secret reached the pusher");
+    assert_eq!(
+        std::fs::read_to_string(s.site.join("app.py")).unwrap(),
+        before
+    );
+    assert_eq!(greeting_version(&s), "1.0.0");
+    let records = std::fs::read_dir(s.repo.join("pushdeploy/deployments")).unwrap();
+    for record in records.flatten() {
+        let text = std::fs::read_to_string(record.path()).unwrap();
+        assert!(!text.contains("hunter2"), "{secret} in {:?}", record.path());
+    }
+    let dry = s.pushdeploy_with(
+        &["deploy", "--repo", s.repo.to_str().unwrap(), "--dry-run"],
+        &vars,
+    );
+    assert_eq!(dry.status, 1);
+    assert!(dry.has("is an absolute path") && !dry.has("hunter2"));
+
+    push_files(
+        &s,
+        &[(
+            "requirements.txt",
+            "greeting==2.0.0\n-r reqs/../../etc.txt\n",
+        )],
+        &[],
+    )
+    .assert_has("requirements.txt line 2: -r \"reqs/../../etc.txt\" climbs out of the site");
+}
+
+/// A copy of pyenv's 3.11.7 whose site-packages is its own (empty) folder:
+/// the interpreter an env is built on, watched for installs.
+fn own_interpreter(root: &Path) -> (PathBuf, PathBuf) {
+    let real = pyenv("3.11.7");
+    let original = real.parent().unwrap().parent().unwrap();
+    let copy = root.join("python");
+    std::fs::create_dir_all(copy.join("bin")).unwrap();
+    std::fs::copy(original.join("bin/python3.11"), copy.join("bin/python3.11")).unwrap();
+    let lib = copy.join("lib/python3.11");
+    std::fs::create_dir_all(lib.join("site-packages")).unwrap();
+    for entry in std::fs::read_dir(original.join("lib/python3.11")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "site-packages" {
+            std::os::unix::fs::symlink(entry.path(), lib.join(entry.file_name())).unwrap();
+        }
+    }
+    (copy.join("bin"), lib.join("site-packages"))
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_env_without_pyvenv_cfg_is_recreated_and_its_base_interpreter_untouched() {
+    if !pyenv("3.11.7").is_file() {
+        eprintln!("no pyenv 3.11.7 here: skipping");
+        return;
+    }
+    let s = Server::new();
+    let (bin, base_packages) = own_interpreter(&s.root);
+    s.config(&["deploy.pythonPath", bin.to_str().unwrap()]);
+    let cache = s.root.join("cache");
+    let vars = [("PUSHDEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    s.app("flask-app");
+    s.commit("first");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has(&format!("-> {}", bin.join("python3.11").display()));
+    let base_before = listing(&base_packages);
+    std::fs::remove_file(s.site.join("env/pyvenv.cfg")).unwrap();
+    push_files(
+        &s,
+        &[("requirements.txt", "tinyweb==1.0.0\ngreeting==2.0.0\n")],
+        &vars,
+    )
+    .assert_ok()
+    .assert_has("env broken: env/bin/python is not a virtual env")
+    .assert_has("Successfully installed greeting-2.0.0");
+    assert_eq!(
+        listing(&base_packages),
+        base_before,
+        "installed into the base"
+    );
+    assert_eq!(greeting_version(&s), "2.0.0");
+    assert!(s.site.join("env/pyvenv.cfg").is_file());
+}
+
+#[test]
+fn after_a_failed_install_the_dry_run_says_the_last_install_failed() {
+    let s = deployed(&[]);
+    let push = push_files(&s, &[("requirements.txt", "greeting==9.9.9\n")], &[]);
+    push.assert_has("failed in step pip");
+    let dry = s.run("deploy", &["--dry-run"]);
+    dry.assert_ok();
+    let line = dry.remote_or_stdout_line("pip: runs (");
+    assert!(
+        line.starts_with("the last install (deployment ") && line.contains(") failed"),
+        "{line}"
+    );
+    let json = s.run("deploy", &["--dry-run", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(plan["python"]["pip"]["action"], "run");
+    assert_eq!(plan["python"]["pip"]["reason"]["kind"], "lastFailed");
+}
+
+/// `python3` and `python3.11` in one folder, both links to one file.
+fn two_names(root: &Path) -> (PathBuf, PathBuf) {
+    let dir = root.join("names");
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = std::fs::canonicalize(pyenv("3.11.7")).unwrap();
+    for name in ["python3", "python3.11"] {
+        std::os::unix::fs::symlink(&real, dir.join(name)).unwrap();
+    }
+    (dir.join("python3"), dir.join("python3.11"))
+}
+
+#[test]
+fn one_interpreter_by_two_names_is_one_interpreter() {
+    if !pyenv("3.11.7").is_file() {
+        eprintln!("no pyenv 3.11.7 here: skipping");
+        return;
+    }
+    let s = Server::new();
+    let (short, long) = two_names(&s.root);
+    let cache = s.root.join("cache");
+    let vars = [("PUSHDEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    s.config(&["deploy.python", short.to_str().unwrap()]);
+    s.app("flask-app");
+    s.remove("runtime.txt");
+    s.commit("no runtime.txt");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has("successful");
+    s.config(&["deploy.python", long.to_str().unwrap()]);
+    let push = touch(&s, &vars);
+    push.assert_ok().assert_has("pip skipped");
+    assert!(
+        !push.has("changed since the last install"),
+        "taken for another interpreter"
+    );
+    let seeds = || listing(&cache.join("seeds"));
+    let before = seeds();
+    let again = s.pushdeploy_with(
+        &[
+            "deploy",
+            "--repo",
+            s.repo.to_str().unwrap(),
+            "--recreate-env",
+        ],
+        &vars,
+    );
+    again.assert_ok().assert_has("pip seeded from");
+    assert!(!again.has("caching pip"), "a second seed for the same file");
+    assert_eq!(seeds(), before);
+}
+
+#[test]
+fn a_less_exact_runtime_keeps_the_env_and_names_the_interpreter_it_runs() {
+    if !pyenv("3.11.7").is_file() || which::which("python3.11").is_err() {
+        eprintln!("needs pyenv's 3.11.7 and another python3.11 on PATH: skipping");
+        return;
+    }
+    let s = deployed(&[("runtime.txt", "python-3.11.7\n")]);
+    let env_python = std::fs::canonicalize(s.site.join("env/bin/python")).unwrap();
+    let push = push_files(&s, &[("runtime.txt", "python-3.11\n")], &[]);
+    push.assert_ok()
+        .assert_has(&format!(
+            "Python runtime: python-3.11 (runtime.txt) -> {} (3.11.7)",
+            env_python.display()
+        ))
+        .assert_has("Found compatible virtual environment env/")
+        .assert_has("pip skipped");
+    assert!(!push.has("changed since the last install"));
+}
+
+#[test]
+fn an_env_that_leads_outside_the_site_is_replaced_and_left_alone() {
+    let s = deployed(&[]);
+    let real = std::fs::canonicalize(s.site.join("env")).unwrap();
+    let outside = s.root.join("outside-env");
+    std::fs::rename(&real, &outside).unwrap();
+    std::fs::remove_file(s.site.join("env")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.site.join("env")).unwrap();
+    let before = crate::util::snapshot(&outside);
+    push_files(
+        &s,
+        &[("requirements.txt", "tinyweb==1.0.0\ngreeting==2.0.0\n")],
+        &[],
+    )
+    .assert_ok()
+    .assert_has(&format!(
+        "env/ leads outside the site, to {}",
+        outside.display()
+    ))
+    .assert_has("Successfully installed greeting-2.0.0");
+    assert_eq!(
+        crate::util::snapshot(&outside),
+        before,
+        "the outside env changed"
+    );
+    assert_eq!(greeting_version(&s), "2.0.0");
+}
