@@ -646,3 +646,42 @@ fn a_commits_uv_toml_does_not_steer_uv() {
     assert!(!outside.exists(), "uv.toml was read");
     assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 }
+
+#[test]
+fn the_package_manager_setting_names_what_is_missing() {
+    let s = Server::new();
+    s.app("flask-app")
+        .write(".deployment", "[config]\npackageManager = uv\n");
+    s.commit("uv chosen, no uv.lock");
+    s.push(&[]).assert_has(
+        "setting packageManager (.deployment line 2) is uv: the commit has no uv.lock: run `uv lock` and commit uv.lock",
+    );
+    s.write(".deployment", "[config]\npackageManager = conda\n");
+    s.commit("not a package manager");
+    s.push(&[]).assert_has(
+        "setting packageManager (.deployment line 2): \"conda\" is not auto, pip, uv, poetry or pipenv",
+    );
+    // pip: requirements.txt, even beside a lock file.
+    copy_dir(&fixtures().join("apps/pipenv-app"), &s.work);
+    s.remove("v2");
+    s.write(".deployment", "[config]\npackageManager = pip\n");
+    s.commit("pip chosen");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("pip install -r requirements.txt");
+}
+
+#[test]
+fn poetry_groups_setting_adds_a_group() {
+    let Some(s) = poetry_server() else { return };
+    poetry_lock(&s);
+    s.write(".deployment", "[config]\ngroups = dev\n");
+    s.commit("with the dev group");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("sync --only main,dev --no-root");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
+    );
+}
