@@ -1246,6 +1246,9 @@ mod tests {
             "S3_BUCKET",
             "PIP_INDEX_URL",
             "UV_INDEX",
+            "UV_INDEX_PRIVATE_PASSWORD",
+            "POETRY_HTTP_BASIC_PRIVATE_USERNAME",
+            "POETRY_REPOSITORIES_PRIVATE_URL",
         ] {
             assert!(app_setting_allowed(allowed), "{allowed}");
         }
@@ -1267,6 +1270,10 @@ mod tests {
             "PIP_CONSTRAINT",
             "UV_PROJECT_ENVIRONMENT",
             "UV_CONFIG_FILE",
+            "UV_INDEX__PASSWORD",
+            "POETRY_CACHE_DIR",
+            "POETRY_VIRTUALENVS_CREATE",
+            "PIPENV_PYPI_MIRROR",
             "VIRTUAL_ENV",
             "GIT_DIR",
             "SSH_AUTH_SOCK",
