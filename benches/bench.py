@@ -583,7 +583,7 @@ class Bench:
                 self.results[key] = {"result": "SKIPPED"}
             return
         version = self.run([uv, "--version"])[1].stdout.decode().strip()
-        env_lock = dict(self.env, PUSHDEPLOY_UV=uv)
+        env_lock = dict(self.env, PUSHDEPLOY_UV_PATH=uv)
         req_work, req_first = self.lock_app(None, "lock-req-work", self.requirements)
         lock_work, lock_first = self.lock_app(uv, "lock-uv-work", self.requirements)
 

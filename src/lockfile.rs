@@ -218,20 +218,16 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     };
     let mut requirements = None;
     let tool = match kind {
-        Kind::Uv => {
-            managers::parse_toml(kind.lock_file(), &lock_bytes)?;
-            Some(tools::choose(settings, values, tools::Name::Uv)?)
-        }
-        Kind::Poetry => {
-            managers::parse_toml(kind.lock_file(), &lock_bytes)?;
-            Some(tools::choose(settings, values, tools::Name::Poetry)?)
-        }
+        Kind::Uv => Some(tools::choose(settings, values, tools::Name::Uv)?),
+        Kind::Poetry => Some(tools::choose(settings, values, tools::Name::Poetry)?),
         Kind::Pipenv => {
             pipfile::check(&project_bytes, &lock_bytes)?;
             requirements = Some(pipfile::convert(&lock_bytes)?);
             None
         }
     };
+    // Read once: a lock that is not TOML (or JSON) fails here, in the plan.
+    let local = managers::local_sources(kind, &lock_bytes)?;
     let mut lock = LockPlan {
         kind,
         tool,
@@ -247,7 +243,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
             "settings groups and extras do not apply to Pipfile.lock, which installs its default packages"
         );
     }
-    let fingerprint = fingerprint(&lock, cx, &lock_bytes);
+    let fingerprint = fingerprint(&lock, cx, &local);
     let store = installed::Store::new(&settings.state_dir);
     // The store's decision, and the same said for a lock file.
     let (decision, reason) = match (cx.env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
@@ -318,7 +314,7 @@ fn reason_text(kind: Kind, decision: &PipDecision) -> String {
 
 /// What the install depends on (the env and interpreter as they are now),
 /// or why it must always run.
-fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Fingerprint, String> {
+fn fingerprint(lock: &LockPlan, cx: &Inputs, local: &[String]) -> Result<Fingerprint, String> {
     let commit = cx.commit;
     let settings = cx.settings;
     let kind = lock.kind;
@@ -342,8 +338,8 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
             files.push(format!("{name} {id}"));
         }
     }
-    for path in managers::local_sources(kind, lock_bytes).map_err(|e| format!("{e:#}"))? {
-        let rel = path.strip_prefix("file://").unwrap_or(&path);
+    for path in local {
+        let rel = path.strip_prefix("file://").unwrap_or(path);
         if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
             return Err(format!(
                 "{} names {path}, outside the project",
@@ -351,6 +347,7 @@ fn fingerprint(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8]) -> Result<Finger
             ));
         }
         let id = commit.path_id(rel).unwrap_or_else(|| "(missing)".into());
+        let rel = rel.to_string();
         files.push(format!("local source {rel} {id}"));
     }
     let prefixes = ["PIP_", "UV_", "POETRY_"];
