@@ -235,6 +235,14 @@ fn a_pyproject_with_dependencies_and_no_lock_says_which_lock_to_commit() {
         "pyproject.toml lists dependencies and the commit has no lock file to install them from: run `uv lock` and commit uv.lock",
     );
 
+    s.write(
+        "pyproject.toml",
+        "[tool.poetry]\npackage-mode = false\n[tool.poetry.dependencies]\npython = \"^3.9\"\ngreeting = \"1.0.0\"\n",
+    );
+    s.commit("poetry, no lock");
+    s.push(&[])
+        .assert_has("run `poetry lock` and commit poetry.lock");
+
     // A pyproject.toml that only configures tools changes nothing.
     s.write("pyproject.toml", "[tool.black]\nline-length = 100\n");
     s.commit("tools only");
