@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::commit::Commit;
 use crate::plan::CustomCommand;
 use crate::report::Report;
-use crate::sync::{self, Change, SyncPlan, Why};
+use crate::sync;
 
 /// Runs the command; its output streams to the pusher, its exit status decides.
 pub fn run(
@@ -27,22 +27,7 @@ pub fn run(
         .prefix("source-")
         .tempdir_in(&work)?;
     let temp = tempfile::Builder::new().prefix("temp-").tempdir_in(&work)?;
-    let checkout = SyncPlan {
-        write: commit
-            .all_entries()?
-            .into_iter()
-            .map(|e| Change::of(e, Why::Added))
-            .collect(),
-        delete: Vec::new(),
-        unchanged: None,
-        skipped: Vec::new(),
-        sweep: Default::default(),
-        basis: sync::Basis::Full {
-            reason: "a fresh checkout".into(),
-        },
-    };
-    sync::apply(&checkout, commit, source.path())
-        .context("writing the checkout for the command")?;
+    sync::checkout(commit, source.path()).context("writing the checkout for the command")?;
     let previous = state_dir.join("command-manifest.txt");
     let next = state_dir.join("command-manifest.next.txt");
     let program = source.path().join(&command.path);

@@ -352,6 +352,11 @@ impl<'r> Commit<'r> {
         check_dir(&tree, dir)
     }
 
+    /// The repository the commit is read from.
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
     /// Removes a ref `pin` made, if it is there.
     pub fn unpin(&self, name: &str) -> Result<()> {
         match self.repo.find_reference(name) {

@@ -11,7 +11,6 @@ use crate::commit::short_id;
 use crate::env::{self, Decision};
 use crate::error::Failure;
 use crate::lock::Lock;
-use crate::manifest;
 use crate::packages;
 use std::path::Path;
 
@@ -78,7 +77,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.state_dir.clone(),
         settings.state_dir.join("deployments"),
     ] {
-        crate::files::remove_temp_files(&dir, crate::files::TEMP_PREFIX)?;
+        crate::files::remove_state_temp_files(&dir, crate::files::ATOMIC_TEMP_PREFIX)?;
     }
     let records = Records::new(&settings.state_dir);
     if let Some(stale) = records.close_unfinished()? {
@@ -87,6 +86,10 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
             short_id(&stale.id.to_string()),
             stale.seq
         ));
+    }
+    // A sync that a killed deployment left unfinished: its files are put back.
+    if let Some(recovered) = sync::recover(repo, &settings.state_dir, &settings.site)? {
+        report.header(recovered.to_string());
     }
     // Pushes that waited for the lock deploy the branch as it is now, so the
     // last one to run leaves the site at the branch's head.
@@ -166,46 +169,70 @@ fn dry_run(
             report.detail(line);
         }
     }
-    Ok(())
+    match &plan.sync {
+        Some(sync) => sync.check_refused(),
+        None => Ok(()),
+    }
 }
 
 fn execute(settings: &Settings, commit: Commit, ref_name: &str, report: &mut Report) -> Result<()> {
     check_site(settings)?;
     let (values, commit) = plan::prepare(settings, commit)?;
     let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
-    let site = &settings.site;
     for refused in &plan.refused_app_settings {
         report.header(refused.to_string());
     }
     report.extra_env = plan.app_settings.clone();
+    let mut journal = None;
     if let Some(sync) = &plan.sync {
-        let store = manifest::Store::new(&settings.state_dir);
         report.step(
             "sync",
             format!("Syncing files: {}", sync.summary()),
             |report| {
-                for s in &sync.skipped {
-                    report.detail(format!("skipped {}: {}", s.path, s.reason));
+                for line in sync.details() {
+                    report.detail(line);
                 }
-                let manifest = plan.manifest();
-                // Pinned by refs, so git keeps the commits whose files are in the site.
-                commit.pin("refs/pushdeploy/pending")?;
-                store.begin(&manifest)?;
-                sync::apply(sync, &commit, site)?;
-                store.commit(&manifest)?;
-                commit.pin("refs/pushdeploy/deployed")?;
-                commit.unpin("refs/pushdeploy/pending")
+                journal = Some(sync::run(
+                    sync,
+                    &commit,
+                    &plan.manifest(),
+                    &settings.state_dir,
+                )?);
+                Ok(())
             },
         )?;
     }
+    // The files stay the new commit's only if every later step succeeds.
+    let result = after_sync(&plan, &commit, settings, report);
+    match (journal, &result) {
+        (Some(journal), Ok(())) => journal.finish()?,
+        (Some(journal), Err(_)) => {
+            let started = Instant::now();
+            let rollback = journal.rollback()?;
+            let took = seconds_text(started.elapsed().as_secs_f64());
+            report.header(format!("{rollback}, in {took}"));
+        }
+        (None, _) => {}
+    }
+    result
+}
+
+fn after_sync(
+    plan: &Plan,
+    commit: &Commit,
+    settings: &Settings,
+    report: &mut Report,
+) -> Result<()> {
+    let site = &settings.site;
     if let Some(command) = &plan.command {
+        sync::note_command(&settings.state_dir, site, &commit.info.id)?;
         report.step(
             "command",
             format!("Running {} (from .deployment)", command.path),
-            |r| crate::command::run(command, &commit, site, &settings.state_dir, r),
+            |r| crate::command::run(command, commit, site, &settings.state_dir, r),
         )?;
     }
-    python_steps(&plan, settings, report)?;
+    python_steps(plan, settings, report)?;
     match &plan.framework {
         Framework::Collectstatic if framework::django_installed(site) => report.step(
             "collectstatic",

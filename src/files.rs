@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 /// Removes the temp files (any entry but a directory) whose names start with
 /// `prefix` that a killed process left in `dir`. Called under the deployment
 /// lock, when no write is under way.
-pub fn remove_temp_files(dir: &Path, prefix: &str) -> Result<()> {
+pub fn remove_state_temp_files(dir: &Path, prefix: &str) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
@@ -22,7 +22,7 @@ pub fn remove_temp_files(dir: &Path, prefix: &str) -> Result<()> {
 }
 
 /// The names of `write_atomic`'s temp files.
-pub const TEMP_PREFIX: &str = ".tmp-";
+pub const ATOMIC_TEMP_PREFIX: &str = ".tmp-";
 
 /// Writes a file so that a reader sees the old or the new content, never half:
 /// a temp file beside it, synced, then renamed over it.
@@ -32,7 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .context("a file to write has no parent directory")?;
     fs_err::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(ATOMIC_TEMP_PREFIX)
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     tmp.write_all(bytes)?;

@@ -15,6 +15,7 @@ pub mod files;
 pub mod framework;
 pub mod init;
 pub mod installed;
+pub mod journal;
 pub mod lock;
 pub mod lockfile;
 pub mod managers;
@@ -29,6 +30,7 @@ pub mod requirements;
 pub mod runtime;
 pub mod seed;
 pub mod settings;
+pub mod site_dir;
 pub mod sync;
 pub mod tools;
 

@@ -16,6 +16,10 @@ pub struct Manifest {
     pub site: PathBuf,
     pub commit: String,
     pub project: Option<String>,
+    /// Set when a custom command deployed a later commit into the site: it
+    /// wrote the files itself, so the next sync compares every file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_command: Option<String>,
 }
 
 /// The manifest files of one state dir.
@@ -57,7 +61,25 @@ impl Store {
 
     pub fn commit(&self, manifest: &Manifest) -> Result<()> {
         write_atomic(&self.complete(), &serde_json::to_vec(manifest)?)?;
+        self.abort()
+    }
+
+    /// No sync is pending any more: the one that was is undone.
+    pub fn abort(&self) -> Result<()> {
         remove_file_if_there(&self.pending())
+    }
+
+    /// Marks the deployed manifest as followed by a custom command's
+    /// deployment of `commit`. Without a manifest there is nothing to mark:
+    /// the next sync is a first one, which compares every file anyway.
+    pub fn note_command(&self, site: &Path, commit: &str) -> Result<()> {
+        match self.load(site)? {
+            Some(mut manifest) => {
+                manifest.after_command = Some(commit.to_string());
+                write_atomic(&self.complete(), &serde_json::to_vec(&manifest)?)
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_DEPLOY, PROJECT, RECREATE_ENV, Refused, SCM_DO_BUILD,
-    Settings, VERIFY, Values,
+    Settings, TAKE_OVER_FILES, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -159,7 +159,12 @@ impl Plan {
                 plan.command = Some(CustomCommand { path, runtime });
             }
             None => {
-                plan.sync = Some(sync_plan(settings, values, commit)?);
+                let sync = sync_plan(settings, values, commit)?;
+                // The dry run shows the plan, then fails on it.
+                if !preview {
+                    sync.check_refused()?;
+                }
+                plan.sync = Some(sync);
                 match values.bool(SCM_DO_BUILD) {
                     Some((false, origin)) => plan.skip_build(format!(
                         "SCM_DO_BUILD_DURING_DEPLOYMENT is false ({origin})"
@@ -191,6 +196,7 @@ impl Plan {
             site: self.site.clone(),
             commit: self.commit.id.clone(),
             project: self.project.clone(),
+            after_command: None,
         }
     }
 
@@ -209,9 +215,16 @@ impl Plan {
                     Why::Added => "new",
                     Why::Changed => "changed",
                     Why::Repair => "differs in the site",
+                    Why::TakeOver => "the site's own file differs: taken over (takeOverFiles)",
                 };
                 out.push(format!("  write  {} ({why})", change.path));
             }
+            out.extend(sync.taken_over.iter().map(|p| {
+                format!("  take   {p} (the site's own file, equal to the commit's: taken over)")
+            }));
+            out.extend(sync.refused.iter().map(|p| {
+                format!("  refuse {p} (the site's own file differs from the commit's; -c takeOverFiles=true replaces it)")
+            }));
             out.extend(sync.delete.iter().map(|p| format!("  delete {p}")));
             out.extend(
                 sync.skipped
@@ -317,12 +330,15 @@ fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<Sy
             )
         });
     let verify = values.bool(VERIFY).is_some_and(|(on, _)| on);
+    let take_over = values.bool(TAKE_OVER_FILES).is_some_and(|(on, _)| on);
     let before = sync::Before {
         project_changed,
         deployed: deployed.as_ref(),
         interrupted: interrupted.as_ref(),
         lost,
         verify,
+        after_command: previous.as_ref().and_then(|m| m.after_command.clone()),
+        take_over,
     };
     sync::plan(commit, &before, &settings.site)
 }

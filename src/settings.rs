@@ -200,6 +200,13 @@ keys! {
         default: Default::Value("false"),
         doc: "true: compare every file with the site and repair drift, instead of syncing only what changed",
     },
+    TAKE_OVER_FILES = {
+        name: "takeOverFiles", env: "PUSHDEPLOY_TAKE_OVER_FILES", file: "takeOverFiles",
+        // The app's files are the server's: a commit cannot have them replaced.
+        commit: Commit::Never, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "true: where the commit adds a file that the site already has and pushdeploy did not write, replace it with the commit's instead of refusing",
+    },
     SKIP_UNCHANGED = {
         name: "skipUnchangedPackages", env: "PUSHDEPLOY_SKIP_UNCHANGED_PACKAGES",
         file: "skipUnchangedPackages",

@@ -1,11 +1,27 @@
 //! Syncing files: making the site match the commit. Changed files are written
 //! atomically (temp file, rename); files that the previous deployment wrote
 //! and this commit lacks are deleted, with directories that this leaves empty.
-//! No path is followed through a symlink, so nothing lands outside the site.
+//! Every path is reached from the site's directory handle without following
+//! a symlink ([`crate::site_dir`]), so nothing lands outside the site, whatever
+//! changes in the site meanwhile. What a sync replaces or deletes is kept
+//! until its deployment ends ([`crate::journal`]).
+//!
+//! The deployment drives it with four calls:
+//! - [`plan`]: what to write and delete, decided before anything changes
+//!   (the dry run prints it);
+//! - [`run`]: carries the plan out and returns the open [`Journal`]; a sync
+//!   that fails half-way is undone before `run` returns its error;
+//! - then [`Journal::finish`] when the whole deployment succeeded (the
+//!   commit becomes the deployed one, the kept copies are deleted), or
+//!   [`Journal::rollback`] when a later step failed (the site's files are
+//!   put back exactly as they were: contents, modes, symlinks, directories);
+//! - [`recover`], under the deployment lock before anything else, after a
+//!   deployment that was killed: undoes its unfinished sync.
 
 use std::collections::{BTreeSet, HashSet};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Component, Path};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -13,23 +29,37 @@ use serde::Serialize;
 use crate::commit::short_id;
 use crate::commit::{Commit, Entry, Kind, MAX_PATH, Skipped};
 use crate::error::shown;
+use crate::journal::PENDING_REF;
+pub use crate::journal::{ASIDE_PREFIX, Journal, Recovered, Rollback, recover};
+use crate::manifest::{self, Manifest};
+use crate::site_dir::{self, Dir, SiteDir, split};
 
+/// The start of every name pushdeploy makes in the site.
+pub const PUSHDEPLOY_PREFIX: &str = ".pushdeploy-";
 /// Names in the site that belong to the env; the sync never touches them.
 pub const ENV_NAMES: &[&str] = &["env"];
 pub const ENV_DIR_PREFIX: &str = ".pushdeploy-env-";
 /// A file that replaces one is written to a temp file of this name beside
 /// it, then renamed over it. One left by a sync that was killed is removed by
 /// the next sync.
-pub const TEMP_PREFIX: &str = ".pushdeploy-tmp-";
+pub const SYNC_TEMP_PREFIX: &str = ".pushdeploy-tmp-";
+/// Test-only: makes the sync stop (`fail:<n>`) or wait while a file exists
+/// (`pause:<n>:<file>`, which it creates) before its n-th change (n = 0:
+/// in [`Journal::finish`], once the journal says finished), so that tests
+/// can break, race or kill a sync at a known point. Never set it otherwise.
+const TEST_HOOK: &str = "PUSHDEPLOY_TEST_SYNC";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum Why {
     Added,
     Changed,
     /// The file in the site differs from the commit (edited or deleted by
     /// hand, or an interrupted sync).
     Repair,
+    /// A file pushdeploy did not write, which differs from the commit's,
+    /// replaced because `takeOverFiles` is set.
+    TakeOver,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,25 +82,71 @@ impl Change {
     }
 }
 
-/// How the changes were found.
+/// How the changes were found: from the diff with the deployed commit, or
+/// by comparing every file with the site, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Basis {
     /// The deployed commit's tree compared with this one's: work in
     /// proportion to the change.
     Diff { from: String },
-    /// Every file of the commit written (a first deployment) or compared with
-    /// the site, and why.
-    Full { reason: String },
+    /// No deployment into this site yet: every file written (or, onto a
+    /// site that already holds files, compared).
+    First,
+    /// A sync of `commit` was interrupted and could not be undone.
+    Interrupted { commit: String },
+    /// The deployed commit is recorded but git no longer has it.
+    Lost { commit: String },
+    /// `.deployment`'s project folder changed.
+    ProjectChanged { from: String, to: String },
+    /// `--verify` or `verify = true`.
+    Verify,
+    /// The last deployment ran a custom command, which wrote the site itself.
+    AfterCommand { commit: String },
+    /// The trees could not be compared.
+    NotComparable,
+}
+
+impl fmt::Display for Basis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ALL: &str = "every file compared with the site";
+        match self {
+            Basis::Diff { from } => write!(f, "changes since {}", short_id(from)),
+            Basis::First => write!(f, "first deployment to this site"),
+            Basis::Interrupted { .. } => write!(f, "an earlier sync was interrupted: {ALL}"),
+            Basis::Lost { commit } => write!(
+                f,
+                "the deployed commit {} is gone from the repository: {ALL}; files only it had are left in place",
+                short_id(commit)
+            ),
+            Basis::ProjectChanged { from, to } => {
+                write!(f, "project changed from {from} to {to}: {ALL}")
+            }
+            Basis::Verify => write!(f, "--verify: {ALL}"),
+            Basis::AfterCommand { commit } => write!(
+                f,
+                "the last deployment ({}) ran a custom command: {ALL}",
+                short_id(commit)
+            ),
+            Basis::NotComparable => write!(f, "the trees could not be compared: {ALL}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SyncPlan {
     pub basis: Basis,
     pub write: Vec<Change>,
     pub delete: Vec<String>,
     /// Files compared and found equal (only known when every file was compared).
     pub unchanged: Option<usize>,
+    /// Files pushdeploy did not write that are byte for byte the commit's:
+    /// from now on they are the deployment's (deleted when a commit drops them).
+    pub taken_over: Vec<String>,
+    /// Files pushdeploy did not write that differ from the commit's: the
+    /// deployment fails (see `check_refused`) unless `takeOverFiles`.
+    pub refused: Vec<String>,
     pub skipped: Vec<Skipped>,
     /// After an interrupted sync: every directory of the commit, where its
     /// temp files may be left.
@@ -88,14 +164,37 @@ impl SyncPlan {
         if let Some(n) = self.unchanged {
             s.push_str(&format!(", {n} unchanged"));
         }
+        if !self.taken_over.is_empty() {
+            s.push_str(&format!(", {} taken over", self.taken_over.len()));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!(", {} skipped", self.skipped.len()));
         }
-        match &self.basis {
-            Basis::Diff { from } => s.push_str(&format!(" (changes since {})", short_id(from))),
-            Basis::Full { reason } => s.push_str(&format!(" ({reason})")),
-        }
+        s.push_str(&format!(" ({})", self.basis));
         s
+    }
+
+    /// Lines under the sync's header: what was skipped and taken over.
+    pub fn details(&self) -> Vec<String> {
+        const SHOWN: usize = 10;
+        let mut out: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|s| format!("skipped {}: {}", s.path, s.reason))
+            .collect();
+        out.extend(
+            self.taken_over
+                .iter()
+                .take(SHOWN)
+                .map(|p| format!("taken over {p}: the site's own file equals the commit's")),
+        );
+        if self.taken_over.len() > SHOWN {
+            out.push(format!(
+                "taken over {} more (pushdeploy deploy --dry-run lists them)",
+                self.taken_over.len() - SHOWN
+            ));
+        }
+        out
     }
 }
 
@@ -111,152 +210,273 @@ pub struct Before<'a, 'r> {
     pub verify: bool,
     /// The project folder that deployed before, and the one now, if they differ.
     pub project_changed: Option<(String, String)>,
+    /// The commit of a custom-command deployment since the last sync, if any.
+    pub after_command: Option<String>,
+    /// `takeOverFiles`: replace files pushdeploy did not write that differ.
+    pub take_over: bool,
+}
+
+impl Before<'_, '_> {
+    /// Why every file must be compared, or `None` when the diff will do.
+    fn full_basis(&self) -> Option<Basis> {
+        let id = |c: &Commit| c.info.id.clone();
+        Some(if let Some(c) = self.interrupted {
+            Basis::Interrupted { commit: id(c) }
+        } else if let Some(lost) = &self.lost {
+            Basis::Lost {
+                commit: lost.clone(),
+            }
+        } else if let Some((from, to)) = &self.project_changed {
+            Basis::ProjectChanged {
+                from: from.clone(),
+                to: to.clone(),
+            }
+        } else if self.verify {
+            Basis::Verify
+        } else if let Some(commit) = &self.after_command {
+            Basis::AfterCommand {
+                commit: commit.clone(),
+            }
+        } else if self.deployed.is_none() {
+            Basis::First
+        } else {
+            return None;
+        })
+    }
 }
 
 /// Decides what to write and delete. Normally from the tree-to-tree diff of
 /// the deployed commit and this one; every file is compared with the site
-/// instead on `--verify`, after an interrupted sync, or when the deployed
-/// commit is gone.
+/// instead on `--verify`, after an interrupted sync or a custom command,
+/// and when the deployed commit is gone. A file pushdeploy did not write
+/// where the commit has one is taken over when it is equal, and refused
+/// when it differs (unless `take_over`).
 pub fn plan(commit: &Commit, before: &Before, site: &Path) -> Result<SyncPlan> {
-    let diffable = match (
-        before.deployed,
-        before.interrupted,
-        before.verify,
-        &before.project_changed,
-    ) {
-        (Some(deployed), None, false, None) => Some(deployed),
-        _ => None,
-    };
-    if let Some((deployed, Some(changes))) = diffable
-        .map(|d| commit.diff_from(d).map(|c| (d, c)))
-        .transpose()?
-    {
-        let mut write = Vec::new();
-        for (entry, added) in changes.changed {
-            check_entry(commit, &entry)?;
-            let why = if added { Why::Added } else { Why::Changed };
-            write.push(Change::of(entry, why));
+    let site_dir = SiteDir::open(site)?;
+    let plan = match before.full_basis() {
+        None => {
+            let deployed = before.deployed.expect("full_basis checks it");
+            match commit.diff_from(deployed)? {
+                Some(changes) => diff_plan(commit, deployed, changes, before, &site_dir)?,
+                None => full_plan(commit, Basis::NotComparable, before, &site_dir)?,
+            }
         }
-        let plan = SyncPlan {
-            basis: Basis::Diff {
-                from: deployed.info.id.clone(),
-            },
-            write,
-            delete: changes.deleted,
-            unchanged: None,
-            skipped: changes.skipped,
-            sweep: BTreeSet::new(),
-        };
-        check_site(&plan, site)?;
-        return Ok(plan);
-    }
-    let (entries, skipped) = commit.entries()?;
-    let first = before.deployed.is_none() && before.interrupted.is_none() && before.lost.is_none();
-    let reason = if before.interrupted.is_some() {
-        "an earlier sync was interrupted: every file compared with the site".to_string()
-    } else if let Some(lost) = &before.lost {
-        format!(
-            "the deployed commit {lost} is gone from the repository: every file compared with the site; files only it had are left in place"
-        )
-    } else if let Some((from, to)) = &before.project_changed {
-        format!("project changed from {from} to {to}: every file compared with the site")
-    } else if before.verify {
-        "--verify: every file compared with the site".to_string()
-    } else if before.deployed.is_some() {
-        "the trees could not be compared: every file compared with the site".to_string()
-    } else {
-        "first deployment to this site".to_string()
+        Some(basis) => full_plan(commit, basis, before, &site_dir)?,
     };
+    check_site(&plan, site, &site_dir)?;
+    Ok(plan)
+}
+
+impl SyncPlan {
+    /// Fails when the site has files that pushdeploy did not write and that
+    /// differ from the commit's, naming them and how to accept the commit's.
+    /// The dry run prints the plan first; a deployment fails in its plan.
+    pub fn check_refused(&self) -> Result<()> {
+        const SHOWN: usize = 5;
+        let refused = &self.refused;
+        let Some(first) = refused.first() else {
+            return Ok(());
+        };
+        let accept = "move them away, or deploy with -c takeOverFiles=true (or git config deploy.takeOverFiles true) to replace them with the commit's; nothing was written";
+        if refused.len() == 1 {
+            bail!(
+                "commit entry {}: the site has this file, which pushdeploy did not write, and it differs from the commit's; {}",
+                first,
+                accept.replace("them", "it")
+            );
+        }
+        // The commit's names have no control characters: checked when read.
+        let mut names: Vec<String> = refused.iter().take(SHOWN).cloned().collect();
+        if refused.len() > SHOWN {
+            names.push(format!("and {} more", refused.len() - SHOWN));
+        }
+        bail!(
+            "commit entries {}: the site has these files, which pushdeploy did not write, and they differ from the commit's; {accept}",
+            names.join(", ")
+        )
+    }
+}
+
+/// What to do with a commit entry that pushdeploy did not write, where the
+/// site may already have a file of its own.
+fn unowned(
+    commit: &Commit,
+    entry: Entry,
+    why: Why,
+    before: &Before,
+    site: &SiteDir,
+    plan: &mut SyncPlan,
+) -> Result<()> {
+    match site.meta(&entry.path)? {
+        Some(meta) if meta.kind != site_dir::Kind::Dir => {
+            if matches_site(commit, &entry, site)? {
+                plan.taken_over.push(entry.path);
+            } else if before.take_over {
+                plan.write.push(Change::of(entry, Why::TakeOver));
+            } else {
+                plan.refused.push(entry.path);
+            }
+        }
+        // Nothing there, or a directory (which check_site looks into).
+        _ => plan.write.push(Change::of(entry, why)),
+    }
+    Ok(())
+}
+
+/// From the tree-to-tree diff: the files this commit adds, changes and drops.
+fn diff_plan(
+    commit: &Commit,
+    deployed: &Commit,
+    changes: crate::commit::Changes,
+    before: &Before,
+    site: &SiteDir,
+) -> Result<SyncPlan> {
     let mut plan = SyncPlan {
-        basis: Basis::Full { reason },
+        basis: Basis::Diff {
+            from: deployed.info.id.clone(),
+        },
         write: Vec::new(),
-        delete: Vec::new(),
-        unchanged: Some(0),
-        skipped,
+        delete: changes.deleted,
+        unchanged: None,
+        taken_over: Vec::new(),
+        refused: Vec::new(),
+        skipped: changes.skipped,
         sweep: BTreeSet::new(),
     };
-    // Only what deletions need is kept beside the plan: memory stays near
-    // one record per file.
+    for (entry, added) in changes.changed {
+        check_entry(commit, &entry)?;
+        if added {
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
+        } else {
+            plan.write.push(Change::of(entry, Why::Changed));
+        }
+    }
+    Ok(plan)
+}
+
+/// Every file of the commit compared with the site (or, onto an empty site,
+/// written).
+fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> Result<SyncPlan> {
+    let (entries, skipped) = commit.entries()?;
+    // The files pushdeploy wrote: the earlier commits' (only their paths
+    // are kept: memory stays near one record per file).
     let olds: Vec<&Commit> = [before.deployed, before.interrupted]
         .into_iter()
         .flatten()
         .collect();
+    let mut written = HashSet::new();
+    for old in &olds {
+        for entry in old.entries().map(|(e, _)| e).unwrap_or_default() {
+            written.insert(entry.path);
+        }
+    }
+    // Nothing to compare with on an empty site: every file is new.
+    let empty = basis == Basis::First && site_is_empty(site)?;
+    let mut plan = SyncPlan {
+        basis,
+        write: Vec::new(),
+        delete: Vec::new(),
+        unchanged: (!empty).then_some(0),
+        taken_over: Vec::new(),
+        refused: Vec::new(),
+        skipped,
+        sweep: BTreeSet::new(),
+    };
     let mut wanted = HashSet::new();
     for entry in entries {
         check_entry(commit, &entry)?;
         if before.interrupted.is_some() {
-            plan.sweep.insert(
-                entry
-                    .path
-                    .rsplit_once('/')
-                    .map_or("", |(dir, _)| dir)
-                    .to_string(),
-            );
+            plan.sweep.insert(split(&entry.path).0.to_string());
         }
-        if !olds.is_empty() {
+        if !written.is_empty() {
             wanted.insert(entry.path.clone());
         }
-        let why = if first {
-            Some(Why::Added)
+        if empty {
+            plan.write.push(Change::of(entry, Why::Added));
+        } else if !written.contains(&entry.path) {
+            unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else if matches_site(commit, &entry, site)? {
-            None
+            *plan.unchanged.get_or_insert(0) += 1;
         } else {
-            Some(Why::Repair)
-        };
-        match why {
-            Some(why) => plan.write.push(Change::of(entry, why)),
-            None => *plan.unchanged.get_or_insert(0) += 1,
+            plan.write.push(Change::of(entry, Why::Repair));
         }
     }
-    if first {
-        plan.unchanged = None;
-    }
-    let mut gone = BTreeSet::new();
-    for old in olds {
-        for entry in old.entries().map(|(e, _)| e).unwrap_or_default() {
-            if !wanted.contains(&entry.path) {
-                gone.insert(entry.path);
-            }
-        }
-    }
+    let gone: BTreeSet<String> = written
+        .into_iter()
+        .filter(|p| !wanted.contains(p))
+        .collect();
     plan.delete = gone.into_iter().collect();
-    check_site(&plan, site)?;
     Ok(plan)
 }
 
+/// Whether the site holds nothing but the env and pushdeploy's own names.
+fn site_is_empty(site: &SiteDir) -> Result<bool> {
+    Ok(site
+        .root()
+        .entries()?
+        .iter()
+        .all(|(name, _)| ENV_NAMES.contains(&name.as_str()) || name.starts_with(PUSHDEPLOY_PREFIX)))
+}
+
 /// Whether the site already holds this entry exactly: same kind, same
-/// executable bit, same content (by git's blob id) or symlink target.
-fn matches_site(commit: &Commit, entry: &Entry, site: &Path) -> Result<bool> {
-    if !parents_are_real_dirs(site, &entry.path) {
+/// executable bit, same bytes (or symlink target). Read through the site
+/// walk, never through a symlink.
+fn matches_site(commit: &Commit, entry: &Entry, site: &SiteDir) -> Result<bool> {
+    let Some((dir, name)) = site.parent(&entry.path)? else {
         return Ok(false);
-    }
-    let path = site.join(&entry.path);
-    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+    };
+    let Some(meta) = dir.meta(name)? else {
         return Ok(false);
     };
     Ok(match entry.kind {
         Kind::Symlink => {
-            meta.file_type().is_symlink()
-                && std::fs::read_link(&path).is_ok_and(|t| {
-                    t.as_os_str().as_encoded_bytes()
-                        == commit
-                            .blob(&entry.blob)
-                            .map(|b| b.content().to_vec())
-                            .unwrap_or_default()
+            meta.kind == site_dir::Kind::Symlink
+                && dir.read_link(name).is_ok_and(|t| {
+                    commit
+                        .blob(&entry.blob)
+                        .is_ok_and(|b| b.content() == t.as_slice())
                 })
         }
         Kind::File | Kind::Executable => {
-            let executable = meta.permissions().mode() & 0o111 != 0;
-            meta.file_type().is_file()
+            let executable = meta.mode & 0o111 != 0;
+            meta.kind == site_dir::Kind::File
                 && executable == (entry.kind == Kind::Executable)
-                && git2::Oid::hash_file(git2::ObjectType::Blob, &path)
-                    .is_ok_and(|id| id.to_string() == entry.blob)
+                && dir
+                    .open_file(name)
+                    .is_ok_and(|file| same_bytes(commit, &entry.blob, file))
         }
     })
 }
 
-/// Refuses what the sync must never do: write into the env, or make a symlink
-/// that points outside the site.
+/// Whether a file holds exactly a blob's bytes, compared as the blob streams.
+fn same_bytes(commit: &Commit, blob: &str, file: std::fs::File) -> bool {
+    struct Compare {
+        file: io::BufReader<std::fs::File>,
+        buf: Vec<u8>,
+    }
+    impl io::Write for Compare {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.buf.resize(data.len(), 0);
+            self.file.read_exact(&mut self.buf)?;
+            if self.buf != data {
+                return Err(io::Error::other("differs"));
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut compare = Compare {
+        file: io::BufReader::new(file),
+        buf: Vec::new(),
+    };
+    commit.write_blob(blob, &mut compare).is_ok()
+        && compare.file.read(&mut [0]).is_ok_and(|n| n == 0)
+}
+
+/// Refuses what the sync must never do: write into the env or pushdeploy's
+/// own names, or make a symlink that points outside the site.
 fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
     let top = entry.path.split('/').next().unwrap_or("");
     if ENV_NAMES.contains(&top) || top.starts_with(ENV_DIR_PREFIX) {
@@ -265,10 +485,16 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
             entry.path
         );
     }
-    let name = entry.path.rsplit('/').next().unwrap_or("");
-    if name.starts_with(TEMP_PREFIX) {
+    if top.starts_with(PUSHDEPLOY_PREFIX) && !top.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
-            "commit entry {}: names starting with {TEMP_PREFIX} are pushdeploy's temp files, which a sync removes; rename it",
+            "commit entry {}: names starting with {PUSHDEPLOY_PREFIX} at the top are pushdeploy's own (kept files, envs); rename it",
+            entry.path
+        );
+    }
+    let name = entry.path.rsplit('/').next().unwrap_or("");
+    if name.starts_with(SYNC_TEMP_PREFIX) {
+        bail!(
+            "commit entry {}: names starting with {SYNC_TEMP_PREFIX} are pushdeploy's temp files, which a sync removes; rename it",
             entry.path
         );
     }
@@ -286,11 +512,6 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
     Ok(())
 }
 
-/// Whether a symlink made from the commit stays inside the site, said
-/// without following anything: the target must be relative, and its `..`
-/// may only come first, climbing no higher than the site. A `..` after a
-/// name could climb out through another link (`d/l -> ..` makes `d/l/..`
-/// the site's parent), so it is refused even where it looks harmless.
 fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
     let Ok(target) = std::str::from_utf8(target) else {
         return Err("is not UTF-8");
@@ -327,33 +548,21 @@ fn check_link_target(link: &str, target: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Carries out the plan in the site: temp files a killed sync left first,
-/// then deletions (a file may become a directory), then writes.
-pub fn apply(plan: &SyncPlan, commit: &Commit, site: &Path) -> Result<()> {
-    remove_temp_files(plan, site)?;
-    for path in &plan.delete {
-        delete(site, path)?;
-    }
-    let mut made = HashSet::new();
-    for change in &plan.write {
-        write(site, commit, change, &mut made)
-            .with_context(|| format!("writing {}", change.path))?;
-    }
-    Ok(())
-}
-
 /// What the site itself must allow, checked in the plan (so the dry run says
 /// it too, and nothing is written when it fails): paths that fit, and no
 /// file or directory of the app's own where the commit needs the name.
-fn check_site(plan: &SyncPlan, site: &Path) -> Result<()> {
+fn check_site(plan: &SyncPlan, site: &Path, site_dir: &SiteDir) -> Result<()> {
     check_lengths(plan, site)?;
-    check_files_in_the_way(plan, site)?;
-    check_directories_in_the_way(plan, site)
+    if plan.basis == Basis::First && plan.unchanged.is_none() {
+        return Ok(()); // An empty site: nothing can be in the way.
+    }
+    check_files_in_the_way(plan, site_dir)?;
+    check_directories_in_the_way(plan, site_dir)
 }
 
 /// Fails where the commit has a directory and the site a file or symlink that
 /// pushdeploy did not write (one it wrote is deleted first): it is the app's.
-fn check_files_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
+fn check_files_in_the_way(plan: &SyncPlan, site: &SiteDir) -> Result<()> {
     let deleted: BTreeSet<&str> = plan.delete.iter().map(String::as_str).collect();
     let mut seen = HashSet::new();
     for change in &plan.write {
@@ -367,11 +576,11 @@ fn check_files_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
             if !seen.insert(dir.clone()) {
                 continue;
             }
-            match std::fs::symlink_metadata(site.join(&dir)) {
-                Ok(meta) if meta.file_type().is_dir() => continue,
-                Ok(_) if deleted.contains(dir.as_str()) => break,
-                Ok(meta) => {
-                    let what = if meta.file_type().is_symlink() {
+            match site.meta(&dir)?.map(|m| m.kind) {
+                Some(site_dir::Kind::Dir) => continue,
+                Some(_) if deleted.contains(dir.as_str()) => break,
+                Some(kind) => {
+                    let what = if kind == site_dir::Kind::Symlink {
                         "a symlink"
                     } else {
                         "a file"
@@ -381,7 +590,7 @@ fn check_files_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
                         change.path
                     );
                 }
-                Err(_) => break,
+                None => break,
             }
         }
     }
@@ -414,27 +623,24 @@ fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
 /// Fails, before anything is written, where the commit has a file and the
 /// site a directory that the deletions will not empty: it holds something
 /// pushdeploy did not write, which is never deleted.
-fn check_directories_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
+fn check_directories_in_the_way(plan: &SyncPlan, site: &SiteDir) -> Result<()> {
     let deleted: BTreeSet<&str> = plan.delete.iter().map(String::as_str).collect();
     for change in &plan.write {
-        if !parents_are_real_dirs(site, &change.path) {
-            continue; // Its parent is replaced by a directory: nothing is there yet.
-        }
-        let target = site.join(&change.path);
-        if !fs_err::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_dir()) {
+        // Its parent missing or replaced by a directory: nothing is there yet.
+        let Some(dir) = site.dir(&change.path)? else {
             continue;
-        }
-        let mut dirs = vec![change.path.clone()];
+        };
+        let mut dirs = vec![dir];
         while let Some(dir) = dirs.pop() {
             let mut empty = true;
-            for entry in fs_err::read_dir(site.join(&dir))? {
-                let entry = entry?;
+            for (name, kind) in dir.entries()? {
                 empty = false;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let rel = format!("{dir}/{name}");
-                if entry.file_type()?.is_dir() {
-                    dirs.push(rel);
-                } else if !deleted.contains(rel.as_str()) && !name.starts_with(TEMP_PREFIX) {
+                let rel = dir.rel_of(&name);
+                if kind == site_dir::Kind::Dir {
+                    if let Some(sub) = dir.open_dir(&name)? {
+                        dirs.push(sub);
+                    }
+                } else if !deleted.contains(rel.as_str()) && !name.starts_with(SYNC_TEMP_PREFIX) {
                     bail!(
                         "commit entry {}: the site has a directory there, holding {rel} that pushdeploy did not write; move it away, or rename the entry; nothing was written",
                         change.path
@@ -443,8 +649,9 @@ fn check_directories_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
             }
             if empty {
                 bail!(
-                    "commit entry {}: the site has a directory there, holding the empty directory {dir} that pushdeploy did not make; remove it, or rename the entry; nothing was written",
-                    change.path
+                    "commit entry {}: the site has a directory there, holding the empty directory {} that pushdeploy did not make; remove it, or rename the entry; nothing was written",
+                    change.path,
+                    dir.rel
                 );
             }
         }
@@ -452,142 +659,404 @@ fn check_directories_in_the_way(plan: &SyncPlan, site: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the temp files that a killed sync left: in the directories this
-/// one writes to or deletes from, and after an interrupted sync in every
-/// directory of the commit.
-fn remove_temp_files(plan: &SyncPlan, site: &Path) -> Result<()> {
-    let dirs: BTreeSet<&str> = plan
-        .write
-        .iter()
-        .map(|c| c.path.as_str())
-        .chain(plan.delete.iter().map(String::as_str))
-        .map(|p| p.rsplit_once('/').map_or("", |(dir, _)| dir))
-        .chain(plan.sweep.iter().map(String::as_str))
-        .collect();
-    for dir in dirs {
-        // Never through a symlink: only directories of the site itself.
-        if dir.is_empty() || parents_are_real_dirs(site, &format!("{dir}/x")) {
-            crate::files::remove_temp_files(&site.join(dir), TEMP_PREFIX)?;
+/// Syncs the site to the plan as one deployment's step: the commit is
+/// pinned and recorded as pending (an interrupted sync is recognised), the
+/// changes are made through a journal, and the journal is returned for the
+/// deployment to finish or roll back. A sync that fails half-way is undone
+/// here, and its error returned.
+pub fn run<'r>(
+    plan: &SyncPlan,
+    commit: &Commit<'r>,
+    manifest: &Manifest,
+    state_dir: &Path,
+) -> Result<Journal<'r>> {
+    let store = manifest::Store::new(state_dir);
+    // Pinned by refs, so git keeps the commits whose files are in the site.
+    commit.pin(PENDING_REF)?;
+    let mut journal = Journal::create(
+        commit.repo(),
+        state_dir,
+        SiteDir::open(&manifest.site)?,
+        manifest,
+    )?;
+    store.begin(manifest)?;
+    let hook = TestHook::from_env();
+    if let TestHook::Pause(0, file) = &hook {
+        journal.pause_in_finish = Some(file.clone());
+    }
+    match apply(plan, commit, Target::Journal(&mut journal), hook) {
+        Ok(()) => {
+            journal.synced()?;
+            Ok(journal)
         }
-    }
-    Ok(())
-}
-
-/// Whether every directory between the site and `rel` is a real directory
-/// (not a symlink), so that acting on `rel` stays inside the site.
-fn parents_are_real_dirs(site: &Path, rel: &str) -> bool {
-    let mut dir = site.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len() - 1] {
-        dir.push(part);
-        match fs_err::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_dir() => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
-fn delete(site: &Path, rel: &str) -> Result<()> {
-    // A parent that is no longer a real directory means the file is not ours to delete.
-    if !parents_are_real_dirs(site, rel) {
-        return Ok(());
-    }
-    let path = site.join(rel);
-    match fs_err::symlink_metadata(&path) {
-        Ok(meta) if !meta.file_type().is_dir() => fs_err::remove_file(&path)?,
-        _ => return Ok(()),
-    }
-    // Remove the directories this left empty, up to the site.
-    let mut dir = path.parent().map(Path::to_path_buf);
-    while let Some(d) = dir {
-        if d == site || fs_err::remove_dir(&d).is_err() {
-            break;
-        }
-        dir = d.parent().map(Path::to_path_buf);
-    }
-    Ok(())
-}
-
-/// Makes every parent of `rel` a real directory, replacing a file or symlink
-/// that stands where the commit wants a directory.
-fn make_parents(site: &Path, rel: &str, made: &mut HashSet<PathBuf>) -> Result<PathBuf> {
-    let mut dir = site.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len() - 1] {
-        dir.push(part);
-        // Known to be a real directory already during this sync.
-        if made.contains(&dir) {
-            continue;
-        }
-        match fs_err::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_dir() => {}
-            Ok(_) => {
-                fs_err::remove_file(&dir)?;
-                fs_err::create_dir(&dir)?;
+        Err(e) => {
+            let undone = journal.rollback()?;
+            if undone.problems.is_empty() {
+                Err(e.context("the sync failed; the site's files are as they were before it"))
+            } else {
+                Err(e.context(format!(
+                    "the sync failed, and putting the files back failed too: {}",
+                    undone.problems.join("; ")
+                )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs_err::create_dir(&dir)?,
-            Err(e) => return Err(e.into()),
         }
-        made.insert(dir.clone());
     }
-    Ok(dir)
 }
 
-fn write(site: &Path, commit: &Commit, change: &Change, made: &mut HashSet<PathBuf>) -> Result<()> {
-    let dir = make_parents(site, &change.path, made)?;
-    let target = site.join(&change.path);
-    let mut existing = fs_err::symlink_metadata(&target).ok();
-    // A directory where the commit now has a file: it must be empty by now.
-    if existing
-        .as_ref()
-        .is_some_and(|meta| meta.file_type().is_dir())
-    {
-        fs_err::remove_dir(&target).with_context(|| {
-            format!("{} is a directory with files that pushdeploy did not write, and the commit has a file there", change.path)
-        })?;
-        existing = None;
+/// Writes every file of the commit into an empty directory (the custom
+/// command's checkout).
+pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
+    let plan = SyncPlan {
+        write: commit
+            .all_entries()?
+            .into_iter()
+            .map(|e| Change::of(e, Why::Added))
+            .collect(),
+        delete: Vec::new(),
+        unchanged: None,
+        taken_over: Vec::new(),
+        refused: Vec::new(),
+        skipped: Vec::new(),
+        sweep: BTreeSet::new(),
+        basis: Basis::First,
+    };
+    let site = SiteDir::open(dir)?;
+    apply(&plan, commit, Target::Plain(&site), TestHook::None)
+}
+
+/// Notes that a custom command is about to deploy into the site: it writes
+/// the files itself, so the next built-in sync compares every file.
+pub fn note_command(state_dir: &Path, site: &Path, commit: &str) -> Result<()> {
+    manifest::Store::new(state_dir).note_command(site, commit)
+}
+
+/// Where the changes go: through a journal (a deployment), or straight
+/// into a directory nothing else uses (a checkout).
+enum Target<'a, 'j> {
+    Journal(&'a mut Journal<'j>),
+    Plain(&'a SiteDir),
+}
+
+/// See [`TEST_HOOK`].
+enum TestHook {
+    None,
+    Fail(usize),
+    Pause(usize, std::path::PathBuf),
+}
+
+impl TestHook {
+    fn from_env() -> TestHook {
+        // Read here rather than through the settings: it is no setting, and
+        // only the tests set it.
+        let Some(value) = std::env::var_os(TEST_HOOK) else {
+            return TestHook::None;
+        };
+        let value = value.to_string_lossy().into_owned();
+        let mut parts = value.splitn(3, ':');
+        let (what, n, rest) = (parts.next(), parts.next(), parts.next());
+        match (what, n.and_then(|n| n.parse().ok()), rest) {
+            (Some("fail"), Some(n), None) => TestHook::Fail(n),
+            (Some("pause"), Some(n), Some(file)) => TestHook::Pause(n, file.into()),
+            _ => TestHook::None,
+        }
     }
-    match change.kind {
-        Kind::Symlink => {
-            let blob = commit.blob(&change.blob)?;
-            let link = std::ffi::OsStr::new(
-                std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
-            );
-            let tmp = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .make_in(&dir, |p| std::os::unix::fs::symlink(link, p))?;
-            // rename(2) replaces the name itself, never what a symlink there points to.
-            tmp.persist(&target)?;
+
+    /// Called before change `n` (counted from 1).
+    fn before(&self, n: usize) -> Result<()> {
+        match self {
+            TestHook::Fail(at) if *at == n => bail!("test fault before change {n}"),
+            TestHook::Pause(at, file) if *at == n => pause_at(file),
+            _ => Ok(()),
         }
-        Kind::File | Kind::Executable if existing.is_none() => {
-            // Nothing to replace: written in place. create_new never follows
-            // a symlink. A sync killed half-way may leave a short file; the
-            // next sync compares every file after an interruption and
-            // rewrites it.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)?;
-            commit.write_blob(&change.blob, &mut file)?;
-            file.set_permissions(std::fs::Permissions::from_mode(change.kind.mode()))?;
-        }
-        Kind::File | Kind::Executable => {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .tempfile_in(&dir)?;
-            commit.write_blob(&change.blob, tmp.as_file_mut())?;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(change.kind.mode()))?;
-            tmp.persist(&target)?;
-        }
+    }
+}
+
+/// Test-only (see [`TEST_HOOK`]): creates `file` and waits until it is gone.
+pub(crate) fn pause_at(file: &Path) -> Result<()> {
+    fs_err::write(file, "")?;
+    while file.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     Ok(())
 }
 
+/// Carries out the plan: temp files a killed sync left first, then
+/// deletions (a file may become a directory), then writes.
+fn apply(plan: &SyncPlan, commit: &Commit, target: Target, hook: TestHook) -> Result<()> {
+    let mut writer = Writer {
+        commit,
+        target,
+        cached: None,
+        hook,
+        changes: 0,
+    };
+    writer.sweep_temp_files(plan)?;
+    for path in &plan.delete {
+        writer
+            .delete(path)
+            .with_context(|| format!("deleting {path}"))?;
+    }
+    writer.remove_emptied_dirs(&plan.delete)?;
+    for group in plan
+        .write
+        .chunk_by(|a, b| split(&a.path).0 == split(&b.path).0)
+    {
+        writer.write_group(group)?;
+    }
+    Ok(())
+}
+
+/// Makes the changes, each relative to its parent directory's handle.
+struct Writer<'a, 'c, 'j> {
+    commit: &'a Commit<'c>,
+    target: Target<'a, 'j>,
+    /// The directory of the last write: writes come sorted by path, so
+    /// the next one is often in the same directory.
+    cached: Option<Dir>,
+    hook: TestHook,
+    changes: usize,
+}
+
+impl Writer<'_, '_, '_> {
+    fn site(&self) -> &SiteDir {
+        match &self.target {
+            Target::Journal(j) => j.site(),
+            Target::Plain(s) => s,
+        }
+    }
+
+    fn next_change(&mut self) -> Result<()> {
+        self.changes += 1;
+        self.hook.before(self.changes)
+    }
+
+    /// Removes the temp files that a killed sync left: in the directories
+    /// this one writes to or deletes from, and after an interrupted sync in
+    /// every directory of the commit.
+    fn sweep_temp_files(&self, plan: &SyncPlan) -> Result<()> {
+        let dirs: BTreeSet<&str> = plan
+            .write
+            .iter()
+            .map(|c| c.path.as_str())
+            .chain(plan.delete.iter().map(String::as_str))
+            .map(|p| split(p).0)
+            .chain(plan.sweep.iter().map(String::as_str))
+            .collect();
+        for dir in dirs {
+            if let Some(dir) = self.site().dir(dir)? {
+                dir.remove_temp_files(SYNC_TEMP_PREFIX)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, rel: &str) -> Result<()> {
+        // A parent that is not a real directory: the file is not ours to delete.
+        let Some((dir, name)) = self.site().parent(rel)? else {
+            return Ok(());
+        };
+        match dir.meta(name)? {
+            Some(meta) if meta.kind != site_dir::Kind::Dir => {}
+            _ => return Ok(()),
+        }
+        self.next_change()?;
+        match &mut self.target {
+            Target::Journal(journal) => journal.delete(&dir, name),
+            Target::Plain(_) => Ok(dir.unlink(name)?),
+        }
+    }
+
+    /// Removes the directories that the deletions left empty, deepest first.
+    fn remove_emptied_dirs(&mut self, deleted: &[String]) -> Result<()> {
+        let mut dirs = BTreeSet::new();
+        for path in deleted {
+            let mut rel = path.as_str();
+            while let Some((dir, _)) = rel.rsplit_once('/') {
+                dirs.insert(dir);
+                rel = dir;
+            }
+        }
+        // Reverse order visits a directory's subdirectories before it.
+        for rel in dirs.into_iter().rev() {
+            let Some((parent, name)) = self.site().parent(rel)? else {
+                continue;
+            };
+            let Some(dir) = parent.open_dir(name)? else {
+                continue;
+            };
+            if !dir.entries()?.is_empty() {
+                continue;
+            }
+            let mode = parent.meta(name)?.map_or(0o755, |m| m.mode);
+            match &mut self.target {
+                Target::Journal(journal) => {
+                    journal.rmdir(&parent, name, mode)?;
+                }
+                Target::Plain(_) => {
+                    let _ = parent.rmdir(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory `rel`, made (with its parents) where it is missing.
+    /// A name on the way that is not a real directory stops the sync: the
+    /// plan saw a directory or nothing there, so the site changed meanwhile.
+    fn parents(&mut self, rel: &str) -> Result<Dir> {
+        if let Some(dir) = self.cached.take_if(|d| d.rel == rel) {
+            return Ok(dir);
+        }
+        let mut dir = self.site().root().try_clone()?;
+        if rel.is_empty() {
+            return Ok(dir);
+        }
+        for name in rel.split('/') {
+            if let Some(next) = dir.open_dir(name)? {
+                dir = next;
+                continue;
+            }
+            if dir.meta(name)?.is_some() {
+                bail!(
+                    "{} is no longer a directory: the site changed during the sync",
+                    dir.rel_of(name)
+                );
+            }
+            match &mut self.target {
+                Target::Journal(journal) => journal.mkdir(&dir, name)?,
+                Target::Plain(_) => dir.mkdir(name, 0o777)?,
+            }
+            dir = dir
+                .open_dir(name)?
+                .with_context(|| format!("{} vanished as it was made", dir.rel_of(name)))?;
+        }
+        Ok(dir)
+    }
+
+    /// Writes changes that share a directory.
+    fn write_group(&mut self, group: &[Change]) -> Result<()> {
+        let (rel, _) = split(&group[0].path);
+        let dir = self
+            .parents(rel)
+            .with_context(|| format!("writing {}", group[0].path))?;
+        let result = self.write_group_in(&dir, group);
+        self.cached = Some(dir);
+        result
+    }
+
+    fn write_group_in(&mut self, dir: &Dir, group: &[Change]) -> Result<()> {
+        let mut existing = Vec::with_capacity(group.len());
+        for change in group {
+            existing.push(dir.meta(split(&change.path).1)?);
+        }
+        // The new files' journal lines in one write, before any is made
+        // (one write per file would cost a first deployment a system call
+        // each). Each name occurs once, so undoing in any order is the same.
+        if let Target::Journal(journal) = &mut self.target {
+            let new: Vec<&str> = group
+                .iter()
+                .zip(&existing)
+                .filter(|(c, meta)| meta.is_none() && c.kind != Kind::Symlink)
+                .map(|(c, _)| split(&c.path).1)
+                .collect();
+            journal.added_all(dir, &new)?;
+        }
+        for (change, meta) in group.iter().zip(existing) {
+            self.next_change()?;
+            self.write_in(dir, split(&change.path).1, change, meta)
+                .with_context(|| format!("writing {}", change.path))?;
+        }
+        Ok(())
+    }
+
+    fn write_in(
+        &mut self,
+        dir: &Dir,
+        name: &str,
+        change: &Change,
+        mut existing: Option<site_dir::Meta>,
+    ) -> Result<()> {
+        let mut removed_dir = false;
+        // A directory where the commit now has a file: it must be empty by now.
+        if let Some(meta) = existing.filter(|m| m.kind == site_dir::Kind::Dir) {
+            let removed = match &mut self.target {
+                Target::Journal(journal) => journal.rmdir(dir, name, meta.mode)?,
+                Target::Plain(_) => dir.rmdir(name).is_ok(),
+            };
+            if !removed {
+                bail!(
+                    "{} is a directory with files that pushdeploy did not write, and the commit has a file there",
+                    change.path
+                );
+            }
+            existing = None;
+            removed_dir = true;
+        }
+        let temp = match change.kind {
+            Kind::Symlink => {
+                let blob = self.commit.blob(&change.blob)?;
+                let link = std::ffi::OsStr::new(
+                    std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
+                );
+                let (temp, ()) = dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.symlink(link, n))?;
+                temp
+            }
+            Kind::File | Kind::Executable if existing.is_none() => {
+                // Nothing to replace: written in place, no copy. create_new
+                // never follows a symlink. A sync killed half-way leaves a
+                // short file, which its rollback deletes. Journaled with its
+                // group, unless a directory stood there.
+                if let (Target::Journal(journal), true) = (&mut self.target, removed_dir) {
+                    journal.added(dir, name)?;
+                }
+                let mut file = dir.create_new(name, change.kind.mode())?;
+                return self.commit.write_blob(&change.blob, &mut file);
+            }
+            Kind::File | Kind::Executable => {
+                let (temp, mut file) =
+                    dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.create_new(n, change.kind.mode()))?;
+                self.commit.write_blob(&change.blob, &mut file)?;
+                temp
+            }
+        };
+        if let Target::Journal(journal) = &mut self.target {
+            match existing {
+                Some(_) => journal.keep_replaced(dir, name)?,
+                None => journal.added(dir, name)?,
+            }
+        }
+        // rename(2) replaces the name itself, never what a symlink there points to.
+        dir.rename(&temp, dir, name)?;
+        Ok(())
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_basis_has_stable_tags_in_json() {
+        let json = |b: Basis| serde_json::to_value(b).unwrap();
+        assert_eq!(
+            json(Basis::Diff { from: "abc".into() }),
+            serde_json::json!({"kind": "diff", "from": "abc"})
+        );
+        assert_eq!(json(Basis::First), serde_json::json!({"kind": "first"}));
+        assert_eq!(
+            json(Basis::AfterCommand {
+                commit: "abc".into()
+            }),
+            serde_json::json!({"kind": "afterCommand", "commit": "abc"})
+        );
+        assert_eq!(
+            json(Basis::ProjectChanged {
+                from: "a".into(),
+                to: "b".into()
+            }),
+            serde_json::json!({"kind": "projectChanged", "from": "a", "to": "b"})
+        );
+        assert_eq!(json(Basis::Verify), serde_json::json!({"kind": "verify"}));
+    }
 
     #[test]
     fn symlink_targets_inside_and_outside() {

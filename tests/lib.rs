@@ -15,5 +15,6 @@ mod properties;
 mod runtime_env;
 mod setup;
 mod speed;
+mod sync_safety;
 mod transcript;
 mod trust;

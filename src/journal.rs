@@ -1,0 +1,531 @@
+//! The sync's journal: what a sync changed in the site, so that a deployment
+//! that fails (or is killed) can put the site's files back exactly as they
+//! were. Files the sync replaces or deletes are kept, not lost: moved (or,
+//! for a replaced file, hard-linked) into `.pushdeploy-old-<id>/` at the top
+//! of the site, under a slot number. Each change is appended to the journal
+//! (`<state dir>/sync-journal.jsonl`, one JSON line each) before it is made,
+//! so that a process killed at any point leaves a journal that covers every
+//! change it made. The journal is fsync'd when it starts and when the sync
+//! completes; in between, a killed process's lines are in the kernel's page
+//! cache, which outlives it.
+//!
+//! Undoing is the journal read backwards, through the same site walk as the
+//! sync ([`crate::site_dir`]): added files are deleted, kept files renamed
+//! back (renames, not copies: the restore costs about what the sync did),
+//! directories the sync made are removed (unless something else was put
+//! in them meanwhile) and directories it removed are made again with their
+//! modes. Files the sync never named are never touched.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{self, Manifest};
+use crate::site_dir::{Dir, Kind, SiteDir, is_absent, split};
+
+/// The journal file in the state dir.
+pub const JOURNAL: &str = "sync-journal.jsonl";
+/// The directory at the top of the site that keeps what a sync replaced or
+/// deleted until the deployment succeeds. Refused in commits.
+pub const ASIDE_PREFIX: &str = ".pushdeploy-old-";
+/// Where a rollback that could not put everything back leaves the rest, for
+/// a person to look at; pushdeploy never removes it.
+pub const UNRESTORED_PREFIX: &str = ".pushdeploy-unrestored-";
+/// The ref that keeps the commit of a sync in progress.
+pub const PENDING_REF: &str = "refs/pushdeploy/pending";
+/// The ref that keeps the deployed commit, whose files are in the site.
+pub const DEPLOYED_REF: &str = "refs/pushdeploy/deployed";
+
+/// The first line of a journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    site: PathBuf,
+    /// The name of the aside directory at the top of the site.
+    aside: String,
+    /// The manifest that the sync's deployment makes current when it succeeds.
+    manifest: Manifest,
+}
+
+/// One change to the site, written before it is made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Action {
+    /// A file or symlink made where nothing was.
+    Add { path: String },
+    /// The file at `path` kept as `slot` in the aside directory, then replaced.
+    Replace { path: String, slot: u64 },
+    /// The file at `path` moved to `slot` in the aside directory.
+    Delete { path: String, slot: u64 },
+    /// A directory made.
+    Mkdir { path: String },
+    /// An empty directory removed, with its mode.
+    Rmdir { path: String, mode: u32 },
+    /// The deployment succeeded: the kept files are to be deleted, nothing undone.
+    Finished,
+}
+
+/// A sync's record of its changes, open while its deployment runs. Either
+/// [`Journal::finish`] (the deployment succeeded) or [`Journal::rollback`]
+/// (it failed) ends it; a journal left by a killed process is ended by
+/// [`recover`].
+pub struct Journal<'r> {
+    repo: &'r Repository,
+    state_dir: PathBuf,
+    file: File,
+    site: SiteDir,
+    header: Header,
+    aside: Option<Dir>,
+    next_slot: u64,
+    /// Test-only (see `sync::TEST_HOOK`): a pause in `finish`.
+    pub(crate) pause_in_finish: Option<PathBuf>,
+}
+
+/// What undoing a journal did.
+#[derive(Debug, Default)]
+pub struct Rollback {
+    /// Files put back (kept ones restored, added ones removed).
+    pub restored: usize,
+    /// What could not be put back, one line each; then the aside directory
+    /// is kept, and the next sync compares every file.
+    pub problems: Vec<String>,
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug)]
+pub enum Recovered {
+    /// An unfinished sync was undone.
+    RolledBack(Rollback),
+    /// A deployment was killed while it cleaned up after succeeding: its
+    /// cleanup was finished.
+    Finished,
+}
+
+fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(JOURNAL)
+}
+
+impl<'r> Journal<'r> {
+    /// Starts a journal for a sync into `site` that deploys `manifest`.
+    /// Fails if one is already there (`recover` must run first).
+    pub fn create(
+        repo: &'r Repository,
+        state_dir: &Path,
+        site: SiteDir,
+        manifest: &Manifest,
+    ) -> Result<Journal<'r>> {
+        let path = journal_path(state_dir);
+        let mut file = File::options()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create the sync journal", path.display()))?;
+        let header = Header {
+            site: site.path().to_path_buf(),
+            aside: format!("{ASIDE_PREFIX}{}", crate::site_dir::unique()),
+            manifest: manifest.clone(),
+        };
+        let mut line = serde_json::to_vec(&header)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.sync_all()?;
+        // The journal's name itself must last, or a crash could lose it.
+        File::open(state_dir)?.sync_all()?;
+        Ok(Journal {
+            repo,
+            state_dir: state_dir.to_path_buf(),
+            file,
+            site,
+            header,
+            aside: None,
+            next_slot: 0,
+            pause_in_finish: None,
+        })
+    }
+
+    pub fn site(&self) -> &SiteDir {
+        &self.site
+    }
+
+    /// Appends one change, before it is made: one write, so that a killed
+    /// process leaves it whole or not at all.
+    pub(crate) fn log(&mut self, action: &Action) -> Result<()> {
+        let mut line = serde_json::to_vec(action)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .context("writing the sync journal")?;
+        Ok(())
+    }
+
+    /// The aside directory, made the first time something is kept.
+    fn aside(&mut self) -> Result<&Dir> {
+        if self.aside.is_none() {
+            let root = self.site.root();
+            root.mkdir(&self.header.aside, 0o700).with_context(|| {
+                format!(
+                    "making {} in the site, to keep what the sync replaces",
+                    self.header.aside
+                )
+            })?;
+            let dir = root
+                .open_dir(&self.header.aside)?
+                .context("the aside directory vanished")?;
+            self.aside = Some(dir);
+        }
+        Ok(self.aside.as_ref().expect("made above"))
+    }
+
+    fn slot(&mut self) -> u64 {
+        self.next_slot += 1;
+        self.next_slot
+    }
+
+    /// Notes that `name` in `dir` is a new file or symlink, before it is made.
+    pub(crate) fn added(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        self.log(&Action::Add {
+            path: dir.rel_of(name),
+        })
+    }
+
+    /// Notes that `names` in `dir` are new files, before any of them is made.
+    pub(crate) fn added_all(&mut self, dir: &Dir, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for name in names {
+            serde_json::to_writer(
+                &mut lines,
+                &Action::Add {
+                    path: dir.rel_of(name),
+                },
+            )?;
+            lines.push(b'\n');
+        }
+        self.file
+            .write_all(&lines)
+            .context("writing the sync journal")
+    }
+
+    /// Keeps the file `name` in `dir` aside (a second name for it), before
+    /// the caller renames its replacement over it. Where the file system
+    /// refuses hard links, it is moved instead, and for a moment the name is
+    /// missing.
+    pub(crate) fn keep_replaced(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        let slot = self.slot();
+        self.log(&Action::Replace {
+            path: dir.rel_of(name),
+            slot,
+        })?;
+        let aside = self.aside()?;
+        let slot = slot.to_string();
+        if dir.link(name, aside, &slot).is_err() {
+            move_into(dir, name, aside, &slot)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the file or symlink `name` in `dir` aside: deleted, but kept
+    /// until the deployment succeeds.
+    pub(crate) fn delete(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        let slot = self.slot();
+        self.log(&Action::Delete {
+            path: dir.rel_of(name),
+            slot,
+        })?;
+        let aside = self.aside()?;
+        move_into(dir, name, aside, &slot.to_string())
+    }
+
+    /// Makes the directory `name` in `dir`.
+    pub(crate) fn mkdir(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        self.log(&Action::Mkdir {
+            path: dir.rel_of(name),
+        })?;
+        dir.mkdir(name, 0o777)
+            .with_context(|| format!("making directory {}", dir.rel_of(name)))
+    }
+
+    /// Removes the directory `name` in `dir` if it is empty; says whether it was.
+    pub(crate) fn rmdir(&mut self, dir: &Dir, name: &str, mode: u32) -> Result<bool> {
+        self.log(&Action::Rmdir {
+            path: dir.rel_of(name),
+            mode,
+        })?;
+        Ok(dir.rmdir(name).is_ok())
+    }
+
+    /// The sync is complete: its journal is made durable, and stays until
+    /// the deployment ends.
+    pub(crate) fn synced(&mut self) -> Result<()> {
+        self.file.sync_all().context("syncing the sync journal")
+    }
+
+    /// The deployment succeeded: its commit becomes the deployed one (the
+    /// manifest and `refs/pushdeploy/deployed`), and the kept copies of
+    /// replaced and deleted files are deleted.
+    pub fn finish(mut self) -> Result<()> {
+        self.log(&Action::Finished)?;
+        self.file.sync_all()?;
+        if let Some(file) = &self.pause_in_finish {
+            crate::sync::pause_at(file)?;
+        }
+        complete(self.repo, &self.state_dir, &self.site, &self.header)
+    }
+
+    /// The deployment failed: the site's files are put back as they were
+    /// before the sync, and the deployed commit stays the current one.
+    pub fn rollback(self) -> Result<Rollback> {
+        drop(self.file);
+        undo(self.repo, &self.state_dir, &self.site, &self.header)
+    }
+}
+
+/// Moves `name` from `dir` to `to_name` in `to` (one file system: a rename).
+fn move_into(dir: &Dir, name: &str, to: &Dir, to_name: &str) -> Result<()> {
+    dir.rename(name, to, to_name).map_err(|e| {
+        let rel = dir.rel_of(name);
+        if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+            anyhow::anyhow!(
+                "{rel}: is on another file system than the site's top; pushdeploy keeps replaced files with a rename, so a site must be one file system"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("moving {rel} aside"))
+        }
+    })
+}
+
+/// The journal of a sync that did not end, undone or finished: called by a
+/// deployment under the lock, before it changes anything. `None` when there
+/// is none.
+pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Option<Recovered>> {
+    let path = journal_path(state_dir);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            sweep_aside(site)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
+    };
+    let mut lines = BufReader::new(file).lines();
+    let header: Option<Header> = match lines.next() {
+        Some(line) => serde_json::from_str(&line?).ok(),
+        None => None,
+    };
+    let Some(header) = header else {
+        // Killed while the header was written: nothing was changed yet.
+        crate::files::remove_file_if_there(&path)?;
+        sweep_aside(site)?;
+        return Ok(None);
+    };
+    if header.site != site {
+        bail!(
+            "{}: a sync into {} did not end, and the site is now {}; put the setting back, or remove the journal",
+            path.display(),
+            header.site.display(),
+            site.display()
+        );
+    }
+    let finished = lines
+        .map_while(|l| l.ok())
+        .any(|l| matches!(serde_json::from_str(&l), Ok(Action::Finished)));
+    let site_dir = SiteDir::open(site)?;
+    if finished {
+        complete(repo, state_dir, &site_dir, &header)?;
+        return Ok(Some(Recovered::Finished));
+    }
+    Ok(Some(Recovered::RolledBack(undo(
+        repo, state_dir, &site_dir, &header,
+    )?)))
+}
+
+/// Removes aside directories that no journal names (a process killed after
+/// removing its journal, before removing its kept files).
+/// Never fails: what cannot be removed now is tried again next time.
+fn sweep_aside(site: &Path) -> Result<()> {
+    let Ok(site) = SiteDir::open(site) else {
+        return Ok(());
+    };
+    for (name, kind) in site.root().entries().unwrap_or_default() {
+        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) {
+            let _ = site.root().remove_all(&name);
+        }
+    }
+    Ok(())
+}
+
+/// Ends a journal whose deployment succeeded: the deployed commit is
+/// recorded, then the journal and the kept copies are removed.
+fn complete(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) -> Result<()> {
+    let store = manifest::Store::new(state_dir);
+    let id = Oid::from_str(&header.manifest.commit)?;
+    repo.reference(DEPLOYED_REF, id, true, "pushdeploy: deployed")
+        .with_context(|| format!("writing ref {DEPLOYED_REF}"))?;
+    store.commit(&header.manifest)?;
+    unpin(repo, PENDING_REF)?;
+    crate::files::remove_file_if_there(&journal_path(state_dir))?;
+    // The deployment stands whatever happens here: kept copies that cannot
+    // be removed now are swept before the next deployment.
+    let _ = site.root().remove_all(&header.aside);
+    Ok(())
+}
+
+fn unpin(repo: &Repository, name: &str) -> Result<()> {
+    match repo.find_reference(name) {
+        Ok(mut reference) => reference
+            .delete()
+            .with_context(|| format!("removing ref {name}")),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Undoes every change the journal lists, newest first.
+fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) -> Result<Rollback> {
+    let path = journal_path(state_dir);
+    let mut actions = Vec::new();
+    for line in BufReader::new(File::open(&path)?).lines().skip(1) {
+        // A line cut short by a kill: its change was never made.
+        match serde_json::from_str::<Action>(&line?) {
+            Ok(action) => actions.push(action),
+            Err(_) => break,
+        }
+    }
+    let aside = site.root().open_dir(&header.aside)?;
+    let mut done = Rollback::default();
+    let mut touched = std::collections::BTreeSet::new();
+    for action in actions.iter().rev() {
+        let result = match action {
+            Action::Add { path } => {
+                touched.insert(split(path).0.to_string());
+                undo_add(site, path).map(|n| done.restored += n)
+            }
+            Action::Replace { path, slot } | Action::Delete { path, slot } => {
+                touched.insert(split(path).0.to_string());
+                match &aside {
+                    Some(aside) => restore(site, aside, path, *slot).map(|n| done.restored += n),
+                    None => Ok(()),
+                }
+            }
+            Action::Mkdir { path } => undo_mkdir(site, path),
+            Action::Rmdir { path, mode } => undo_rmdir(site, path, *mode),
+            Action::Finished => Ok(()),
+        };
+        if let Err(e) = result {
+            done.problems.push(format!("{e:#}"));
+        }
+    }
+    // Temp files of a write that was under way when the sync stopped.
+    for dir in touched {
+        if let Ok(Some(dir)) = site.dir(&dir) {
+            let _ = dir.remove_temp_files(crate::sync::SYNC_TEMP_PREFIX);
+        }
+    }
+    let store = manifest::Store::new(state_dir);
+    if done.problems.is_empty() {
+        // Emptied by the restore; what is left is swept before the next deployment.
+        let _ = site.root().remove_all(&header.aside);
+        // The site is the deployed commit's again: no sync is pending.
+        store.abort()?;
+        unpin(repo, PENDING_REF)?;
+    } else if aside.is_some() {
+        // What was not put back stays, under a name no sweep removes. The
+        // pending manifest stays too: the next sync compares every file.
+        let kept = format!("{UNRESTORED_PREFIX}{}", crate::site_dir::unique());
+        site.root()
+            .rename(&header.aside, site.root(), &kept)
+            .with_context(|| format!("renaming {} to {kept}", header.aside))?;
+        done.problems.push(format!(
+            "what was not put back is kept in the site's {kept}/"
+        ));
+    }
+    crate::files::remove_file_if_there(&path)?;
+    Ok(done)
+}
+
+fn undo_add(site: &SiteDir, path: &str) -> Result<usize> {
+    let Some((dir, name)) = site.parent(path)? else {
+        return Ok(0);
+    };
+    match dir.meta(name)? {
+        Some(meta) if meta.kind != Kind::Dir => {
+            dir.unlink(name)
+                .with_context(|| format!("removing {path}, which the sync added"))?;
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
+}
+
+fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64) -> Result<usize> {
+    let slot = slot.to_string();
+    if aside.meta(&slot)?.is_none() {
+        return Ok(0); // The change was never made.
+    }
+    let Some((dir, name)) = site.parent(path)? else {
+        bail!("{path}: its directory is gone or is no longer a directory (kept as number {slot})");
+    };
+    aside
+        .rename(&slot, &dir, name)
+        .with_context(|| format!("putting back {path}"))?;
+    Ok(1)
+}
+
+fn undo_mkdir(site: &SiteDir, path: &str) -> Result<()> {
+    if let Some((dir, name)) = site.parent(path)? {
+        // Not empty: something else was put there since; it stays.
+        let _ = dir.rmdir(name);
+    }
+    Ok(())
+}
+
+fn undo_rmdir(site: &SiteDir, path: &str, mode: u32) -> Result<()> {
+    let Some((dir, name)) = site.parent(path)? else {
+        bail!("{path}: cannot make the directory again: its parent is gone");
+    };
+    match dir.mkdir(name, 0o700) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if is_absent(&e) => bail!("{path}: cannot make the directory again: {e}"),
+        other => other.with_context(|| format!("making {path} again"))?,
+    }
+    if let Some(made) = dir.open_dir(name)? {
+        rustix::fs::fchmod(made.fd(), rustix::fs::Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Files put back as they were before the sync ({} restored)",
+            self.restored
+        )?;
+        if !self.problems.is_empty() {
+            write!(
+                f,
+                "; not put back: {}; the next sync compares every file",
+                self.problems.join("; ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovered::RolledBack(rollback) => {
+                write!(f, "A sync that did not finish was undone: {rollback}")
+            }
+            Recovered::Finished => write!(
+                f,
+                "A deployment that succeeded was stopped while it cleaned up: its cleanup is done"
+            ),
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The site as a directory handle: every path the sync uses is reached from
+//! the site's own open directory, one name at a time, never through a
+//! symlink, and every change (create, rename, unlink, mkdir, rmdir, symlink)
+//! is made relative to the open handle of its parent. A directory swapped
+//! for a symlink between a check and a use cannot lead outside the site:
+//! no path is ever resolved again from its text.
+//!
+//! Paths below the site are the commit's (`a/b/c.py`): relative, `/` between
+//! names, no `.` or `..` (the commit's names are checked before they get here).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+/// Set once `openat2` was found missing (kernels before 5.6): the walk then
+/// opens one name at a time with `O_NOFOLLOW`.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// The site, open.
+pub struct SiteDir {
+    root: Dir,
+    path: PathBuf,
+}
+
+/// One open directory of the site, with its path below the site for messages.
+pub struct Dir {
+    fd: OwnedFd,
+    pub rel: String,
+}
+
+/// What stands at a name, without following a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// A name's kind and permission bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub kind: Kind,
+    pub mode: u32,
+}
+
+impl Meta {
+    fn of(stat: &Stat) -> Meta {
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        Meta {
+            kind,
+            mode: stat.st_mode & 0o7777,
+        }
+    }
+}
+
+/// Whether an error means "nothing usable is there": missing, or not a
+/// real directory on the way (a file, or a symlink that is never followed).
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV)
+    )
+}
+
+fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Splits `a/b/c` into `("a/b", "c")`, and `c` into `("", "c")`.
+pub fn split(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl SiteDir {
+    /// Opens the site. Its own path is the server's setting and is trusted;
+    /// everything below it is reached from this handle.
+    pub fn open(path: &Path) -> Result<SiteDir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("site {}: cannot open the directory", path.display()))?;
+        Ok(SiteDir {
+            root: Dir {
+                fd,
+                rel: String::new(),
+            },
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The site's own directory.
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// The directory `rel` below the site (`""`: the site itself), reached
+    /// without following any symlink; `None` when some name on the way is
+    /// missing or is not a real directory.
+    pub fn dir(&self, rel: &str) -> io::Result<Option<Dir>> {
+        if rel.is_empty() {
+            return self.root.try_clone().map(Some);
+        }
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            // EAGAIN: a rename anywhere on the system during the lookup (the
+            // kernel's check is global). Retried a few times, then the walk
+            // below, which a stream of renames cannot hold up.
+            for _ in 0..4 {
+                match rustix::fs::openat2(&self.root.fd, rel, DIR_FLAGS, Mode::empty(), how) {
+                    Ok(fd) => {
+                        return Ok(Some(Dir {
+                            fd,
+                            rel: rel.to_string(),
+                        }));
+                    }
+                    Err(Errno::AGAIN) => continue,
+                    Err(Errno::NOSYS | Errno::PERM) => {
+                        // No openat2 (or a seccomp filter refusing it): the walk below.
+                        NO_OPENAT2.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => return absent_as_none(Err(e.into())),
+                }
+            }
+        }
+        let mut dir = self.root.try_clone()?;
+        for name in rel.split('/') {
+            match dir.open_dir(name)? {
+                Some(next) => dir = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(dir))
+    }
+
+    /// The parent directory of `rel` and its last name; `None` when the
+    /// parent is missing or is not a real directory.
+    pub fn parent<'a>(&self, rel: &'a str) -> io::Result<Option<(Dir, &'a str)>> {
+        let (dir, name) = split(rel);
+        Ok(self.dir(dir)?.map(|d| (d, name)))
+    }
+
+    /// What stands at `rel`, if its parents are real directories.
+    pub fn meta(&self, rel: &str) -> io::Result<Option<Meta>> {
+        match self.parent(rel)? {
+            Some((dir, name)) => dir.meta(name),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Dir {
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            rel: self.rel.clone(),
+        })
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path below the site of `name` in this directory.
+    pub fn rel_of(&self, name: &str) -> String {
+        join(&self.rel, name)
+    }
+
+    pub fn meta(&self, name: &str) -> io::Result<Option<Meta>> {
+        absent_as_none(
+            rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|s| Meta::of(&s))
+                .map_err(io::Error::from),
+        )
+    }
+
+    /// The directory `name` in this one, never through a symlink.
+    pub fn open_dir(&self, name: &str) -> io::Result<Option<Dir>> {
+        absent_as_none(
+            rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
+                .map(|fd| Dir {
+                    fd,
+                    rel: self.rel_of(name),
+                })
+                .map_err(io::Error::from),
+        )
+    }
+
+    pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::mkdirat(
+            &self.fd,
+            name,
+            Mode::from_raw_mode(mode),
+        )?)
+    }
+
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?)
+    }
+
+    /// Removes a file or symlink (a symlink itself, never what it points to).
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
+    }
+
+    /// Renames `name` here to `to_name` in `to`: the names themselves,
+    /// never what a symlink points to.
+    pub fn rename(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+        Ok(rustix::fs::renameat(&self.fd, name, &to.fd, to_name)?)
+    }
+
+    /// A second name `to_name` in `to` for the file `name` (not followed).
+    pub fn link(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+        Ok(rustix::fs::linkat(
+            &self.fd,
+            name,
+            &to.fd,
+            to_name,
+            AtFlags::empty(),
+        )?)
+    }
+
+    pub fn symlink(&self, target: &OsStr, name: &str) -> io::Result<()> {
+        Ok(rustix::fs::symlinkat(target, &self.fd, name)?)
+    }
+
+    pub fn read_link(&self, name: &str) -> io::Result<Vec<u8>> {
+        Ok(rustix::fs::readlinkat(&self.fd, name, Vec::new())?.into_bytes())
+    }
+
+    /// Opens the file `name` for reading; a symlink there is not followed.
+    pub fn open_file(&self, name: &str) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the file `name`, which must not exist (a symlink there
+    /// counts as existing and is never followed).
+    pub fn create_new(&self, name: &str, mode: u32) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        let file = File::from(fd);
+        // The umask may have taken bits away: the mode is the commit's.
+        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(mode))?;
+        Ok(file)
+    }
+
+    /// A new name starting with `prefix` that nothing in this directory has,
+    /// made by `make` (which fails with `AlreadyExists` when it is taken).
+    pub fn make_temp<T>(
+        &self,
+        prefix: &str,
+        mut make: impl FnMut(&str) -> io::Result<T>,
+    ) -> io::Result<(String, T)> {
+        loop {
+            let name = format!("{prefix}{}", unique());
+            match make(&name) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+                Ok(v) => return Ok((name, v)),
+            }
+        }
+    }
+
+    /// The names in this directory with their kinds, `.` and `..` left out.
+    pub fn entries(&self) -> io::Result<Vec<(String, Kind)>> {
+        let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
+        let mut out = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                FileType::RegularFile => Kind::File,
+                FileType::Directory => Kind::Dir,
+                FileType::Symlink => Kind::Symlink,
+                FileType::Unknown => match self.meta(&name.to_string_lossy())? {
+                    Some(meta) => meta.kind,
+                    None => continue,
+                },
+                _ => Kind::Other,
+            };
+            out.push((name.to_string_lossy().into_owned(), kind));
+        }
+        Ok(out)
+    }
+
+    /// Removes `name` and everything below it, never following a symlink.
+    pub fn remove_all(&self, name: &str) -> io::Result<()> {
+        match self.meta(name)? {
+            None => Ok(()),
+            Some(Meta {
+                kind: Kind::Dir, ..
+            }) => {
+                if let Some(dir) = self.open_dir(name)? {
+                    for (entry, _) in dir.entries()? {
+                        dir.remove_all(&entry)?;
+                    }
+                }
+                self.rmdir(name)
+            }
+            Some(_) => self.unlink(name),
+        }
+    }
+
+    /// Removes the files (any entry but a directory) whose names start with
+    /// `prefix`: the temp files of a process that was killed half-way.
+    pub fn remove_temp_files(&self, prefix: &str) -> io::Result<()> {
+        for (name, kind) in self.entries()? {
+            if name.starts_with(prefix) && kind != Kind::Dir {
+                match self.unlink(&name) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A name part no other process or call uses at the same time: the pid, a
+/// counter and the clock.
+pub fn unique() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:x}{nanos:x}", std::process::id(), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_path_leads_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = tmp.path().join("site");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(site.join("real/sub")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, site.join("link")).unwrap();
+        std::os::unix::fs::symlink("real", site.join("rel")).unwrap();
+        let dir = SiteDir::open(&site).unwrap();
+        assert!(dir.dir("real/sub").unwrap().is_some());
+        assert!(dir.dir("link").unwrap().is_none());
+        assert!(dir.dir("rel/sub").unwrap().is_none());
+        assert!(dir.dir("missing/x").unwrap().is_none());
+        // The per-name walk says the same.
+        NO_OPENAT2.store(true, Ordering::Relaxed);
+        assert!(dir.dir("real/sub").unwrap().is_some());
+        assert!(dir.dir("link").unwrap().is_none());
+        assert!(dir.dir("rel/sub").unwrap().is_none());
+        NO_OPENAT2.store(false, Ordering::Relaxed);
+        // A handle keeps its directory when the name is swapped for a symlink.
+        let real = dir.dir("real").unwrap().unwrap();
+        std::fs::rename(site.join("real"), site.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, site.join("real")).unwrap();
+        real.create_new("f", 0o644).unwrap();
+        assert!(site.join("moved/f").exists());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+}

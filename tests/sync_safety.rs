@@ -1,0 +1,437 @@
+//! Issues 10 and 11: the sync never leaves the site, whatever is swapped in
+//! it meanwhile (11.1); what it replaces or deletes is put back when the
+//! deployment fails or is killed (10); a file the app made is never replaced
+//! without being asked (11.5); after a custom command the next sync compares
+//! every file (11, faults).
+//!
+//! The sync has a test-only hook, `PUSHDEPLOY_TEST_SYNC`: `fail:<n>` stops
+//! it before its n-th change, `pause:<n>:<file>` makes it create `file` and
+//! wait until the test removes it, so a race or a kill lands at a known point.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{Run, Server, snapshot};
+
+const HOOK: &str = "PUSHDEPLOY_TEST_SYNC";
+
+fn deploy_with(s: &Server, vars: &[(&str, &str)]) -> Run {
+    s.pushdeploy_with(&["deploy", "--repo", s.repo.to_str().unwrap()], vars)
+}
+
+/// Waits until `file` exists (the sync paused there).
+#[track_caller]
+fn wait_for(file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "the sync never paused");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Swaps two names at once, as `renameat2(RENAME_EXCHANGE)` does.
+fn exchange(a: &Path, b: &Path) {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        a,
+        rustix::fs::CWD,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .unwrap();
+}
+
+/// A site with a folder `data/` where the app may write, holding the
+/// committed folder `data/files/`; and a directory outside the site with
+/// files of the same names, which no sync may touch.
+fn site_with_a_shared_folder() -> (Server, PathBuf) {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("data/files/a.txt", "a1\n")
+        .write("data/files/c.txt", "c1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let outside = s.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(outside.join(name), format!("outside {name}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, s.site.join("data/link")).unwrap();
+    (s, outside)
+}
+
+/// A commit that changes, adds and deletes files in `data/files/`.
+fn change_the_shared_folder(s: &Server, round: usize) {
+    s.write("data/files/a.txt", &format!("a{round}\n"));
+    if round % 2 == 1 {
+        s.write("data/files/b.txt", &format!("b{round}\n"))
+            .write("data/files/c.txt", "c\n");
+    } else {
+        s.remove("data/files/b.txt").remove("data/files/c.txt");
+    }
+    s.commit(&format!("round {round}"));
+}
+
+#[track_caller]
+fn assert_untouched(outside: &Path, before: &BTreeMap<String, String>) {
+    assert_eq!(
+        &snapshot(outside),
+        before,
+        "nothing outside the site is written, deleted or left behind"
+    );
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_between_check_and_use_leads_nowhere() {
+    // The commit deletes c.txt, changes a.txt and adds b.txt: three changes,
+    // each raced at its own point, on a site of its own.
+    for at in 1..=3 {
+        let (s, outside) = site_with_a_shared_folder();
+        let before = snapshot(&outside);
+        s.write("data/files/a.txt", "a2\n")
+            .write("data/files/b.txt", "b2\n")
+            .remove("data/files/c.txt");
+        s.commit("second");
+        s.update_without_deploy();
+        let pause = s.root.join("paused");
+        let hook = format!("pause:{at}:{}", pause.display());
+        let run = std::thread::scope(|scope| {
+            let deploy = scope.spawn(|| deploy_with(&s, &[(HOOK, &hook)]));
+            wait_for(&pause);
+            // After the plan checked data/files, it becomes a symlink out.
+            exchange(&s.site.join("data/files"), &s.site.join("data/link"));
+            std::fs::remove_file(&pause).unwrap();
+            deploy.join().unwrap()
+        });
+        assert_untouched(&outside, &before);
+        assert!(
+            !s.repo.join("pushdeploy/sync-journal.jsonl").exists(),
+            "{}",
+            run.all()
+        );
+        // Swapped back, the commit deploys.
+        exchange(&s.site.join("data/files"), &s.site.join("data/link"));
+        s.run("deploy", &[]).assert_ok();
+        assert_eq!(s.site_file("data/files/b.txt"), "b2\n");
+        assert!(!s.site.join("data/files/c.txt").exists());
+        assert_untouched(&outside, &before);
+    }
+}
+
+#[test]
+fn a_folder_swapped_in_a_loop_during_pushes_leads_nowhere() {
+    let (s, outside) = site_with_a_shared_folder();
+    let before = snapshot(&outside);
+    /// Stops the swapping when the pushes are over, or a check failed.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let (files, link) = (s.site.join("data/files"), s.site.join("data/link"));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                exchange(&files, &link);
+            }
+        });
+        let _stop = Stop(&stop);
+        for round in 1..=10 {
+            change_the_shared_folder(&s, round);
+            // Whether a push succeeds depends on where the swap lands.
+            s.push(&[]);
+            assert_untouched(&outside, &before);
+        }
+    });
+    assert!(!s.repo.join("pushdeploy/sync-journal.jsonl").exists());
+}
+
+/// A deployed site with every kind of change ahead: files changed, added and
+/// deleted, modes, symlinks, a file that becomes a directory and back, a
+/// folder that goes, and the app's own files beside them.
+fn site_with_changes_ahead() -> Server {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("static/site.css", "css1\n")
+        .write("old/gone.txt", "gone\n")
+        .write("old/deep/gone.txt", "deep\n")
+        .write("becomes_dir", "file\n")
+        .write("was_dir/inner.txt", "inner\n")
+        .write("run.sh", "#!/bin/sh\necho 1\n");
+    std::fs::set_permissions(
+        s.work.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("app.py", s.work.join("main.py")).unwrap();
+    s.commit("first");
+    s.push(&[]).assert_ok().assert_has("successful");
+    // The app's own files, in its own folder and in a committed one.
+    std::fs::create_dir(s.site.join("uploads")).unwrap();
+    std::fs::write(s.site.join("uploads/photo.jpg"), "app data").unwrap();
+    std::fs::write(s.site.join("static/user.css"), "made by the app").unwrap();
+    std::fs::set_permissions(
+        s.site.join("static"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+
+    s.write("app.py", "print('v2')\n")
+        .write("static/site.css", "css2\n")
+        .write("new/dir/added.txt", "added\n")
+        .remove("old")
+        .remove("becomes_dir")
+        .write("becomes_dir/x.txt", "x\n")
+        .remove("was_dir")
+        .write("was_dir", "now a file\n")
+        .write("run.sh", "#!/bin/sh\necho 2\n")
+        .remove("main.py");
+    std::fs::set_permissions(
+        s.work.join("run.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("static/site.css", s.work.join("main.py")).unwrap();
+    s.commit("second");
+    s.update_without_deploy();
+    s
+}
+
+#[track_caller]
+fn assert_nothing_kept(s: &Server) {
+    assert!(!s.repo.join("pushdeploy/sync-journal.jsonl").exists());
+    let ours: Vec<String> = std::fs::read_dir(&s.site)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pushdeploy-"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+}
+
+#[test]
+fn a_sync_that_fails_half_way_is_put_back_exactly() {
+    let s = site_with_changes_ahead();
+    let before = snapshot(&s.site);
+    let mut n = 1;
+    loop {
+        let run = deploy_with(&s, &[(HOOK, &format!("fail:{n}"))]);
+        if run.status == 0 {
+            break;
+        }
+        assert!(run.has("test fault before change"), "{}", run.all());
+        assert_eq!(snapshot(&s.site), before, "after a failure at change {n}");
+        assert_nothing_kept(&s);
+        n += 1;
+        assert!(n < 50, "the hook never let the sync through");
+    }
+    assert!(n > 10, "every change was failed at once ({n})");
+    // The deployment that went through left the commit and the app's files.
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_eq!(s.site_file("becomes_dir/x.txt"), "x\n");
+    assert_eq!(s.site_file("was_dir"), "now a file\n");
+    assert!(!s.site.join("old").exists());
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    assert_eq!(s.site_file("static/user.css"), "made by the app");
+    assert_nothing_kept(&s);
+}
+
+#[test]
+fn a_failed_step_after_the_sync_puts_the_files_back() {
+    let s = site_with_changes_ahead();
+    let before = snapshot(&s.site);
+    s.config(&["deploy.postDeploy", "false"]);
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    run.assert_has("Files put back as they were before the sync");
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+    // The next deployment syncs from the commit that is still deployed.
+    s.config(&["--unset", "deploy.postDeploy"]);
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("(changes since ");
+    assert_eq!(s.site_file("was_dir"), "now a file\n");
+}
+
+#[test]
+fn a_failed_first_deployment_leaves_no_file_of_it() {
+    let s = Server::new();
+    std::fs::write(s.site.join("notes.txt"), "the admin's").unwrap();
+    let before = snapshot(&s.site);
+    s.write("app.py", "print('v1')\n")
+        .write("deep/er/file.txt", "x\n");
+    s.commit("first");
+    s.config(&["deploy.postDeploy", "false"]);
+    let push = s.push(&[]);
+    push.assert_has("failed in step postDeploy");
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+}
+
+/// Runs a deployment paused by the hook at `at`, and kills it there with
+/// SIGKILL (its pid is in the lock file).
+fn kill_paused_deployment(s: &Server, at: usize) {
+    let pause = s.root.join("paused");
+    let hook = format!("pause:{at}:{}", pause.display());
+    std::thread::scope(|scope| {
+        let deploy = scope.spawn(|| deploy_with(s, &[(HOOK, &hook)]));
+        wait_for(&pause);
+        let holder = std::fs::read_to_string(s.repo.join("pushdeploy/lock")).unwrap();
+        let pid: i32 = holder
+            .rsplit_once("(pid ")
+            .and_then(|(_, p)| p.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no pid in the lock file: {holder:?}"));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let killed = deploy.join().unwrap();
+        assert_eq!(killed.status, -1, "killed by a signal");
+    });
+    std::fs::remove_file(&pause).unwrap();
+    assert!(s.repo.join("pushdeploy/sync-journal.jsonl").exists());
+}
+
+#[test]
+fn a_killed_sync_is_put_back_by_the_next_deployment() {
+    let s = site_with_changes_ahead();
+    let before = snapshot(&s.site);
+    kill_paused_deployment(&s, 8);
+    assert_ne!(
+        snapshot(&s.site),
+        before,
+        "the sync made changes before the kill"
+    );
+    // The next deployment undoes the killed sync before its own; stopped at
+    // its first change, it shows the site as the kill left it, put back.
+    let next = deploy_with(&s, &[(HOOK, "fail:1")]);
+    next.assert_has("A sync that did not finish was undone");
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("(changes since ");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+}
+
+#[test]
+fn a_file_the_app_made_is_refused_unless_equal_or_taken_over() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    std::fs::write(s.site.join("db.sqlite3"), "the app's data").unwrap();
+
+    // A commit that adds a different db.sqlite3 is refused, with how to accept.
+    s.write("db.sqlite3", "the commit's")
+        .write("app.py", "print('v2')\n");
+    s.commit("adds the database");
+    let push = s.push(&[]);
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.contains("failed in step plan")
+            && last.contains(
+                "commit entry db.sqlite3: the site has this file, which pushdeploy did not write"
+            )
+            && last.contains("takeOverFiles"),
+        "{last}"
+    );
+    assert_eq!(s.site_file("db.sqlite3"), "the app's data");
+    assert_eq!(s.site_file("app.py"), "print('v1')\n");
+
+    // The same with the site's bytes is taken over silently.
+    s.write("db.sqlite3", "the app's data");
+    s.commit("the database as it is");
+    s.push(&[]).assert_ok().assert_has("taken over db.sqlite3");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+
+    // Taken over with the setting: the commit's replaces the site's.
+    std::fs::write(s.site.join("other.db"), "the app's").unwrap();
+    s.write("other.db", "the commit's");
+    s.commit("adds another");
+    s.update_without_deploy();
+    s.run("deploy", &[]).assert_has("other.db");
+    s.run("deploy", &["-c", "takeOverFiles=true"]).assert_ok();
+    assert_eq!(s.site_file("other.db"), "the commit's");
+}
+
+#[test]
+fn a_first_deployment_onto_a_filled_site_says_what_it_takes_over_and_refuses() {
+    let s = Server::new();
+    std::fs::write(s.site.join("same.txt"), "same\n").unwrap();
+    std::fs::write(s.site.join("differs.txt"), "the site's\n").unwrap();
+    std::fs::write(s.site.join("app_only.txt"), "kept\n").unwrap();
+    s.write("same.txt", "same\n")
+        .write("differs.txt", "the commit's\n")
+        .write("app.py", "x\n");
+    s.commit("first");
+    s.update_without_deploy();
+    // The dry run lists both, then fails as the deployment would.
+    let dry = s.run("deploy", &["--dry-run"]);
+    assert_eq!(dry.status, 1);
+    dry.assert_has("take   same.txt (the site's own file, equal to the commit's: taken over)")
+        .assert_has("refuse differs.txt (the site's own file differs from the commit's; -c takeOverFiles=true replaces it)")
+        .assert_has("commit entry differs.txt: the site has this file");
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    run.assert_has("commit entry differs.txt: the site has this file");
+    assert_eq!(s.site_file("differs.txt"), "the site's\n");
+    assert!(!s.site.join("app.py").exists(), "nothing was written");
+    let run = s.run("deploy", &["--dry-run", "-c", "takeOverFiles=true"]);
+    run.assert_ok()
+        .assert_has("take   same.txt (the site's own file, equal to the commit's: taken over)")
+        .assert_has("write  differs.txt (the site's own file differs: taken over (takeOverFiles))");
+    s.run("deploy", &["-c", "takeOverFiles=true"]).assert_ok();
+    assert_eq!(s.site_file("differs.txt"), "the commit's\n");
+    assert_eq!(s.site_file("app_only.txt"), "kept\n");
+}
+
+#[test]
+fn the_sync_after_a_custom_command_compares_every_file() {
+    let s = Server::new();
+    s.write("app.py", "print('the commit')\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    s.write(".deployment", "[config]\ncommand = build.sh\n")
+        .write(
+            "build.sh",
+            "#!/bin/sh\necho \"print('the command')\" > \"$DEPLOYMENT_TARGET/app.py\"\n",
+        );
+    std::fs::set_permissions(
+        s.work.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.commit("custom command");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(s.site_file("app.py"), "print('the command')\n");
+    s.remove(".deployment").remove("build.sh");
+    s.commit("built-in again");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("ran a custom command: every file compared with the site");
+    assert_eq!(s.site_file("app.py"), "print('the commit')\n");
+}
+
+#[test]
+fn a_deployment_killed_while_cleaning_up_after_success_is_finished_by_the_next() {
+    let s = site_with_changes_ahead();
+    // Paused once the journal says the deployment succeeded.
+    kill_paused_deployment(&s, 0);
+    let next = s.run("deploy", &[]);
+    next.assert_ok()
+        .assert_has(
+            "A deployment that succeeded was stopped while it cleaned up: its cleanup is done",
+        )
+        .assert_has("Syncing files: 0 to write, 0 to delete (changes since ");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    assert_nothing_kept(&s);
+}
