@@ -667,6 +667,146 @@ class Bench:
                 self.rm(repo, site)
         return times, recs, uv_ran
 
+    # ---- lock files (issue 12) ------------------------------------------------------
+
+    def lock_app(self, uv, name, requirements):
+        """A work dir with the 40-package app: requirements.txt, or (uv set)
+        pyproject.toml and a uv.lock made by uv from the same pins. Returns
+        (work dir, first commit)."""
+        work = os.path.join(self.tmp, name)
+        os.makedirs(work)
+        gen.write_app(work, requirements)
+        self.git("init", "-q", "-b", "main", cwd=work)
+        if uv:
+            os.remove(os.path.join(work, "requirements.txt"))
+            self.write_pyproject(work, requirements)
+            self.run([uv, "lock", "--quiet"], cwd=work, env=dict(self.env, UV_PYTHON=self.python))
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "benchmark app", cwd=work)
+        return work, self.git("rev-parse", "HEAD", cwd=work)[1].stdout.decode().strip()
+
+    @staticmethod
+    def write_pyproject(work, requirements):
+        with open(os.path.join(work, "pyproject.toml"), "w") as f:
+            f.write('[project]\nname = "bench-app"\nversion = "0.1.0"\n'
+                    'requires-python = ">=3.8"\ndependencies = [\n%s]\n'
+                    % "".join('    "%s",\n' % r for r in requirements))
+
+    def case_lock(self):
+        uv = self.find_uv()
+        if not uv:
+            for key, case in (("lock-first", "first deployment, 40-package app from uv.lock"),
+                              ("lock-noop", "no-op push, 40-package app from uv.lock"),
+                              ("lock-change", "uv.lock change of one package")):
+                self.rows.append([case, "-", "-", "-", "-", "SKIPPED", "skipped: uv not found"])
+                self.results[key] = {"result": "SKIPPED"}
+            return
+        version = self.run([uv, "--version"])[1].stdout.decode().strip()
+        env_lock = dict(self.env, PUSHDEPLOY_UV_PATH=uv)
+        req_work, req_first = self.lock_app(None, "lock-req-work", self.requirements)
+        lock_work, lock_first = self.lock_app(uv, "lock-uv-work", self.requirements)
+
+        # first deployments, alternated: requirements.txt with pip, uv.lock with uv
+        times = {"pip": [], "uv": []}
+        recs = {"pip": [], "uv": []}
+        for r in range(self.n_slow):
+            for which, work, sha, env in (("pip", req_work, req_first, self.env),
+                                          ("uv", lock_work, lock_first, env_lock)):
+                repo = os.path.join(self.tmp, "lockfirst-%s-%d.git" % (which, r))
+                site = repo[:-4] + "-site"
+                self.init(repo, site)
+                dt, p = self.git("push", repo, "%s:refs/heads/main" % sha, cwd=work, env=env)
+                rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+                _, i = self.run([os.path.join(site, "env", "bin", "python"), "-c",
+                                 "import benchpkg01, benchpkg40"], check=False)
+                if i.returncode != 0:
+                    raise Failed("%s: the packages are not importable after the deployment" % which)
+                if which == "uv" and "uv sync" not in self.steps(rec):
+                    raise Failed("uv.lock app: no uv sync step in the record")
+                times[which].append(dt)
+                recs[which].append(rec)
+                self.rm(repo, site)
+        self.detail("first deployment of the 40-package app (median of %d): requirements.txt with "
+                    "pip %s (steps: %s); uv.lock with %s %s (steps: %s)"
+                    % (self.n_slow, fmt_time(median(times["pip"])), self.step_summary(recs["pip"]),
+                       version, fmt_time(median(times["uv"])), self.step_summary(recs["uv"])))
+        self.row("lock-first", "first deployment, 40-package app from uv.lock (uv installed)",
+                 median(times["uv"]), median(times["pip"]), "<= 1/5 of requirements.txt with pip",
+                 1 / 5, note="whole push; " + version)
+
+        # a no-op push of the uv.lock app vs the same push into a repository without the hook
+        repo, site = os.path.join(self.tmp, "locknoop.git"), os.path.join(self.tmp, "locknoop-site")
+        self.init(repo, site)
+        self.git("push", "-q", repo, "%s:refs/heads/main" % lock_first, cwd=lock_work, env=env_lock)
+        self.checked_record(repo, "")
+        plain = os.path.join(self.tmp, "locknoop-plain.git")
+        self.git("init", "-q", "--bare", plain)
+        self.git("push", "-q", plain, "%s:refs/heads/main" % lock_first, cwd=lock_work)
+        n = 5 if self.args.quick else 15
+        ours, base, recs, ran = [], [], [], 0
+        for r in range(n):
+            with open(os.path.join(lock_work, "app.py"), "a") as f:
+                f.write("# edit %d\n" % r)
+            self.git("commit", "-q", "-am", "edit %d" % r, cwd=lock_work)
+            # alternated: which push goes first changes every run
+            order = [("ours", repo), ("plain", plain)]
+            if r % 2:
+                order.reverse()
+            for which, target in order:
+                dt, p = self.git("push", target, "main", cwd=lock_work, env=env_lock)
+                if which == "ours":
+                    rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+                    ran += "uv sync" in self.steps(rec)
+                    recs.append(rec)
+                    ours.append(dt)
+                else:
+                    base.append(dt)
+        self.detail("no-op push of the uv.lock app (median of %d, alternated): whole push %s, the "
+                    "same push into a bare repository without the hook %s; steps: %s; uv ran in "
+                    "%d of %d" % (n, fmt_time(median(ours)), fmt_time(median(base)),
+                                  self.step_summary(recs), ran, n))
+        self.row("lock-noop", "no-op push (one .py file changed), 40-package app from uv.lock",
+                 median(ours), median(base), "<= 1.5x a push without the hook, uv not run", 1.5,
+                 status=None if ran == 0 else "MISS",
+                 note="whole push, %d alternated runs; uv ran in %d" % (n, ran))
+        self.rm(repo, site, plain)
+
+        # one package changes (benchpkg40 1.0.0 <-> 2.0.0), alternately upgraded and downgraded
+        gen.build_wheel(self.wheels, "benchpkg40", "2.0.0")
+        repos = {}
+        for which, work, sha, env in (("pip", req_work, req_first, self.env),
+                                      ("uv", lock_work, lock_first, env_lock)):
+            repo = os.path.join(self.tmp, "lockchange-%s.git" % which)
+            self.init(repo, repo[:-4] + "-site")
+            self.git("push", "-q", repo, "main", cwd=work, env=env)
+            self.checked_record(repo, "")
+            repos[which] = (repo, work, env)
+        times = {"pip": [], "uv": []}
+        recs = {"pip": [], "uv": []}
+        for r in range(self.n_fast):
+            pins = [q if not q.startswith("benchpkg40==") else
+                    "benchpkg40==%s" % ("2.0.0" if r % 2 == 0 else "1.0.0")
+                    for q in self.requirements]
+            with open(os.path.join(req_work, "requirements.txt"), "w") as f:
+                f.write("".join(q + "\n" for q in pins))
+            self.write_pyproject(lock_work, pins)
+            self.run([uv, "lock", "--quiet"], cwd=lock_work, env=dict(self.env, UV_PYTHON=self.python))
+            for which in ("pip", "uv") if r % 2 == 0 else ("uv", "pip"):
+                repo, work, env = repos[which]
+                self.git("commit", "-q", "-am", "benchpkg40 %d" % r, cwd=work)
+                dt, p = self.git("push", repo, "main", cwd=work, env=env)
+                recs[which].append(self.checked_record(repo, p.stdout.decode(errors="replace")))
+                times[which].append(dt)
+        self.detail("one package changed (median of %d, alternated): requirements.txt with pip %s "
+                    "(steps: %s); uv.lock %s (steps: %s)"
+                    % (self.n_fast, fmt_time(median(times["pip"])), self.step_summary(recs["pip"]),
+                       fmt_time(median(times["uv"])), self.step_summary(recs["uv"])))
+        self.row("lock-change", "uv.lock change of one package (40-package app)",
+                 median(times["uv"]), median(times["pip"]), "<= 1/3 of pip installing the same change",
+                 1 / 3, note="whole push; benchpkg40 1.0.0 <-> 2.0.0")
+        for repo, _, _ in repos.values():
+            self.rm(repo, repo[:-4] + "-site")
+
     # ---- output -----------------------------------------------------------------
 
     def table(self):
@@ -683,6 +823,8 @@ class Bench:
                  ("env", self.case_env, "env creation", ">= 5x faster, pip working"),
                  ("uv", self.case_uv, "first deployment, 40-package app, installer = uv",
                   ">= 5x faster than with pip"),
+                 ("lock", self.case_lock, "uv.lock: first deployment, no-op push, one package changed",
+                  "see the rows"),
                  ("add", self.case_add, "a requirements change adding one package, 40-package app",
                   "<= 1.3x pip in place (uv <= 1/3)"),
                  ("rollback", self.case_rollback,
@@ -737,7 +879,7 @@ def main():
                     help="the pushdeploy binary to measure (default: target/release/pushdeploy)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
-    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,add,rollback")
+    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,lock,add,rollback")
     ap.add_argument("--python", default=DEFAULT_PYTHON,
                     help="the interpreter for baselines and deployments (default: %(default)s)")
     ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")

@@ -171,6 +171,19 @@ impl<'r> Commit<'r> {
         }
     }
 
+    /// The object id of a path in the tree (a file's blob, a folder's tree),
+    /// if there is one: what a local package source's content is.
+    pub fn path_id(&self, path: &str) -> Option<String> {
+        let path = path.trim_start_matches("./").trim_end_matches('/');
+        if path.is_empty() || path == "." {
+            return Some(self.tree.id().to_string());
+        }
+        self.tree
+            .get_path(std::path::Path::new(path))
+            .ok()
+            .map(|e| e.id().to_string())
+    }
+
     pub fn has_root_entry(&self, name: &str) -> bool {
         self.tree.get_name(name).is_some()
     }

@@ -18,11 +18,13 @@ use crate::commit::Commit;
 use crate::commit::short_id;
 use crate::env::{self, Decision, Reason};
 use crate::error::Failure;
+use crate::exact;
 use crate::files::{remove_file_if_there, write_atomic};
 use crate::framework;
 use crate::health::{self, HealthCheck};
 use crate::installed::{self, PipDecision};
 use crate::lock::Lock;
+use crate::lockfile;
 use crate::manifest;
 use crate::packages::{self, Installer};
 use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
@@ -31,6 +33,7 @@ use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
 use crate::settings::{POST_DEPLOY, Settings};
 use crate::sync::{self, Journal, Recovered};
+use crate::tools;
 
 /// What to deploy, and how.
 #[derive(Debug, Clone)]
@@ -398,23 +401,50 @@ fn prepare(
     report: &mut Report,
 ) -> Result<Option<Prepared>> {
     let site = &settings.site;
-    let (runtime, decision, installer, pip) = match &plan.python {
+    let (runtime, decision, installer, pip, lock, notes) = match &plan.python {
         Python::Run {
             runtime,
             env,
             installer,
             pip,
+            lock,
+            notes,
             ..
-        } => (runtime, env, installer, pip),
+        } => (runtime, env, installer, pip, lock, notes),
         Python::Skip { reason } => {
             report.header(format!("Python steps skipped: {reason}"));
             return Ok(None);
         }
     };
-    let step = installer.name();
-    let command = match installer.uv() {
-        Some(uv) => format!("{} pip install -r requirements.txt", uv.display()),
-        None => "pip install -r requirements.txt".to_string(),
+    for note in notes {
+        report.header(note);
+    }
+    let step = match lock {
+        Some(lock) => lock.step(),
+        None => installer.name(),
+    };
+    let command = match (lock, installer.uv()) {
+        (Some(lock), _) => lock.command(installer),
+        (None, Some(uv)) => format!("{} pip install -r requirements.txt", uv.display()),
+        (None, None) => "pip install -r requirements.txt".to_string(),
+    };
+    // The tool that installs the lock, installed first when it is missing.
+    let lock_tool = lock.as_ref().and_then(|l| l.tool.as_ref());
+    if let Some(tool) = lock_tool
+        && tool.found == tools::Found::ToInstall
+    {
+        report.step(
+            "tool",
+            format!("Installing {} {}", tool.name.command(), tool.version),
+            |r| tools::ensure(tool, settings, &runtime.interpreter.path, runner, r),
+        )?;
+    }
+    // An env for uv.lock or poetry.lock is made by Python's venv: `uv sync`
+    // would take the pip of an env made by `uv venv` for an extra package
+    // and remove it.
+    let uv = match lock_tool {
+        Some(_) => None,
+        None => installer.uv(),
     };
     report.header(runtime_line(runtime));
     let (dir, why, new_python) = match decision {
@@ -423,12 +453,17 @@ fn prepare(
                 "Found compatible virtual environment env/ ({})",
                 runtime.runtime
             ));
-            let reason = match pip {
-                PipDecision::Skip { .. } => {
+            let reason = match (lock, pip) {
+                (Some(lock), PipDecision::Skip { .. }) => {
+                    report.header(format!("{step} skipped: {}", lock.reason));
+                    return Ok(None);
+                }
+                (None, PipDecision::Skip { .. }) => {
                     report.header(format!("{step} skipped: {pip}"));
                     return Ok(None);
                 }
-                PipDecision::Run { reason } => reason.to_string(),
+                (Some(lock), PipDecision::Run { .. }) => lock.reason.clone(),
+                (None, PipDecision::Run { reason }) => reason.to_string(),
             };
             let dir = report.step(
                 "env",
@@ -447,7 +482,7 @@ fn prepare(
                     site,
                     runtime,
                     &settings.cache_dir.join("seeds"),
-                    installer.uv(),
+                    uv,
                     runner,
                     r,
                 )
@@ -474,10 +509,11 @@ fn prepare(
     let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
     // A line the requirements reader does not understand may name a file of
     // the site (a directory without ./): those install from the site too.
-    let from_site = match (&requirements.always, local_paths(&requirements)) {
-        (_, Some(line)) => Some(format!("requirements name a local path ({line})")),
-        (Some(why), None) => Some(why.to_string()),
-        (None, None) => None,
+    let from_site = match (lock, &requirements.always, local_paths(&requirements)) {
+        (Some(_), _, _) => Some("a lock file is installed with its project's files".to_string()),
+        (None, _, Some(line)) => Some(format!("requirements name a local path ({line})")),
+        (None, Some(why), None) => Some(why.to_string()),
+        (None, None, None) => None,
     };
     match from_site {
         None => {
@@ -490,7 +526,7 @@ fn prepare(
                     .tempdir_in(&work)?;
                 packages::write_requirements(&requirements, dir.path())?;
                 report.step(step, format!("{command} ({why})"), |r| {
-                    packages::install(installer, &prepared.dir, dir.path(), runner, r)
+                    install_into(plan, settings, &prepared.dir, dir.path(), runner, r)
                 })
             })();
             if let Err(e) = installed {
@@ -509,6 +545,33 @@ fn prepare(
         }
     }
     Ok(Some(prepared))
+}
+
+/// Installs the commit's packages into the env at `env_dir`: a lock file
+/// with its tool, or the requirements in `requirements_dir` with pip or uv.
+fn install_into(
+    plan: &Plan,
+    settings: &Settings,
+    env_dir: &Path,
+    requirements_dir: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    let Python::Run {
+        installer,
+        lock,
+        runtime,
+        ..
+    } = &plan.python
+    else {
+        return Ok(());
+    };
+    match lock {
+        Some(lock) => {
+            lockfile::install(lock, installer, settings, runtime, env_dir, runner, report)
+        }
+        None => packages::install(installer, env_dir, requirements_dir, runner, report),
+    }
 }
 
 /// The first requirement line that names a file of the site, if any: such
@@ -559,11 +622,38 @@ fn switch_and_after<'r>(
     )?);
     if let Some(prepared) = prepared {
         if let Some(why) = &prepared.from_site {
-            let command = format!("{} install -r requirements.txt", prepared.installer.name());
-            report.step(
-                prepared.installer.name(),
-                format!("{command} ({why}, from the site)"),
-                |r| packages::install(&prepared.installer, &prepared.dir, site, runner, r),
+            let (step, command) = match &plan.python {
+                Python::Run {
+                    lock: Some(lock), ..
+                } => (lock.step(), lock.command(&prepared.installer)),
+                _ => (
+                    prepared.installer.name(),
+                    format!("{} install -r requirements.txt", prepared.installer.name()),
+                ),
+            };
+            report.step(step, format!("{command} ({why}, from the site)"), |r| {
+                install_into(plan, settings, &prepared.dir, site, runner, r)
+            })?;
+        }
+        // What earlier requirements installed and these no longer need goes,
+        // from the prepared env, reading the requirements in the site.
+        if let Python::Run {
+            lock: None,
+            installer,
+            keep_unneeded,
+            env: decision,
+            ..
+        } = &plan.python
+        {
+            let fresh = matches!(decision, Decision::Create { .. });
+            exact::tidy(
+                installer,
+                &prepared.dir,
+                settings,
+                keep_unneeded.as_deref(),
+                fresh,
+                runner,
+                report,
             )?;
         }
         let before = report.step(

@@ -62,6 +62,12 @@ impl fmt::Display for Input {
 pub struct Fingerprint(BTreeMap<Input, String>);
 
 impl Fingerprint {
+    /// Inputs gathered elsewhere: an install from a lock file (`lockfile`)
+    /// names its files, tool and settings with the same inputs.
+    pub fn from_inputs(inputs: impl IntoIterator<Item = (Input, String)>) -> Self {
+        Fingerprint(inputs.into_iter().collect())
+    }
+
     /// The same inputs, with the env and its interpreter as `env` is now
     /// (after an install, or for a new env).
     pub fn with_env(&self, env: &Path, version: Version) -> Fingerprint {

@@ -13,6 +13,8 @@ use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
 use crate::env::{self, Decision};
 use crate::installed::{Fingerprint, PipDecision};
+use crate::lockfile::{self, LockPlan};
+use crate::managers::{self, Detected};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
@@ -80,6 +82,13 @@ pub enum Python {
         installer: Installer,
         pip: PipDecision,
         packages: Preview,
+        /// The lock file that says what the env holds, when it is not
+        /// requirements.txt.
+        lock: Option<LockPlan>,
+        /// Lock files beside requirements.txt, and how to use them instead.
+        notes: Vec<String>,
+        /// Set (to the setting's origin) when removeUnneeded is false.
+        keep_unneeded: Option<String>,
         /// What the install depends on, recorded after it succeeded; `None`
         /// when pip must always run.
         #[serde(skip)]
@@ -252,8 +261,11 @@ impl Plan {
                 installer,
                 pip,
                 packages,
+                lock,
+                notes,
                 ..
             } => {
+                out.extend(notes.iter().cloned());
                 out.push(runtime_line(runtime));
                 out.push(match env {
                     Decision::Reuse => format!("env: reuse env/ ({})", runtime.runtime),
@@ -261,12 +273,31 @@ impl Plan {
                         format!("env: create with {} ({message})", runtime.runtime)
                     }
                 });
-                out.push(match pip {
-                    PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
-                    PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
-                });
-                if matches!(pip, PipDecision::Run { .. }) {
-                    out.push(packages_line(installer, packages));
+                if let Some(lock) = lock {
+                    let file = lock.kind.lock_file();
+                    let why = lock.reason.clone();
+                    out.push(match pip {
+                        PipDecision::Skip { .. } => format!("{file}: skipped ({why})"),
+                        PipDecision::Run { .. } => {
+                            format!("{file}: {} ({why})", lock.command(installer))
+                        }
+                    });
+                    if let Some(tool) = &lock.tool {
+                        out.push(format!("{file}: with {tool}"));
+                    }
+                    if let Some(changes) = &lock.changes
+                        && matches!(pip, PipDecision::Run { .. })
+                    {
+                        out.extend(changes.lines().into_iter().map(|l| format!("{file}: {l}")));
+                    }
+                } else {
+                    out.push(match pip {
+                        PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
+                        PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
+                    });
+                    if matches!(pip, PipDecision::Run { .. }) {
+                        out.push(packages_line(installer, packages));
+                    }
                 }
             }
         }
@@ -387,6 +418,65 @@ fn choose_runtime(
     )
 }
 
+/// The runtime of a project with its own Python requirement: where
+/// runtime.txt, `.python-version` and the `python` setting are silent, the
+/// newest interpreter found that satisfies it; a runtime they choose must
+/// satisfy it too.
+fn choose_runtime_for(
+    settings: &Settings,
+    values: &Values,
+    commit: &Commit,
+    probes: &Probes,
+    project: Option<(pep440_rs::VersionSpecifiers, String)>,
+) -> Result<Choice> {
+    let Some((specs, what)) = project else {
+        return choose_runtime(settings, values, commit, probes);
+    };
+    let silent = !commit.has_root_entry("runtime.txt")
+        && !commit.has_root_entry(".python-version")
+        && values.python().1.origin == crate::settings::Origin::Default;
+    if !silent {
+        let choice = choose_runtime(settings, values, commit, probes)?;
+        if !managers::satisfies(&specs, choice.interpreter.version) {
+            bail!(
+                "{}: {} ({} {}) is outside {what}; change one of them",
+                choice.source,
+                choice.request,
+                choice.interpreter.path.display(),
+                choice.interpreter.version
+            );
+        }
+        return Ok(choice);
+    }
+    let found = runtime::all_found(&settings.search(), probes);
+    let Some(interpreter) = found
+        .iter()
+        .rev()
+        .find(|i| managers::satisfies(&specs, i.version))
+        .cloned()
+    else {
+        bail!(
+            "{what}: no installed interpreter satisfies it; found: {}",
+            found
+                .iter()
+                .map(|i| format!("{} ({})", i.version, i.path.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let request = runtime::Request {
+        major: interpreter.version.major,
+        minor: interpreter.version.minor,
+        patch: None,
+    };
+    Ok(Choice {
+        request,
+        runtime: request.runtime(),
+        source: runtime::Source::Project(what),
+        interpreter,
+    })
+}
+
 /// The custom command's path in the commit: a file there, executable, that
 /// is run directly (no shell).
 fn command_path(commit: &Commit, value: &str) -> Result<String> {
@@ -411,7 +501,10 @@ fn python_plan(
     preview: bool,
     probes: &Probes,
 ) -> Result<Python> {
-    if commit.read_root_file(REQUIREMENTS)?.is_none() {
+    let manager_files = [REQUIREMENTS, managers::PYPROJECT, managers::PIPFILE]
+        .into_iter()
+        .chain(managers::KINDS.iter().map(|k| k.lock_file()));
+    if !manager_files.into_iter().any(|f| commit.has_root_entry(f)) {
         return Ok(Python::Skip {
             reason: "no requirements.txt in the commit".into(),
         });
@@ -421,7 +514,20 @@ fn python_plan(
             reason: format!("{SKIP_PYTHON} is in the commit"),
         });
     }
-    let mut runtime = choose_runtime(settings, values, commit, probes)?;
+    let (kind, notes) = match managers::detect(commit, values)? {
+        Detected::Nothing => {
+            return Ok(Python::Skip {
+                reason: "no requirements.txt or lock file in the commit".into(),
+            });
+        }
+        Detected::Requirements { notes } => (None, notes),
+        Detected::Lock(kind) => (Some(kind), Vec::new()),
+    };
+    let project_python = match kind {
+        Some(kind) => managers::project_python(commit, kind)?,
+        None => None,
+    };
+    let mut runtime = choose_runtime_for(settings, values, commit, probes, project_python)?;
     let env = env::decide(&settings.site, runtime.request, forced(values), probes);
     match &env {
         Decision::Create { .. } => {
@@ -434,6 +540,38 @@ fn python_plan(
                 runtime.interpreter = python;
             }
         }
+    }
+    let keep_unneeded = match values.bool(crate::settings::REMOVE_UNNEEDED) {
+        Some((false, origin)) => Some(origin.to_string()),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let installer = packages::installer(
+            values.installer(),
+            values.path(crate::settings::UV_PATH),
+            &settings.env,
+        )?;
+        let cx = lockfile::Inputs {
+            settings,
+            values,
+            commit,
+            runtime: &runtime,
+            env: &env,
+            installer: &installer,
+            preview,
+        };
+        let (lock, pip, fingerprint) = lockfile::plan(kind, &cx)?;
+        return Ok(Python::Run {
+            runtime,
+            env,
+            installer,
+            pip,
+            packages: Preview::NotAsked,
+            lock: Some(lock),
+            notes,
+            keep_unneeded,
+            fingerprint,
+        });
     }
     let packages = packages::plan(
         settings,
@@ -449,6 +587,9 @@ fn python_plan(
         installer: packages.installer,
         pip: packages.pip,
         packages: packages.packages,
+        lock: None,
+        notes,
+        keep_unneeded,
         fingerprint: packages.fingerprint,
     })
 }

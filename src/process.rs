@@ -73,6 +73,19 @@ impl Runner {
         self.limits
     }
 
+    /// The app settings every program gets, as text.
+    pub fn app_settings(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The same runner without the app settings: for the server's own
     /// commands (`postDeploy`, the health check).
     pub fn for_server(&self) -> Runner {

@@ -155,6 +155,8 @@ pub enum Source {
     RuntimeTxt,
     PythonVersion,
     Setting(Origin),
+    /// The project's own requirement (`pyproject.toml requires-python >=3.11`).
+    Project(String),
 }
 
 impl fmt::Display for Source {
@@ -168,6 +170,7 @@ impl fmt::Display for Source {
                 crate::settings::DEFAULT_PYTHON
             ),
             Source::Setting(origin) => write!(f, "setting python, {origin}"),
+            Source::Project(what) => f.write_str(what),
         }
     }
 }

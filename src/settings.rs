@@ -231,7 +231,7 @@ keys! {
         name: "uvPath", env: "PUSHDEPLOY_UV_PATH", file: "uvPath",
         commit: Commit::Never, kind: Kind::Path,
         default: Default::Computed("(uv on PATH)"),
-        doc: "the uv that `installer = uv` runs",
+        doc: "the uv that `installer = uv` runs, and that installs uv.lock (whatever its version)",
     },
     PROJECT = {
         name: "project", env: "PROJECT", file: "project",
@@ -257,6 +257,54 @@ keys! {
         commit: Commit::May, kind: Kind::SetUnlessFalse,
         default: Default::Computed("(unset)"),
         doc: "set (to anything but false): skip Django's collectstatic",
+    },
+    PACKAGE_MANAGER = {
+        name: "packageManager", env: "PUSHDEPLOY_PACKAGE_MANAGER", file: "packageManager",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Value("auto"),
+        doc: "auto (requirements.txt, else the one lock file), pip (requirements.txt), uv (uv.lock), poetry (poetry.lock) or pipenv (Pipfile.lock)",
+    },
+    GROUPS = {
+        name: "groups", env: "PUSHDEPLOY_GROUPS", file: "groups",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(none)"),
+        doc: "dependency groups to install from uv.lock or poetry.lock besides the main ones, separated by ','",
+    },
+    EXTRAS = {
+        name: "extras", env: "PUSHDEPLOY_EXTRAS", file: "extras",
+        commit: Commit::May, kind: Kind::Text,
+        default: Default::Computed("(none)"),
+        doc: "the project's extras to install from uv.lock or poetry.lock, separated by ','",
+    },
+    INSTALL_PROJECT = {
+        name: "installProject", env: "PUSHDEPLOY_INSTALL_PROJECT", file: "installProject",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "true: install the app itself as a package (not editable) after its locked dependencies",
+    },
+    UV_VERSION = {
+        name: "uvVersion", env: "PUSHDEPLOY_UV_VERSION", file: "uvVersion",
+        commit: Commit::Never, kind: Kind::Text,
+        default: Default::Value(crate::tools::UV_VERSION),
+        doc: "the uv version that installs uv.lock when uvPath is not set: uv on PATH if it is that version, else installed into the cache dir",
+    },
+    POETRY_VERSION = {
+        name: "poetryVersion", env: "PUSHDEPLOY_POETRY_VERSION", file: "poetryVersion",
+        commit: Commit::Never, kind: Kind::Text,
+        default: Default::Value(crate::tools::POETRY_VERSION),
+        doc: "the Poetry version that installs poetry.lock when poetryPath is not set: poetry on PATH if it is that version, else installed into the cache dir",
+    },
+    POETRY_PATH = {
+        name: "poetryPath", env: "PUSHDEPLOY_POETRY_PATH", file: "poetryPath",
+        commit: Commit::Never, kind: Kind::Path,
+        default: Default::Computed("(poetryVersion)"),
+        doc: "the Poetry that installs poetry.lock (whatever its version)",
+    },
+    REMOVE_UNNEEDED = {
+        name: "removeUnneeded", env: "PUSHDEPLOY_REMOVE_UNNEEDED", file: "removeUnneeded",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("true"),
+        doc: "false: keep packages that an earlier deployment installed from requirements.txt and this commit's requirements no longer need",
     },
     POST_DEPLOY = {
         name: "postDeploy", env: "PUSHDEPLOY_POST_DEPLOY", file: "postDeploy",
@@ -910,6 +958,8 @@ const RESERVED_WORDS: &[&str] = &[
     "RES",
     "LOCALDOMAIN",
     "PIP",
+    "POETRY",
+    "PIPENV",
     "UV",
     "VIRTUAL",
     "VIRTUALENV",
@@ -973,6 +1023,27 @@ const RESERVED_WORDS: &[&str] = &[
     "DISPLAY",
 ];
 
+/// Where uv and Poetry take a named index's address and credentials from
+/// (`POETRY_REPOSITORIES_<NAME>_URL`, `POETRY_HTTP_BASIC_<NAME>_USERNAME` /
+/// `_PASSWORD`, `UV_INDEX_<NAME>_USERNAME` / `_PASSWORD`): like pip's index
+/// URLs, they only choose where packages come from.
+fn index_credential_variable(name: &str) -> bool {
+    let named = |prefix: &str, suffixes: &[&str]| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            suffixes.iter().any(|suffix| {
+                rest.strip_suffix(suffix).is_some_and(|n| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                })
+            })
+        })
+    };
+    named("POETRY_REPOSITORIES_", &["_URL"])
+        || named("POETRY_HTTP_BASIC_", &["_USERNAME", "_PASSWORD"])
+        || named("UV_INDEX_", &["_USERNAME", "_PASSWORD"])
+}
+
 /// The allow-list of names a pushed commit's `.deployment` may set for the
 /// build steps: an app's own variables, written as upper-case words of
 /// letters and digits joined by single `_` (`DJANGO_SETTINGS_MODULE`,
@@ -982,7 +1053,7 @@ const RESERVED_WORDS: &[&str] = &[
 /// doubled `_`, `PATH`, `LD_PRELOAD`, `PYTHONPATH`, `PIP_TARGET`, ...) is
 /// left out.
 pub fn app_setting_allowed(name: &str) -> bool {
-    if PACKAGE_SOURCE_VARIABLES.contains(&name) {
+    if PACKAGE_SOURCE_VARIABLES.contains(&name) || index_credential_variable(name) {
         return true;
     }
     let mut words = name.split('_');
@@ -1233,6 +1304,9 @@ mod tests {
             "S3_BUCKET",
             "PIP_INDEX_URL",
             "UV_INDEX",
+            "UV_INDEX_PRIVATE_PASSWORD",
+            "POETRY_HTTP_BASIC_PRIVATE_USERNAME",
+            "POETRY_REPOSITORIES_PRIVATE_URL",
         ] {
             assert!(app_setting_allowed(allowed), "{allowed}");
         }
@@ -1254,6 +1328,10 @@ mod tests {
             "PIP_CONSTRAINT",
             "UV_PROJECT_ENVIRONMENT",
             "UV_CONFIG_FILE",
+            "UV_INDEX__PASSWORD",
+            "POETRY_CACHE_DIR",
+            "POETRY_VIRTUALENVS_CREATE",
+            "PIPENV_PYPI_MIRROR",
             "VIRTUAL_ENV",
             "GIT_DIR",
             "SSH_AUTH_SOCK",

@@ -8,6 +8,7 @@ mod customise;
 mod faults;
 mod history;
 mod hostile;
+mod lockfiles;
 mod packages;
 mod pipeline;
 mod properties;

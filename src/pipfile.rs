@@ -1,0 +1,259 @@
+//! Pipfile.lock without Pipenv: the lock is JSON of exact pins with their
+//! hashes, so its `default` section becomes a hashed requirements file that
+//! pip (or uv) installs with `--no-deps --require-hashes`, which is what
+//! `pipenv sync` does underneath. The lock is checked against the Pipfile by
+//! the hash Pipenv writes into it, computed the way Pipenv computes it.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+
+use crate::error::shown;
+
+/// One pinned package of the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The name as the lock spells it.
+    pub name: String,
+    pub version: String,
+}
+
+/// The lock's main packages as a requirements file, and the pins.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub requirements: String,
+    pub pins: Vec<Pin>,
+}
+
+/// Checks that the lock was made from this Pipfile.
+pub fn check(pipfile: &[u8], lock: &[u8]) -> Result<()> {
+    let json = lock_json(lock)?;
+    let recorded = json
+        .pointer("/_meta/hash/sha256")
+        .and_then(|h| h.as_str())
+        .unwrap_or("");
+    let now = pipfile_hash(pipfile)?;
+    if recorded != now {
+        bail!(
+            "Pipfile.lock does not match Pipfile (it was locked from another Pipfile): run `pipenv lock` and commit Pipfile.lock"
+        );
+    }
+    Ok(())
+}
+
+fn lock_json(lock: &[u8]) -> Result<serde_json::Value> {
+    let json: serde_json::Value = serde_json::from_slice(lock).map_err(|e| {
+        anyhow::anyhow!(
+            "Pipfile.lock line {}: not JSON ({e}); run `pipenv lock` and commit Pipfile.lock",
+            e.line()
+        )
+    })?;
+    if !json.is_object() {
+        bail!(
+            "Pipfile.lock: not a Pipfile.lock (no JSON object); run `pipenv lock` and commit Pipfile.lock"
+        );
+    }
+    Ok(json)
+}
+
+/// Pipenv's hash of a Pipfile (plette's `Pipfile.get_hash`): the sources,
+/// requires and package sections as JSON with sorted keys and no spaces.
+pub fn pipfile_hash(pipfile: &[u8]) -> Result<String> {
+    let mut table = crate::managers::parse_toml("Pipfile", pipfile)?;
+    if !table.contains_key("source") {
+        let default: toml::Table = toml::from_str(
+            "[[source]]\nname = \"pypi\"\nurl = \"https://pypi.org/simple\"\nverify_ssl = true\n",
+        )
+        .expect("the default source is TOML");
+        table.insert("source".into(), default["source"].clone());
+    }
+    let get = |key: &str| {
+        table
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
+    };
+    let mut data = BTreeMap::new();
+    let mut meta = BTreeMap::new();
+    meta.insert("sources", get("source"));
+    meta.insert("requires", get("requires"));
+    data.insert(
+        "_meta".to_string(),
+        toml::Value::Table(meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+    );
+    data.insert("default".to_string(), get("packages"));
+    data.insert("develop".to_string(), get("dev-packages"));
+    const SECTIONS: &[&str] = &[
+        "source",
+        "packages",
+        "dev-packages",
+        "requires",
+        "scripts",
+        "pipfile",
+        "pipenv",
+        "default",
+        "develop",
+    ];
+    for (key, value) in &table {
+        if !SECTIONS.contains(&key.as_str()) {
+            data.insert(key.clone(), value.clone());
+        }
+    }
+    let value = serde_json::to_value(&data).context("Pipfile as JSON")?;
+    let compact = serde_json::to_string(&value)?;
+    Ok(sha256_hex(python_ascii(&compact).as_bytes()))
+}
+
+/// Python's `json.dumps` escapes every non-ASCII character (`ensure_ascii`).
+fn python_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The lock's `default` section as a hashed requirements file.
+pub fn convert(lock: &[u8]) -> Result<Converted> {
+    let json = lock_json(lock)?;
+    let mut lines = Vec::new();
+    let sources = json
+        .pointer("/_meta/sources")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for (i, source) in sources.iter().enumerate() {
+        if let Some(url) = source.get("url").and_then(|u| u.as_str()) {
+            let option = if i == 0 {
+                "--index-url"
+            } else {
+                "--extra-index-url"
+            };
+            lines.push(format!("{option} {url}"));
+        }
+    }
+    let default = json
+        .get("default")
+        .and_then(|d| d.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let mut pins = Vec::new();
+    for (name, entry) in &default {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!(
+                "Pipfile.lock: package name {} is not a package name",
+                shown(name.as_bytes())
+            );
+        }
+        for other in ["git", "path", "file", "editable", "hg", "svn", "bzr"] {
+            if entry.get(other).is_some() {
+                bail!(
+                    "Pipfile.lock: {name} is a {other} requirement; only pinned packages from an index can be installed from Pipfile.lock (or deploy with requirements.txt)"
+                );
+            }
+        }
+        let Some(version) = entry
+            .get("version")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.strip_prefix("=="))
+        else {
+            bail!(
+                "Pipfile.lock: {name} has no pinned version (\"==X\"); run `pipenv lock` and commit Pipfile.lock"
+            );
+        };
+        let clean = |s: &str| !s.contains(['\n', '\r', '\\']);
+        let hashes: Vec<&str> = entry
+            .get("hashes")
+            .and_then(|h| h.as_array())
+            .map(|h| h.iter().filter_map(|h| h.as_str()).collect())
+            .unwrap_or_default();
+        if hashes.is_empty() {
+            bail!("Pipfile.lock: {name} has no hashes; run `pipenv lock` and commit Pipfile.lock");
+        }
+        let extras: Vec<&str> = entry
+            .get("extras")
+            .and_then(|e| e.as_array())
+            .map(|e| e.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let markers = entry.get("markers").and_then(|m| m.as_str());
+        if !clean(version)
+            || !hashes.iter().all(|h| clean(h) && !h.contains(' '))
+            || !extras.iter().all(|e| clean(e) && !e.contains([',', ']']))
+            || !markers.is_none_or(clean)
+        {
+            bail!(
+                "Pipfile.lock: the entry of {name} has a value with a line break or backslash; run `pipenv lock` and commit Pipfile.lock"
+            );
+        }
+        let mut line = name.clone();
+        if !extras.is_empty() {
+            line.push_str(&format!("[{}]", extras.join(",")));
+        }
+        line.push_str(&format!("=={version}"));
+        if let Some(markers) = markers {
+            line.push_str(&format!(" ; {markers}"));
+        }
+        for hash in &hashes {
+            line.push_str(&format!(" --hash={hash}"));
+        }
+        lines.push(line);
+        pins.push(Pin {
+            name: name.clone(),
+            version: version.to_string(),
+        });
+    }
+    let mut requirements = lines.join("\n");
+    requirements.push('\n');
+    Ok(Converted { requirements, pins })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_a_lock() {
+        let lock = br#"{"_meta": {"sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": true}]},
+            "default": {"greeting": {"hashes": ["sha256:ab"], "version": "==1.0.0", "markers": "python_version >= '3.6'"}},
+            "develop": {"staticpipe": {"hashes": ["sha256:cd"], "version": "==1.0.0"}}}"#;
+        let c = convert(lock).unwrap();
+        assert_eq!(
+            c.requirements,
+            "--index-url https://pypi.org/simple\ngreeting==1.0.0 ; python_version >= '3.6' --hash=sha256:ab\n"
+        );
+        assert_eq!(c.pins.len(), 1);
+        let err = convert(b"{").unwrap_err().to_string();
+        assert!(err.starts_with("Pipfile.lock line 1: not JSON"), "{err}");
+    }
+
+    #[test]
+    fn hashes_a_pipfile_as_pipenv_does() {
+        // Both made by Pipenv (fixtures/build-locks).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/pipenv-app");
+        for dir in [dir.clone(), dir.join("v2")] {
+            let pipfile = std::fs::read(dir.join("Pipfile")).unwrap();
+            let lock = std::fs::read(dir.join("Pipfile.lock")).unwrap();
+            check(&pipfile, &lock).unwrap();
+            let other = String::from_utf8(pipfile).unwrap().replace("==", ">=");
+            assert!(check(other.as_bytes(), &lock).is_err());
+        }
+    }
+}
