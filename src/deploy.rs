@@ -278,7 +278,7 @@ pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> R
         }
         return Ok(false);
     }
-    report.header("A deployment was killed after it began to change the site: putting back the last successful deployment");
+    report.header("A deployment was killed after it began to change the site: putting back the last good deployment");
     if let Some(recovered) = &files {
         report.detail(recovered.to_string());
     }
@@ -288,7 +288,7 @@ pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> R
     let runner = old_version_runner(settings, repo);
     if let Err(e) = run_old_version(settings, &switch, &runner, report) {
         report.header(format!(
-            "The last successful deployment's files and env are back, but the site may be down: {e:#}"
+            "The last good deployment's files and env are back, but the site may be down: {e:#}"
         ));
     }
     Ok(true)
@@ -369,7 +369,7 @@ fn execute(
                         "the site as it was before the first deployment (no file of it, no env)"
                             .to_string()
                     },
-                    |m| format!("{} (the last successful deployment)", short_id(&m.commit)),
+                    |m| format!("{} (the last good deployment)", short_id(&m.commit)),
                 );
             let step = report.current.clone();
             let back = roll_back(settings, repo, journal, &switch, report);
@@ -631,7 +631,7 @@ fn switch_and_after<'r>(
                     format!("{} install -r requirements.txt", prepared.installer.name()),
                 ),
             };
-            report.step(step, format!("{command} ({why}, from the site)"), |r| {
+            report.step(step, format!("{command} ({why})"), |r| {
                 install_into(plan, settings, &prepared.dir, site, runner, r)
             })?;
         }
@@ -835,7 +835,7 @@ fn roll_back(
     // Timed as a step of its own ("restore"), which the benchmark reads.
     let _ = report.step(
         "restore",
-        "Rolling back: putting back the last successful deployment's files and env",
+        "Rolling back: putting back the last good deployment's files and env",
         |report| {
             if let Some(journal) = journal {
                 match journal.rollback() {

@@ -81,7 +81,8 @@ pub fn tidy(
     let stored: Stored = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &Stored| s.env == env)
+        // A copy of the live env prepared aside continues the live env's record.
+        .filter(|s: &Stored| s.env == env || s.env == real(&settings.site.join("env")))
         .unwrap_or_default();
     let installed = installed_packages(env_dir);
     let ours = |name: &str| KEPT.contains(&name) || needed.contains(name);

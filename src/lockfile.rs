@@ -750,7 +750,12 @@ fn install_pipfile_lock(
             report,
             "pip install",
             duct::cmd!(
-                env_dir.join("bin").join("pip"),
+                // Run by the env's python: its scripts lead through
+                // `<site>/env`, which is the live env while this one is
+                // prepared aside.
+                &python,
+                "-m",
+                "pip",
                 "install",
                 "--progress-bar",
                 "off",
