@@ -510,7 +510,7 @@ fn prepare(
     // A line the requirements reader does not understand may name a file of
     // the site (a directory without ./): those install from the site too.
     let from_site = match (lock, &requirements.always, local_paths(&requirements)) {
-        (Some(lock), _, _) => lock.from_site(),
+        (Some(lock), _, _) => lock.needs_the_site(),
         (None, _, Some(line)) => Some(format!("requirements name a local path ({line})")),
         (None, Some(why), None) => Some(why.to_string()),
         (None, None, None) => None,

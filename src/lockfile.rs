@@ -133,7 +133,7 @@ impl LockPlan {
     /// file switch: the app itself is installed as a project, or the lock
     /// names a path (a path dependency, a workspace member) that lives in
     /// the site. `None`: it installs aside, from the commit's files.
-    pub fn from_site(&self) -> Option<String> {
+    pub fn needs_the_site(&self) -> Option<String> {
         if self.kind == Kind::Pipenv {
             // Path entries are refused when the lock is converted.
             return None;
