@@ -447,6 +447,9 @@ fn output_entries(output: &Path) -> Result<Vec<Entry>> {
                 format!("{rel}/{name}")
             };
             let kind = if kind.is_dir() {
+                if rel.is_empty() {
+                    check_output_top(&name, &path)?;
+                }
                 subdirs.push(path);
                 continue;
             } else if kind.is_symlink() {
@@ -473,15 +476,19 @@ fn output_entries(output: &Path) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+fn check_output_top(top: &str, path: &str) -> Result<()> {
+    if ENV_NAMES.contains(&top) || top.starts_with(PUSHDEPLOY_PREFIX) {
+        bail!(
+            "DEPLOYMENT_TARGET: the command wrote {path}; {top} at the top of the site is pushdeploy's (the env, kept files), not the command's; nothing was written to the site"
+        );
+    }
+    Ok(())
+}
+
 fn check_output_entry(output: &Path, entry: &Entry) -> Result<()> {
     let top = entry.path.split('/').next().unwrap_or("");
     let name = entry.path.rsplit('/').next().unwrap_or("");
-    if ENV_NAMES.contains(&top) || top.starts_with(PUSHDEPLOY_PREFIX) {
-        bail!(
-            "DEPLOYMENT_TARGET: the command wrote {}; {top} at the top of the site is pushdeploy's (the env, kept files), not the command's; nothing was written to the site",
-            entry.path
-        );
-    }
+    check_output_top(top, &entry.path)?;
     if name.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
             "DEPLOYMENT_TARGET: the command wrote {}; names starting with {SYNC_TEMP_PREFIX} are pushdeploy's temp files; nothing was written to the site",
@@ -623,7 +630,9 @@ pub fn copy_owned(site: &Path, owned: &BTreeSet<String>, to: &Path) -> Result<()
                     fs_err::create_dir_all(parent)?;
                 }
                 let mut from = dir.open_file(name)?;
-                let mut file = fs_err::File::create(&dest)?;
+                // std's File on both sides: io::copy then uses copy_file_range.
+                let mut file = std::fs::File::create(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
                 io::copy(&mut from, &mut file)?;
                 let mode = if meta.mode & 0o111 != 0 { 0o755 } else { 0o644 };
                 file.set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -1086,7 +1095,9 @@ impl Source<'_, '_> {
             Source::Dir(dir) => {
                 // A file to file copy: copy_file_range, which shares the
                 // blocks (a reflink) where the file system can.
-                let mut from = fs_err::File::open(dir.join(&change.path))?;
+                let path = dir.join(&change.path);
+                let mut from = std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
                 io::copy(&mut from, file)?;
                 Ok(())
             }

@@ -780,3 +780,64 @@ if [ -e {hold} ]; then touch {started}; sleep 600; fi"#,
         "no checkout or staging copy is left"
     );
 }
+
+#[test]
+fn a_command_deployment_killed_in_post_deploy_is_put_back_by_the_next_deployment() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    let started = s.root.join("started");
+    // Hangs once (the killed deployment's); returns for the rollback's run.
+    let slow = script(
+        &s,
+        "slow.sh",
+        &format!(
+            "[ -e {started} ] && exit 0\ntouch {started}\nsleep 600",
+            started = started.display()
+        ),
+    );
+    set_post_deploy(&s, &slow);
+    commit_command(
+        &s,
+        r#"echo "print('cmd')" > "$DEPLOYMENT_TARGET/app.py"
+echo new > "$DEPLOYMENT_TARGET/new.txt""#,
+    );
+    s.update_without_deploy();
+    let mut child = s
+        .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
+    assert!(appears_within(&started, 120), "postDeploy started");
+    assert_eq!(
+        s.site_file("app.py"),
+        "print('cmd')\n",
+        "the files switched"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The next deployment first puts back the killed one's files (and runs
+    // the old version's postDeploy again), then deploys.
+    s.remove(".deployment")
+        .remove("deploy.sh")
+        .commit("built-in again");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("A deployment was killed after it began to change the site")
+        .assert_has("Killed postDeploy (process group ")
+        .assert_has("successful");
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn what_a_command_may_not_leave_in_its_target_fails_before_the_site_changes() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    commit_command(&s, r#"mkdir -p "$DEPLOYMENT_TARGET/env/bin""#);
+    s.push(&[]).assert_has(
+        "DEPLOYMENT_TARGET: the command wrote env; env at the top of the site is pushdeploy's",
+    );
+    assert_eq!(snapshot(&s.site), before);
+    commit_command(&s, r#"ln -s /etc/passwd "$DEPLOYMENT_TARGET/passwd""#);
+    s.push(&[]).assert_has(
+        "DEPLOYMENT_TARGET: the command made the symlink passwd to /etc/passwd which points outside the site",
+    );
+    assert_eq!(snapshot(&s.site), before);
+}
