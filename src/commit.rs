@@ -357,16 +357,6 @@ impl<'r> Commit<'r> {
         self.repo
     }
 
-    /// Removes a ref `pin` made, if it is there.
-    pub fn unpin(&self, name: &str) -> Result<()> {
-        match self.repo.find_reference(name) {
-            Ok(mut reference) => reference
-                .delete()
-                .with_context(|| format!("removing ref {name}")),
-            Err(_) => Ok(()),
-        }
-    }
-
     /// Another commit of the same repository, narrowed to `project`.
     pub fn sibling(&self, id: &str, project: Option<&str>) -> Result<Commit<'r>> {
         let other = Commit::open(self.repo, id)?;

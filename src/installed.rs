@@ -120,22 +120,10 @@ impl fmt::Display for Always {
 pub enum RunReason {
     NewEnv,
     NoRecord,
-    LastFailed {
-        deployment: String,
-    },
-    /// The last install was killed (or the machine stopped) while it ran.
-    LastUnfinished {
-        deployment: String,
-    },
-    Changed {
-        inputs: Vec<Input>,
-    },
-    Always {
-        why: Always,
-    },
-    NotSkipping {
-        origin: String,
-    },
+    LastFailed { deployment: String },
+    Changed { inputs: Vec<Input> },
+    Always { why: Always },
+    NotSkipping { origin: String },
 }
 
 impl fmt::Display for RunReason {
@@ -146,11 +134,6 @@ impl fmt::Display for RunReason {
             RunReason::LastFailed { deployment } => write!(
                 f,
                 "the last install (deployment {}) failed",
-                short_id(deployment)
-            ),
-            RunReason::LastUnfinished { deployment } => write!(
-                f,
-                "the last install (deployment {}) did not finish",
                 short_id(deployment)
             ),
             RunReason::Changed { inputs } => {
@@ -213,8 +196,6 @@ enum Outcome {
     #[default]
     Installed,
     Failed,
-    /// Recorded before the installer starts: still there, it was killed.
-    Started,
 }
 
 /// The record of the last install into the env (`<state dir>/installed.json`).
@@ -242,11 +223,6 @@ impl Store {
             Outcome::Installed => {}
             Outcome::Failed => {
                 return PipDecision::run(RunReason::LastFailed {
-                    deployment: last.deployment,
-                });
-            }
-            Outcome::Started => {
-                return PipDecision::run(RunReason::LastUnfinished {
                     deployment: last.deployment,
                 });
             }
@@ -294,12 +270,6 @@ impl Store {
     /// installer, and its dry run says why.
     pub fn failed(&self, deployment: &str) -> Result<()> {
         self.write(Fingerprint::default(), deployment, Outcome::Failed)
-    }
-
-    /// Records that an install into the env starts: if it is killed, the
-    /// next deployment runs the installer again, whatever else changed.
-    pub fn started(&self, deployment: &str) -> Result<()> {
-        self.write(Fingerprint::default(), deployment, Outcome::Started)
     }
 
     fn write(&self, fingerprint: Fingerprint, deployment: &str, outcome: Outcome) -> Result<()> {
@@ -758,11 +728,6 @@ mod tests {
         assert_eq!(
             store.decide(&now).to_string(),
             "the last install (deployment abcdef0) failed"
-        );
-        store.started("1234567890").unwrap();
-        assert_eq!(
-            store.decide(&now).to_string(),
-            "the last install (deployment 1234567) did not finish"
         );
     }
 

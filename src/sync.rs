@@ -30,7 +30,7 @@ use crate::commit::short_id;
 use crate::commit::{Commit, Entry, Kind, MAX_PATH, Skipped};
 use crate::error::shown;
 use crate::journal::PENDING_REF;
-pub use crate::journal::{ASIDE_PREFIX, Journal, Recovered, Rollback, recover};
+pub use crate::journal::{Journal, Recovered, recover};
 use crate::manifest::{self, Manifest};
 use crate::site_dir::{self, Dir, SiteDir, split};
 

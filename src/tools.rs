@@ -110,7 +110,7 @@ impl fmt::Display for Tool {
 /// The version a tool reports with `--version` (`uv 0.13.9 (...)`,
 /// `Poetry (version 2.2.1)`).
 pub fn version_of(path: &Path) -> Option<String> {
-    let out = duct::cmd!(path, "--version")
+    let out = crate::process::spawn_rules(duct::cmd!(path, "--version"))
         .env("NO_COLOR", "1")
         .stdout_capture()
         .stderr_null()

@@ -294,15 +294,7 @@ fn one_interpreter_by_two_names_is_one_interpreter() {
     );
     let seeds = || listing(&cache.join("seeds"));
     let before = seeds();
-    let again = s.pushdeploy_with(
-        &[
-            "deploy",
-            "--repo",
-            s.repo.to_str().unwrap(),
-            "--recreate-env",
-        ],
-        &vars,
-    );
+    let again = s.deploy_with(&["--recreate-env"], &vars);
     again.assert_ok().assert_has("pip seeded from");
     assert!(!again.has("caching pip"), "a second seed for the same file");
     assert_eq!(seeds(), before);

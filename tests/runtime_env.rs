@@ -273,15 +273,7 @@ fn a_new_env_is_seeded_with_the_same_pip_as_venv_would_install() {
         .assert_ok()
         .assert_has("caching pip for ")
         .assert_has("-m venv --without-pip");
-    let again = s.pushdeploy_with(
-        &[
-            "deploy",
-            "--repo",
-            s.repo.to_str().unwrap(),
-            "--recreate-env",
-        ],
-        &vars,
-    );
+    let again = s.deploy_with(&["--recreate-env"], &vars);
     again.assert_ok().assert_has("pip seeded from");
     assert!(
         !again.has("caching pip"),

@@ -146,22 +146,11 @@ fn init_failing_on_the_file_system_exits_2() {
     std::fs::write(&file, "").unwrap();
     let repo = file.join("app.git");
     let site = s.root.join("site2");
-    s.pushdeploy(&[
-        "init",
-        repo.to_str().unwrap(),
-        "--site",
-        site.to_str().unwrap(),
-    ])
-    .assert_status(2)
-    .assert_has("creating ");
+    s.init_at(&repo, &site)
+        .assert_status(2)
+        .assert_has("creating ");
     let repo = s.root.join("new.git");
-    s.pushdeploy(&[
-        "init",
-        repo.to_str().unwrap(),
-        "--site",
-        file.join("site").to_str().unwrap(),
-    ])
-    .assert_status(2);
+    s.init_at(&repo, &file.join("site")).assert_status(2);
     if !rustix::process::geteuid().is_root() {
         // As another user, a directory that cannot be written.
         let locked = s.root.join("locked");
@@ -169,13 +158,8 @@ fn init_failing_on_the_file_system_exits_2() {
         std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o555))
             .unwrap();
         let repo = locked.join("app.git");
-        s.pushdeploy(&[
-            "init",
-            repo.to_str().unwrap(),
-            "--site",
-            site.to_str().unwrap(),
-        ])
-        .assert_status(2)
-        .assert_has("ermission denied");
+        s.init_at(&repo, &site)
+            .assert_status(2)
+            .assert_has("ermission denied");
     }
 }

@@ -248,31 +248,17 @@ fn a_push_option_that_is_not_utf8_is_ignored_and_the_push_deploys() {
     let s = Server::new();
     s.write("app.py", "print('hi')\n");
     s.commit("first");
-    let output = std::process::Command::new("git")
-        .current_dir(&s.work)
-        .arg("push")
-        .arg("-o")
-        .arg(std::ffi::OsStr::from_bytes(b"x\xff"))
-        .arg("-o")
-        .arg("recreate-env")
-        .arg(&s.repo)
-        .arg("main")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env(
-            "PUSHDEPLOY_CACHE_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache"),
-        )
-        .env_remove("GIT_DIR")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{err}");
-    assert!(
-        err.contains("Ignoring push option \"x\\xff\": it is not UTF-8; known: recreate-env"),
-        "{err}"
-    );
+    // The one argument that is not UTF-8 goes through the same builder.
+    let push = s
+        .git_command(&["push", "-o"])
+        .args([std::ffi::OsStr::from_bytes(b"x\xff")])
+        .args(["-o", "recreate-env", s.repo.to_str().unwrap(), "main"])
+        .run();
+    push.assert_ok()
+        .assert_has("Ignoring push option \"x\\xff\": it is not UTF-8; known: recreate-env");
+    let err = &push.stderr;
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains("successful"), "{err}");
+    push.assert_has("successful");
     assert!(s.site.join("app.py").is_file());
     let records = s.records();
     assert_eq!(records.len(), 1, "one record");

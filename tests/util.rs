@@ -330,6 +330,24 @@ impl Server {
         self.pushdeploy_command(args).run()
     }
 
+    /// `pushdeploy deploy --repo <repository> <args>`, with extra variables.
+    pub fn deploy_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        self.pushdeploy_command(&["deploy", "--repo", self.repo.to_str().unwrap()])
+            .args(args)
+            .envs(vars)
+            .run()
+    }
+
+    /// `pushdeploy init <repository> --site <site>` for another pair of paths.
+    pub fn init_at(&self, repo: &Path, site: &Path) -> Run {
+        self.pushdeploy(&[
+            "init",
+            repo.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap(),
+        ])
+    }
+
     pub fn pushdeploy_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         self.pushdeploy_command(args).envs(vars).run()
     }
