@@ -501,21 +501,29 @@ fn prepare(
     // A line the requirements reader does not understand may name a file of
     // the site (a directory without ./): those install from the site too.
     let from_site = match (lock, &requirements.always, local_paths(&requirements)) {
-        (Some(_), _, _) => Some("a lock file is installed with its project's files".to_string()),
+        (Some(lock), _, _) => lock.needs_the_site(),
         (None, _, Some(line)) => Some(format!("requirements name a local path ({line})")),
         (None, Some(why), None) => Some(why.to_string()),
         (None, None, None) => None,
     };
     match from_site {
         None => {
-            // The commit's own requirement files, in pushdeploy's own place.
+            // The commit's own requirement files (or the lock and its
+            // project file), in pushdeploy's own place.
             let work = settings.state_dir.join("tmp");
             let installed = (|| {
                 fs_err::create_dir_all(&work)?;
                 let dir = tempfile::Builder::new()
-                    .prefix("requirements-")
+                    .prefix(if lock.is_some() {
+                        "project-"
+                    } else {
+                        "requirements-"
+                    })
                     .tempdir_in(&work)?;
-                packages::write_requirements(&requirements, dir.path())?;
+                match lock {
+                    Some(lock) => lockfile::write_project(lock.kind, commit, dir.path())?,
+                    None => packages::write_requirements(&requirements, dir.path())?,
+                }
                 report.step(step, format!("{command} ({why})"), |r| {
                     install_into(plan, settings, &prepared.dir, dir.path(), runner, r)
                 })
@@ -539,12 +547,13 @@ fn prepare(
 }
 
 /// Installs the commit's packages into the env at `env_dir`: a lock file
-/// with its tool, or the requirements in `requirements_dir` with pip or uv.
+/// with its tool, or the requirements with pip or uv; `files` holds the
+/// requirement files or the lock's project (a temp dir, or the site).
 fn install_into(
     plan: &Plan,
     settings: &Settings,
     env_dir: &Path,
-    requirements_dir: &Path,
+    files: &Path,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
@@ -558,10 +567,10 @@ fn install_into(
         return Ok(());
     };
     match lock {
-        Some(lock) => {
-            lockfile::install(lock, installer, settings, runtime, env_dir, runner, report)
-        }
-        None => packages::install(installer, env_dir, requirements_dir, runner, report),
+        Some(lock) => lockfile::install(
+            lock, installer, settings, runtime, env_dir, files, runner, report,
+        ),
+        None => packages::install(installer, env_dir, files, runner, report),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct LockPlan {
     /// Pipfile.lock as a hashed requirements file, and its pins.
     #[serde(skip)]
     pub requirements: Option<pipfile::Converted>,
+    /// The local paths the lock names (path dependencies, workspace members).
+    #[serde(skip)]
+    pub local: Vec<String>,
 }
 
 /// What an install would change in the env.
@@ -124,6 +127,23 @@ impl LockPlan {
                 ),
             },
         }
+    }
+
+    /// Why the lock must be installed from the site's own files, after the
+    /// file switch: the app itself is installed as a project, or the lock
+    /// names a path (a path dependency, a workspace member) that lives in
+    /// the site. `None`: it installs aside, from the commit's files.
+    pub fn needs_the_site(&self) -> Option<String> {
+        if self.kind == Kind::Pipenv {
+            // Path entries are refused when the lock is converted.
+            return None;
+        }
+        if self.install_project {
+            return Some("installProject is set: the app is installed from its own files".into());
+        }
+        self.local
+            .first()
+            .map(|path| format!("{} names a local path ({path})", self.kind.lock_file()))
     }
 
     /// The step's name in records.
@@ -238,6 +258,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         reason: String::new(),
         changes: None,
         requirements,
+        local: Vec::new(),
     };
     if kind == Kind::Pipenv && (!lock.groups.is_empty() || !lock.extras.is_empty()) {
         bail!(
@@ -245,6 +266,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         );
     }
     let fingerprint = fingerprint(&lock, cx, &local);
+    lock.local = local;
     let store = installed::Store::new(&settings.state_dir);
     // The store's decision, and the same said for a lock file.
     let (decision, reason) = match (cx.env, &fingerprint, values.bool(SKIP_UNCHANGED)) {
@@ -273,9 +295,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
                 unknown: Some("the env is new: everything the lock names is installed".into()),
                 ..Changes::default()
             },
-            (Decision::Reuse, PipDecision::Run { .. }) => {
-                preview(&lock, cx, &lock_bytes, &project_bytes)
-            }
+            (Decision::Reuse, PipDecision::Run { .. }) => preview(&lock, cx),
         });
     }
     Ok((lock, decision, fingerprint.ok()))
@@ -417,7 +437,7 @@ fn config_files(settings: &Settings) -> Vec<PathBuf> {
 
 /// Asks the tool (or, for Pipfile.lock, compares the pins with the env)
 /// what an install would change.
-fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> Changes {
+fn preview(lock: &LockPlan, cx: &Inputs) -> Changes {
     let result = (|| -> Result<Changes> {
         let env = cx.settings.site.join("env");
         match (lock.kind, &lock.tool) {
@@ -434,13 +454,7 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
             }
             (kind, Some(tool)) => {
                 let dir = tempfile::tempdir().context("a temp dir for the dry run")?;
-                fs_err::write(dir.path().join(kind.lock_file()), lock_bytes)?;
-                fs_err::write(dir.path().join(kind.project_file()), project)?;
-                for extra in ["poetry.toml", "README.md"] {
-                    if let Some(bytes) = cx.commit.read_root_file(extra)? {
-                        fs_err::write(dir.path().join(extra), bytes)?;
-                    }
-                }
+                write_project(kind, cx.commit, dir.path())?;
                 let mut args = match kind {
                     Kind::Uv => uv_args(lock),
                     _ => poetry_args(lock, tool),
@@ -482,6 +496,29 @@ fn preview(lock: &LockPlan, cx: &Inputs, lock_bytes: &[u8], project: &[u8]) -> C
         unknown: Some(format!("{e:#}")),
         ..Changes::default()
     })
+}
+
+/// Writes what the tool reads of the project, from the commit, into `dir`:
+/// the lock, its project file, and the files beside them that the tool may
+/// read (`poetry.toml`, `.python-version`, a README the project names). The
+/// project's source is not needed: it is not installed (`--no-install-project`,
+/// `--no-root`).
+pub fn write_project(kind: Kind, commit: &Commit, dir: &Path) -> Result<()> {
+    for name in [
+        kind.lock_file(),
+        kind.project_file(),
+        "poetry.toml",
+        ".python-version",
+        "README.md",
+        "README.rst",
+        "README.txt",
+        "README",
+    ] {
+        if let Some(bytes) = commit.read_root_file(name)? {
+            fs_err::write(dir.join(name), bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The tool's command with the env it installs into.
@@ -677,17 +714,19 @@ fn compare(pins: &[pipfile::Pin], installed: &[Package]) -> Changes {
 }
 
 /// Installs the lock into the env at `env_dir`, the project's files being in
-/// `site`. `python` is the interpreter that installs a missing tool.
+/// `project` (a temp dir with the commit's files, or the site). The
+/// runtime's interpreter installs a missing tool.
+#[expect(clippy::too_many_arguments, reason = "what one install needs")]
 pub fn install(
     lock: &LockPlan,
     installer: &Installer,
     settings: &Settings,
     runtime: &Choice,
     env_dir: &Path,
+    project: &Path,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
-    let site = &settings.site;
     if let Some(tool) = &lock.tool {
         tools::ensure(tool, settings, &runtime.interpreter.path, runner, report)?;
         let now = match tool.found {
@@ -709,7 +748,7 @@ pub fn install(
             let result = runner.run(
                 report,
                 lock.step(),
-                tool_command(settings, lock, tool, env_dir, site, &args),
+                tool_command(settings, lock, tool, env_dir, project, &args),
             );
             if result.is_err() {
                 let said = report.log[from..].join("\n");
@@ -729,19 +768,26 @@ pub fn install(
             }
             result
         }
-        _ => install_pipfile_lock(lock, installer, env_dir, runner, report),
+        _ => install_pipfile_lock(lock, installer, settings, env_dir, runner, report),
     }
 }
 
 fn install_pipfile_lock(
     lock: &LockPlan,
     installer: &Installer,
+    settings: &Settings,
     env_dir: &Path,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
     let converted = lock.requirements.as_ref().expect("converted in the plan");
-    let dir = tempfile::tempdir().context("a temp dir for Pipfile.lock's requirements")?;
+    // In pushdeploy's own place, which a killed deployment's successor clears.
+    let work = settings.state_dir.join("tmp");
+    fs_err::create_dir_all(&work)?;
+    let dir = tempfile::Builder::new()
+        .prefix("pipfile-lock-")
+        .tempdir_in(&work)
+        .context("a temp dir for Pipfile.lock's requirements")?;
     let file = dir.path().join("Pipfile.lock.txt");
     fs_err::write(&file, &converted.requirements)?;
     let python = env_dir.join("bin").join("python");

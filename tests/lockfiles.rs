@@ -35,9 +35,14 @@ fn uv_server() -> Option<Server> {
 
 /// `uv lock` in the clone, offline from fixtures/wheels: a real uv.lock.
 fn uv_lock(s: &Server) {
+    uv_lock_from(s, &fixtures().join("wheels"));
+}
+
+/// `uv lock` in the clone, offline from a directory of wheels.
+fn uv_lock_from(s: &Server, wheels: &std::path::Path) {
     let out = Command::new(uv().unwrap())
         .args(["lock", "--quiet", "--no-index", "--find-links"])
-        .arg(fixtures().join("wheels"))
+        .arg(wheels)
         .current_dir(&s.work)
         .env("UV_PYTHON_DOWNLOADS", "never")
         .env("UV_PYTHON", crate::util::pyenv("3.12.1"))
@@ -692,4 +697,200 @@ fn poetry_groups_setting_adds_a_group() {
         env_packages(&s),
         ["greeting 1.0.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
     );
+}
+
+/// A lock-file deployment whose install fails: the install ran aside,
+/// before the file switch, so the site (its files, `env/` and the env's
+/// packages) is byte for byte what the last good deployment left, and the
+/// next good push deploys.
+fn failing_install_leaves_the_site(s: &Server, step: &str, good: &[&str]) {
+    let before = crate::util::snapshot(&s.site);
+    let push = s.push(&[]);
+    push.assert_has(step).assert_has("failed in step");
+    assert!(
+        !push.has("Syncing files"),
+        "the files were never switched: {}",
+        push.all()
+    );
+    assert!(!push.has("rolled back"), "nothing to roll back");
+    assert_eq!(
+        crate::util::snapshot(&s.site),
+        before,
+        "the site's files and env are the last good deployment's"
+    );
+    assert_eq!(env_packages(s), good);
+    assert_eq!(s.env_dirs(), 1, "the env prepared aside is gone");
+}
+
+/// The install's line comes before the file sync's.
+fn installs_before_the_sync(push: &Run, command: &str) {
+    let text = push.all();
+    let install = text.find(command).unwrap_or_else(|| panic!("{text}"));
+    let sync = text
+        .find("Syncing files")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(install < sync, "install after the sync: {text}");
+}
+
+#[test]
+fn uv_lock_installs_aside_and_a_failed_install_leaves_the_site() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    s.commit("v1");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(&push, "--no-install-project (into the new env)");
+
+    // A lock naming a wheel its index no longer has (an index of this
+    // test's own, so that no cache holds the wheel): uv fails.
+    let wheels = s.root.join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    copy_dir(&fixtures().join("wheels"), &wheels);
+    set_dependencies(&s, "\"greeting==2.0.0\", \"staticpipe==1.0.0\"");
+    uv_lock_from(&s, &wheels);
+    std::fs::remove_file(wheels.join("staticpipe-1.0.0-py2.py3-none-any.whl")).unwrap();
+    s.commit("v2, broken");
+    failing_install_leaves_the_site(
+        &s,
+        "--no-install-project (changed since the last install",
+        &["greeting 1.0.0", "tinyweb 1.0.0"],
+    );
+
+    uv_lock(&s);
+    s.commit("v2");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(&push, "--no-install-project (the last install (deployment");
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
+
+#[test]
+fn a_uv_path_dependency_installs_from_the_site_after_the_switch() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    s.write(
+        "lib/local_pkg/pyproject.toml",
+        "[project]\nname = \"local-pkg\"\nversion = \"0.1.0\"\n\n[build-system]\nrequires = []\nbuild-backend = \"local_backend\"\nbackend-path = [\".\"]\n",
+    );
+    s.write("lib/local_pkg/local_backend.py", LOCAL_BACKEND);
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &format!("{text}\n[tool.uv.sources]\nlocal-pkg = {{ path = \"lib/local_pkg\" }}\n"),
+    );
+    set_dependencies(&s, "\"greeting==1.0.0\", \"local-pkg\"");
+    uv_lock(&s);
+    s.commit("path dependency");
+    let push = s.push(&[]);
+    push.assert_has(
+        "uv.lock names a local path (lib/local_pkg): uv sync installs from the site, after the file switch",
+    );
+    push.assert_ok();
+    let text = push.all();
+    let sync = text.find("Syncing files").unwrap();
+    let install = text.find("--no-install-project (").unwrap();
+    assert!(sync < install, "{text}");
+    assert!(env_packages(&s).contains(&"local-pkg 0.1.0".to_string()));
+}
+
+/// A build backend of its own for the path dependency: a wheel of one module.
+const LOCAL_BACKEND: &str = r#"import base64, hashlib, os, zipfile
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "local_pkg-0.1.0-py3-none-any.whl"
+    dist = "local_pkg-0.1.0.dist-info"
+    files = {
+        "local_pkg.py": b"VALUE = 1\n",
+        dist + "/METADATA": b"Metadata-Version: 2.1\nName: local-pkg\nVersion: 0.1.0\n",
+        dist + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: local\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append("%s,sha256=%s,%d" % (path, digest, len(data)))
+        record.append(dist + "/RECORD,,")
+        z.writestr(dist + "/RECORD", "\n".join(record) + "\n")
+    return name
+"#;
+
+#[test]
+fn pipfile_lock_installs_aside_and_a_failed_install_leaves_the_site() {
+    let s = Server::new();
+    pipenv_app(&s);
+    s.commit("v1");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(&push, "(Pipfile.lock's packages) (into the new env)");
+
+    // A hash no wheel has: pip refuses the download.
+    pipenv_v2(&s);
+    let lock = std::fs::read_to_string(s.work.join("Pipfile.lock")).unwrap();
+    let broken = lock.replace(
+        "sha256:56542777737c58ea8ec531ba566262c94fd5959f44576d086a40604ef1d3ce6d",
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    );
+    assert_ne!(lock, broken);
+    s.write("Pipfile.lock", &broken);
+    s.commit("v2, broken");
+    failing_install_leaves_the_site(
+        &s,
+        "(Pipfile.lock's packages) (changed since the last install",
+        &["greeting 1.0.0", "tinyweb 1.0.0"],
+    );
+
+    s.write("Pipfile.lock", &lock);
+    s.commit("v2");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(
+        &push,
+        "(Pipfile.lock's packages) (the last install (deployment",
+    );
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
+
+#[test]
+fn poetry_lock_installs_aside_and_a_failed_install_leaves_the_site() {
+    let Some(s) = poetry_server() else { return };
+    poetry_lock(&s);
+    s.commit("v1");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(
+        &push,
+        "--no-root --no-interaction --no-ansi (into the new env)",
+    );
+
+    // A hash no wheel has: Poetry refuses the download.
+    set_dependencies(&s, "\"greeting==2.0.0\", \"staticpipe==1.0.0\"");
+    poetry_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("poetry.lock")).unwrap();
+    let broken = lock.replace(
+        "56542777737c58ea8ec531ba566262c94fd5959f44576d086a40604ef1d3ce6d",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    );
+    assert_ne!(lock, broken);
+    s.write("poetry.lock", &broken);
+    s.commit("v2, broken");
+    failing_install_leaves_the_site(
+        &s,
+        "--no-root --no-interaction --no-ansi (changed since the last install",
+        &["greeting 1.0.0", "tinyweb 1.0.0"],
+    );
+
+    s.write("poetry.lock", &lock);
+    s.commit("v2");
+    let push = s.push(&[]);
+    push.assert_ok();
+    installs_before_the_sync(
+        &push,
+        "--no-root --no-interaction --no-ansi (the last install (deployment",
+    );
+    assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
