@@ -763,6 +763,11 @@ if [ -e {hold} ]; then touch {started}; sleep 600; fi"#,
         .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
         .spawn(std::process::Stdio::null(), std::process::Stdio::null());
     assert!(appears_within(&started, 120), "the command started");
+    // Its process group recorded (a loaded machine may lag behind the script).
+    assert!(appears_within(
+        &s.repo.join("pushdeploy/processes.json"),
+        30
+    ));
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -811,6 +816,10 @@ echo new > "$DEPLOYMENT_TARGET/new.txt""#,
         "print('cmd')\n",
         "the files switched"
     );
+    assert!(appears_within(
+        &s.repo.join("pushdeploy/processes.json"),
+        30
+    ));
     child.kill().unwrap();
     child.wait().unwrap();
     // The next deployment first puts back the killed one's files (and runs
