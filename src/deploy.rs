@@ -92,6 +92,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     let records = Records::new(&settings.state_dir);
     let stale = records.close_unfinished()?;
     let rolled_back = recover(settings, repo, report)?;
+    crate::command::sweep_lists(&settings.state_dir, &settings.site);
     if let Some(mut stale) = stale {
         if rolled_back {
             stale.status = Status::RolledBack;
@@ -363,7 +364,7 @@ fn execute(
     let sync_plan = match &plan.deploy {
         Deploy::Sync(sync) => sync,
         Deploy::Command(command) => {
-            return run_command(&plan, command, &commit, settings, &runner, report);
+            return run_command(&plan, command, &commit, settings, repo, &runner, report);
         }
     };
     let mut switch = Switch::default();
@@ -401,17 +402,7 @@ fn execute(
             Ending::Failed(error)
         }
         Err(error) => {
-            let to = manifest::Store::new(state_dir)
-                .load(site)
-                .ok()
-                .flatten()
-                .map_or_else(
-                    || {
-                        "the site as it was before the first deployment (no file of it, no env)"
-                            .to_string()
-                    },
-                    |m| format!("{} (the last good deployment)", short_id(&m.commit)),
-                );
+            let to = rolled_back_to(settings);
             let step = report.current.clone();
             let back = roll_back(settings, repo, journal, &switch, report);
             report.current = step;
@@ -1022,25 +1013,56 @@ fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
     pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
 }
 
-/// A custom command writes into the site itself, so its files cannot be
-/// put back: it runs, then `postDeploy` and the health check; a failure is
-/// recorded and said, the site keeps what the command wrote.
+/// A custom command builds into a staging copy (see [`crate::command`]);
+/// its output is then synced into the site through the file journal, and
+/// `POST_BUILD_COMMAND`, `postDeploy` and the health check follow. A
+/// failure before the sync leaves the site untouched; after it, the files
+/// are put back and the old version runs again, as for a built-in one.
 fn run_command(
     plan: &Plan,
     command: &plan::CustomCommand,
     commit: &Commit,
     settings: &Settings,
+    repo: &Repository,
     runner: &Runner,
     report: &mut Report,
 ) -> Ending {
     let site = &settings.site;
+    let state_dir = &settings.state_dir;
+    let staged = match report.step(
+        "command",
+        format!("Running {} (from .deployment)", command.path),
+        |r| crate::command::run(command, commit, site, state_dir, runner, r),
+    ) {
+        Ok(staged) => staged,
+        Err(e) => {
+            return Ending::Failed(
+                e.context("the command built into a staging copy: the site was not changed"),
+            );
+        }
+    };
+    let switch = Switch {
+        switched: true,
+        ..Switch::default()
+    };
+    let mut journal = None;
     let result = (|| {
-        sync::note_command(&settings.state_dir, site, &commit.info.id)?;
-        report.step(
-            "command",
-            format!("Running {} (from .deployment)", command.path),
-            |r| crate::command::run(command, commit, site, &settings.state_dir, runner, r),
-        )?;
+        runner.check_deadline()?;
+        let (sync_plan, manifest) = staged.plan(plan.manifest(), state_dir, site)?;
+        switch.save(state_dir)?;
+        journal = Some(report.step(
+            "sync",
+            format!("Syncing the command's files: {}", sync_plan.summary()),
+            |_| {
+                sync::run_output(
+                    &sync_plan,
+                    commit,
+                    staged.output.path(),
+                    &manifest,
+                    state_dir,
+                )
+            },
+        )?);
         if let Some(words) = &plan.post_build {
             report.step(
                 "POST_BUILD_COMMAND",
@@ -1056,10 +1078,47 @@ fn run_command(
             report,
         )
     })();
-    match result {
-        Ok(()) => Ending::Success,
-        Err(e) => Ending::Failed(e.context(
-            "a custom command writes the site itself, so its changes are not rolled back; push a fix or `pushdeploy redeploy` the last good id",
-        )),
-    }
+    let ending = match result {
+        Ok(()) => {
+            let finished = (|| {
+                if let Some(journal) = journal {
+                    journal.finish()?;
+                }
+                staged.finish()?;
+                Switch::remove(state_dir)
+            })();
+            match finished {
+                Ok(()) => Ending::Success,
+                Err(e) => Ending::Failed(e.context("finishing the deployment")),
+            }
+        }
+        Err(error) if journal.is_none() => {
+            // A sync that failed half-way put back its own part.
+            let _ = Switch::remove(state_dir);
+            crate::command::discard(staged);
+            Ending::Failed(error)
+        }
+        Err(error) => {
+            crate::command::discard(staged);
+            let to = rolled_back_to(settings);
+            let step = report.current.clone();
+            let back = roll_back(settings, repo, journal, &switch, report);
+            report.current = step;
+            Ending::RolledBack { error, to, back }
+        }
+    };
+    crate::command::sweep_lists(state_dir, site);
+    ending
+}
+
+/// What a rollback returns to, for the last line.
+fn rolled_back_to(settings: &Settings) -> String {
+    manifest::Store::new(&settings.state_dir)
+        .load(&settings.site)
+        .ok()
+        .flatten()
+        .map_or_else(
+            || "the site as it was before the first deployment (no file of it, no env)".to_string(),
+            |m| format!("{} (the last good deployment)", short_id(&m.commit)),
+        )
 }

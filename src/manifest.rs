@@ -20,6 +20,10 @@ pub struct Manifest {
     /// wrote the files itself, so the next sync compares every file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_command: Option<String>,
+    /// The name (in the state dir) of the list of files that custom
+    /// command's deployment left in the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_files: Option<String>,
 }
 
 /// The manifest files of one state dir.
@@ -67,19 +71,6 @@ impl Store {
     /// No sync is pending any more: the one that was is undone.
     pub fn abort(&self) -> Result<()> {
         remove_file_if_there(&self.pending())
-    }
-
-    /// Marks the deployed manifest as followed by a custom command's
-    /// deployment of `commit`. Without a manifest there is nothing to mark:
-    /// the next sync is a first one, which compares every file anyway.
-    pub fn note_command(&self, site: &Path, commit: &str) -> Result<()> {
-        match self.load(site)? {
-            Some(mut manifest) => {
-                manifest.after_command = Some(commit.to_string());
-                write_atomic(&self.complete(), &serde_json::to_vec(&manifest)?)
-            }
-            None => Ok(()),
-        }
     }
 }
 

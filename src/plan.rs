@@ -211,6 +211,7 @@ impl Plan {
             commit: self.commit.id.clone(),
             project: self.project.clone(),
             after_command: None,
+            command_files: None,
         }
     }
 
@@ -371,6 +372,9 @@ fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<Sy
         lost,
         verify,
         after_command: previous.as_ref().and_then(|m| m.after_command.clone()),
+        command_files: previous
+            .as_ref()
+            .and_then(|m| crate::command::owned_list(&settings.state_dir, m)),
         take_over: values.bool(TAKE_OVER_FILES).is_some_and(|(on, _)| on),
         put_back: put_back.as_ref(),
     };

@@ -105,6 +105,8 @@ pub enum Basis {
     AfterCommand { commit: String },
     /// The trees could not be compared.
     NotComparable,
+    /// A custom command's output compared with the site.
+    Command,
 }
 
 impl fmt::Display for Basis {
@@ -129,6 +131,7 @@ impl fmt::Display for Basis {
                 short_id(commit)
             ),
             Basis::NotComparable => write!(f, "the trees could not be compared: {ALL}"),
+            Basis::Command => write!(f, "the command's output compared with the site"),
         }
     }
 }
@@ -212,6 +215,10 @@ pub struct Before<'a, 'r> {
     pub project_changed: Option<(String, String)>,
     /// The commit of a custom-command deployment since the last sync, if any.
     pub after_command: Option<String>,
+    /// The files that custom-command deployment left in the site (recorded
+    /// since commands deploy through the journal): with it, they are the
+    /// files pushdeploy wrote, instead of the deployed commit's.
+    pub command_files: Option<Vec<String>>,
     /// `takeOverFiles`: replace files pushdeploy did not write that differ.
     pub take_over: bool,
     /// Files a killed sync added, which putting it back removes first: the
@@ -364,11 +371,12 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
     let (entries, skipped) = commit.entries()?;
     // The files pushdeploy wrote: the earlier commits' (only their paths
     // are kept: memory stays near one record per file).
-    let olds: Vec<&Commit> = [before.deployed, before.interrupted]
+    let deployed = before.deployed.filter(|_| before.command_files.is_none());
+    let olds: Vec<&Commit> = [deployed, before.interrupted]
         .into_iter()
         .flatten()
         .collect();
-    let mut written = HashSet::new();
+    let mut written: HashSet<String> = before.command_files.iter().flatten().cloned().collect();
     for old in &olds {
         for entry in old.entries().map(|(e, _)| e).unwrap_or_default() {
             written.insert(entry.path);
@@ -411,6 +419,240 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         .collect();
     plan.delete = gone.into_iter().collect();
     Ok(plan)
+}
+
+/// The files a custom command's output holds, in an order that keeps each
+/// directory's files together (as [`apply`] wants them). Refuses what a
+/// commit may not hold either: the env, pushdeploy's own names, symlinks
+/// out of the site, and anything that is not a file, symlink or directory.
+fn output_entries(output: &Path) -> Result<Vec<Entry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = Vec::new();
+    let mut dirs = vec![String::new()];
+    while let Some(rel) = dirs.pop() {
+        let mut names: Vec<(String, std::fs::FileType, u32)> = Vec::new();
+        for item in fs_err::read_dir(output.join(&rel))? {
+            let item = item?;
+            let Ok(name) = item.file_name().into_string() else {
+                bail!(
+                    "DEPLOYMENT_TARGET: the command wrote {}, whose name is not UTF-8; nothing was written to the site",
+                    shown(item.path().as_os_str().as_encoded_bytes())
+                );
+            };
+            let meta = fs_err::symlink_metadata(item.path())?;
+            names.push((name, meta.file_type(), meta.permissions().mode()));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut subdirs = Vec::new();
+        for (name, kind, mode) in names {
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let kind = if kind.is_dir() {
+                if rel.is_empty() {
+                    check_output_top(&name, &path)?;
+                }
+                subdirs.push(path);
+                continue;
+            } else if kind.is_symlink() {
+                Kind::Symlink
+            } else if kind.is_file() && mode & 0o111 != 0 {
+                Kind::Executable
+            } else if kind.is_file() {
+                Kind::File
+            } else {
+                bail!(
+                    "DEPLOYMENT_TARGET: the command made {path}, which is not a file, symlink or directory; nothing was written to the site"
+                );
+            };
+            let entry = Entry {
+                path,
+                kind,
+                blob: String::new(),
+            };
+            check_output_entry(output, &entry)?;
+            entries.push(entry);
+        }
+        dirs.extend(subdirs.into_iter().rev());
+    }
+    Ok(entries)
+}
+
+fn check_output_top(top: &str, path: &str) -> Result<()> {
+    if ENV_NAMES.contains(&top) || top.starts_with(PUSHDEPLOY_PREFIX) {
+        bail!(
+            "DEPLOYMENT_TARGET: the command wrote {path}; {top} at the top of the site is pushdeploy's (the env, kept files), not the command's; nothing was written to the site"
+        );
+    }
+    Ok(())
+}
+
+fn check_output_entry(output: &Path, entry: &Entry) -> Result<()> {
+    let top = entry.path.split('/').next().unwrap_or("");
+    let name = entry.path.rsplit('/').next().unwrap_or("");
+    check_output_top(top, &entry.path)?;
+    if name.starts_with(SYNC_TEMP_PREFIX) {
+        bail!(
+            "DEPLOYMENT_TARGET: the command wrote {}; names starting with {SYNC_TEMP_PREFIX} are pushdeploy's temp files; nothing was written to the site",
+            entry.path
+        );
+    }
+    if entry.kind == Kind::Symlink {
+        use std::os::unix::ffi::OsStrExt;
+        let target = fs_err::read_link(output.join(&entry.path))?;
+        if let Err(why) = check_link_target(&entry.path, target.as_os_str().as_bytes()) {
+            bail!(
+                "DEPLOYMENT_TARGET: the command made the symlink {} to {} which {why}; nothing was written to the site",
+                entry.path,
+                target.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether the site already holds the output's entry exactly.
+fn output_matches_site(output: &Path, entry: &Entry, site: &SiteDir) -> Result<bool> {
+    let Some((dir, name)) = site.parent(&entry.path)? else {
+        return Ok(false);
+    };
+    let Some(meta) = dir.meta(name)? else {
+        return Ok(false);
+    };
+    let ours = output.join(&entry.path);
+    Ok(match entry.kind {
+        Kind::Symlink => {
+            use std::os::unix::ffi::OsStrExt;
+            meta.kind == site_dir::Kind::Symlink
+                && dir.read_link(name).is_ok_and(|t| {
+                    fs_err::read_link(&ours).is_ok_and(|o| o.as_os_str().as_bytes() == t)
+                })
+        }
+        Kind::File | Kind::Executable => {
+            let executable = meta.mode & 0o111 != 0;
+            meta.kind == site_dir::Kind::File
+                && executable == (entry.kind == Kind::Executable)
+                && dir
+                    .open_file(name)
+                    .is_ok_and(|file| same_file_bytes(&ours, file).unwrap_or(false))
+        }
+    })
+}
+
+fn same_file_bytes(ours: &Path, theirs: std::fs::File) -> Result<bool> {
+    let ours = fs_err::File::open(ours)?;
+    if ours.metadata()?.len() != theirs.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (io::BufReader::new(ours), io::BufReader::new(theirs));
+    let (mut x, mut y) = (vec![0; 64 * 1024], vec![0; 64 * 1024]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(b.read(&mut [0])? == 0);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// What a custom command's output changes in the site: every file of
+/// `output` (the command's `DEPLOYMENT_TARGET`) that differs from the
+/// site's is written; the files of `owned` (what pushdeploy deployed
+/// before) that the output no longer has are deleted. Nothing else in the
+/// site is touched: files the app made stay, unless the output has a file
+/// at their path, which then replaces theirs (kept until the deployment
+/// succeeds). Also returns the output's paths: what the site then holds of
+/// this deployment.
+pub fn plan_output(
+    output: &Path,
+    owned: &BTreeSet<String>,
+    site: &Path,
+) -> Result<(SyncPlan, Vec<String>)> {
+    let site_dir = SiteDir::open(site)?;
+    let mut plan = SyncPlan {
+        basis: Basis::Command,
+        write: Vec::new(),
+        delete: Vec::new(),
+        unchanged: Some(0),
+        taken_over: Vec::new(),
+        refused: Vec::new(),
+        skipped: Vec::new(),
+        sweep: BTreeSet::new(),
+    };
+    let mut paths = Vec::new();
+    for entry in output_entries(output)? {
+        paths.push(entry.path.clone());
+        if output_matches_site(output, &entry, &site_dir)? {
+            *plan.unchanged.get_or_insert(0) += 1;
+            continue;
+        }
+        let theirs = site_dir
+            .meta(&entry.path)?
+            .is_some_and(|m| m.kind != site_dir::Kind::Dir);
+        let why = match (owned.contains(&entry.path), theirs) {
+            (true, _) => Why::Changed,
+            (false, true) => Why::TakeOver,
+            (false, false) => Why::Added,
+        };
+        plan.write.push(Change::of(entry, why));
+    }
+    let wanted: HashSet<&String> = paths.iter().collect();
+    plan.delete = owned
+        .iter()
+        .filter(|p| !wanted.contains(p))
+        .cloned()
+        .collect();
+    check_site(&plan, site, &site_dir)?;
+    Ok((plan, paths))
+}
+
+/// Copies the files of `owned` that the site holds (files and symlinks,
+/// read through the site walk) into the empty directory `to`: the custom
+/// command's `DEPLOYMENT_TARGET` starts as what the last deployment
+/// deployed. A real copy (copy_file_range: a reflink where the file system
+/// shares blocks), never a hard link, so a script that writes a file in
+/// place cannot change the site's.
+pub fn copy_owned(site: &Path, owned: &BTreeSet<String>, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let site = SiteDir::open(site)?;
+    for path in owned {
+        let Some((dir, name)) = site.parent(path)? else {
+            continue;
+        };
+        let Some(meta) = dir.meta(name)? else {
+            continue;
+        };
+        let dest = to.join(path);
+        match meta.kind {
+            site_dir::Kind::File => {
+                if let Some(parent) = dest.parent() {
+                    fs_err::create_dir_all(parent)?;
+                }
+                let mut from = dir.open_file(name)?;
+                // std's File on both sides: io::copy then uses copy_file_range.
+                let mut file = std::fs::File::create(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                io::copy(&mut from, &mut file)?;
+                let mode = if meta.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            site_dir::Kind::Symlink => {
+                use std::os::unix::ffi::OsStrExt;
+                if let Some(parent) = dest.parent() {
+                    fs_err::create_dir_all(parent)?;
+                }
+                let target = dir.read_link(name)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &dest)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether the site holds nothing but the env and pushdeploy's own names.
@@ -674,6 +916,28 @@ pub fn run<'r>(
     manifest: &Manifest,
     state_dir: &Path,
 ) -> Result<Journal<'r>> {
+    run_from(plan, commit, Source::Commit(commit), manifest, state_dir)
+}
+
+/// [`run`] for a plan made by [`plan_output`]: the files are copied from
+/// the custom command's output directory; `commit` is the one it deployed.
+pub fn run_output<'r>(
+    plan: &SyncPlan,
+    commit: &Commit<'r>,
+    output: &Path,
+    manifest: &Manifest,
+    state_dir: &Path,
+) -> Result<Journal<'r>> {
+    run_from(plan, commit, Source::Dir(output), manifest, state_dir)
+}
+
+fn run_from<'r>(
+    plan: &SyncPlan,
+    commit: &Commit<'r>,
+    source: Source,
+    manifest: &Manifest,
+    state_dir: &Path,
+) -> Result<Journal<'r>> {
     let store = manifest::Store::new(state_dir);
     // Pinned by refs, so git keeps the commits whose files are in the site.
     commit.pin(PENDING_REF)?;
@@ -688,7 +952,7 @@ pub fn run<'r>(
     if let TestHook::Pause(0, file) = &hook {
         journal.pause_in_finish = Some(file.clone());
     }
-    match apply(plan, commit, Target::Journal(&mut journal), hook) {
+    match apply(plan, source, Target::Journal(&mut journal), hook) {
         Ok(()) => {
             journal.synced()?;
             Ok(journal)
@@ -725,13 +989,12 @@ pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
         basis: Basis::First,
     };
     let site = SiteDir::open(dir)?;
-    apply(&plan, commit, Target::Plain(&site), TestHook::None)
-}
-
-/// Notes that a custom command is about to deploy into the site: it writes
-/// the files itself, so the next built-in sync compares every file.
-pub fn note_command(state_dir: &Path, site: &Path, commit: &str) -> Result<()> {
-    manifest::Store::new(state_dir).note_command(site, commit)
+    apply(
+        &plan,
+        Source::Commit(commit),
+        Target::Plain(&site),
+        TestHook::None,
+    )
 }
 
 /// Where the changes go: through a journal (a deployment), or straight
@@ -786,9 +1049,9 @@ pub(crate) fn pause_at(file: &Path) -> Result<()> {
 
 /// Carries out the plan: temp files a killed sync left first, then
 /// deletions (a file may become a directory), then writes.
-fn apply(plan: &SyncPlan, commit: &Commit, target: Target, hook: TestHook) -> Result<()> {
+fn apply(plan: &SyncPlan, source: Source, target: Target, hook: TestHook) -> Result<()> {
     let mut writer = Writer {
-        commit,
+        source,
         target,
         cached: None,
         hook,
@@ -810,9 +1073,45 @@ fn apply(plan: &SyncPlan, commit: &Commit, target: Target, hook: TestHook) -> Re
     Ok(())
 }
 
+/// Where the files' contents come from: the commit's blobs, or the custom
+/// command's output directory (a change's `path` below it).
+#[derive(Clone, Copy)]
+enum Source<'a, 'c> {
+    Commit(&'a Commit<'c>),
+    Dir(&'a Path),
+}
+
+impl Source<'_, '_> {
+    fn link_target(&self, change: &Change) -> Result<Vec<u8>> {
+        match self {
+            Source::Commit(commit) => Ok(commit.blob(&change.blob)?.content().to_vec()),
+            Source::Dir(dir) => {
+                use std::os::unix::ffi::OsStrExt;
+                let target = fs_err::read_link(dir.join(&change.path))?;
+                Ok(target.as_os_str().as_bytes().to_vec())
+            }
+        }
+    }
+
+    fn write(&self, change: &Change, file: &mut std::fs::File) -> Result<()> {
+        match self {
+            Source::Commit(commit) => commit.write_blob(&change.blob, file),
+            Source::Dir(dir) => {
+                // A file to file copy: copy_file_range, which shares the
+                // blocks (a reflink) where the file system can.
+                let path = dir.join(&change.path);
+                let mut from = std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                io::copy(&mut from, file)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Makes the changes, each relative to its parent directory's handle.
 struct Writer<'a, 'c, 'j> {
-    commit: &'a Commit<'c>,
+    source: Source<'a, 'c>,
     target: Target<'a, 'j>,
     /// The directory of the last write: writes come sorted by path, so
     /// the next one is often in the same directory.
@@ -998,9 +1297,9 @@ impl Writer<'_, '_, '_> {
         }
         let temp = match change.kind {
             Kind::Symlink => {
-                let blob = self.commit.blob(&change.blob)?;
+                let target = self.source.link_target(change)?;
                 let link = std::ffi::OsStr::new(
-                    std::str::from_utf8(blob.content()).context("symlink target is not UTF-8")?,
+                    std::str::from_utf8(&target).context("symlink target is not UTF-8")?,
                 );
                 let (temp, ()) = dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.symlink(link, n))?;
                 temp
@@ -1014,12 +1313,12 @@ impl Writer<'_, '_, '_> {
                     journal.added(dir, name)?;
                 }
                 let mut file = dir.create_new(name, change.kind.mode())?;
-                return self.commit.write_blob(&change.blob, &mut file);
+                return self.source.write(change, &mut file);
             }
             Kind::File | Kind::Executable => {
                 let (temp, mut file) =
                     dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.create_new(n, change.kind.mode()))?;
-                self.commit.write_blob(&change.blob, &mut file)?;
+                self.source.write(change, &mut file)?;
                 temp
             }
         };

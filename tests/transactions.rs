@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::{Server, deployed_flask};
+use crate::util::{Server, deployed_flask, snapshot};
 
 /// An executable shell script in the server's temp dir.
 fn script(s: &Server, name: &str, body: &str) -> PathBuf {
@@ -644,4 +644,209 @@ fn a_killed_command_deployment_leaves_no_checkout() {
         .assert_ok()
         .assert_has("Killed deploy.sh (process group ");
     assert!(!tmp.exists(), "the checkout is gone");
+}
+
+// Custom commands: the command builds into a staging copy (its
+// DEPLOYMENT_TARGET), whose files are then synced into the site through the
+// journal, so they are all or nothing like the built-in sync's.
+
+/// Commits `.deployment` with `command = deploy.sh` and the script.
+fn commit_command(s: &Server, body: &str) {
+    s.write("deploy.sh", &format!("#!/bin/sh\nset -e\n{body}\n"));
+    std::fs::set_permissions(
+        s.work.join("deploy.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.write(".deployment", "[config]\ncommand = deploy.sh\n")
+        .commit("a custom command");
+}
+
+/// The flask site, with a file of the app's own beside the deployed ones.
+fn deployed_flask_with_app_data() -> Server {
+    let s = deployed_flask();
+    std::fs::create_dir_all(s.site.join("uploads")).unwrap();
+    std::fs::write(s.site.join("uploads/photo.jpg"), "app data").unwrap();
+    s
+}
+
+#[test]
+fn a_command_that_writes_files_then_fails_leaves_the_site_as_it_was() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    commit_command(
+        &s,
+        r#"# The target starts as the deployed files: not the env, not the app's own.
+test -f "$DEPLOYMENT_TARGET/requirements.txt" || exit 9
+test ! -e "$DEPLOYMENT_TARGET/env" || exit 8
+test ! -e "$DEPLOYMENT_TARGET/uploads" || exit 10
+echo "print('half')" > "$DEPLOYMENT_TARGET/app.py"
+echo new > "$DEPLOYMENT_TARGET/new.txt"
+rm "$DEPLOYMENT_TARGET/requirements.txt"
+exit 1"#,
+    );
+    let push = s.push(&[]);
+    push.assert_has("deploy.sh exited with status 1")
+        .assert_has("the command built into a staging copy: the site was not changed");
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn a_command_deploys_its_files_and_a_failing_post_deploy_puts_them_back() {
+    let s = deployed_flask_with_app_data();
+    // postDeploy fails while the site has fail.txt: the second command's.
+    let post = script(&s, "post.sh", "[ ! -e fail.txt ]");
+    set_post_deploy(&s, &post);
+    commit_command(
+        &s,
+        r#"echo "print('v2')" > "$DEPLOYMENT_TARGET/app.py"
+mkdir -p "$DEPLOYMENT_TARGET/build"
+echo built > "$DEPLOYMENT_TARGET/build/out.txt"
+rm "$DEPLOYMENT_TARGET/requirements.txt""#,
+    );
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Syncing the command's files: ")
+        .assert_has("successful");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_eq!(s.site_file("build/out.txt"), "built\n");
+    assert!(!s.site.join("requirements.txt").exists());
+    assert!(
+        !s.site.join("deploy.sh").exists(),
+        "only what the command left in DEPLOYMENT_TARGET"
+    );
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    let good = snapshot(&s.site);
+
+    commit_command(
+        &s,
+        r#"echo "print('v3')" > "$DEPLOYMENT_TARGET/app.py"
+rm -r "$DEPLOYMENT_TARGET/build"
+echo x > "$DEPLOYMENT_TARGET/fail.txt""#,
+    );
+    let push = s.push(&[]);
+    push.assert_has("failed in step postDeploy")
+        .assert_has("(the last good deployment)");
+    assert_eq!(snapshot(&s.site), good);
+    assert_eq!(s.records()[0]["status"], "rolled back");
+
+    // The built-in sync after it: the command's files are pushdeploy's,
+    // so the ones the commit lacks go; the app's stay.
+    s.remove(".deployment")
+        .remove("deploy.sh")
+        .commit("built-in again");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert!(!s.site.join("build").exists(), "{:?}", snapshot(&s.site));
+    assert!(!s.site_file("requirements.txt").is_empty());
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+}
+
+#[test]
+fn a_command_killed_with_pushdeploy_changes_nothing_and_the_next_deployment_deploys() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    let started = s.root.join("command-started");
+    let hold = s.root.join("hold");
+    std::fs::write(&hold, "").unwrap();
+    commit_command(
+        &s,
+        &format!(
+            r#"echo "print('cmd')" > "$DEPLOYMENT_TARGET/app.py"
+(sleep 2; echo late > "$DEPLOYMENT_TARGET/late.txt") &
+if [ -e {hold} ]; then touch {started}; sleep 600; fi"#,
+            hold = hold.display(),
+            started = started.display()
+        ),
+    );
+    s.update_without_deploy();
+    let mut child = s
+        .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
+    assert!(appears_within(&started, 120), "the command started");
+    // Its process group recorded (a loaded machine may lag behind the script).
+    assert!(appears_within(
+        &s.repo.join("pushdeploy/processes.json"),
+        30
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot(&s.site), before, "the site is as it was");
+    std::fs::remove_file(&hold).unwrap();
+    s.run("deploy", &[])
+        .assert_ok()
+        .assert_has("Killed deploy.sh (process group ")
+        .assert_has("successful");
+    assert_eq!(s.site_file("app.py"), "print('cmd')\n");
+    assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    let tmp = s.repo.join("pushdeploy/tmp");
+    assert!(
+        std::fs::read_dir(&tmp).map_or(true, |d| d.count() == 0),
+        "no checkout or staging copy is left"
+    );
+}
+
+#[test]
+fn a_command_deployment_killed_in_post_deploy_is_put_back_by_the_next_deployment() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    let started = s.root.join("started");
+    // Hangs once (the killed deployment's); returns for the rollback's run.
+    let slow = script(
+        &s,
+        "slow.sh",
+        &format!(
+            "[ -e {started} ] && exit 0\ntouch {started}\nsleep 600",
+            started = started.display()
+        ),
+    );
+    set_post_deploy(&s, &slow);
+    commit_command(
+        &s,
+        r#"echo "print('cmd')" > "$DEPLOYMENT_TARGET/app.py"
+echo new > "$DEPLOYMENT_TARGET/new.txt""#,
+    );
+    s.update_without_deploy();
+    let mut child = s
+        .pushdeploy_command(&["deploy", "--repo", s.repo.to_str().unwrap()])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
+    assert!(appears_within(&started, 120), "postDeploy started");
+    assert_eq!(
+        s.site_file("app.py"),
+        "print('cmd')\n",
+        "the files switched"
+    );
+    assert!(appears_within(
+        &s.repo.join("pushdeploy/processes.json"),
+        30
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The next deployment first puts back the killed one's files (and runs
+    // the old version's postDeploy again), then deploys.
+    s.remove(".deployment")
+        .remove("deploy.sh")
+        .commit("built-in again");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("A deployment was killed after it began to change the site")
+        .assert_has("Killed postDeploy (process group ")
+        .assert_has("successful");
+    assert_eq!(snapshot(&s.site), before);
+}
+
+#[test]
+fn what_a_command_may_not_leave_in_its_target_fails_before_the_site_changes() {
+    let s = deployed_flask_with_app_data();
+    let before = snapshot(&s.site);
+    commit_command(&s, r#"mkdir -p "$DEPLOYMENT_TARGET/env/bin""#);
+    s.push(&[]).assert_has(
+        "DEPLOYMENT_TARGET: the command wrote env; env at the top of the site is pushdeploy's",
+    );
+    assert_eq!(snapshot(&s.site), before);
+    commit_command(&s, r#"ln -s /etc/passwd "$DEPLOYMENT_TARGET/passwd""#);
+    s.push(&[]).assert_has(
+        "DEPLOYMENT_TARGET: the command made the symlink passwd to /etc/passwd which points outside the site",
+    );
+    assert_eq!(snapshot(&s.site), before);
 }
