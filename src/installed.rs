@@ -120,10 +120,22 @@ impl fmt::Display for Always {
 pub enum RunReason {
     NewEnv,
     NoRecord,
-    LastFailed { deployment: String },
-    Changed { inputs: Vec<Input> },
-    Always { why: Always },
-    NotSkipping { origin: String },
+    /// The last install failed (into a copy of the env aside: the live
+    /// env is as after the last successful one, which `inputs` are
+    /// compared with; empty when no successful install is recorded).
+    LastFailed {
+        deployment: String,
+        inputs: Vec<Input>,
+    },
+    Changed {
+        inputs: Vec<Input>,
+    },
+    Always {
+        why: Always,
+    },
+    NotSkipping {
+        origin: String,
+    },
 }
 
 impl fmt::Display for RunReason {
@@ -131,11 +143,22 @@ impl fmt::Display for RunReason {
         match self {
             RunReason::NewEnv => f.write_str("a new env"),
             RunReason::NoRecord => f.write_str("no earlier install into this env is recorded"),
-            RunReason::LastFailed { deployment } => write!(
-                f,
-                "the last install (deployment {}) failed",
-                short_id(deployment)
-            ),
+            RunReason::LastFailed { deployment, inputs } => {
+                write!(
+                    f,
+                    "the last install, by deployment {}, failed",
+                    short_id(deployment)
+                )?;
+                if !inputs.is_empty() {
+                    let names: Vec<String> = inputs.iter().map(Input::to_string).collect();
+                    write!(
+                        f,
+                        "; changed since the last successful one: {}",
+                        names.join(", ")
+                    )?;
+                }
+                Ok(())
+            }
             RunReason::Changed { inputs } => {
                 let names: Vec<String> = inputs.iter().map(Input::to_string).collect();
                 write!(f, "changed since the last install: {}", names.join(", "))
@@ -187,6 +210,9 @@ struct Stored {
     deployment: String,
     #[serde(default)]
     outcome: Outcome,
+    /// A failed install since the recorded successful one (by this deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
 /// How the install by the recorded deployment ended.
@@ -219,13 +245,11 @@ impl Store {
         let Some(last) = self.load() else {
             return PipDecision::run(RunReason::NoRecord);
         };
-        match last.outcome {
-            Outcome::Installed => {}
-            Outcome::Failed => {
-                return PipDecision::run(RunReason::LastFailed {
-                    deployment: last.deployment,
-                });
-            }
+        if last.outcome == Outcome::Failed {
+            return PipDecision::run(RunReason::LastFailed {
+                deployment: last.deployment,
+                inputs: Vec::new(),
+            });
         }
         let mut inputs: Vec<Input> = now
             .0
@@ -236,12 +260,14 @@ impl Store {
             .collect();
         inputs.sort();
         inputs.dedup();
-        if inputs.is_empty() {
-            PipDecision::Skip {
+        match (inputs.is_empty(), last.failed) {
+            (true, _) => PipDecision::Skip {
                 since: last.deployment,
+            },
+            (false, Some(deployment)) => {
+                PipDecision::run(RunReason::LastFailed { deployment, inputs })
             }
-        } else {
-            PipDecision::run(RunReason::Changed { inputs })
+            (false, None) => PipDecision::run(RunReason::Changed { inputs }),
         }
     }
 
@@ -266,10 +292,21 @@ impl Store {
         }
     }
 
-    /// Records a failed install into the env: the next deployment runs the
-    /// installer, and its dry run says why.
+    /// Records a failed install, which ran in a copy of the env aside: the
+    /// live env is as the last successful install left it, so its record
+    /// stays (a push that returns to its inputs skips); the failure is kept
+    /// to say why the installer runs next.
     pub fn failed(&self, deployment: &str) -> Result<()> {
-        self.write(Fingerprint::default(), deployment, Outcome::Failed)
+        match self.load() {
+            Some(last) if last.outcome == Outcome::Installed => {
+                let stored = Stored {
+                    failed: Some(deployment.to_string()),
+                    ..last
+                };
+                write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
+            }
+            _ => self.write(Fingerprint::default(), deployment, Outcome::Failed),
+        }
     }
 
     fn write(&self, fingerprint: Fingerprint, deployment: &str, outcome: Outcome) -> Result<()> {
@@ -277,6 +314,7 @@ impl Store {
             fingerprint,
             deployment: deployment.to_string(),
             outcome,
+            failed: None,
         };
         write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
     }
@@ -724,10 +762,24 @@ mod tests {
             run.to_string(),
             "changed since the last install: interpreter"
         );
+        // A failed install leaves the env and its record as they were.
         store.failed("abcdef0123").unwrap();
         assert_eq!(
             store.decide(&now).to_string(),
-            "the last install (deployment abcdef0) failed"
+            "the last install, by deployment abcdef0, failed; changed since the last successful one: interpreter"
+        );
+        now.0.insert(Input::Interpreter, "3.11.7".into());
+        assert_eq!(
+            store.decide(&now),
+            PipDecision::Skip {
+                since: "0123456789".into()
+            }
+        );
+        store.forget().unwrap();
+        store.failed("abcdef0123").unwrap();
+        assert_eq!(
+            store.decide(&now).to_string(),
+            "the last install, by deployment abcdef0, failed"
         );
     }
 

@@ -761,7 +761,10 @@ fn uv_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     s.commit("v2");
     let push = s.push(&[]);
     push.assert_ok();
-    installs_before_the_sync(&push, "--no-install-project (the last install (deployment");
+    installs_before_the_sync(
+        &push,
+        "--no-install-project (the last install, by deployment",
+    );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
 
@@ -850,7 +853,7 @@ fn pipfile_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     push.assert_ok();
     installs_before_the_sync(
         &push,
-        "(Pipfile.lock's packages) (the last install (deployment",
+        "(Pipfile.lock's packages) (the last install, by deployment",
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
@@ -890,7 +893,7 @@ fn poetry_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     push.assert_ok();
     installs_before_the_sync(
         &push,
-        "--no-root --no-interaction --no-ansi (the last install (deployment",
+        "--no-root --no-interaction --no-ansi (the last install, by deployment",
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }

@@ -248,13 +248,30 @@ fn after_a_failed_install_the_dry_run_says_the_last_install_failed() {
     dry.assert_ok();
     let line = dry.remote_or_stdout_line("pip: runs (");
     assert!(
-        line.starts_with("the last install (deployment ") && line.contains(") failed"),
+        line.starts_with("the last install, by deployment ")
+            && line.contains(", failed; changed since the last successful one: requirements"),
         "{line}"
     );
     let json = s.run("deploy", &["--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(plan["python"]["pip"]["action"], "run");
     assert_eq!(plan["python"]["pip"]["reason"]["kind"], "lastFailed");
+}
+
+/// A failed install ran in a copy of the env aside: a push back to the
+/// live env's requirements skips the installer.
+#[test]
+fn after_a_failed_install_a_push_back_to_the_live_requirements_skips_pip() {
+    let s = deployed(&[]);
+    let good = std::fs::read_to_string(s.work.join("requirements.txt")).unwrap();
+    push_files(&s, &[("requirements.txt", "greeting==9.9.9\n")], &[])
+        .assert_has("failed in step pip");
+    let push = push_files(&s, &[("requirements.txt", &good)], &[]);
+    push.assert_ok()
+        .assert_has("successful")
+        .assert_has("unchanged since");
+    assert!(!push.has("failed"), "{}", push.stderr);
+    assert_eq!(greeting_version(&s), "1.0.0");
 }
 
 /// `python3` and `python3.11` in one folder, both links to one file.
