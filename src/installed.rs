@@ -88,13 +88,6 @@ pub enum Always {
         line: usize,
         what: Unfixed,
     },
-    /// A requirement file that is not a file of the commit (missing, or a
-    /// symlink that does not resolve inside the commit): pip reads whatever
-    /// the site holds there.
-    NotInCommit {
-        file: String,
-        included_by: Option<(String, usize)>,
-    },
 }
 
 impl fmt::Display for Always {
@@ -102,13 +95,6 @@ impl fmt::Display for Always {
         match self {
             Always::Line { file, line, what } => {
                 write!(f, "{} line {line} is {what}", file_name(file))
-            }
-            Always::NotInCommit { file, included_by } => {
-                write!(f, "{}", file_name(file))?;
-                if let Some((by, line)) = included_by {
-                    write!(f, " ({} line {line})", file_name(by))?;
-                }
-                f.write_str(" is not a file of the commit")
             }
         }
     }
@@ -361,7 +347,8 @@ pub fn read_requirements(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Requirements> {
     let mut out = Requirements::default();
-    let mut queue = std::collections::VecDeque::from([(REQUIREMENTS.to_string(), None)]);
+    let mut queue: std::collections::VecDeque<(String, Option<(String, usize)>)> =
+        std::collections::VecDeque::from([(REQUIREMENTS.to_string(), None)]);
     let mut seen = std::collections::BTreeSet::new();
     let note = |out: &mut Requirements, why: Always| {
         out.always.get_or_insert(why);
@@ -381,14 +368,20 @@ pub fn read_requirements(
                 links,
             } => (path, id, content, links),
             Resolved::Missing => {
-                note(
-                    &mut out,
-                    Always::NotInCommit {
-                        file: name,
-                        included_by,
-                    },
-                );
-                continue;
+                let by = included_by
+                    .map(|(by, line): (String, usize)| format!(" ({} line {line})", file_name(&by)))
+                    .unwrap_or_default();
+                bail!(
+                    "{}{by} is not a file of the commit; pip would read whatever the site has there",
+                    file_name(&name)
+                )
+            }
+            Resolved::Link { link, target } => {
+                bail!(
+                    "{} is a symlink to {}, which is not a file of the commit; requirement files must be files of the commit",
+                    file_name(&link),
+                    file_name(&target)
+                )
             }
             Resolved::Outside => {
                 bail!(
@@ -400,6 +393,24 @@ pub fn read_requirements(
         let text = utf8_text(&name, &content)?.to_string();
         let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
         for (number, line) in requirements::logical_lines(&text) {
+            let path = requirements::local_path(&requirements::expand(&line, lookup));
+            if let Some(path) = path {
+                // pip takes a local path from its working folder, the site.
+                let why = if path.starts_with('/') {
+                    Some("is an absolute path")
+                } else if climbs_out(&path) {
+                    Some("climbs out of the site")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    bail!(
+                        "{} line {number}: {} {why}; local requirements must be inside the site",
+                        file_name(&name),
+                        shown(path.as_bytes())
+                    );
+                }
+            }
             let at = |what| Always::Line {
                 file: name.clone(),
                 line: number,
@@ -1090,7 +1101,7 @@ mod tests {
                 "requirements.txt line 1 is a local path",
             ),
             (
-                &[("requirements.txt", "x @ file:///srv/x.whl\n")],
+                &[("requirements.txt", "x @ file:wheels/x.whl\n")],
                 "requirements.txt line 1 is a local path",
             ),
             (
@@ -1122,22 +1133,6 @@ mod tests {
                     ("base.txt", "\n\n-e .\n"),
                 ],
                 "base.txt line 3 is an editable requirement (-e)",
-            ),
-            (
-                &[("requirements.txt", "-r missing.txt\n")],
-                "missing.txt (requirements.txt line 1) is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "@nowhere.txt")],
-                "requirements.txt is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
-                "reqs (requirements.txt line 1) is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
-                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
             ),
         ];
         for (files, want) in table {
@@ -1184,6 +1179,37 @@ mod tests {
             (
                 &[("requirements.txt", "-r up/x.txt\n"), ("up", "@..")],
                 "up/x.txt: leads outside the site",
+            ),
+            (
+                &[("requirements.txt", "x @ file:///srv/x.whl\n")],
+                "requirements.txt line 1: \"/srv/x.whl\" is an absolute path",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs/base.txt", "six\n-e ../..\n"),
+                ],
+                "reqs/base.txt line 2: \"../..\" climbs out of the site",
+            ),
+            (
+                &[("requirements.txt", "-r missing.txt\n")],
+                "missing.txt (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "@env/pyvenv.cfg")],
+                "requirements.txt is a symlink to env/pyvenv.cfg, which is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r base.txt\n"), ("base.txt", "@.env")],
+                "base.txt is a symlink to .env, which is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
+                "reqs (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
+                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
             ),
             (
                 &[(
