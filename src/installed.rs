@@ -547,7 +547,7 @@ fn file_name(name: &str) -> String {
 }
 
 /// Whether a relative path goes above its top with `..`, taken as written.
-fn climbs_out(path: &str) -> bool {
+pub fn climbs_out(path: &str) -> bool {
     let mut depth = 0usize;
     for part in path.split('/') {
         match part {

@@ -249,6 +249,16 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     };
     // Read once: a lock that is not TOML (or JSON) fails here, in the plan.
     let local = managers::local_sources(kind, &lock_bytes)?;
+    for path in &local {
+        let rel = path.strip_prefix("file://").unwrap_or(path);
+        if rel.starts_with('/') || installed::climbs_out(rel) {
+            bail!(
+                "{} names the local path {}, outside the site; local requirements must be inside the site",
+                kind.lock_file(),
+                crate::error::shown(path.as_bytes())
+            );
+        }
+    }
     let mut lock = LockPlan {
         kind,
         tool,

@@ -122,6 +122,33 @@ fn uv_lock_first_deployment_installs_the_main_packages_only() {
     assert!(!push.has("--locked"), "uv ran");
 }
 
+/// A lock's path dependency outside the site is refused in the plan: uv
+/// would build code from outside the site.
+#[test]
+fn a_uv_lock_path_dependency_outside_the_site_is_refused() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("uv.lock")).unwrap();
+    for (source, shown) in [
+        ("{ path = \"/tmp/outside\" }", "\"/tmp/outside\""),
+        ("{ directory = \"../outside\" }", "\"../outside\""),
+    ] {
+        s.write(
+            "uv.lock",
+            &format!(
+                "{lock}\n[[package]]\nname = \"outside\"\nversion = \"1.0\"\nsource = {source}\n"
+            ),
+        );
+        s.commit("a path dependency outside the site");
+        s.push(&[])
+            .assert_has(&format!(
+                "uv.lock names the local path {shown}, outside the site; local requirements must be inside the site"
+            ))
+            .assert_has("failed in step plan");
+    }
+}
+
 #[test]
 fn uv_lock_change_adds_upgrades_and_removes() {
     let Some(s) = uv_server() else { return };
