@@ -88,6 +88,12 @@ pub enum Always {
         line: usize,
         what: Unfixed,
     },
+    /// A requirement file that is not a file of the commit (a symlink to
+    /// no file of it is refused instead).
+    NotInCommit {
+        file: String,
+        included_by: Option<(String, usize)>,
+    },
 }
 
 impl fmt::Display for Always {
@@ -95,6 +101,13 @@ impl fmt::Display for Always {
         match self {
             Always::Line { file, line, what } => {
                 write!(f, "{} line {line} is {what}", file_name(file))
+            }
+            Always::NotInCommit { file, included_by } => {
+                write!(f, "{}", file_name(file))?;
+                if let Some((by, line)) = included_by {
+                    write!(f, " ({} line {line})", file_name(by))?;
+                }
+                f.write_str(" is not a file of the commit")
             }
         }
     }
@@ -368,13 +381,14 @@ pub fn read_requirements(
                 links,
             } => (path, id, content, links),
             Resolved::Missing => {
-                let by = included_by
-                    .map(|(by, line): (String, usize)| format!(" ({} line {line})", file_name(&by)))
-                    .unwrap_or_default();
-                bail!(
-                    "{}{by} is not a file of the commit; pip would read whatever the site has there",
-                    file_name(&name)
-                )
+                note(
+                    &mut out,
+                    Always::NotInCommit {
+                        file: name,
+                        included_by,
+                    },
+                );
+                continue;
             }
             Resolved::Link { link, target } => {
                 bail!(
@@ -1134,6 +1148,18 @@ mod tests {
                 ],
                 "base.txt line 3 is an editable requirement (-e)",
             ),
+            (
+                &[("requirements.txt", "-r missing.txt\n")],
+                "missing.txt (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
+                "reqs (requirements.txt line 1) is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
+                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
+            ),
         ];
         for (files, want) in table {
             let (reqs, _) = read(files, &[]).unwrap();
@@ -1192,24 +1218,12 @@ mod tests {
                 "reqs/base.txt line 2: \"../..\" climbs out of the site",
             ),
             (
-                &[("requirements.txt", "-r missing.txt\n")],
-                "missing.txt (requirements.txt line 1) is not a file of the commit",
-            ),
-            (
                 &[("requirements.txt", "@env/pyvenv.cfg")],
                 "requirements.txt is a symlink to env/pyvenv.cfg, which is not a file of the commit",
             ),
             (
                 &[("requirements.txt", "-r base.txt\n"), ("base.txt", "@.env")],
                 "base.txt is a symlink to .env, which is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
-                "reqs (requirements.txt line 1) is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "-r \u{1b}]0;x\u{7}.txt\n")],
-                "\"\\u{1b}]0;x\\u{7}.txt\" (requirements.txt line 1) is not a file of the commit",
             ),
             (
                 &[(

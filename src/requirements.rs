@@ -509,7 +509,8 @@ pub fn local_path(line: &str) -> Option<String> {
             }
         }
     } else {
-        if classify(line) != Err(Unfixed::LocalPath) {
+        // `/srv/x@1` is a path to pip, though pushdeploy takes it for a URL.
+        if !matches!(classify(line), Err(Unfixed::LocalPath | Unfixed::Url)) {
             return None;
         }
         let split = words
@@ -518,7 +519,14 @@ pub fn local_path(line: &str) -> Option<String> {
             .unwrap_or(words.len());
         let spec = words[..split].join(" ");
         let spec = spec.split(';').next().unwrap_or("").trim().to_string();
-        match spec.split_once('@') {
+        let named = spec.split_once('@').filter(|(name, _)| {
+            let name = name.trim();
+            !name.is_empty()
+                && name.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '[' | ']' | ',')
+                })
+        });
+        match named {
             Some((_, url)) => url.trim().to_string(),
             None => spec,
         }
@@ -781,6 +789,9 @@ mod tests {
             ("-e file:/..", Some("/..")),
             ("file:..%2Fx", Some("../x")),
             ("x @ file:///srv/x.whl", Some("/srv/x.whl")),
+            ("/srv/x@1", Some("/srv/x@1")),
+            ("x[a]@ /srv/x", Some("/srv/x")),
+            ("x @ https://x.example/x.whl", None),
             ("-e git+file:///tmp/r#egg=r", None),
             ("-e git+https://x.example/r.git#egg=r", None),
             ("-f file:///srv/wheels", None),
