@@ -123,6 +123,9 @@ class Bench:
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PIP_CACHE_DIR": os.path.join(self.tmp, "pip-cache"),
             "UV_NO_INDEX": "1",
+            # uv has no UV_NO_INDEX: without this it asks PyPI for every
+            # package it has not cached (a 404 each) before the find-links
+            "UV_OFFLINE": "1",
             "UV_FIND_LINKS": self.wheels,
             "UV_NO_CONFIG": "1",
             "UV_CACHE_DIR": os.path.join(self.tmp, "uv-cache"),

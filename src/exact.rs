@@ -1,8 +1,13 @@
 //! Exact envs for requirements.txt. pip never removes anything: a package
 //! that only an earlier commit's requirements needed (a redeploy of an older
 //! commit, a requirement dropped, a marker that stopped matching) would stay.
-//! After pip installed, the requirements' full resolution (pip's
-//! `--dry-run --ignore-installed --report`) says what they need; what an
+//! After pip installed, what the requirements need is their closure over the
+//! installed packages' metadata: each requirement whose marker holds, then
+//! what its installed distribution requires (markers and extras evaluated),
+//! read by one small Python process in the env, with no second resolution.
+//! Requirements pushdeploy cannot read by name (URLs, local paths, `${VAR}`,
+//! an option it does not follow) are resolved again instead (pip's
+//! `--dry-run --ignore-installed --report`, uv's `pip compile`). What an
 //! earlier deployment installed from its requirements and they no longer
 //! need is uninstalled. Packages no deployment installed (an app server or a
 //! debugger installed by hand) are not ours: they are named once and kept.
@@ -18,6 +23,7 @@ use crate::lockfile::{installed_packages, normalize, uninstall};
 use crate::packages::{Installer, REQUIREMENTS, parse_report};
 use crate::process::spawn_rules;
 use crate::report::Report;
+use crate::requirements::{self, IncludeKind, Line};
 use crate::settings::Settings;
 
 /// Never removed: what the env was made with.
@@ -65,7 +71,11 @@ pub fn tidy(
             .map(|p| normalize(&p.name))
             .filter(|n| !KEPT.contains(&n.as_str()))
             .collect()),
-        false => needed(installer, env_dir, &settings.site, &runner.app_settings()),
+        false => match top_level(&settings.site) {
+            Some(lines) => closure(env_dir, &lines)
+                .or_else(|_| needed(installer, env_dir, &settings.site, &runner.app_settings())),
+            None => needed(installer, env_dir, &settings.site, &runner.app_settings()),
+        },
     };
     let needed = match asked {
         Ok(needed) => needed,
@@ -214,4 +224,189 @@ fn needed(
             .collect(),
     };
     Ok(names)
+}
+
+/// How many requirement files [`top_level`] follows; more is left to pip.
+const MAX_FILES: usize = 256;
+
+/// The requirement lines (`name[extras] specifiers ; marker`) of the site's
+/// requirements.txt and the `-r` files it includes, constraints left out;
+/// `None` when a line names a package only pip can name (a URL, a local
+/// path, a variable, an option pushdeploy does not follow) or an include
+/// leaves the site.
+fn top_level(site: &Path) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut queue = vec![REQUIREMENTS.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if seen.len() > MAX_FILES {
+            return None;
+        }
+        let text = std::fs::read_to_string(site.join(&name)).ok()?;
+        let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir);
+        for (_, line) in requirements::logical_lines(&text) {
+            match requirements::classify(&line).ok()? {
+                Line::Requirement { .. } => {
+                    // pip's `break_args_options`: the requirement is every
+                    // word before the first option (`--hash=...`).
+                    let words: Vec<&str> = line
+                        .split(' ')
+                        .take_while(|w| !w.starts_with('-'))
+                        .collect();
+                    out.push(words.join(" ").trim().to_string());
+                }
+                Line::Include {
+                    kind: IncludeKind::Requirements,
+                    path,
+                } => {
+                    let inside = !path.starts_with('/')
+                        && !path.contains(':')
+                        && !Path::new(&path)
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir));
+                    if !inside {
+                        return None;
+                    }
+                    queue.push(match dir {
+                        "" => path,
+                        dir => format!("{dir}/{path}"),
+                    });
+                }
+                Line::Include {
+                    kind: IncludeKind::Constraints,
+                    ..
+                }
+                | Line::FindLinks { .. }
+                | Line::Options => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The closure: reads requirement lines (JSON) on stdin, writes the
+/// normalised names they need (JSON) on stdout; exits 1 naming a package
+/// that is needed and not installed. pip's own `packaging` reads the
+/// requirements and evaluates the markers.
+const CLOSURE: &str = r#"
+import json, re, sys
+from importlib import metadata
+from pip._vendor.packaging.requirements import Requirement
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+dists = {}
+for d in metadata.distributions():
+    if d.metadata["Name"]:
+        dists.setdefault(norm(d.metadata["Name"]), d)
+def holds(req, extras):
+    return req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras)
+todo = [(norm(r.name), frozenset(r.extras))
+        for r in map(Requirement, json.load(sys.stdin)) if holds(r, [""])]
+seen, needed, missing = set(), set(), set()
+while todo:
+    name, extras = todo.pop()
+    if (name, extras) in seen:
+        continue
+    seen.add((name, extras))
+    dist = dists.get(name)
+    if dist is None:
+        missing.add(name)
+        continue
+    needed.add(name)
+    asked = {""} | set(extras) | {norm(e) for e in extras}
+    for line in dist.requires or []:
+        r = Requirement(line)
+        if holds(r, asked):
+            todo.append((norm(r.name), frozenset(r.extras)))
+if missing:
+    sys.exit("needed and not installed: " + ", ".join(sorted(missing)))
+json.dump(sorted(needed), sys.stdout)
+"#;
+
+/// What `lines` need in the env at `env_dir`, from its installed metadata.
+fn closure(env_dir: &Path, lines: &[String]) -> Result<BTreeSet<String>> {
+    let python = env_dir.join("bin").join("python");
+    // -I: the app's PYTHONPATH and the user's site do not take part.
+    let out = spawn_rules(duct::cmd!(&python, "-I", "-c", CLOSURE))
+        .stdin_bytes(serde_json::to_vec(lines)?)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "{}",
+            stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+        );
+    }
+    let names: Vec<String> =
+        serde_json::from_slice(&out.stdout).context("the closure's output is not JSON")?;
+    Ok(names.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top(files: &[(&str, &str)]) -> Option<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        top_level(dir.path())
+    }
+
+    #[test]
+    fn top_level_reads_requirements_and_their_includes_not_constraints() {
+        let lines = top(&[
+            (
+                "requirements.txt",
+                "# app\nFlask[async]>=2 ; python_version >= '3.8'  # web\n-r lib/base.txt\n-c c.txt\n--no-index\n",
+            ),
+            (
+                "lib/base.txt",
+                "-r more.txt\ntinyweb==1.0 --hash=sha256:00\n",
+            ),
+            ("lib/more.txt", "greeting\n"),
+            ("c.txt", "staticpipe==1.0\n"),
+        ]);
+        let mut lines = lines.unwrap();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "Flask[async]>=2 ; python_version >= '3.8'",
+                "greeting",
+                "tinyweb==1.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn top_level_leaves_to_pip_what_only_pip_can_name() {
+        for text in [
+            "https://example.com/x.whl\n",
+            "x @ git+https://example.com/x\n",
+            "./lib\n",
+            "-e .\n",
+            "-r ../outside.txt\n",
+            "-r /etc/requirements.txt\n",
+            "${NAME}\n",
+        ] {
+            assert_eq!(top(&[("requirements.txt", text)]), None, "{text}");
+        }
+        assert_eq!(top(&[]), None, "no requirements.txt");
+    }
 }

@@ -111,9 +111,21 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         } else if std::fs::hard_link(entry.path(), &target).is_err() {
             // Another file system: copy. Hard links are safe here because pip
             // and Python replace files (write and rename), never edit them.
-            fs_err::copy(entry.path(), &target)?;
+            copy_file(&entry.path(), &target)?;
         }
     }
+    Ok(())
+}
+
+/// Copies a file with its modification time: a `.pyc` file is checked
+/// against its source's time, and a source with a new time makes Python
+/// compile it again at every import (pip's own 250 modules, every time pip
+/// runs, when the env cannot write `__pycache__` or is told not to).
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs_err::copy(from, to)?;
+    let modified = fs_err::metadata(from)?.modified()?;
+    // futimens needs the owner, not a writable descriptor.
+    fs_err::File::open(to)?.file().set_modified(modified)?;
     Ok(())
 }
 
@@ -180,4 +192,26 @@ pub fn create(
     }
     report.detail(format!("pip seeded from {}", seed.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_file_keeps_its_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("mod.py"), dir.path().join("copy.py"));
+        std::fs::write(&from, "x = 1\n").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&from)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        copy_file(&from, &to).unwrap();
+        assert_eq!(std::fs::metadata(&to).unwrap().modified().unwrap(), old);
+        assert_eq!(std::fs::read(&to).unwrap(), b"x = 1\n");
+    }
 }

@@ -442,3 +442,49 @@ fn an_env_that_leads_outside_the_site_is_replaced_and_left_alone() {
     );
     assert_eq!(greeting_version(&s), "2.0.0");
 }
+
+/// The env's packages but what it was made with, as `name version`, sorted.
+fn installed(s: &Server) -> Vec<String> {
+    let run = s.env_python(
+        "import importlib.metadata as m; print('\\n'.join(sorted('%s %s' % (d.metadata['Name'].lower(), d.version) for d in m.distributions())))",
+    );
+    run.assert_ok();
+    run.stdout
+        .lines()
+        .filter(|l| !l.starts_with("pip ") && !l.starts_with("setuptools "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn what_requirements_need_follows_includes_markers_and_dependencies_not_constraints() {
+    let s = deployed(&[("requirements.txt", "django==0.1.0\ntinyweb==1.0.0\n")]);
+    assert_eq!(
+        installed(&s),
+        ["django 0.1.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
+    );
+    // django goes, and staticpipe, which only django needed: a constraint
+    // and a requirement whose marker does not hold do not keep it.
+    s.write(
+        "requirements.txt",
+        "-r base/requirements.txt\n-c constraints.txt\nstaticpipe==1.0.0 ; python_version < '3'\n",
+    );
+    s.write("base/requirements.txt", "tinyweb==1.0.0\n");
+    s.write("constraints.txt", "staticpipe==1.0.0\n");
+    s.commit("django dropped");
+    s.push(&[]).assert_ok().assert_has(
+        "removing what requirements.txt no longer needs: django 0.1.0, staticpipe 1.0.0",
+    );
+    assert_eq!(installed(&s), ["tinyweb 1.0.0"]);
+    // An extra of a requirement counts, and what the installed version needs.
+    s.write(
+        "base/requirements.txt",
+        "tinyweb==1.0.0\ndjango[unused]==0.1.0\n",
+    );
+    s.commit("django back, with an extra it does not have");
+    s.push(&[]).assert_ok();
+    assert_eq!(
+        installed(&s),
+        ["django 0.1.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
+    );
+}
