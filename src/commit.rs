@@ -392,13 +392,23 @@ impl<'r> Commit<'r> {
     /// A path of the deployed tree as the site will resolve it: symlinks of
     /// the commit followed (their `..` taken after the link, as the kernel
     /// does), never leaving the tree.
+    /// A symlink that leads to no file of the commit is `Resolved::Link`:
+    /// in the site it leads wherever the site has something by that name.
     pub fn resolve(&self, path: &str) -> Result<Resolved> {
+        let mut links = Vec::new();
+        let resolved = self.resolve_following(path, &mut links)?;
+        Ok(match (resolved, links.into_iter().next()) {
+            (Resolved::Missing, Some((link, target))) => Resolved::Link { link, target },
+            (resolved, _) => resolved,
+        })
+    }
+
+    fn resolve_following(&self, path: &str, links: &mut Vec<(String, String)>) -> Result<Resolved> {
         // Links the kernel follows before giving up (ELOOP).
         const MAX_LINKS: usize = 40;
         let mut todo: std::collections::VecDeque<String> =
             path.split('/').map(str::to_string).collect();
         let mut dirs: Vec<String> = Vec::new();
-        let mut links = Vec::new();
         while let Some(part) = todo.pop_front() {
             match part.as_str() {
                 "" | "." => continue,
@@ -438,7 +448,7 @@ impl<'r> Commit<'r> {
                         path: here,
                         id: entry.id(),
                         content,
-                        links,
+                        links: links.clone(),
                     });
                 }
                 _ => return Ok(Resolved::Missing),
@@ -469,6 +479,9 @@ pub enum Resolved {
     },
     /// Not a file of the tree (missing, a directory, a loop of links).
     Missing,
+    /// A symlink of the tree (the first followed, and its target as
+    /// written) through which the path leads to no file of the tree.
+    Link { link: String, target: String },
     /// Above the top of the tree, or an absolute link.
     Outside,
 }

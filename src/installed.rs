@@ -88,9 +88,8 @@ pub enum Always {
         line: usize,
         what: Unfixed,
     },
-    /// A requirement file that is not a file of the commit (missing, or a
-    /// symlink that does not resolve inside the commit): pip reads whatever
-    /// the site holds there.
+    /// A requirement file that is not a file of the commit (a symlink to
+    /// no file of it is refused instead).
     NotInCommit {
         file: String,
         included_by: Option<(String, usize)>,
@@ -120,10 +119,22 @@ impl fmt::Display for Always {
 pub enum RunReason {
     NewEnv,
     NoRecord,
-    LastFailed { deployment: String },
-    Changed { inputs: Vec<Input> },
-    Always { why: Always },
-    NotSkipping { origin: String },
+    /// The last install failed (into a copy of the env aside: the live
+    /// env is as after the last successful one, which `inputs` are
+    /// compared with; empty when no successful install is recorded).
+    LastFailed {
+        deployment: String,
+        inputs: Vec<Input>,
+    },
+    Changed {
+        inputs: Vec<Input>,
+    },
+    Always {
+        why: Always,
+    },
+    NotSkipping {
+        origin: String,
+    },
 }
 
 impl fmt::Display for RunReason {
@@ -131,11 +142,22 @@ impl fmt::Display for RunReason {
         match self {
             RunReason::NewEnv => f.write_str("a new env"),
             RunReason::NoRecord => f.write_str("no earlier install into this env is recorded"),
-            RunReason::LastFailed { deployment } => write!(
-                f,
-                "the last install (deployment {}) failed",
-                short_id(deployment)
-            ),
+            RunReason::LastFailed { deployment, inputs } => {
+                write!(
+                    f,
+                    "the last install, by deployment {}, failed",
+                    short_id(deployment)
+                )?;
+                if !inputs.is_empty() {
+                    let names: Vec<String> = inputs.iter().map(Input::to_string).collect();
+                    write!(
+                        f,
+                        "; changed since the last successful one: {}",
+                        names.join(", ")
+                    )?;
+                }
+                Ok(())
+            }
             RunReason::Changed { inputs } => {
                 let names: Vec<String> = inputs.iter().map(Input::to_string).collect();
                 write!(f, "changed since the last install: {}", names.join(", "))
@@ -187,6 +209,9 @@ struct Stored {
     deployment: String,
     #[serde(default)]
     outcome: Outcome,
+    /// A failed install since the recorded successful one (by this deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
 /// How the install by the recorded deployment ended.
@@ -219,13 +244,11 @@ impl Store {
         let Some(last) = self.load() else {
             return PipDecision::run(RunReason::NoRecord);
         };
-        match last.outcome {
-            Outcome::Installed => {}
-            Outcome::Failed => {
-                return PipDecision::run(RunReason::LastFailed {
-                    deployment: last.deployment,
-                });
-            }
+        if last.outcome == Outcome::Failed {
+            return PipDecision::run(RunReason::LastFailed {
+                deployment: last.deployment,
+                inputs: Vec::new(),
+            });
         }
         let mut inputs: Vec<Input> = now
             .0
@@ -236,12 +259,14 @@ impl Store {
             .collect();
         inputs.sort();
         inputs.dedup();
-        if inputs.is_empty() {
-            PipDecision::Skip {
+        match (inputs.is_empty(), last.failed) {
+            (true, _) => PipDecision::Skip {
                 since: last.deployment,
+            },
+            (false, Some(deployment)) => {
+                PipDecision::run(RunReason::LastFailed { deployment, inputs })
             }
-        } else {
-            PipDecision::run(RunReason::Changed { inputs })
+            (false, None) => PipDecision::run(RunReason::Changed { inputs }),
         }
     }
 
@@ -266,10 +291,21 @@ impl Store {
         }
     }
 
-    /// Records a failed install into the env: the next deployment runs the
-    /// installer, and its dry run says why.
+    /// Records a failed install, which ran in a copy of the env aside: the
+    /// live env is as the last successful install left it, so its record
+    /// stays (a push that returns to its inputs skips); the failure is kept
+    /// to say why the installer runs next.
     pub fn failed(&self, deployment: &str) -> Result<()> {
-        self.write(Fingerprint::default(), deployment, Outcome::Failed)
+        match self.load() {
+            Some(last) if last.outcome == Outcome::Installed => {
+                let stored = Stored {
+                    failed: Some(deployment.to_string()),
+                    ..last
+                };
+                write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
+            }
+            _ => self.write(Fingerprint::default(), deployment, Outcome::Failed),
+        }
     }
 
     fn write(&self, fingerprint: Fingerprint, deployment: &str, outcome: Outcome) -> Result<()> {
@@ -277,6 +313,7 @@ impl Store {
             fingerprint,
             deployment: deployment.to_string(),
             outcome,
+            failed: None,
         };
         write_atomic(&self.path, &serde_json::to_vec_pretty(&stored)?)
     }
@@ -323,7 +360,8 @@ pub fn read_requirements(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Requirements> {
     let mut out = Requirements::default();
-    let mut queue = std::collections::VecDeque::from([(REQUIREMENTS.to_string(), None)]);
+    let mut queue: std::collections::VecDeque<(String, Option<(String, usize)>)> =
+        std::collections::VecDeque::from([(REQUIREMENTS.to_string(), None)]);
     let mut seen = std::collections::BTreeSet::new();
     let note = |out: &mut Requirements, why: Always| {
         out.always.get_or_insert(why);
@@ -352,6 +390,13 @@ pub fn read_requirements(
                 );
                 continue;
             }
+            Resolved::Link { link, target } => {
+                bail!(
+                    "{} is a symlink to {}, which is not a file of the commit; requirement files must be files of the commit",
+                    file_name(&link),
+                    file_name(&target)
+                )
+            }
             Resolved::Outside => {
                 bail!(
                     "{}: leads outside the site; requirement files must be files of the commit",
@@ -362,6 +407,24 @@ pub fn read_requirements(
         let text = utf8_text(&name, &content)?.to_string();
         let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
         for (number, line) in requirements::logical_lines(&text) {
+            let path = requirements::local_path(&requirements::expand(&line, lookup));
+            if let Some(path) = path {
+                // pip takes a local path from its working folder, the site.
+                let why = if path.starts_with('/') {
+                    Some("is an absolute path")
+                } else if climbs_out(&path) {
+                    Some("climbs out of the site")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    bail!(
+                        "{} line {number}: {} {why}; local requirements must be inside the site",
+                        file_name(&name),
+                        shown(path.as_bytes())
+                    );
+                }
+            }
             let at = |what| Always::Line {
                 file: name.clone(),
                 line: number,
@@ -498,7 +561,7 @@ fn file_name(name: &str) -> String {
 }
 
 /// Whether a relative path goes above its top with `..`, taken as written.
-fn climbs_out(path: &str) -> bool {
+pub fn climbs_out(path: &str) -> bool {
     let mut depth = 0usize;
     for part in path.split('/') {
         match part {
@@ -724,10 +787,24 @@ mod tests {
             run.to_string(),
             "changed since the last install: interpreter"
         );
+        // A failed install leaves the env and its record as they were.
         store.failed("abcdef0123").unwrap();
         assert_eq!(
             store.decide(&now).to_string(),
-            "the last install (deployment abcdef0) failed"
+            "the last install, by deployment abcdef0, failed; changed since the last successful one: interpreter"
+        );
+        now.0.insert(Input::Interpreter, "3.11.7".into());
+        assert_eq!(
+            store.decide(&now),
+            PipDecision::Skip {
+                since: "0123456789".into()
+            }
+        );
+        store.forget().unwrap();
+        store.failed("abcdef0123").unwrap();
+        assert_eq!(
+            store.decide(&now).to_string(),
+            "the last install, by deployment abcdef0, failed"
         );
     }
 
@@ -1038,7 +1115,7 @@ mod tests {
                 "requirements.txt line 1 is a local path",
             ),
             (
-                &[("requirements.txt", "x @ file:///srv/x.whl\n")],
+                &[("requirements.txt", "x @ file:wheels/x.whl\n")],
                 "requirements.txt line 1 is a local path",
             ),
             (
@@ -1074,10 +1151,6 @@ mod tests {
             (
                 &[("requirements.txt", "-r missing.txt\n")],
                 "missing.txt (requirements.txt line 1) is not a file of the commit",
-            ),
-            (
-                &[("requirements.txt", "@nowhere.txt")],
-                "requirements.txt is not a file of the commit",
             ),
             (
                 &[("requirements.txt", "-r reqs\n"), ("reqs/a.txt", "six\n")],
@@ -1132,6 +1205,25 @@ mod tests {
             (
                 &[("requirements.txt", "-r up/x.txt\n"), ("up", "@..")],
                 "up/x.txt: leads outside the site",
+            ),
+            (
+                &[("requirements.txt", "x @ file:///srv/x.whl\n")],
+                "requirements.txt line 1: \"/srv/x.whl\" is an absolute path",
+            ),
+            (
+                &[
+                    ("requirements.txt", "-r reqs/base.txt\n"),
+                    ("reqs/base.txt", "six\n-e ../..\n"),
+                ],
+                "reqs/base.txt line 2: \"../..\" climbs out of the site",
+            ),
+            (
+                &[("requirements.txt", "@env/pyvenv.cfg")],
+                "requirements.txt is a symlink to env/pyvenv.cfg, which is not a file of the commit",
+            ),
+            (
+                &[("requirements.txt", "-r base.txt\n"), ("base.txt", "@.env")],
+                "base.txt is a symlink to .env, which is not a file of the commit",
             ),
             (
                 &[(

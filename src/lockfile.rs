@@ -249,6 +249,16 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
     };
     // Read once: a lock that is not TOML (or JSON) fails here, in the plan.
     let local = managers::local_sources(kind, &lock_bytes)?;
+    for path in &local {
+        let rel = path.strip_prefix("file://").unwrap_or(path);
+        if rel.starts_with('/') || installed::climbs_out(rel) {
+            bail!(
+                "{} names the local path {}, outside the site; local requirements must be inside the site",
+                kind.lock_file(),
+                crate::error::shown(path.as_bytes())
+            );
+        }
+    }
     let mut lock = LockPlan {
         kind,
         tool,
@@ -313,24 +323,34 @@ fn reason_text(kind: Kind, decision: &PipDecision) -> String {
         ),
         PipDecision::Run {
             reason: RunReason::Changed { inputs },
-        } => {
-            let names: Vec<&str> = inputs
-                .iter()
-                .map(|i| match i {
-                    Input::Requirements => "lock and project files",
-                    Input::Installer => "tool",
-                    Input::PipSettings => "settings",
-                    Input::ConfigFiles => "config files",
-                    Input::Interpreter => "interpreter",
-                    Input::Env => "env",
-                    Input::FindLinks => "find-links directories",
-                    Input::Platform => "platform",
-                })
-                .collect();
-            format!("changed since the last install: {}", names.join(", "))
-        }
+        } => format!("changed since the last install: {}", lock_inputs(inputs)),
+        PipDecision::Run {
+            reason: RunReason::LastFailed { deployment, inputs },
+        } if !inputs.is_empty() => format!(
+            "the last install, by deployment {}, failed; changed since the last successful one: {}",
+            short_id(deployment),
+            lock_inputs(inputs)
+        ),
         PipDecision::Run { reason } => reason.to_string(),
     }
+}
+
+/// The store's inputs, named for what they hold for a lock file.
+fn lock_inputs(inputs: &[Input]) -> String {
+    let names: Vec<&str> = inputs
+        .iter()
+        .map(|i| match i {
+            Input::Requirements => "lock and project files",
+            Input::Installer => "tool",
+            Input::PipSettings => "settings",
+            Input::ConfigFiles => "config files",
+            Input::Interpreter => "interpreter",
+            Input::Env => "env",
+            Input::FindLinks => "find-links directories",
+            Input::Platform => "platform",
+        })
+        .collect();
+    names.join(", ")
 }
 
 /// What the install depends on (the env and interpreter as they are now),

@@ -493,6 +493,93 @@ pub fn include_value(line: &str) -> Option<(IncludeKind, String)> {
     None
 }
 
+/// The local path a line names, when pip takes its requirement (or its
+/// `-e` value) for one: as written, or a `file:` URL's path (its host and
+/// percent escapes taken away). `None` for any other line (a `-f` of a
+/// local directory included: it only provides wheels).
+pub fn local_path(line: &str) -> Option<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = if line.starts_with('-') {
+        let mut iter = words.iter();
+        loop {
+            match next_option(&mut iter)? {
+                Ok(("--editable", Some(v))) => break v.to_string(),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    } else {
+        // `/srv/x@1` is a path to pip, though pushdeploy takes it for a URL.
+        if !matches!(classify(line), Err(Unfixed::LocalPath | Unfixed::Url)) {
+            return None;
+        }
+        let split = words
+            .iter()
+            .position(|w| w.starts_with('-'))
+            .unwrap_or(words.len());
+        let spec = words[..split].join(" ");
+        let spec = spec.split(';').next().unwrap_or("").trim().to_string();
+        let named = spec.split_once('@').filter(|(name, _)| {
+            let name = name.trim();
+            !name.is_empty()
+                && name.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '[' | ']' | ',')
+                })
+        });
+        match named {
+            Some((_, url)) => url.trim().to_string(),
+            None => spec,
+        }
+    };
+    let lower = value.to_ascii_lowercase();
+    if lower.contains('+') && lower.split(':').next().is_some_and(|s| s.contains('+')) {
+        return None; // `git+file:...`: a VCS URL.
+    }
+    let value = match value.strip_suffix(']').and_then(|v| v.rsplit_once('[')) {
+        Some((path, _)) => path.to_string(),
+        None => value,
+    };
+    if !lower.starts_with("file:") {
+        if is_url(&value) {
+            return None;
+        }
+        return Some(value);
+    }
+    let path = &value["file:".len()..];
+    let path = match path.strip_prefix("//") {
+        // `file://host/path`: the host is not a folder of the site either.
+        Some(rest) => match rest.find('/') {
+            Some(at) if at == 0 || rest[..at].eq_ignore_ascii_case("localhost") => &rest[at..],
+            _ => return Some(format!("//{rest}")),
+        },
+        None => path,
+    };
+    Some(percent_decoded(path))
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,5 +771,36 @@ mod tests {
             include_value("-r ${SECRET}").map(|(_, v)| expand(&v, env)),
             Some("/proc/self/environ".into())
         );
+    }
+
+    #[test]
+    fn local_paths_as_pip_takes_them() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("/tmp/outside", Some("/tmp/outside")),
+            ("../x", Some("../x")),
+            ("./libs/mylib[extra]", Some("./libs/mylib")),
+            ("libs/x ; python_version > '3'", Some("libs/x")),
+            ("-e /tmp/outside", Some("/tmp/outside")),
+            ("--editable=../x", Some("../x")),
+            ("-e.", Some(".")),
+            ("file:///tmp/outside", Some("/tmp/outside")),
+            ("FILE://localhost/tmp/x", Some("/tmp/x")),
+            ("file://server/share", Some("//server/share")),
+            ("-e file:/..", Some("/..")),
+            ("file:..%2Fx", Some("../x")),
+            ("x @ file:///srv/x.whl", Some("/srv/x.whl")),
+            ("/srv/x@1", Some("/srv/x@1")),
+            ("x[a]@ /srv/x", Some("/srv/x")),
+            ("x @ https://x.example/x.whl", None),
+            ("-e git+file:///tmp/r#egg=r", None),
+            ("-e git+https://x.example/r.git#egg=r", None),
+            ("-f file:///srv/wheels", None),
+            ("-f /srv/wheels", None),
+            ("flask==3.1", None),
+            ("https://x.example/x-1.0.whl", None),
+        ];
+        for (line, want) in table {
+            assert_eq!(local_path(line).as_deref(), *want, "{line}");
+        }
     }
 }

@@ -122,6 +122,33 @@ fn uv_lock_first_deployment_installs_the_main_packages_only() {
     assert!(!push.has("--locked"), "uv ran");
 }
 
+/// A lock's path dependency outside the site is refused in the plan: uv
+/// would build code from outside the site.
+#[test]
+fn a_uv_lock_path_dependency_outside_the_site_is_refused() {
+    let Some(s) = uv_server() else { return };
+    s.app("uv-app");
+    uv_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("uv.lock")).unwrap();
+    for (source, shown) in [
+        ("{ path = \"/tmp/outside\" }", "\"/tmp/outside\""),
+        ("{ directory = \"../outside\" }", "\"../outside\""),
+    ] {
+        s.write(
+            "uv.lock",
+            &format!(
+                "{lock}\n[[package]]\nname = \"outside\"\nversion = \"1.0\"\nsource = {source}\n"
+            ),
+        );
+        s.commit("a path dependency outside the site");
+        s.push(&[])
+            .assert_has(&format!(
+                "uv.lock names the local path {shown}, outside the site; local requirements must be inside the site"
+            ))
+            .assert_has("failed in step plan");
+    }
+}
+
 #[test]
 fn uv_lock_change_adds_upgrades_and_removes() {
     let Some(s) = uv_server() else { return };
@@ -761,7 +788,10 @@ fn uv_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     s.commit("v2");
     let push = s.push(&[]);
     push.assert_ok();
-    installs_before_the_sync(&push, "--no-install-project (the last install (deployment");
+    installs_before_the_sync(
+        &push,
+        "--no-install-project (the last install, by deployment",
+    );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
 
@@ -850,7 +880,7 @@ fn pipfile_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     push.assert_ok();
     installs_before_the_sync(
         &push,
-        "(Pipfile.lock's packages) (the last install (deployment",
+        "(Pipfile.lock's packages) (the last install, by deployment",
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }
@@ -890,7 +920,7 @@ fn poetry_lock_installs_aside_and_a_failed_install_leaves_the_site() {
     push.assert_ok();
     installs_before_the_sync(
         &push,
-        "--no-root --no-interaction --no-ansi (the last install (deployment",
+        "--no-root --no-interaction --no-ansi (the last install, by deployment",
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
 }

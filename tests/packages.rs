@@ -176,6 +176,85 @@ fn a_requirement_file_outside_the_site_is_refused_and_no_secret_leaks() {
     .assert_has("requirements.txt line 2: -r \"reqs/../../etc.txt\" climbs out of the site");
 }
 
+/// A local requirement outside the site is refused in the plan, in every
+/// spelling pip takes for a path: pip never builds it (its build code
+/// would leave a mark).
+#[test]
+fn a_local_requirement_outside_the_site_is_refused() {
+    let s = deployed(&[]);
+    let outside = s.root.join("outside");
+    let mark = s.root.join("built");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        outside.join("backend.py"),
+        format!("open({:?}, 'w').close()\n", mark.to_str().unwrap()),
+    )
+    .unwrap();
+    let dir = outside.to_str().unwrap();
+    let table = [
+        (format!("{dir}\n"), format!("\"{dir}\" is an absolute path")),
+        (
+            format!("-e {dir}\n"),
+            format!("\"{dir}\" is an absolute path"),
+        ),
+        (
+            format!("outside @ file://{dir}\n"),
+            format!("\"{dir}\" is an absolute path"),
+        ),
+        (
+            "-e file:/..\n".to_string(),
+            "\"/..\" is an absolute path".to_string(),
+        ),
+        (
+            "libs/../../x\n".to_string(),
+            "\"libs/../../x\" climbs out of the site".to_string(),
+        ),
+        (
+            "-e ${OUTSIDE}\n".to_string(),
+            format!("\"{dir}\" is an absolute path"),
+        ),
+    ];
+    for (line, want) in table {
+        let text = format!("tinyweb==1.0.0\n{line}");
+        push_files(&s, &[("requirements.txt", &text)], &[("OUTSIDE", dir)])
+            .assert_has(&format!(
+                "requirements.txt line 2: {want}; local requirements must be inside the site"
+            ))
+            .assert_has("failed in step plan");
+        assert!(!mark.exists(), "{line}: built");
+    }
+    // Inside the site, a local path stays allowed.
+    write_library(&s, "v1");
+    push_files(
+        &s,
+        &[("requirements.txt", "tinyweb==1.0.0\n./libs/mylib\n")],
+        &[],
+    )
+    .assert_ok()
+    .assert_has("successful");
+}
+
+/// A requirement file that is a symlink to a file the commit lacks (one the
+/// site has) is refused, and pip never prints that file's first line.
+#[test]
+fn a_requirements_symlink_to_a_file_not_of_the_commit_is_refused() {
+    let s = deployed(&[]);
+    s.remove("requirements.txt");
+    std::os::unix::fs::symlink("env/pyvenv.cfg", s.work.join("requirements.txt")).unwrap();
+    s.commit("requirements as a link into the env");
+    let push = s.push(&[]);
+    push.assert_has(
+        "requirements.txt is a symlink to env/pyvenv.cfg, which is not a file of the commit",
+    )
+    .assert_has("failed in step plan");
+    assert!(!push.has("home ="), "{}", push.stderr);
+}
+
 /// A copy of pyenv's 3.11.7 whose site-packages is its own (empty) folder:
 /// the interpreter an env is built on, watched for installs.
 fn own_interpreter(root: &Path) -> (PathBuf, PathBuf) {
@@ -248,13 +327,30 @@ fn after_a_failed_install_the_dry_run_says_the_last_install_failed() {
     dry.assert_ok();
     let line = dry.remote_or_stdout_line("pip: runs (");
     assert!(
-        line.starts_with("the last install (deployment ") && line.contains(") failed"),
+        line.starts_with("the last install, by deployment ")
+            && line.contains(", failed; changed since the last successful one: requirements"),
         "{line}"
     );
     let json = s.run("deploy", &["--dry-run", "--json"]);
     let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(plan["python"]["pip"]["action"], "run");
     assert_eq!(plan["python"]["pip"]["reason"]["kind"], "lastFailed");
+}
+
+/// A failed install ran in a copy of the env aside: a push back to the
+/// live env's requirements skips the installer.
+#[test]
+fn after_a_failed_install_a_push_back_to_the_live_requirements_skips_pip() {
+    let s = deployed(&[]);
+    let good = std::fs::read_to_string(s.work.join("requirements.txt")).unwrap();
+    push_files(&s, &[("requirements.txt", "greeting==9.9.9\n")], &[])
+        .assert_has("failed in step pip");
+    let push = push_files(&s, &[("requirements.txt", &good)], &[]);
+    push.assert_ok()
+        .assert_has("successful")
+        .assert_has("unchanged since");
+    assert!(!push.has("failed"), "{}", push.stderr);
+    assert_eq!(greeting_version(&s), "1.0.0");
 }
 
 /// `python3` and `python3.11` in one folder, both links to one file.

@@ -108,12 +108,19 @@ fn each_input_pip_depends_on_makes_it_run() {
 #[test]
 fn a_requirement_pip_cannot_see_as_fixed_makes_it_run_every_time() {
     let s = deployed();
-    let wheel = fixtures().join("wheels/greeting-1.0.0-py2.py3-none-any.whl");
+    // A wheel of the commit (one outside the site is refused).
+    let name = "greeting-1.0.0-py2.py3-none-any.whl";
+    std::fs::create_dir_all(s.work.join("wheels")).unwrap();
+    std::fs::copy(
+        fixtures().join("wheels").join(name),
+        s.work.join("wheels").join(name),
+    )
+    .unwrap();
     s.write(
         "requirements.txt",
-        &format!("-r base.txt\ngreeting @ file://{}\n", wheel.display()),
+        &format!("-r base.txt\n./wheels/{name}\n"),
     );
-    s.commit("file url");
+    s.commit("a local wheel");
     s.push(&[]).assert_ok();
     touch_and_push(&s, &[])
         .assert_has("requirements.txt line 2 is a local path: the installer always runs");
