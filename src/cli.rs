@@ -74,6 +74,10 @@ enum Command {
         /// The deployment branch (default: the branch HEAD names; `main` for a new repository)
         #[arg(long)]
         branch: Option<String>,
+        /// Change the site of a repository already set up for another one (the next
+        /// deployment then compares every file; the old site is left as it is)
+        #[arg(long)]
+        move_site: bool,
     },
     /// What the post-receive hook runs: reads the pushed refs on stdin
     PostReceive {
@@ -228,8 +232,15 @@ pub fn run() -> Result<ExitCode> {
             repository,
             site,
             branch,
+            move_site,
         } => {
-            crate::init::init(&repository, &site, branch.as_deref(), &mut Report::stdout())?;
+            crate::init::init(
+                &repository,
+                &site,
+                branch.as_deref(),
+                move_site,
+                &mut Report::stdout(),
+            )?;
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,
         Command::Deploy {

@@ -69,6 +69,13 @@ impl Store {
         remove_file_if_there(&self.pending())
     }
 
+    /// Forgets what was deployed (the site moved): the next sync, into
+    /// whichever site, is a first one and compares every file. A pending
+    /// sync's manifest stays: it names its own site, which still needs it.
+    pub fn forget(&self) -> Result<()> {
+        remove_file_if_there(&self.complete())
+    }
+
     /// Marks the deployed manifest as followed by a custom command's
     /// deployment of `commit`. Without a manifest there is nothing to mark:
     /// the next sync is a first one, which compares every file anyway.
