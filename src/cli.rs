@@ -399,11 +399,8 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         .iter()
         .find(|r| r.status == crate::record::Status::Success)
         .map(|r| r.seq);
-    writeln!(
-        out,
-        "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} MESSAGE",
-        "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
-    )?;
+    let header = ["#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME", "MESSAGE"].map(String::from);
+    let mut rows = vec![header];
     for r in &records {
         let time = match r.seconds {
             Some(seconds) => crate::report::seconds_text(seconds),
@@ -414,19 +411,31 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             // Running, or killed before it could say how long it took.
             None => "-".to_string(),
         };
-        let status = r.status.to_string();
         let mark = if Some(r.seq) == active { "*" } else { " " };
-        writeln!(
-            out,
-            "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
+        rows.push([
             format!("{}{mark}", r.seq),
             r.short(),
-            status,
+            r.status.to_string(),
             r.trigger.to_string(),
-            printable(&r.started),
+            printable(&r.started).to_string(),
             time,
-            printable(&r.message)
-        )?;
+            printable(&r.message).to_string(),
+        ]);
+    }
+    // Each column as wide as its widest cell (the message, last, is not padded).
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$} "));
+        }
+        line.push_str(&row[6]);
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

@@ -388,3 +388,33 @@ fn records_in_the_format_written_before_load() {
         .assert_has("000009-bad.json: not a deployment record")
         .assert_has("is not a commit id");
 }
+
+/// `list` sizes its columns to their contents: a `rolled back` status does
+/// not push the columns after it out of line.
+#[test]
+fn list_columns_line_up_with_a_rolled_back_deployment() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("good");
+    s.push(&[]).assert_ok();
+    s.write(".deployment", "[config]\nPOST_BUILD_COMMAND = false\n");
+    s.commit("fails after the switch");
+    s.push(&[]).assert_has("rolled back");
+    let list = s.run("list", &[]);
+    list.assert_ok().assert_has("rolled back");
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    let column = |line: &str, word: &str| line.find(word);
+    let header = lines[0];
+    for (name, cell) in [("TRIGGER", "push"), ("MESSAGE", "good")] {
+        let at = column(header, name).unwrap();
+        let row = lines.iter().find(|l| l.contains("good")).unwrap();
+        assert_eq!(column(row, cell), Some(at), "{name}:\n{}", list.stdout);
+    }
+    let rolled = lines.iter().find(|l| l.contains("rolled back")).unwrap();
+    assert_eq!(
+        rolled.find("push"),
+        header.find("TRIGGER"),
+        "{}",
+        list.stdout
+    );
+}

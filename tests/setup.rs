@@ -226,3 +226,29 @@ fn a_failed_init_makes_no_repository() {
     s.init_at(&repo, &blocker.join("site")).assert_status(2);
     assert!(!repo.exists(), "init left {}", repo.display());
 }
+
+/// A `.deployment` key names a setting only in its own spelling: an app's
+/// `PYTHONPATH` is refused as an app setting, not as the server's `pythonPath`.
+#[test]
+fn deployment_keys_name_settings_in_their_exact_spelling() {
+    let s = Server::new();
+    s.app("flask-app")
+        .write(".deployment", "[config]\nPYTHONPATH = x\n");
+    s.commit("PYTHONPATH in .deployment");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has(
+            ".deployment line 2: PYTHONPATH is not an app setting a commit may set; left out",
+        )
+        .assert_has("successful");
+    assert!(!push.has("names the server's setting"), "{}", push.all());
+}
+
+/// `config` says what an unset `poetryPath` means, not just another key's name.
+#[test]
+fn config_describes_the_default_poetry() {
+    let s = Server::new();
+    s.run("config", &[])
+        .assert_ok()
+        .assert_has("(Poetry poetryVersion, on PATH or installed into the cache dir)");
+}
