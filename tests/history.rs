@@ -418,3 +418,38 @@ fn list_columns_line_up_with_a_rolled_back_deployment() {
         list.stdout
     );
 }
+
+/// The dry run's JSON: every key camelCase (no `keep_unneeded` among
+/// camelCase keys), and the paths the README names are there.
+#[test]
+fn dry_run_json_keys_are_camel_case_and_the_readme_paths_exist() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    s.write("requirements.txt", "greeting==2.0.0\ntinyweb==1.0.0\n");
+    s.commit("greeting 2");
+    s.update_without_deploy();
+    let run = s.run("deploy", &["--dry-run", "--json"]);
+    run.assert_ok();
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    keys(&plan, &mut all);
+    assert!(!all.iter().any(|k| k.contains('_')), "{all:?}");
+    assert!(all.iter().any(|k| k == "keepUnneeded"), "{all:?}");
+    assert_eq!(plan["python"]["pip"]["action"], "run", "{plan}");
+    assert_eq!(plan["python"]["pip"]["reason"]["kind"], "changed", "{plan}");
+    assert_eq!(plan["sync"]["basis"]["kind"], "diff", "{plan}");
+}
