@@ -364,7 +364,7 @@ fn records_in_the_format_written_before_load() {
     std::fs::write(dir.join(format!("000001-{}.json", &old[..7])), record).unwrap();
     let list = s.run("list", &[]);
     list.assert_ok()
-        .assert_has(&format!("1*    {}  success  push", &old[..7]));
+        .assert_has(&format!("1* {} success push", &old[..7]));
     assert!(list.stdout.contains("0.25 s"), "the steps' sum: {list}");
     s.run("show", &[&old[..9]])
         .assert_ok()
