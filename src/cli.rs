@@ -377,14 +377,21 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let (_, settings) = open(repo, env, |_| Ok(()))?;
     let records = Records::new(&settings.state_dir).list()?;
+    let held = crate::lock::is_held(&settings.state_dir);
+    let newest = records.first().map_or(0, |r| r.seq);
     if json {
         let summaries: Vec<serde_json::Value> = records
             .iter()
             .map(|r| {
                 let mut v = serde_json::to_value(r).expect("a record is JSON");
-                v.as_object_mut()
-                    .expect("a record is an object")
-                    .remove("log");
+                let object = v.as_object_mut().expect("a record is an object");
+                object.remove("log");
+                if r.status == crate::record::Status::Running {
+                    object.insert(
+                        "did_not_finish".into(),
+                        r.did_not_finish(newest, held).into(),
+                    );
+                }
                 v
             })
             .collect();
@@ -411,11 +418,12 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             // Running, or killed before it could say how long it took.
             None => "-".to_string(),
         };
+        let status = r.status_text(newest, held);
         let mark = if Some(r.seq) == active { "*" } else { " " };
         rows.push([
             format!("{}{mark}", r.seq),
             r.short(),
-            r.status.to_string(),
+            status,
             r.trigger.to_string(),
             printable(&r.started).to_string(),
             time,
@@ -446,13 +454,18 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     let r = Records::new(&settings.state_dir)
         .find(id)
         .map_err(|e| usage(format!("{e:#}")))?;
+    let newest = Records::new(&settings.state_dir)
+        .list()?
+        .first()
+        .map_or(0, |r| r.seq);
+    let held = crate::lock::is_held(&settings.state_dir);
     // Every text of a record came from a commit or a program: escaped.
     writeln!(out, "deployment #{} {}", r.seq, r.id)?;
     writeln!(out, "ref:      {}", printable(&r.ref_name))?;
     writeln!(out, "author:   {}", printable(&r.author))?;
     writeln!(out, "message:  {}", printable(&r.message))?;
     writeln!(out, "trigger:  {}", r.trigger)?;
-    writeln!(out, "status:   {}", r.status)?;
+    writeln!(out, "status:   {}", r.status_text(newest, held))?;
     if let Some(seconds) = r.seconds {
         writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
     }

@@ -189,6 +189,7 @@ fn dry_run(
 ) -> Result<()> {
     let commit = Commit::open(repo, rev)?;
     check_site(settings)?;
+    let killed = killed_outlook(settings);
     let (values, commit) = plan::prepare(settings, commit)?;
     let plan = Plan::build(settings, &values, &commit, ref_name, true)?;
     if json {
@@ -205,6 +206,9 @@ fn dry_run(
             ref_name,
             settings.site.display()
         ));
+        for line in &killed {
+            report.header(line);
+        }
         for line in plan.lines() {
             report.detail(line);
         }
@@ -213,6 +217,41 @@ fn dry_run(
         Deploy::Sync(sync) => sync.check_refused(),
         Deploy::Command(_) => Ok(()),
     }
+}
+
+/// What the next deployment will put back or finish of a killed one before
+/// it plans, as the dry run says it (the dry run changes nothing). Empty
+/// while a deployment holds the lock: its journal is not a killed one's.
+fn killed_outlook(settings: &Settings) -> Vec<String> {
+    let state_dir = &settings.state_dir;
+    if crate::lock::is_held(state_dir) {
+        return Vec::new();
+    }
+    let mut lines = Vec::new();
+    for what in crate::process::left_behind(state_dir) {
+        lines.push(format!(
+            "{what} was left running by a deployment that was killed: the deployment kills it first"
+        ));
+    }
+    let switch = Switch::load(state_dir);
+    match crate::journal::outlook(state_dir) {
+        Some(crate::journal::Outlook::Finish) => lines.push(
+            "A deployment that succeeded was stopped while it cleaned up: the deployment finishes its cleanup first".into(),
+        ),
+        Some(crate::journal::Outlook::Undo { changes, .. }) => lines.push(format!(
+            "A deployment was killed after it began to change the site: the deployment first puts back the last good deployment ({changes} file change(s) undone{}), then runs its postDeploy and health check again; the file counts below are planned from the site as it will be then",
+            if switch.as_ref().is_some_and(|s| s.env_switched) {
+                ", env/ switched back"
+            } else {
+                ""
+            }
+        )),
+        None if switch.as_ref().is_some_and(|s| s.switched) => lines.push(
+            "A deployment was killed after it began to change the site: the deployment first puts back the last good deployment's env, then runs its postDeploy and health check again".into(),
+        ),
+        None => {}
+    }
+    lines
 }
 
 /// What a deployment changed beside the files (which the sync's journal
@@ -301,7 +340,7 @@ fn execute(
     ref_name: &str,
     report: &mut Report,
 ) -> Ending {
-    let planned = (|| {
+    let planned = timed(report, "plan", |_| {
         check_site(settings)?;
         let (values, commit) = plan::prepare(settings, commit)?;
         let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
@@ -311,7 +350,7 @@ fn execute(
             Some(&settings.state_dir),
         );
         anyhow::Ok((commit, plan, runner))
-    })();
+    });
     let (commit, plan, runner) = match planned {
         Ok(planned) => planned,
         Err(e) => return Ending::Failed(e),
@@ -328,7 +367,7 @@ fn execute(
         }
     };
     let mut switch = Switch::default();
-    env::sweep(site, state_dir, report);
+    sweep_envs(settings, report);
     // 1. Prepare aside: nothing of the site changes.
     let prepared = match prepare(&plan, settings, &commit, &runner, report) {
         Ok(prepared) => prepared,
@@ -349,7 +388,9 @@ fn execute(
         report,
     );
     match result {
-        Ok(()) => match finish(settings, &plan, journal, &switch, report) {
+        Ok(()) => match timed(report, "finish", |r| {
+            finish(settings, &plan, journal, &switch, r)
+        }) {
             Ok(()) => Ending::Success,
             Err(e) => Ending::Failed(e.context("finishing the deployment")),
         },
@@ -805,9 +846,63 @@ fn finish_env(settings: &Settings, switch: &Switch, report: &mut Report) -> Resu
     if switch.env_switched {
         let before: Vec<PathBuf> = switch.env_before.iter().cloned().collect();
         env::set_previous(&settings.site, &settings.state_dir, &before)?;
-        env::sweep(&settings.site, &settings.state_dir, report);
+        sweep_envs(settings, report);
     }
     Ok(())
+}
+
+/// Runs `f` and keeps its time as the step `name` in the record, without a
+/// line of its own: work between the steps that can take time (reading the
+/// commit to plan, the cleanup after success), so that the record's steps
+/// account for the deployment's whole time.
+fn timed<T>(report: &mut Report, name: &str, f: impl FnOnce(&mut Report) -> T) -> T {
+    let start = Instant::now();
+    let first = report.steps.len();
+    let result = f(report);
+    // The steps within are counted once, as themselves.
+    let within: f64 = report.steps[first..].iter().map(|s| s.seconds).sum();
+    report.steps.push(crate::report::StepTime {
+        step: name.to_string(),
+        seconds: (start.elapsed().as_secs_f64() - within).max(0.0),
+    });
+    result
+}
+
+/// The old env directories in the site (the live and previous ones included).
+fn env_dirs(site: &Path) -> usize {
+    std::fs::read_dir(site).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::sync::ENV_DIR_PREFIX)
+            })
+            .count()
+    })
+}
+
+/// Removes env directories that are neither the live nor the previous env
+/// (a whole env can take seconds): a step of its own, `cleanup`, with a
+/// line that says how many went and how long it took, when any did.
+fn sweep_envs(settings: &Settings, report: &mut Report) {
+    let site = &settings.site;
+    let before = env_dirs(site);
+    let start = Instant::now();
+    env::sweep(site, &settings.state_dir, report);
+    let removed = before.saturating_sub(env_dirs(site));
+    if removed > 0 {
+        let seconds = start.elapsed().as_secs_f64();
+        report.steps.push(crate::report::StepTime {
+            step: "cleanup".into(),
+            seconds,
+        });
+        report.header(format!(
+            "Removed {removed} old env director{} in {}",
+            if removed == 1 { "y" } else { "ies" },
+            seconds_text(seconds)
+        ));
+    }
 }
 
 /// Removes the env this deployment prepared, if `env` does not lead to it.

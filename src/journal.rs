@@ -344,6 +344,42 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     )?)))
 }
 
+/// What [`recover`] will do with a journal a killed deployment left, read
+/// without changing anything (the dry run's view of it).
+#[derive(Debug)]
+pub enum Outlook {
+    /// The sync is undone: `changes` changes to files are put back; the
+    /// files it added (`added`) are removed.
+    Undo {
+        changes: usize,
+        added: std::collections::HashSet<String>,
+    },
+    /// It had succeeded: only its cleanup is finished.
+    Finish,
+}
+
+/// What [`recover`] will find in the state dir's journal, if there is one
+/// that changed anything.
+pub fn outlook(state_dir: &Path) -> Option<Outlook> {
+    let file = File::open(journal_path(state_dir)).ok()?;
+    let mut lines = BufReader::new(file).lines().map_while(|l| l.ok());
+    serde_json::from_str::<Header>(&lines.next()?).ok()?;
+    let mut changes = 0;
+    let mut added = std::collections::HashSet::new();
+    for line in lines {
+        match serde_json::from_str(&line) {
+            Ok(Action::Finished) => return Some(Outlook::Finish),
+            Ok(Action::Add { path }) => {
+                changes += 1;
+                added.insert(path);
+            }
+            Ok(Action::Replace { .. } | Action::Delete { .. }) => changes += 1,
+            _ => {}
+        }
+    }
+    Some(Outlook::Undo { changes, added })
+}
+
 /// Removes aside directories that no journal names (a process killed after
 /// removing its journal, before removing its kept files).
 /// Never fails: what cannot be removed now is tried again next time.

@@ -61,6 +61,24 @@ impl Lock {
     }
 }
 
+/// Whether a deployment holds the lock now. Tries a shared lock without
+/// waiting and lets it go at once: a holder is not disturbed, and nothing
+/// is created when there is no lock file (no deployment ever ran).
+pub fn is_held(state_dir: &Path) -> bool {
+    let Ok(file) = File::open(state_dir.join("lock")) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        // Cannot tell: say held, so that nothing is called killed wrongly.
+        Err(TryLockError::Error(_)) => true,
+    }
+}
+
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);

@@ -335,7 +335,18 @@ impl Plan {
 fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<SyncPlan> {
     let store = manifest::Store::new(&settings.state_dir);
     let previous = store.load(&settings.site)?;
-    let pending = store.load_pending(&settings.site)?;
+    let mut pending = store.load_pending(&settings.site)?;
+    // A killed deployment's sync that the deployment undoes before it plans
+    // (only a dry run still finds its journal): plan from the site as it
+    // will be then, the deployed commit's files again.
+    let killed = !crate::lock::is_held(&settings.state_dir);
+    let put_back = match crate::journal::outlook(&settings.state_dir) {
+        Some(crate::journal::Outlook::Undo { added, .. }) if killed => {
+            pending = None;
+            Some(added)
+        }
+        _ => None,
+    };
     // Each earlier commit with its own project folder: the files it wrote.
     let open = |m: &Manifest| commit.sibling(&m.commit, m.project.as_deref()).ok();
     let deployed = previous.as_ref().and_then(open);
@@ -362,6 +373,7 @@ fn sync_plan(settings: &Settings, values: &Values, commit: &Commit) -> Result<Sy
         verify,
         after_command: previous.as_ref().and_then(|m| m.after_command.clone()),
         take_over: values.bool(TAKE_OVER_FILES).is_some_and(|(on, _)| on),
+        put_back: put_back.as_ref(),
     };
     sync::plan(commit, &before, &settings.site)
 }

@@ -328,7 +328,27 @@ fn read_groups(path: &Path) -> Vec<Group> {
 pub fn kill_left_behind(state_dir: &Path) -> Result<Vec<String>> {
     let path = groups_file(state_dir);
     let mut killed = Vec::new();
-    for group in read_groups(&path) {
+    for (pgid, what) in still_running(&path) {
+        kill_group(pgid);
+        killed.push(what);
+    }
+    crate::files::remove_file_if_there(&path)?;
+    Ok(killed)
+}
+
+/// What [`kill_left_behind`] would kill, without killing it (the dry run).
+pub fn left_behind(state_dir: &Path) -> Vec<String> {
+    still_running(&groups_file(state_dir))
+        .into_iter()
+        .map(|(_, what)| what)
+        .collect()
+}
+
+/// The recorded process groups that still have processes, each with what
+/// it ran.
+fn still_running(path: &Path) -> Vec<(i32, String)> {
+    let mut running = Vec::new();
+    for group in read_groups(path) {
         if group.pgid <= 1 {
             continue;
         }
@@ -339,12 +359,13 @@ pub fn kill_left_behind(state_dir: &Path) -> Result<Vec<String>> {
         let reused = members.contains(&group.pgid)
             && start_time(group.pgid).is_some_and(|t| t != group.start);
         if !members.is_empty() && !reused {
-            kill_group(group.pgid);
-            killed.push(format!("{} (process group {})", group.what, group.pgid));
+            running.push((
+                group.pgid,
+                format!("{} (process group {})", group.what, group.pgid),
+            ));
         }
     }
-    crate::files::remove_file_if_there(&path)?;
-    Ok(killed)
+    running
 }
 
 fn kill_group(pgid: i32) {

@@ -85,6 +85,25 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Marked running, but its deployment ended without finishing it (it
+    /// was killed): no deployment holds the lock (`lock_held`), or a newer
+    /// record exists (`newest` is the newest record's number). Only shown:
+    /// the stored status stays until the next deployment closes it.
+    pub fn did_not_finish(&self, newest: u64, lock_held: bool) -> bool {
+        self.status == Status::Running && (!lock_held || self.seq != newest)
+    }
+
+    /// The status as `list` and `show` print it.
+    pub fn status_text(&self, newest: u64, lock_held: bool) -> String {
+        if self.did_not_finish(newest, lock_held) {
+            "did not finish".to_string()
+        } else {
+            self.status.to_string()
+        }
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -321,6 +321,11 @@ impl Search<'_> {
     /// Where the search looks and what it skipped, for the message that
     /// says a runtime is not installed.
     fn looked_in(&self) -> String {
+        self.looked_in_reading(&|dir| std::fs::read_dir(dir).map(|_| ()))
+    }
+
+    /// [`Search::looked_in`], with `read` trying to read a directory.
+    fn looked_in_reading(&self, read: &dyn Fn(&Path) -> std::io::Result<()>) -> String {
         let python_path = if self.python_path.is_empty() {
             "pythonPath (not set)".to_string()
         } else {
@@ -335,11 +340,30 @@ impl Search<'_> {
             "looked in PATH, pyenv root {} and {python_path}",
             self.pyenv_root.display()
         );
+        // A pyenv root that is there but cannot be read (another user's
+        // home) is skipped, not missing: say so. No pyenv at all is usual.
+        let pyenv = [
+            self.pyenv_root.to_path_buf(),
+            self.pyenv_root.join("versions"),
+        ]
+        .into_iter()
+        .find_map(|dir| match read(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some((dir, e)),
+            _ => None,
+        });
+        if let Some((dir, err)) = pyenv {
+            let why = match err.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
+                _ => err.to_string(),
+            };
+            out.push_str(&format!("; {}: {why}, skipped", dir.display()));
+        }
         let skipped: Vec<String> = self
             .python_path
             .iter()
             .filter_map(|dir| {
-                let err = std::fs::read_dir(dir).err()?;
+                let err = read(dir).err()?;
                 let why = match err.kind() {
                     std::io::ErrorKind::NotFound => "missing".to_string(),
                     std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
@@ -620,5 +644,39 @@ mod tests {
         assert!(req(3, 12, Some(1)).fits(v));
         assert!(!req(3, 12, Some(4)).fits(v));
         assert!(!req(3, 11, None).fits(v));
+    }
+}
+
+#[cfg(test)]
+mod looked_in_tests {
+    use super::*;
+
+    /// The message names a pyenv root it could not read, rather than
+    /// saying it looked there; a missing one is not mentioned.
+    #[test]
+    fn an_unreadable_pyenv_root_is_named_as_skipped() {
+        let env = Environment::from_pairs([("PATH", "/usr/bin")]);
+        let dirs = [PathBuf::from("/opt/pythons")];
+        let search = Search {
+            python_path: &dirs,
+            pyenv_root: Path::new("/root/.pyenv"),
+            env: &env,
+        };
+        let denied = |dir: &Path| {
+            if dir == Path::new("/root/.pyenv") {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            } else {
+                Ok(())
+            }
+        };
+        let text = search.looked_in_reading(&denied);
+        assert!(
+            text.contains("; /root/.pyenv: permission denied, skipped"),
+            "{text}"
+        );
+        let missing = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let text = search.looked_in_reading(&missing);
+        assert!(!text.contains("/root/.pyenv:"), "{text}");
+        assert!(text.contains("/opt/pythons (missing)"), "{text}");
     }
 }

@@ -214,6 +214,9 @@ pub struct Before<'a, 'r> {
     pub after_command: Option<String>,
     /// `takeOverFiles`: replace files pushdeploy did not write that differ.
     pub take_over: bool,
+    /// Files a killed sync added, which putting it back removes first: the
+    /// dry run plans them as absent (a deployment has put them back already).
+    pub put_back: Option<&'a HashSet<String>>,
 }
 
 impl Before<'_, '_> {
@@ -307,8 +310,9 @@ fn unowned(
     site: &SiteDir,
     plan: &mut SyncPlan,
 ) -> Result<()> {
+    let removed_first = before.put_back.is_some_and(|p| p.contains(&entry.path));
     match site.meta(&entry.path)? {
-        Some(meta) if meta.kind != site_dir::Kind::Dir => {
+        Some(meta) if meta.kind != site_dir::Kind::Dir && !removed_first => {
             if matches_site(commit, &entry, site)? {
                 plan.taken_over.push(entry.path);
             } else if before.take_over {

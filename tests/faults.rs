@@ -244,6 +244,60 @@ fn killed_during_sync() {
     assert_eq!(leftovers(&s.site), Vec::<String>::new());
 }
 
+/// A killed deployment's record says running, but the lock is free: `list`,
+/// `show` and `list --json` say it did not finish (the stored status stays
+/// until the next deployment). The dry run says that the deployment puts
+/// the killed sync back first, changes nothing, and plans the files as
+/// they will be after the put-back (it said "0 to write", all unchanged).
+#[test]
+fn a_killed_deployment_lists_as_not_finished_and_the_dry_run_plans_the_put_back() {
+    let s = deployed_flask();
+    for i in 0..3000 {
+        s.write(
+            &format!("bulk/{:02}/file{i}.txt", i % 30),
+            &format!("{i}\n"),
+        );
+    }
+    s.write("app.py", "print('second')\n");
+    let id = s.commit("many files");
+    s.update_without_deploy();
+    let pending = s.repo.join("pushdeploy/manifest.pending.json");
+
+    let mut run = Background::start(&s, &[], &[]);
+    run.wait_for_line("-----> Syncing files: 3001 to write");
+    run.wait_until("the sync started writing", || pending.exists());
+    // While it runs, it is running.
+    let live = s.run("list", &[]);
+    live.assert_ok();
+    let row = live.stdout.lines().nth(1).unwrap().to_string();
+    run.kill();
+    assert!(row.contains(" running "), "{row}");
+    assert!(lock_is_free(&s));
+
+    let list = s.run("list", &[]);
+    list.assert_ok();
+    let row = list.stdout.lines().nth(1).unwrap();
+    assert!(row.contains(" did not finish "), "{row}");
+    let records = s.records();
+    assert_eq!(records[0]["status"], "running", "the stored status stays");
+    assert_eq!(records[0]["did_not_finish"], true);
+    assert_eq!(records[1].get("did_not_finish"), None, "{}", records[1]);
+    s.run("show", &[&id[..7]])
+        .assert_ok()
+        .assert_has("status:   did not finish");
+
+    let before = snapshot(&s.site);
+    let dry = s.run("deploy", &["--dry-run"]);
+    dry.assert_ok()
+        .assert_has("A deployment was killed after it began to change the site: the deployment first puts back the last good deployment (")
+        .assert_has("Files: 3001 to write, 0 to delete");
+    assert_eq!(snapshot(&s.site), before, "the dry run changes nothing");
+    assert!(pending.exists());
+    assert!(s.repo.join("pushdeploy/sync-journal.jsonl").exists());
+
+    recovers(&s, &id, &[]).assert_has("Syncing files: 3001 to write");
+}
+
 /// A `python3.11` that is the real one, except that `-m venv` blocks (while
 /// the file `block` is beside it) after writing its pid to `blocked.pid`.
 fn blocking_python(dir: &Path) {

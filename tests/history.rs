@@ -315,8 +315,12 @@ fn a_killed_deployments_record_shows_no_time_in_list() {
     write_running_record(&s, 1, &id);
     let running = s.run("list", &[]);
     running.assert_ok();
+    // No deployment holds the lock: it was killed, not running.
     let row = running.stdout.lines().nth(1).unwrap().to_string();
-    assert!(row.contains(" running ") && row.contains(" -  "), "{row}");
+    assert!(
+        row.contains(" did not finish ") && row.contains(" -  "),
+        "{row}"
+    );
     s.run("deploy", &[])
         .assert_ok()
         .assert_has("(#1) did not finish; its record is marked failed");
@@ -452,4 +456,38 @@ fn dry_run_json_keys_are_camel_case_and_the_readme_paths_exist() {
     assert_eq!(plan["python"]["pip"]["action"], "run", "{plan}");
     assert_eq!(plan["python"]["pip"]["reason"]["kind"], "changed", "{plan}");
     assert_eq!(plan["sync"]["basis"]["kind"], "diff", "{plan}");
+}
+
+/// A push after `env delete` removes the deleted env (seconds, for a big
+/// one) after the switch; that and the rest of the work between the steps
+/// are steps of the record, so its steps account for its whole time.
+#[test]
+fn the_record_steps_account_for_the_removal_of_a_deleted_env() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("v1");
+    s.push(&[]).assert_ok();
+    s.pushdeploy(&["env", "delete", "--repo", s.repo.to_str().unwrap()])
+        .assert_ok();
+    s.write("app.py", "print('v2')\n");
+    s.commit("v2");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Removed 1 old env directory in ");
+    let record = &s.records()[0];
+    let steps = record["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|st| st["step"].as_str().unwrap())
+        .collect();
+    for step in ["plan", "env", "sync", "cleanup", "finish"] {
+        assert!(names.contains(&step), "{names:?}");
+    }
+    let sum: f64 = steps.iter().map(|st| st["seconds"].as_f64().unwrap()).sum();
+    let total = record["seconds"].as_f64().unwrap();
+    // A generous margin: only output and the record lie between the steps.
+    assert!(
+        sum <= total && sum >= total * 0.5,
+        "{sum} of {total}: {names:?}"
+    );
 }
