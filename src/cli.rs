@@ -74,6 +74,10 @@ enum Command {
         /// The deployment branch (default: the branch HEAD names; `main` for a new repository)
         #[arg(long)]
         branch: Option<String>,
+        /// Change the site of a repository already set up for another one (the next
+        /// deployment then compares every file; the old site is left as it is)
+        #[arg(long)]
+        move_site: bool,
     },
     /// What the post-receive hook runs: reads the pushed refs on stdin
     PostReceive {
@@ -228,8 +232,15 @@ pub fn run() -> Result<ExitCode> {
             repository,
             site,
             branch,
+            move_site,
         } => {
-            crate::init::init(&repository, &site, branch.as_deref(), &mut Report::stdout())?;
+            crate::init::init(
+                &repository,
+                &site,
+                branch.as_deref(),
+                move_site,
+                &mut Report::stdout(),
+            )?;
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,
         Command::Deploy {
@@ -395,11 +406,8 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         .iter()
         .find(|r| r.status == crate::record::Status::Success)
         .map(|r| r.seq);
-    writeln!(
-        out,
-        "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} MESSAGE",
-        "#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME"
-    )?;
+    let header = ["#", "ID", "STATUS", "TRIGGER", "STARTED", "TIME", "MESSAGE"].map(String::from);
+    let mut rows = vec![header];
     for r in &records {
         let time = match r.seconds {
             Some(seconds) => crate::report::seconds_text(seconds),
@@ -412,17 +420,30 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
         };
         let status = r.status_text(newest, held);
         let mark = if Some(r.seq) == active { "*" } else { " " };
-        writeln!(
-            out,
-            "{:<5} {:<8} {:<8} {:<9} {:<20} {:<10} {}",
+        rows.push([
             format!("{}{mark}", r.seq),
             r.short(),
             status,
             r.trigger.to_string(),
-            printable(&r.started),
+            printable(&r.started).to_string(),
             time,
-            printable(&r.message)
-        )?;
+            printable(&r.message).to_string(),
+        ]);
+    }
+    // Each column as wide as its widest cell (the message, last, is not padded).
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$} "));
+        }
+        line.push_str(&row[6]);
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

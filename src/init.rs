@@ -29,9 +29,10 @@ pub fn init(
     repo_path: &Path,
     site: &Path,
     branch: Option<&str>,
+    move_site: bool,
     report: &mut Report,
 ) -> Result<()> {
-    set_up(repo_path, site, branch, report).map_err(|e| {
+    set_up(repo_path, site, branch, move_site, report).map_err(|e| {
         if crate::error::exit_status(&e) == 2 {
             e
         } else {
@@ -65,25 +66,89 @@ fn adopt(path: &Path) -> Result<Repository> {
     }
 }
 
-fn set_up(repo_path: &Path, site: &Path, branch: Option<&str>, report: &mut Report) -> Result<()> {
+fn set_up(
+    repo_path: &Path,
+    site: &Path,
+    branch: Option<&str>,
+    move_site: bool,
+    report: &mut Report,
+) -> Result<()> {
     let mut changes = Vec::new();
-    let repo = if repo_path.exists() {
-        adopt(repo_path)?
+    let existing = if repo_path.exists() {
+        Some(adopt(repo_path)?)
     } else {
-        let mut opts = RepositoryInitOptions::new();
-        opts.bare(true).initial_head(branch.unwrap_or("main"));
-        changes.push(format!("created bare repository {}", repo_path.display()));
-        Repository::init_opts(repo_path, &opts)
-            .map_err(|e| anyhow::anyhow!("creating {}: {}", repo_path.display(), e.message()))?
+        None
     };
-    let repo_path = repo.path().to_path_buf();
+    // An existing repository set up for another site: moving it is asked for
+    // by name, since the state dir's manifest belongs to the old site.
+    if let Some(repo) = &existing {
+        let old = repo.config()?.get_string("deploy.site").ok();
+        let new = std::path::absolute(site)?;
+        let new = fs_err::canonicalize(&new).unwrap_or(new);
+        if let Some(old) = old.filter(|old| Path::new(old) != new && !move_site) {
+            return Err(usage(format!(
+                "{}: already deploys to {old}; to deploy to {} instead, run again with \
+                 --move-site (the next deployment then compares every file of the new site \
+                 with the commit; the old site is left as it is)",
+                repo_path.display(),
+                new.display()
+            )));
+        }
+    }
 
+    // The site first: when it cannot be made, no repository is left behind.
     if !site.exists() {
         fs_err::create_dir_all(site)?;
         changes.push(format!("created site directory {}", site.display()));
     }
     let site = fs_err::canonicalize(site)?;
 
+    let repo = match existing {
+        Some(repo) => repo,
+        None => {
+            let mut opts = RepositoryInitOptions::new();
+            opts.bare(true).initial_head(branch.unwrap_or("main"));
+            changes.push(format!("created bare repository {}", repo_path.display()));
+            Repository::init_opts(repo_path, &opts)
+                .map_err(|e| anyhow::anyhow!("creating {}: {}", repo_path.display(), e.message()))?
+        }
+    };
+    let made = changes.iter().any(|c| c.starts_with("created bare"));
+    let result = configure(&repo, &site, branch, &mut changes);
+    if result.is_err() && made {
+        // Remove the half-made repository this run created.
+        let _ = fs_err::remove_dir_all(repo.path());
+    }
+    result?;
+    let repo_path = repo.path().to_path_buf();
+
+    if changes.is_empty() {
+        report.header(format!(
+            "{} is already set up to deploy to {}: nothing changed",
+            repo_path.display(),
+            site.display()
+        ));
+    } else {
+        report.header(format!(
+            "{} deploys to {}",
+            repo_path.display(),
+            site.display()
+        ));
+        for change in changes {
+            report.detail(change);
+        }
+    }
+    Ok(())
+}
+
+/// Installs the hook and writes the settings into `repo`.
+fn configure(
+    repo: &Repository,
+    site: &Path,
+    branch: Option<&str>,
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let repo_path = repo.path().to_path_buf();
     let exe = std::env::current_exe().context("finding the pushdeploy executable")?;
     let hook = repo_path.join("hooks").join("post-receive");
     let script = hook_script(&exe);
@@ -104,35 +169,33 @@ fn set_up(repo_path: &Path, site: &Path, branch: Option<&str>, report: &mut Repo
     if let Some(branch) = branch {
         wanted.push(("deploy.branch", branch.to_string()));
     }
+    let mut moved = false;
     for (key, value) in wanted {
         let old = config.get_string(key).ok();
         if old.as_deref() != Some(value.as_str()) {
             config.set_str(key, &value)?;
             match old {
                 // The old site keeps its files and env; say so, it is not moved.
-                Some(old) => changes.push(format!(
-                    "set {key} = {value} (was {old}, which is left as it is)"
-                )),
+                Some(old) if key == "deploy.site" => {
+                    moved = true;
+                    changes.push(format!(
+                        "set {key} = {value} (was {old}, which is left as it is; the next \
+                         deployment compares every file)"
+                    ))
+                }
+                Some(old) => changes.push(format!("set {key} = {value} (was {old})")),
                 None => changes.push(format!("set {key} = {value}")),
             }
         }
     }
 
-    if changes.is_empty() {
-        report.header(format!(
-            "{} is already set up to deploy to {}: nothing changed",
-            repo_path.display(),
-            site.display()
-        ));
-    } else {
-        report.header(format!(
-            "{} deploys to {}",
-            repo_path.display(),
-            site.display()
-        ));
-        for change in changes {
-            report.detail(change);
-        }
+    if moved {
+        // The deployed-commit basis belongs to the old site: forget it, so
+        // that the next deployment compares every file, wherever it goes.
+        let sources =
+            crate::settings::Sources::new(crate::settings::Environment::from_process(), repo)?;
+        let settings = crate::settings::Settings::resolve(&repo_path, repo, sources)?;
+        crate::manifest::Store::new(&settings.state_dir).forget()?;
     }
     Ok(())
 }

@@ -72,6 +72,13 @@ impl Store {
     pub fn abort(&self) -> Result<()> {
         remove_file_if_there(&self.pending())
     }
+
+    /// Forgets what was deployed (the site moved): the next sync, into
+    /// whichever site, is a first one and compares every file. A pending
+    /// sync's manifest stays: it names its own site, which still needs it.
+    pub fn forget(&self) -> Result<()> {
+        remove_file_if_there(&self.complete())
+    }
 }
 
 fn read(path: &Path) -> Result<Option<Manifest>> {

@@ -88,6 +88,7 @@ pub enum Python {
         /// Lock files beside requirements.txt, and how to use them instead.
         notes: Vec<String>,
         /// Set (to the setting's origin) when removeUnneeded is false.
+        #[serde(rename = "keepUnneeded")]
         keep_unneeded: Option<String>,
         /// What the install depends on, recorded after it succeeded; `None`
         /// when pip must always run.

@@ -43,7 +43,8 @@ pub struct Key {
     pub name: &'static str,
     /// Its environment variable.
     pub env: &'static str,
-    /// Its name in `.deployment` (Kudu's spelling), any case.
+    /// Its name in `.deployment` (Kudu's spelling), matched exactly: an
+    /// app setting such as `PYTHONPATH` is not the setting `pythonPath`.
     pub file: &'static str,
     /// What a pushed commit's `.deployment` may set.
     pub commit: Commit,
@@ -297,7 +298,7 @@ keys! {
     POETRY_PATH = {
         name: "poetryPath", env: "PUSHDEPLOY_POETRY_PATH", file: "poetryPath",
         commit: Commit::Never, kind: Kind::Path,
-        default: Default::Computed("(poetryVersion)"),
+        default: Default::Computed("(Poetry poetryVersion, on PATH or installed into the cache dir)"),
         doc: "the Poetry that installs poetry.lock (whatever its version)",
     },
     REMOVE_UNNEEDED = {
@@ -355,9 +356,10 @@ pub fn key_named(name: &str) -> Option<&'static Key> {
 }
 
 impl Key {
-    /// Whether a `.deployment` key names this setting.
+    /// Whether a `.deployment` key names this setting: exactly, so that an
+    /// app's upper-case variable never lands on a setting of another case.
     fn in_file(&self, file_key: &str) -> bool {
-        self.file.eq_ignore_ascii_case(file_key)
+        self.file == file_key
     }
 }
 
@@ -1291,6 +1293,20 @@ mod tests {
         assert_eq!(
             values.refused[1].to_string(),
             ".deployment line 2: postDeploy names the server's setting postDeploy, which a commit may not set; left out"
+        );
+    }
+
+    #[test]
+    fn deployment_keys_match_setting_names_exactly() {
+        let f = file(&[("PYTHONPATH", "x", 1), ("pythonPath", "/evil", 2)]);
+        let values = settings(&Sources::default()).for_commit(&f).unwrap();
+        assert_eq!(
+            values.refused[0].to_string(),
+            ".deployment line 2: pythonPath names the server's setting pythonPath, which a commit may not set; left out"
+        );
+        assert_eq!(
+            values.refused[1].to_string(),
+            ".deployment line 1: PYTHONPATH is not an app setting a commit may set; left out (see README, App settings)"
         );
     }
 

@@ -368,7 +368,7 @@ fn records_in_the_format_written_before_load() {
     std::fs::write(dir.join(format!("000001-{}.json", &old[..7])), record).unwrap();
     let list = s.run("list", &[]);
     list.assert_ok()
-        .assert_has(&format!("1*    {}  success  push", &old[..7]));
+        .assert_has(&format!("1* {} success push", &old[..7]));
     assert!(list.stdout.contains("0.25 s"), "the steps' sum: {list}");
     s.run("show", &[&old[..9]])
         .assert_ok()
@@ -391,6 +391,71 @@ fn records_in_the_format_written_before_load() {
         .assert_status(1)
         .assert_has("000009-bad.json: not a deployment record")
         .assert_has("is not a commit id");
+}
+
+/// `list` sizes its columns to their contents: a `rolled back` status does
+/// not push the columns after it out of line.
+#[test]
+fn list_columns_line_up_with_a_rolled_back_deployment() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("good");
+    s.push(&[]).assert_ok();
+    s.write(".deployment", "[config]\nPOST_BUILD_COMMAND = false\n");
+    s.commit("fails after the switch");
+    s.push(&[]).assert_has("rolled back");
+    let list = s.run("list", &[]);
+    list.assert_ok().assert_has("rolled back");
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    let column = |line: &str, word: &str| line.find(word);
+    let header = lines[0];
+    for (name, cell) in [("TRIGGER", "push"), ("MESSAGE", "good")] {
+        let at = column(header, name).unwrap();
+        let row = lines.iter().find(|l| l.contains("good")).unwrap();
+        assert_eq!(column(row, cell), Some(at), "{name}:\n{}", list.stdout);
+    }
+    let rolled = lines.iter().find(|l| l.contains("rolled back")).unwrap();
+    assert_eq!(
+        rolled.find("push"),
+        header.find("TRIGGER"),
+        "{}",
+        list.stdout
+    );
+}
+
+/// The dry run's JSON: every key camelCase (no `keep_unneeded` among
+/// camelCase keys), and the paths the README names are there.
+#[test]
+fn dry_run_json_keys_are_camel_case_and_the_readme_paths_exist() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    s.write("requirements.txt", "greeting==2.0.0\ntinyweb==1.0.0\n");
+    s.commit("greeting 2");
+    s.update_without_deploy();
+    let run = s.run("deploy", &["--dry-run", "--json"]);
+    run.assert_ok();
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    keys(&plan, &mut all);
+    assert!(!all.iter().any(|k| k.contains('_')), "{all:?}");
+    assert!(all.iter().any(|k| k == "keepUnneeded"), "{all:?}");
+    assert_eq!(plan["python"]["pip"]["action"], "run", "{plan}");
+    assert_eq!(plan["python"]["pip"]["reason"]["kind"], "changed", "{plan}");
+    assert_eq!(plan["sync"]["basis"]["kind"], "diff", "{plan}");
 }
 
 /// A push after `env delete` removes the deleted env (seconds, for a big

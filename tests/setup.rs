@@ -163,3 +163,92 @@ fn init_failing_on_the_file_system_exits_2() {
             .assert_has("ermission denied");
     }
 }
+
+/// Re-running `init` with another site is refused: the state dir's manifest
+/// belongs to the site it names, and switching silently left it stale.
+#[test]
+fn init_with_another_site_is_refused_without_move_site() {
+    let s = Server::new();
+    let other = s.root.join("other-site");
+    let again = s.init_at(&s.repo, &other);
+    again
+        .assert_status(2)
+        .assert_has("already deploys to")
+        .assert_has("--move-site")
+        .assert_has("compares every file");
+    assert!(!other.exists(), "a refused init made the site");
+    s.run("config", &[]).assert_ok().assert_has(
+        &std::fs::canonicalize(&s.site)
+            .unwrap()
+            .display()
+            .to_string(),
+    );
+}
+
+/// With `--move-site` the deployed-commit basis is forgotten: the next
+/// deployment, onto the new site, compares every file as a first one.
+#[test]
+fn init_move_site_makes_the_next_deployment_a_first_one() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let other = s.root.join("other-site");
+    s.pushdeploy(&[
+        "init",
+        s.repo.to_str().unwrap(),
+        "--site",
+        other.to_str().unwrap(),
+        "--move-site",
+    ])
+    .assert_ok()
+    .assert_has("set deploy.site")
+    .assert_has("the next deployment compares every file");
+    assert!(!s.repo.join("pushdeploy/manifest.json").exists());
+    s.write("extra.txt", "extra\n");
+    s.commit("second");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("first deployment to this site")
+        .assert_has("successful");
+    assert!(other.join("app.py").exists() && other.join("extra.txt").exists());
+    // The old site is left as it was.
+    assert!(s.site.join("app.py").exists() && !s.site.join("extra.txt").exists());
+}
+
+/// A failed `init` leaves no half-made repository behind.
+#[test]
+fn a_failed_init_makes_no_repository() {
+    let s = Server::new();
+    let blocker = s.root.join("blocker");
+    std::fs::write(&blocker, "a file, not a directory\n").unwrap();
+    let repo = s.root.join("new.git");
+    s.init_at(&repo, &blocker.join("site")).assert_status(2);
+    assert!(!repo.exists(), "init left {}", repo.display());
+}
+
+/// A `.deployment` key names a setting only in its own spelling: an app's
+/// `PYTHONPATH` is refused as an app setting, not as the server's `pythonPath`.
+#[test]
+fn deployment_keys_name_settings_in_their_exact_spelling() {
+    let s = Server::new();
+    s.app("flask-app")
+        .write(".deployment", "[config]\nPYTHONPATH = x\n");
+    s.commit("PYTHONPATH in .deployment");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has(
+            ".deployment line 2: PYTHONPATH is not an app setting a commit may set; left out",
+        )
+        .assert_has("successful");
+    assert!(!push.has("names the server's setting"), "{}", push.all());
+}
+
+/// `config` says what an unset `poetryPath` means, not just another key's name.
+#[test]
+fn config_describes_the_default_poetry() {
+    let s = Server::new();
+    s.run("config", &[])
+        .assert_ok()
+        .assert_has("(Poetry poetryVersion, on PATH or installed into the cache dir)");
+}
