@@ -726,6 +726,12 @@ fn switch_and_after<'r>(
         }
         Framework::Skip { .. } => {}
     }
+    after_the_build(plan, site, runner, report)
+}
+
+/// `POST_BUILD_COMMAND`, then `postDeploy` and the health check: what both
+/// kinds of deployment run once their files are in the site.
+fn after_the_build(plan: &Plan, site: &Path, runner: &Runner, report: &mut Report) -> Result<()> {
     if let Some(words) = &plan.post_build {
         report.step(
             "POST_BUILD_COMMAND",
@@ -1063,20 +1069,7 @@ fn run_command(
                 )
             },
         )?);
-        if let Some(words) = &plan.post_build {
-            report.step(
-                "POST_BUILD_COMMAND",
-                format!("POST_BUILD_COMMAND: {}", shell_words::join(words)),
-                |r| post_build(words, site, runner, r),
-            )?;
-        }
-        after_the_files(
-            plan.post_deploy.as_deref(),
-            plan.health_check.as_ref(),
-            site,
-            runner,
-            report,
-        )
+        after_the_build(plan, site, runner, report)
     })();
     let ending = match result {
         Ok(()) => {
