@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::files::{Files, copy_tree};
 use crate::report::Report;
 use crate::runtime::{Choice, Interpreter, Probes, Request, Version};
 use crate::sync::ENV_DIR_PREFIX;
@@ -303,32 +304,9 @@ pub fn copy_aside(site: &Path) -> Result<PathBuf> {
     let env = site.join("env");
     let from = fs_err::canonicalize(&env)?;
     let dir = new_dir(site)?;
-    copy_tree(&from, dir.path()).context("copying env/ aside")?;
+    copy_tree(&from, dir.path(), Files::Copy).context("copying env/ aside")?;
     lead_through_env(dir.path(), site, &[from])?;
     Ok(dir.keep())
-}
-
-/// Copies a tree: files with their modes and modification times (Python's
-/// `.pyc` files are checked against their source's time: new times would
-/// make every import compile again), symlinks as symlinks.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    fs_err::create_dir_all(to)?;
-    for entry in fs_err::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
-        } else {
-            fs_err::copy(entry.path(), &target)?;
-            let modified = entry.metadata()?.modified()?;
-            // futimens needs the owner, not a writable descriptor.
-            fs_err::File::open(&target)?.file().set_modified(modified)?;
-        }
-    }
-    Ok(())
 }
 
 /// Makes the env's own paths (its scripts' `#!` lines, `pyvenv.cfg`,

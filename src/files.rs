@@ -1,5 +1,5 @@
-//! Small file operations the stores share: atomic writes, and cleaning up
-//! after a process that was killed half-way.
+//! Small file operations the stores and the envs share: atomic writes, tree
+//! copies, and cleaning up after a process that was killed half-way.
 
 use std::io::Write;
 use std::path::Path;
@@ -47,5 +47,92 @@ pub fn remove_file_if_there(path: &Path) -> Result<()> {
     match fs_err::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+/// How `copy_tree` makes each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// A copy of its own: the copy may be changed without touching the original.
+    Copy,
+    /// A hard link where the file system allows it, else a copy: only for
+    /// trees whose files are replaced (written and renamed), never edited.
+    Link,
+}
+
+/// Copies a tree: directories, symlinks as symlinks, files as `files` says,
+/// each with its mode and modification time.
+pub fn copy_tree(from: &Path, to: &Path, files: Files) -> Result<()> {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target, files)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
+        } else if files == Files::Copy || std::fs::hard_link(entry.path(), &target).is_err() {
+            copy_file(&entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file with its modification time: a `.pyc` file is checked
+/// against its source's time, and a source with a new time makes Python
+/// compile it again at every import (pip's own 250 modules, every time pip
+/// runs, when the env cannot write `__pycache__` or is told not to).
+pub fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs_err::copy(from, to)?;
+    let modified = fs_err::metadata(from)?.modified()?;
+    // futimens needs the owner, not a writable descriptor.
+    fs_err::File::open(to)?.file().set_modified(modified)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_file_keeps_its_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("mod.py"), dir.path().join("copy.py"));
+        std::fs::write(&from, "x = 1\n").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&from)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        copy_file(&from, &to).unwrap();
+        assert_eq!(std::fs::metadata(&to).unwrap().modified().unwrap(), old);
+        assert_eq!(std::fs::read(&to).unwrap(), b"x = 1\n");
+    }
+
+    #[test]
+    fn a_copied_tree_has_files_of_its_own_and_a_linked_one_shares_them() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        std::fs::create_dir_all(from.join("sub")).unwrap();
+        std::fs::write(from.join("sub/a.py"), "a\n").unwrap();
+        std::os::unix::fs::symlink("sub/a.py", from.join("link")).unwrap();
+        let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        for (files, shared) in [(Files::Copy, false), (Files::Link, true)] {
+            let to = dir.path().join(format!("{files:?}"));
+            copy_tree(&from, &to, files).unwrap();
+            assert_eq!(std::fs::read(to.join("sub/a.py")).unwrap(), b"a\n");
+            assert_eq!(
+                std::fs::read_link(to.join("link")).unwrap(),
+                Path::new("sub/a.py")
+            );
+            assert_eq!(
+                inode(&to.join("sub/a.py")) == inode(&from.join("sub/a.py")),
+                shared
+            );
+        }
     }
 }

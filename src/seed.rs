@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::files::{Files, copy_tree};
 use crate::report::Report;
 use crate::runtime::Version;
 
@@ -97,38 +98,6 @@ fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> 
     Ok(seed)
 }
 
-/// Copies a tree, hard-linking files where it can.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    fs_err::create_dir_all(to)?;
-    for entry in fs_err::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
-        } else if std::fs::hard_link(entry.path(), &target).is_err() {
-            // Another file system: copy. Hard links are safe here because pip
-            // and Python replace files (write and rename), never edit them.
-            copy_file(&entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Copies a file with its modification time: a `.pyc` file is checked
-/// against its source's time, and a source with a new time makes Python
-/// compile it again at every import (pip's own 250 modules, every time pip
-/// runs, when the env cannot write `__pycache__` or is told not to).
-fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    fs_err::copy(from, to)?;
-    let modified = fs_err::metadata(from)?.modified()?;
-    // futimens needs the owner, not a writable descriptor.
-    fs_err::File::open(to)?.file().set_modified(modified)?;
-    Ok(())
-}
-
 /// pip's console script, as ensurepip writes it.
 fn pip_script(python: &Path) -> String {
     format!(
@@ -178,8 +147,12 @@ pub fn create(
             )?;
         }
     }
-    copy_tree(&seed.join("site-packages"), &site_packages(dir, v))
-        .context("seeding pip into the new env")?;
+    copy_tree(
+        &seed.join("site-packages"),
+        &site_packages(dir, v),
+        Files::Link,
+    )
+    .context("seeding pip into the new env")?;
     let env_python = dir.join("bin").join("python");
     for name in [
         "pip".to_string(),
@@ -192,26 +165,4 @@ pub fn create(
     }
     report.detail(format!("pip seeded from {}", seed.display()));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copied_file_keeps_its_modification_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let (from, to) = (dir.path().join("mod.py"), dir.path().join("copy.py"));
-        std::fs::write(&from, "x = 1\n").unwrap();
-        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
-        std::fs::File::options()
-            .write(true)
-            .open(&from)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        copy_file(&from, &to).unwrap();
-        assert_eq!(std::fs::metadata(&to).unwrap().modified().unwrap(), old);
-        assert_eq!(std::fs::read(&to).unwrap(), b"x = 1\n");
-    }
 }
