@@ -202,13 +202,7 @@ fn needed(
         .unchecked()
         .run()?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!("{}", last.trim());
+        bail!("{}", crate::process::last_line(&out.stderr));
     }
     let names = match installer {
         Installer::Pip => parse_report(&fs_err::read(dir.path().join("report.json"))?)?

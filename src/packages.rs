@@ -317,13 +317,7 @@ fn ask_pip(
         .run()
         .context("running pip")?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
+        let last = crate::process::last_line(&out.stderr);
         bail!("pip install --dry-run failed: {last}");
     }
     let bytes = fs_err::read(&report_file)?;

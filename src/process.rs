@@ -273,6 +273,29 @@ impl Runner {
     }
 }
 
+/// The standard output of a program that only answers a question (a version,
+/// a probe), run under the spawn rules; `None` when it cannot run or fails.
+pub fn answer(expr: duct::Expression) -> Option<Vec<u8>> {
+    let out = spawn_rules(expr)
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// The last line that says something in a failed program's error output.
+pub fn last_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// The spawn rules for any program pushdeploy runs, also outside a
 /// deployment (an interpreter asked for its version): a process group of
 /// its own, and death with pushdeploy, however pushdeploy ends. A killed

@@ -274,16 +274,8 @@ impl Probes {
 pub fn probe(path: &Path) -> Option<Interpreter> {
     // real_prefix: the env's base for virtualenv before 20 (and Python 2).
     const SCRIPT: &str = "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable); print(sys.prefix); print(getattr(sys, 'real_prefix', None) or getattr(sys, 'base_prefix', sys.prefix))";
-    let out = crate::process::spawn_rules(duct::cmd!(path, "-c", SCRIPT))
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(out.stdout).ok()?;
+    let out = crate::process::answer(duct::cmd!(path, "-c", SCRIPT))?;
+    let text = String::from_utf8(out).ok()?;
     let mut lines = text.lines();
     let v = parse_numbers(lines.next()?.trim())?;
     let executable = lines

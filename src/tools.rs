@@ -110,17 +110,8 @@ impl fmt::Display for Tool {
 /// The version a tool reports with `--version` (`uv 0.13.9 (...)`,
 /// `Poetry (version 2.2.1)`).
 pub fn version_of(path: &Path) -> Option<String> {
-    let out = crate::process::spawn_rules(duct::cmd!(path, "--version"))
-        .env("NO_COLOR", "1")
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_version(&String::from_utf8_lossy(&out.stdout))
+    let out = crate::process::answer(duct::cmd!(path, "--version").env("NO_COLOR", "1"))?;
+    parse_version(&String::from_utf8_lossy(&out))
 }
 
 fn parse_version(text: &str) -> Option<String> {
