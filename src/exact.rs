@@ -332,16 +332,7 @@ fn closure(env_dir: &Path, lines: &[String]) -> Result<BTreeSet<String>> {
         .run()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "{}",
-            stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-        );
+        bail!("{}", crate::process::last_line(&out.stderr));
     }
     let names: Vec<String> =
         serde_json::from_slice(&out.stdout).context("the closure's output is not JSON")?;

@@ -186,9 +186,7 @@ impl<'r> Journal<'r> {
 
     /// Notes that `name` in `dir` is a new file or symlink, before it is made.
     pub(crate) fn added(&mut self, dir: &Dir, name: &str) -> Result<()> {
-        self.log(&Action::Add {
-            path: dir.rel_of(name),
-        })
+        self.added_all(dir, &[name])
     }
 
     /// Notes that `names` in `dir` are new files, before any of them is made.

@@ -497,12 +497,8 @@ fn preview(lock: &LockPlan, cx: &Inputs) -> Changes {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 if !out.status.success() {
-                    let last = text
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
-                    bail!("{} failed: {}", lock.step(), last.trim());
+                    let last = crate::process::last_line(text.as_bytes());
+                    bail!("{} failed: {}", lock.step(), last);
                 }
                 Ok(match kind {
                     Kind::Uv => parse_uv_dry_run(&text),

@@ -491,7 +491,7 @@ fn check_output_top(top: &str, path: &str) -> Result<()> {
 
 fn check_output_entry(output: &Path, entry: &Entry) -> Result<()> {
     let top = entry.path.split('/').next().unwrap_or("");
-    let name = entry.path.rsplit('/').next().unwrap_or("");
+    let name = split(&entry.path).1;
     check_output_top(top, &entry.path)?;
     if name.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
@@ -737,7 +737,7 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
             entry.path
         );
     }
-    let name = entry.path.rsplit('/').next().unwrap_or("");
+    let name = split(&entry.path).1;
     if name.starts_with(SYNC_TEMP_PREFIX) {
         bail!(
             "commit entry {}: names starting with {SYNC_TEMP_PREFIX} are pushdeploy's temp files, which a sync removes; rename it",
