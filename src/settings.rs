@@ -83,7 +83,7 @@ pub enum Kind {
     CommandLine,
     /// `pip`, `uv` or a path to uv.
     Installer,
-    /// A whole number of seconds, 1 or more.
+    /// A whole number of seconds, from 1 to `MAX_SECONDS`.
     Seconds,
     /// A version (`3.12`, `python-3.12`), or a command or path.
     Python,
@@ -129,6 +129,11 @@ pub enum PythonChoice {
     /// A command or a path (a server layer only): whatever version it runs.
     Program(String),
 }
+
+/// The longest time a `Seconds` setting may give: a deadline is a clock
+/// reading plus the value, and one past any real need (2^64-1 s) overflows
+/// the clock; no step or health check needs more than a day.
+pub const MAX_SECONDS: u64 = 24 * 60 * 60;
 
 /// The interpreter when nothing names a runtime.
 pub const DEFAULT_PYTHON: &str = "python3";
@@ -403,8 +408,12 @@ impl Kind {
                 text.trim()
                     .parse::<u64>()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("is not a number of seconds (1 or more)"))?,
+                    .filter(|n| (1..=MAX_SECONDS).contains(n))
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "is not a number of seconds from 1 to {MAX_SECONDS} (one day)"
+                        ))
+                    })?,
             ),
             Kind::Python => {
                 let version = text.strip_prefix("python-").unwrap_or(text);
@@ -1279,6 +1288,91 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every duration, from every layer, with values no deadline can hold
+    /// (2^64-1 overflowed the clock and panicked), is refused naming the
+    /// setting, the value and the range; the largest allowed one is taken.
+    #[test]
+    fn absurd_durations_are_refused_from_every_layer() {
+        let durations: Vec<&Key> = KEYS
+            .iter()
+            .copied()
+            .filter(|k| k.kind == Kind::Seconds)
+            .collect();
+        assert_eq!(durations.len(), 3);
+        let max = MAX_SECONDS.to_string();
+        for key in durations {
+            for absurd in [
+                "18446744073709551615",
+                "18446744073709551616",
+                "9223372036854775808",
+                "86401",
+                "0",
+                "-1",
+                "1e9",
+                "inf",
+            ] {
+                let layers: [(&str, Sources, DeploymentFile); 4] = [
+                    ("flag -c", flagged(key, absurd), DeploymentFile::default()),
+                    (
+                        key.env,
+                        Sources {
+                            env: Environment::from_pairs([(key.env, absurd)]),
+                            ..Sources::default()
+                        },
+                        DeploymentFile::default(),
+                    ),
+                    ("git config", in_git(key, absurd), DeploymentFile::default()),
+                    (
+                        ".deployment line 3",
+                        Sources::default(),
+                        file(&[(key.file, absurd, 3)]),
+                    ),
+                ];
+                for (layer, sources, f) in layers {
+                    let result = settings(&sources).for_commit(&f);
+                    if layer.starts_with(".deployment") && matches!(key.commit, Commit::Never) {
+                        // A server-only key is left out of a commit, whatever its value.
+                        assert!(result.unwrap().refused[0].to_string().contains(key.name));
+                        continue;
+                    }
+                    let err = result.unwrap_err().to_string();
+                    assert_eq!(
+                        err,
+                        format!(
+                            "setting {} ({}): \"{absurd}\" is not a number of seconds from 1 to {max} (one day)",
+                            key.name,
+                            match layer {
+                                "flag -c" => "flag -c".to_string(),
+                                ".deployment line 3" => layer.to_string(),
+                                "git config" => format!("git config deploy.{}", key.name),
+                                var => format!("environment {var}"),
+                            }
+                        ),
+                    );
+                }
+            }
+            let values = settings(&in_git(key, &max))
+                .for_commit(&DeploymentFile::default())
+                .unwrap();
+            assert_eq!(values.seconds(key), Some(MAX_SECONDS), "{}", key.name);
+        }
+    }
+
+    fn flagged(key: &Key, value: &str) -> Sources {
+        let mut s = Sources::default();
+        s.flag(key, "-c", value);
+        s
+    }
+
+    fn in_git(key: &Key, value: &str) -> Sources {
+        let mut s = Sources::default();
+        s.git.insert(
+            format!("deploy.{}", key.name.to_ascii_lowercase()),
+            value.into(),
+        );
+        s
     }
 
     #[test]

@@ -216,3 +216,62 @@ fn an_app_file_where_the_commit_has_a_directory_is_kept_and_named() {
     s.push(&[]).assert_ok().assert_has("changes since");
     assert_eq!(s.site_file("logs"), "the app's log\n");
 }
+
+/// Issue 15 item 11: a duration past any real need (2^64-1 s overflowed the
+/// clock and panicked after the switch, with no rollback) fails the plan,
+/// from each layer of the server, naming the setting, the value and the range.
+#[test]
+fn absurd_timeouts_fail_in_the_plan_naming_setting_value_and_range() {
+    let s = Server::new();
+    s.write("index.html", "one\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let before = snapshot(&s.site);
+    let huge = "18446744073709551615";
+    s.config(&["deploy.healthCheck", "true"]);
+    s.config(&["deploy.healthCheckTimeout", huge]);
+    s.write("index.html", "two\n");
+    s.commit("second");
+    let line = failure_line(&s.push(&[]));
+    assert!(
+        line.ends_with(&format!(
+            "setting healthCheckTimeout (git config deploy.healthCheckTimeout): \"{huge}\" is not a number of seconds from 1 to 86400 (one day)"
+        )),
+        "{line}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+    s.config(&["--unset", "deploy.healthCheckTimeout"]);
+    for (args, vars, named) in [
+        (
+            vec![],
+            vec![("PUSHDEPLOY_DEPLOYMENT_TIMEOUT", huge)],
+            "setting deploymentTimeout (environment PUSHDEPLOY_DEPLOYMENT_TIMEOUT)",
+        ),
+        (
+            vec!["-c", "commandIdleTimeout=86401"],
+            vec![],
+            "setting commandIdleTimeout (flag -c commandIdleTimeout): \"86401\" is not a number of seconds from 1 to 86400",
+        ),
+    ] {
+        let run = s.deploy_with(&args, &vars);
+        assert_eq!(run.status, 1, "{run}");
+        assert!(run.all().contains(named), "{run}");
+        assert_eq!(snapshot(&s.site), before);
+    }
+    // A commit's own absurd idle timeout fails its plan the same way.
+    s.write(
+        ".deployment",
+        "[config]\nSCM_COMMAND_IDLE_TIMEOUT = 99999999999999999999\n",
+    );
+    s.commit("idle for ever");
+    let line = failure_line(&s.push(&[]));
+    assert!(
+        line.contains("setting commandIdleTimeout (.deployment line 2): \"99999999999999999999\" is not a number of seconds from 1 to 86400"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&s.site), before);
+    s.remove(".deployment");
+    s.commit("sane again");
+    s.push(&[]).assert_ok();
+    assert_eq!(s.site_file("index.html"), "two\n");
+}
