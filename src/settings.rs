@@ -43,8 +43,8 @@ pub struct Key {
     pub name: &'static str,
     /// Its environment variable.
     pub env: &'static str,
-    /// Its name in `.deployment` (Kudu's spelling), matched exactly: an
-    /// app setting such as `PYTHONPATH` is not the setting `pythonPath`.
+    /// Its name in `.deployment` (Kudu's spelling), matched regardless of
+    /// case as Kudu's `IniFile` does (`OrdinalIgnoreCase`).
     pub file: &'static str,
     /// What a pushed commit's `.deployment` may set.
     pub commit: Commit,
@@ -361,10 +361,12 @@ pub fn key_named(name: &str) -> Option<&'static Key> {
 }
 
 impl Key {
-    /// Whether a `.deployment` key names this setting: exactly, so that an
-    /// app's upper-case variable never lands on a setting of another case.
+    /// Whether a `.deployment` key names this setting: in any case, as Kudu
+    /// reads the file, so that `PROJECT = src/app` deploys the folder rather
+    /// than becoming an app setting. The trust column applies to every
+    /// spelling: `POSTDEPLOY` is the server-only `postDeploy`.
     fn in_file(&self, file_key: &str) -> bool {
-        self.file == file_key
+        self.file.eq_ignore_ascii_case(file_key)
     }
 }
 
@@ -892,10 +894,18 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Refused { name, line, why } = self;
         match why {
-            RefusedWhy::ServerSetting(key) => write!(
-                f,
-                ".deployment line {line}: {name} names the server's setting {key}, which a commit may not set; left out"
-            ),
+            RefusedWhy::ServerSetting(key) => {
+                // `PYTHONPATH` meant as Python's variable is still the setting
+                // `pythonPath`: say why, where the spelling differs.
+                let spelling = match key_named(key).is_some_and(|k| k.file == name) {
+                    true => "",
+                    false => " (keys are read regardless of case, as Kudu does)",
+                };
+                write!(
+                    f,
+                    ".deployment line {line}: {name} names the server's setting {key}{spelling}, which a commit may not set; left out"
+                )
+            }
             RefusedWhy::NotAnAppSetting => write!(
                 f,
                 ".deployment line {line}: {name} is not an app setting a commit may set; left out (see README, App settings)"
@@ -1390,18 +1400,70 @@ mod tests {
         );
     }
 
+    /// Kudu reads `.deployment` keys regardless of case; the trust column
+    /// holds for every spelling, and app settings keep their names.
     #[test]
-    fn deployment_keys_match_setting_names_exactly() {
-        let f = file(&[("PYTHONPATH", "x", 1), ("pythonPath", "/evil", 2)]);
+    fn deployment_keys_match_setting_names_in_any_case() {
+        let f = file(&[
+            ("PROJECT", "src/app", 1),
+            ("Command", "build.sh", 2),
+            ("scm_do_build_during_deployment", "false", 3),
+            ("Scm_Command_Idle_Timeout", "7", 4),
+            ("Disable_CollectStatic", "1", 5),
+            ("INSTALLER", "uv", 6),
+            ("GREETING", "hi", 7),
+        ]);
         let values = settings(&Sources::default()).for_commit(&f).unwrap();
-        assert_eq!(
-            values.refused[0].to_string(),
-            ".deployment line 2: pythonPath names the server's setting pythonPath, which a commit may not set; left out"
-        );
+        assert_eq!(values.text(PROJECT).unwrap().0, "src/app");
+        assert_eq!(values.text(COMMAND).unwrap().0, "build.sh");
+        assert!(!values.bool(SCM_DO_BUILD).unwrap().0);
+        assert_eq!(values.seconds(IDLE_TIMEOUT), Some(7));
+        assert!(values.bool(DISABLE_COLLECTSTATIC).unwrap().0);
+        assert_eq!(values.installer().0, &InstallerChoice::Uv);
+        assert_eq!(values.app, [("GREETING".to_string(), "hi".to_string())]);
+        assert!(values.refused.is_empty(), "{:?}", values.refused);
+        // Server-only keys in any case stay out, each with its note.
+        let mut s = Sources::default();
+        s.git.insert("deploy.branch".into(), "main".into());
+        let f = file(&[
+            ("PYTHONPATH", "/evil", 1),
+            ("POSTDEPLOY", "rm -rf /", 2),
+            ("Branch", "evil", 3),
+            ("HEALTHCHECK", "true", 4),
+            ("deploymenttimeout", "1", 5),
+            ("TakeOverFiles", "true", 6),
+        ]);
+        let values = settings(&s).for_commit(&f).unwrap();
+        assert_eq!(values.text(BRANCH).unwrap().0, "main");
+        for key in [
+            PYTHON_PATH,
+            POST_DEPLOY,
+            HEALTH_CHECK,
+            TAKE_OVER_FILES,
+            DEPLOYMENT_TIMEOUT,
+        ] {
+            assert!(
+                values.get(key).is_none_or(|s| s.origin == Origin::Default),
+                "{}",
+                key.name
+            );
+        }
+        assert!(values.app.is_empty(), "{:?}", values.app);
+        assert_eq!(values.refused.len(), 6);
         assert_eq!(
             values.refused[1].to_string(),
-            ".deployment line 1: PYTHONPATH is not an app setting a commit may set; left out (see README, App settings)"
+            ".deployment line 2: POSTDEPLOY names the server's setting postDeploy (keys are read regardless of case, as Kudu does), which a commit may not set; left out"
         );
+        assert_eq!(
+            values.refused[0].to_string(),
+            ".deployment line 1: PYTHONPATH names the server's setting pythonPath (keys are read regardless of case, as Kudu does), which a commit may not set; left out"
+        );
+        // A commit's value outside what it may set fails in any case too.
+        let err = settings(&Sources::default())
+            .for_commit(&file(&[("PYTHON", "/srv/tool", 2)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a commit may only set a version"), "{err}");
     }
 
     #[test]

@@ -355,3 +355,52 @@ fn collectstatic_clear_prints_one_line_for_the_files_it_deletes() {
     assert!(!push.has("Deleting 'css/site.css'"), "{push}");
     assert!(s.site.join("staticfiles/css/more.css").is_file());
 }
+
+/// Issue 15 item 14: Kudu reads `.deployment` keys regardless of case
+/// (`OrdinalIgnoreCase`). `PROJECT = src/app` became an app setting and the
+/// whole repository deployed; `Command = build.sh` was left out and the
+/// repository, the script included, deployed instead of its output. The
+/// trust rules hold in any case: a server-only key is still left out.
+#[test]
+fn deployment_keys_name_the_settings_in_any_case_as_in_kudu() {
+    let s = Server::new();
+    s.config(&["deploy.postDeploy", "touch restarted.txt"]);
+    s.write("MONOREPO.md", "monorepo\n")
+        .write("src/app/index.html", "app\n")
+        .write(
+            ".deployment",
+            "[CONFIG]\nPROJECT = src/app\nScm_Do_Build_During_Deployment = FALSE\nPOSTDEPLOY = touch evil.txt\nHealthCheck = false\nGREETING = hi\n",
+        );
+    s.commit("odd case");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Python steps skipped: SCM_DO_BUILD_DURING_DEPLOYMENT is false (.deployment line 3)")
+        .assert_has(".deployment line 4: POSTDEPLOY names the server's setting postDeploy (keys are read regardless of case, as Kudu does), which a commit may not set; left out")
+        .assert_has(".deployment line 5: HealthCheck names the server's setting healthCheck (keys are read regardless of case, as Kudu does), which a commit may not set; left out")
+        .assert_has("successful");
+    assert_eq!(s.site_file("index.html"), "app\n");
+    assert!(!s.site.join("MONOREPO.md").exists() && !s.site.join("src").exists());
+    assert!(s.site.join("restarted.txt").exists() && !s.site.join("evil.txt").exists());
+    assert_eq!(
+        config_value(&s, &[], &[], "project"),
+        ("src/app".into(), r#"{"deployment":2}"#.into())
+    );
+
+    s.write(".deployment", "[config]\nCommand = build.sh\n");
+    s.write(
+        "build.sh",
+        "#!/bin/sh\necho built > \"$DEPLOYMENT_TARGET/built.txt\"\n",
+    );
+    std::fs::set_permissions(
+        s.work.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.commit("a command in another case");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Running build.sh (from .deployment)")
+        .assert_has("successful");
+    assert_eq!(s.site_file("built.txt"), "built\n");
+    assert!(!s.site.join("build.sh").exists() && !s.site.join("MONOREPO.md").exists());
+}
