@@ -551,7 +551,9 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             "leftOut".into(),
             serde_json::to_value(&values.refused).expect("a list is JSON"),
         );
-        writeln!(out, "{}", serde_json::to_string_pretty(&map)?)?;
+        // App settings' values come from the commit.
+        let json = serde_json::to_string_pretty(&map)?;
+        writeln!(out, "{}", crate::error::json_printable(&json))?;
     } else {
         for (key, value) in rows {
             let key = key.name;

@@ -52,7 +52,11 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 /// Text that came from a commit, a record or a program, as it is printed:
 /// control characters (C0 but tab, DEL, C1: ESC and CSI among them) escaped
 /// as `\u{1b}`, so no such text can move the cursor, retitle or clear the
-/// terminal, or start a line of its own. Everything else is kept.
+/// terminal, or start a line of its own; and format characters (bidi
+/// overrides and isolates, zero-width ones, the BOM) and line separators
+/// escaped as `\u{202e}`, so that no name reads other than it is
+/// (`report\u{202e}txt.exe` shown raw reads `reportexe.txt`). Everything
+/// else is kept.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(is_unprintable) {
         return text.into();
@@ -63,7 +67,16 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn is_unprintable(c: char) -> bool {
-    c.is_control() && c != '\t'
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // Tab is the one control that is plain text (Django and pip indent with it).
+    c != '\t'
+        && matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Each character of `bytes` as it is printed: the ones `escape` picks in
@@ -84,15 +97,20 @@ fn escaped(bytes: &[u8], escape: impl Fn(char) -> bool) -> impl Iterator<Item = 
     })
 }
 
-/// JSON with DEL and C1 control characters written as `\u` escapes, as
-/// serde_json writes C0 ones, so that no string from a commit reaches a
-/// terminal raw. They can only be inside strings, where the escape means the
-/// same character.
+/// JSON with DEL, C1 control characters and what `printable` escapes
+/// written as `\u` escapes, as serde_json writes C0 ones, so that no string
+/// from a commit reaches a terminal raw. They can only be inside strings,
+/// where the escape means the same character (past U+FFFF as JSON's pair of
+/// UTF-16 escapes).
 pub fn json_printable(json: &str) -> String {
     json.chars()
-        .map(|c| match c.is_control() {
-            true if c != '\n' => format!("\\u{:04x}", c as u32),
-            _ => c.to_string(),
+        .map(|c| match is_unprintable(c) && c != '\n' {
+            true => c
+                .encode_utf16(&mut [0; 2])
+                .iter()
+                .map(|unit| format!("\\u{unit:04x}"))
+                .collect(),
+            false => c.to_string(),
         })
         .collect()
 }
@@ -225,5 +243,53 @@ mod tests {
         );
         let json = serde_json::to_string_pretty(&["a\x1b\x7f\u{9b}"]).unwrap();
         assert_eq!(json_printable(&json), "[\n  \"a\\u001b\\u007f\\u009b\"\n]");
+    }
+
+    /// Issue 15 item 13: format characters (Unicode category Cf) made
+    /// `report\u{202e}txt.exe` read `reportexe.txt`; each is escaped, as are
+    /// line separators, wherever `printable`, `json_printable` or `shown`
+    /// print a name.
+    #[test]
+    fn format_characters_are_escaped_like_controls() {
+        let hidden = [
+            '\u{ad}',
+            '\u{61c}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{202b}',
+            '\u{202c}',
+            '\u{202d}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{feff}',
+            '\u{fff9}',
+            '\u{e0001}',
+            '\u{e0041}',
+        ];
+        for c in hidden {
+            let text = format!("a{c}b");
+            let escaped = format!("a\\u{{{:x}}}b", c as u32);
+            assert_eq!(printable(&text), escaped, "{:x}", c as u32);
+            assert_eq!(shown(text.as_bytes()), format!("\"{escaped}\""));
+            let json = json_printable(&serde_json::to_string(&text).unwrap());
+            assert!(json.is_ascii(), "{json}");
+            assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text);
+        }
+        assert_eq!(printable("report\u{202e}txt.exe"), r"report\u{202e}txt.exe");
+        assert_eq!(json_printable("\"\u{e0001}\""), r#""\udb40\udc01""#);
+        // Letters, marks, symbols and spaces of any script stay as they are.
+        let kept = "caf\u{e9} \u{5e9}\u{5dc}\u{5d5}\u{5dd} \u{645}\u{631}\u{62d}\u{628}\u{627} e\u{301} \u{1f600} \u{3000}\u{a0}x";
+        assert_eq!(printable(kept), kept);
     }
 }

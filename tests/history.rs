@@ -278,6 +278,71 @@ fn list_and_show_print_no_control_character_of_a_commit() {
     );
 }
 
+/// Issue 15 item 13: format characters (a bidi override, zero-width ones, a
+/// BOM) in a commit's names, message and author reached `list` and `show`
+/// raw, so `report<U+202E>txt.exe` read `reportexe.txt`. Every output that
+/// shows them escapes them; the files keep their names.
+#[test]
+fn names_with_format_characters_are_shown_escaped_everywhere() {
+    let s = Server::new();
+    s.write("index.html", "x\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let evil = "report\u{202e}txt.exe";
+    let zero = "zero\u{200b}width\u{2066}.txt";
+    // The app's own file where the commit adds one: the plan names it.
+    std::fs::write(s.site.join(evil), "the app's\n").unwrap();
+    s.write(evil, "the commit's\n").write(zero, "z\n");
+    s.git(&["add", "-A"]).assert_ok();
+    s.git_with(
+        &["commit", "-q", "-m", &format!("add {evil} and {zero}")],
+        &[("GIT_AUTHOR_NAME", "Mallory\u{feff}\u{200f}")],
+    )
+    .assert_ok();
+    let hidden = ['\u{202e}', '\u{200b}', '\u{2066}', '\u{feff}', '\u{200f}'];
+    let raw = |text: &str| text.contains(hidden);
+    let push = s.push(&[]);
+    push.assert_has(r"report\u{202e}txt.exe");
+    assert!(!raw(&push.all()), "{:?}", push.all());
+    let list = s.run("list", &[]);
+    list.assert_ok()
+        .assert_has(r"add report\u{202e}txt.exe and zero\u{200b}width\u{2066}.txt");
+    assert!(!raw(&list.stdout), "{:?}", list.stdout);
+    let show = s.run("show", &["#2"]);
+    show.assert_ok()
+        .assert_has(r"author:   Mallory\u{feff}\u{200f}")
+        .assert_has(r"error:    ")
+        .assert_has(r"report\u{202e}txt.exe");
+    assert!(!raw(&show.stdout), "{:?}", show.stdout);
+    for args in [&["list", "--json"][..], &["deploy", "--dry-run", "--json"]] {
+        let json = s.run(args[0], &args[1..]);
+        // The dry run shows the refused file, and exits 1 for it.
+        json.assert_has(r"report\u202etxt.exe");
+        assert!(!raw(&json.stdout), "{:?}", json.stdout);
+    }
+    // Once the app's file is gone the commit deploys, under the names as they are.
+    std::fs::remove_file(s.site.join(evil)).unwrap();
+    s.run("deploy", &[]).assert_ok().assert_has("successful");
+    assert_eq!(s.site_file(evil), "the commit's\n");
+    assert_eq!(s.site_file(zero), "z\n");
+    assert_eq!(s.records()[0]["author"], "Mallory\u{feff}\u{200f}");
+    // An app setting's value from `.deployment`, as `config` shows it.
+    s.write(
+        ".deployment",
+        "[config]\nGREETING = hi\u{202e}there\u{1b}[2J\n",
+    );
+    s.commit("greeting");
+    s.update_without_deploy();
+    for (args, escaped) in [
+        (&[][..], r"hi\u{202e}there\u{1b}[2J"),
+        (&["--json"], r"hi\u202ethere\u001b[2J"),
+    ] {
+        let config = s.run("config", args);
+        config.assert_ok().assert_has(escaped);
+        assert!(!raw(&config.stdout), "{:?}", config.stdout);
+    }
+}
+
 /// A record as `Records::start` writes it when a deployment begins, in the
 /// format records have had from the start (the id a hex string): all that a
 /// deployment killed with SIGKILL leaves behind.
