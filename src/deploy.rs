@@ -137,7 +137,8 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         }
         Ending::Failed(e) => {
             report.header(format!(
-                "Deployment {short} failed in step {step} after {elapsed}: {e:#}"
+                "Deployment {short} failed in step {step} after {elapsed}: {e:#}; {}",
+                still_runs(settings)
             ));
             (Status::Failed, Some(format!("{e:#}")))
         }
@@ -1102,6 +1103,20 @@ fn run_command(
     };
     crate::command::sweep_lists(state_dir, site);
     ending
+}
+
+/// What the site still runs after a deployment that failed before the
+/// switch, for the last line: a user reading it over SSH can tell that the
+/// site is not broken, as from a rollback's line.
+fn still_runs(settings: &Settings) -> String {
+    match manifest::Store::new(&settings.state_dir).load(&settings.site) {
+        Ok(Some(m)) => format!(
+            "the site is unchanged: it still runs {} (the last good deployment)",
+            short_id(&m.commit)
+        ),
+        Ok(None) => "the site is unchanged: nothing was deployed to it yet".to_string(),
+        Err(_) => "the site is unchanged".to_string(),
+    }
 }
 
 /// What a rollback returns to, for the last line.

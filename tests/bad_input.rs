@@ -234,8 +234,8 @@ fn absurd_timeouts_fail_in_the_plan_naming_setting_value_and_range() {
     s.commit("second");
     let line = failure_line(&s.push(&[]));
     assert!(
-        line.ends_with(&format!(
-            "setting healthCheckTimeout (git config deploy.healthCheckTimeout): \"{huge}\" is not a number of seconds from 1 to 86400 (one day)"
+        line.contains(&format!(
+            ": setting healthCheckTimeout (git config deploy.healthCheckTimeout): \"{huge}\" is not a number of seconds from 1 to 86400 (one day); the site is unchanged"
         )),
         "{line}"
     );
@@ -274,4 +274,53 @@ fn absurd_timeouts_fail_in_the_plan_naming_setting_value_and_range() {
     s.commit("sane again");
     s.push(&[]).assert_ok();
     assert_eq!(s.site_file("index.html"), "two\n");
+}
+
+/// Issue 15 item 16: the last line of a deployment that failed before the
+/// switch said only why (`pip install exited with status 1`); over SSH one
+/// could not tell whether the site was broken. It says the site is unchanged
+/// and which deployment it still runs, as the rolled-back line does.
+#[test]
+fn a_failure_before_the_switch_says_what_the_site_still_runs() {
+    let s = Server::new();
+    s.app("flask-app")
+        .write("requirements.txt", "no-such-package==1.0\n");
+    let first = s.commit("broken from the start");
+    let push = s.push(&[]);
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.starts_with(&format!("-----> Deployment {} failed in step pip after ", &first[..7]))
+            && last.ends_with(
+                ": pip install exited with status 1; the site is unchanged: nothing was deployed to it yet"
+            ),
+        "{last}"
+    );
+    s.write("requirements.txt", "greeting==1.0.0\n");
+    let good = s.commit("good");
+    s.push(&[]).assert_ok();
+    s.write(
+        "requirements.txt",
+        "greeting==1.0.0\nno-such-package==1.0\n",
+    );
+    s.commit("bad");
+    let push = s.push(&[]);
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.ends_with(&format!(
+            ": pip install exited with status 1; the site is unchanged: it still runs {} (the last good deployment)",
+            &good[..7]
+        )),
+        "{last}"
+    );
+    // By hand, the same line.
+    let run = s.run("deploy", &[]);
+    assert_eq!(run.status, 1);
+    let by_hand = run.stdout.lines().last().unwrap();
+    assert!(
+        by_hand.ends_with(&format!(
+            "it still runs {} (the last good deployment)",
+            &good[..7]
+        )),
+        "{by_hand}"
+    );
 }
