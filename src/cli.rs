@@ -418,7 +418,11 @@ fn list(repo: &RepoArg, env: Environment, json: bool) -> Result<()> {
             // Running, or killed before it could say how long it took.
             None => "-".to_string(),
         };
-        let status = r.status_text(newest, held);
+        let status = match r.warnings.len() {
+            0 => r.status_text(newest, held),
+            1 => format!("{}, 1 warning", r.status_text(newest, held)),
+            n => format!("{}, {n} warnings", r.status_text(newest, held)),
+        };
         let mark = if Some(r.seq) == active { "*" } else { " " };
         rows.push([
             format!("{}{mark}", r.seq),
@@ -466,6 +470,9 @@ fn show(repo: &RepoArg, env: Environment, id: &str) -> Result<()> {
     writeln!(out, "message:  {}", printable(&r.message))?;
     writeln!(out, "trigger:  {}", r.trigger)?;
     writeln!(out, "status:   {}", r.status_text(newest, held))?;
+    for warning in &r.warnings {
+        writeln!(out, "warning:  {}", printable(warning))?;
+    }
     if let Some(seconds) = r.seconds {
         writeln!(out, "time:     {}", crate::report::seconds_text(seconds))?;
     }

@@ -132,7 +132,14 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     let step = report.current.clone().unwrap_or_else(|| "plan".into());
     let (status, error) = match &ending {
         Ending::Success => {
-            report.header(format!("Deployment {short} successful in {elapsed}"));
+            let warned = match report.warnings.len() {
+                0 => String::new(),
+                1 => ", with a warning (above)".to_string(),
+                n => format!(", with {n} warnings (above)"),
+            };
+            report.header(format!(
+                "Deployment {short} successful in {elapsed}{warned}"
+            ));
             (Status::Success, None)
         }
         Ending::Failed(e) => {
@@ -713,16 +720,19 @@ fn switch_and_after<'r>(
         }
     }
     match &plan.framework {
-        Framework::Collectstatic if framework::django_installed(site) => {
+        Framework::Collectstatic { strict } if framework::django_installed(site) => {
             switch.collectstatic = true;
             switch.save(state_dir)?;
-            report.step(
+            let ran = report.step(
                 "collectstatic",
                 "python manage.py collectstatic --noinput --clear",
                 |r| framework::collectstatic(site, runner, r),
-            )?
+            );
+            if let Err(error) = ran {
+                framework::failed(error, *strict, runner, report)?;
+            }
         }
-        Framework::Collectstatic => {
+        Framework::Collectstatic { .. } => {
             report.header("Django is not installed in env/: collectstatic skipped")
         }
         Framework::Skip { .. } => {}

@@ -25,6 +25,31 @@ pub fn django_installed(site: &Path) -> bool {
     .is_ok_and(|out| out.status.success())
 }
 
+/// A failed collectstatic (`error`), as Kudu and Oryx take it: a warning,
+/// and the deployment goes on (Kudu's script does not check its status;
+/// Oryx prints it and goes on), since an app may serve its static files
+/// otherwise and the health check judges whether it works. `strict`
+/// (setting `strictCollectstatic`): the error, which rolls back.
+pub fn failed(
+    error: anyhow::Error,
+    strict: bool,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    // Killed for the deployment's time limit, it fails whatever: the limit
+    // is the whole deployment's.
+    if strict || runner.check_deadline().is_err() {
+        return Err(error);
+    }
+    // The step did not fail the deployment: a later failure is not its.
+    report.current = None;
+    report.warning(format!(
+        "collectstatic failed ({error:#}): the app may lack its static files; the deployment goes on, as in Kudu (setting {} = true makes this a failure that rolls back)",
+        crate::settings::STRICT_COLLECTSTATIC.name
+    ));
+    Ok(())
+}
+
 /// `env/bin/python manage.py collectstatic --noinput --clear`, in the site,
 /// as Kudu runs it. `--clear` makes Django print `Deleting '<file>'` for every
 /// static file of the last run (hundreds with the admin's), on every push:
@@ -45,7 +70,39 @@ pub fn collectstatic(site: &Path, runner: &Runner, report: &mut Report) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use crate::process::{Limits, Runner};
     use crate::report::{INDENT, Report};
+
+    /// A failure is a warning and clears the failed step, unless strict or
+    /// past the deployment's time limit: then it is the deployment's error.
+    #[test]
+    fn a_failed_collectstatic_is_a_warning_unless_strict_or_out_of_time() {
+        let runner = Runner::new(Vec::new(), Limits::DEFAULT, None);
+        let mut report = Report::new(Box::new(std::io::sink()));
+        report.current = Some("collectstatic".into());
+        let error = || anyhow::anyhow!("manage.py collectstatic exited with status 1");
+        super::failed(error(), false, &runner, &mut report).unwrap();
+        assert_eq!(report.current, None);
+        assert_eq!(report.warnings.len(), 1);
+        assert!(
+            report.log[0].starts_with("-----> Warning: collectstatic failed (manage.py collectstatic exited with status 1): the app may lack its static files"),
+            "{:?}",
+            report.log
+        );
+        let mut report = Report::new(Box::new(std::io::sink()));
+        let err = super::failed(error(), true, &runner, &mut report).unwrap_err();
+        assert_eq!(err.to_string(), error().to_string());
+        let out_of_time = Runner::new(
+            Vec::new(),
+            Limits {
+                total: std::time::Duration::ZERO,
+                ..Limits::DEFAULT
+            },
+            None,
+        );
+        assert!(super::failed(error(), false, &out_of_time, &mut report).is_err());
+        assert!(report.warnings.is_empty());
+    }
 
     #[test]
     fn runs_of_deleting_lines_are_folded_into_one_each() {

@@ -20,7 +20,7 @@ use crate::packages::{self, Installer, Preview, REQUIREMENTS};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_BUILD_COMMAND, POST_DEPLOY, PROJECT, RECREATE_ENV,
-    Refused, SCM_DO_BUILD, Settings, TAKE_OVER_FILES, VERIFY, Values,
+    Refused, SCM_DO_BUILD, STRICT_COLLECTSTATIC, Settings, TAKE_OVER_FILES, VERIFY, Values,
 };
 use crate::sync::{self, SyncPlan, Why};
 
@@ -101,8 +101,14 @@ pub enum Python {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
 pub enum Framework {
-    Skip { reason: String },
-    Collectstatic,
+    Skip {
+        reason: String,
+    },
+    /// `strict` (setting `strictCollectstatic`): a failure rolls back; else
+    /// it is a warning, as in Kudu and Oryx.
+    Collectstatic {
+        strict: bool,
+    },
 }
 
 /// `.deployment`'s `command`: a script of the commit, run instead of the
@@ -305,9 +311,13 @@ impl Plan {
         }
         out.push(match &self.framework {
             Framework::Skip { reason } => format!("Django: skipped ({reason})"),
-            Framework::Collectstatic => {
-                "Django: manage.py collectstatic --noinput --clear, when Django is installed in env/".into()
-            }
+            Framework::Collectstatic { strict } => format!(
+                "Django: manage.py collectstatic --noinput --clear, when Django is installed in env/; {}",
+                match strict {
+                    true => "a failure rolls the deployment back (strictCollectstatic)",
+                    false => "a failure is a warning",
+                }
+            ),
         });
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
@@ -625,5 +635,9 @@ fn framework_plan(values: &Values, commit: &Commit, python: &Python) -> Framewor
     if let Some((true, origin)) = values.bool(DISABLE_COLLECTSTATIC) {
         return skip(format!("DISABLE_COLLECTSTATIC is set ({origin})"));
     }
-    Framework::Collectstatic
+    Framework::Collectstatic {
+        strict: values
+            .bool(STRICT_COLLECTSTATIC)
+            .is_some_and(|(strict, _)| strict),
+    }
 }

@@ -54,6 +54,10 @@ pub struct Record {
     /// The deployment's whole time, from start to finish.
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// What went wrong without failing it (a failed collectstatic): `list`
+    /// and `show` say so. Absent from records without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub log: Vec<String>,
 }
 
@@ -217,6 +221,7 @@ impl Records {
             error: None,
             pid: std::process::id(),
             seconds: None,
+            warnings: Vec::new(),
             log: Vec::new(),
         };
         self.save(&record)?;

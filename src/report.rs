@@ -22,6 +22,8 @@ pub struct Report {
     pub current: Option<String>,
     /// Lines being folded into one count (see `folding`).
     fold: Option<Fold>,
+    /// What went wrong without failing the deployment, for its record.
+    pub warnings: Vec<String>,
 }
 
 /// A run of output lines that start with `prefix` (one per file), printed
@@ -43,6 +45,7 @@ impl Report {
             steps: Vec::new(),
             current: None,
             fold: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -141,9 +144,16 @@ impl Report {
         result
     }
 
-    /// Fills a record's steps and log from what was reported.
+    /// A header line `Warning: <text>`, kept for the record's warnings.
+    pub fn warning(&mut self, text: String) {
+        self.header(format!("Warning: {text}"));
+        self.warnings.push(text);
+    }
+
+    /// Fills a record's steps, warnings and log from what was reported.
     pub fn fill(&self, record: &mut crate::record::Record) {
         record.steps = self.steps.clone();
+        record.warnings = self.warnings.clone();
         record.log = self.log.clone();
     }
 }

@@ -264,6 +264,13 @@ keys! {
         default: Default::Computed("(unset)"),
         doc: "set (to anything but false): skip Django's collectstatic",
     },
+    STRICT_COLLECTSTATIC = {
+        name: "strictCollectstatic", env: "PUSHDEPLOY_STRICT_COLLECTSTATIC",
+        file: "strictCollectstatic",
+        commit: Commit::May, kind: Kind::Bool,
+        default: Default::Value("false"),
+        doc: "true: a failing collectstatic fails the deployment, which rolls back (Heroku's way); by default it is a warning and the deployment goes on, as in Kudu and Oryx",
+    },
     PACKAGE_MANAGER = {
         name: "packageManager", env: "PUSHDEPLOY_PACKAGE_MANAGER", file: "packageManager",
         commit: Commit::May, kind: Kind::Text,

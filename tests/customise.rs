@@ -253,14 +253,99 @@ fn collectstatic_runs_for_django_and_both_ways_to_skip_it_work() {
     s.update_without_deploy();
     s.run("deploy", &["--dry-run"])
         .assert_has("Django: skipped (DISABLE_COLLECTSTATIC is set (.deployment line 2))");
+}
 
-    // A failing collectstatic fails the deployment.
-    s.remove(".deployment").write(
-        "mysite/settings.py",
-        "STATICFILES_DIRS = ['/nonexistent']\nSTATIC_ROOT = None\n",
+/// Issue 15 item 15: Kudu's script runs collectstatic without checking its
+/// status and Oryx prints it and goes on, so Azure's Django quickstart
+/// deploys commits that have no `STATIC_ROOT`; here they rolled back. A
+/// failure is a warning (the output, the record, `list`, `show`); the
+/// setting `strictCollectstatic` makes it a failure that rolls back.
+#[test]
+fn a_failing_collectstatic_is_a_warning_unless_strict_collectstatic() {
+    let s = Server::new();
+    s.app("django-app");
+    s.commit("django");
+    s.push(&[]).assert_ok();
+    // The quickstart's commits before STATIC_ROOT: collectstatic exits 1.
+    let no_static_root = "STATICFILES_DIRS = ['static']\n";
+    s.write("mysite/settings.py", no_static_root)
+        .write("version.txt", "2\n");
+    let second = s.commit("no STATIC_ROOT yet");
+    let push = s.push(&[]);
+    push.assert_ok()
+        .assert_has("AttributeError")
+        .assert_has(
+            "-----> Warning: collectstatic failed (manage.py collectstatic exited with status 1): the app may lack its static files; the deployment goes on, as in Kudu (setting strictCollectstatic = true makes this a failure that rolls back)",
+        );
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.starts_with(&format!(
+            "-----> Deployment {} successful in ",
+            &second[..7]
+        )) && last.ends_with(", with a warning (above)"),
+        "{last}"
     );
-    s.commit("broken settings");
-    s.push(&[]).assert_has("failed in step collectstatic");
+    assert_eq!(s.site_file("version.txt"), "2\n");
+    let records = s.records();
+    assert_eq!(records[0]["status"], "success");
+    let warnings = records[0]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .starts_with("collectstatic failed"),
+        "{warnings:?}"
+    );
+    assert!(
+        records[1].get("warnings").is_none(),
+        "none written when none"
+    );
+    let list = s.run("list", &[]);
+    list.assert_ok();
+    let row = list.stdout.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("2*") && row.contains("success, 1 warning"),
+        "{row}"
+    );
+    s.run("show", &["#2"])
+        .assert_ok()
+        .assert_has("status:   success\nwarning:  collectstatic failed (manage.py collectstatic exited with status 1)");
+    s.run("deploy", &["--dry-run"]).assert_has(
+        "collectstatic --noinput --clear, when Django is installed in env/; a failure is a warning",
+    );
+
+    // Strict, from the commit: the failure rolls back.
+    s.write(".deployment", "[config]\nstrictCollectstatic = true\n")
+        .write("version.txt", "3\n");
+    s.commit("strict");
+    let push = s.push(&[]);
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.contains("failed in step collectstatic after")
+            && last.contains("manage.py collectstatic exited with status 1; rolled back to"),
+        "{last}"
+    );
+    assert!(!push.has("Warning: collectstatic failed"), "{push}");
+    assert_eq!(s.site_file("version.txt"), "2\n");
+    assert_eq!(s.records()[0]["status"], "rolled back");
+
+    // Strict, from the server's git config, the same.
+    s.config(&["deploy.strictCollectstatic", "true"]);
+    s.remove(".deployment").write("version.txt", "4\n");
+    s.commit("strict on the server");
+    s.push(&[]).assert_has("failed in step collectstatic after");
+    assert_eq!(s.site_file("version.txt"), "2\n");
+    // Fixed, it deploys as before: the static files are collected again.
+    s.write(
+        "mysite/settings.py",
+        &format!("{no_static_root}STATIC_ROOT = 'staticfiles'\n"),
+    );
+    s.commit("STATIC_ROOT at last");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("2 static files copied to");
+    assert_eq!(s.site_file("version.txt"), "4\n");
 }
 
 #[test]

@@ -431,7 +431,9 @@ fn gunicorn_keeps_serving_through_a_failed_collectstatic() {
         .write(
             "requirements.txt",
             &format!("{NEW_REQUIREMENTS}django==0.1.0\n"),
-        );
+        )
+        // A failed collectstatic fails only when strict (issue 15 item 15).
+        .write(".deployment", "[config]\nstrictCollectstatic = true\n");
     });
     push.assert_has("failed in step collectstatic")
         .assert_has("rolled back to ");
