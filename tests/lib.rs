@@ -5,6 +5,7 @@ mod util;
 
 mod bad_input;
 mod customise;
+mod demo;
 mod faults;
 mod history;
 mod hostile;
