@@ -489,3 +489,37 @@ fn deployment_keys_name_the_settings_in_any_case_as_in_kudu() {
     assert_eq!(s.site_file("built.txt"), "built\n");
     assert!(!s.site.join("build.sh").exists() && !s.site.join("MONOREPO.md").exists());
 }
+
+/// The rollback to a version that deployed with its collectstatic failing
+/// (a warning): that collectstatic fails again, and the old version's
+/// postDeploy and health check still run; the site is not called down.
+#[test]
+fn a_rollback_to_a_version_whose_collectstatic_fails_runs_its_post_deploy() {
+    let s = Server::new();
+    s.app("django-app")
+        .write("mysite/settings.py", "STATICFILES_DIRS = ['static']\n");
+    let first = s.commit("no STATIC_ROOT");
+    s.config(&["deploy.postDeploy", "sh -c 'echo reloaded >> reloads.txt'"]);
+    s.config(&["deploy.healthCheck", "test ! -e broken.txt"]);
+    s.config(&["deploy.healthCheckTimeout", "1"]);
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Warning: collectstatic failed");
+    s.write("broken.txt", "the health check fails\n");
+    s.commit("fails its health check");
+    let push = s.push(&[]);
+    let last = push.remote().last().unwrap().clone();
+    assert!(
+        last.contains("failed in step healthCheck")
+            && last.ends_with(&format!(
+                "rolled back to {} (the last good deployment)",
+                &first[..7]
+            )),
+        "{last}"
+    );
+    assert!(!s.site.join("broken.txt").exists());
+    assert_eq!(s.site_file("reloads.txt"), "reloaded\nreloaded\nreloaded\n");
+    let records = s.records();
+    assert_eq!(records[0]["status"], "rolled back");
+    assert_eq!(records[0]["warnings"].as_array().unwrap().len(), 2);
+}
