@@ -31,7 +31,7 @@ use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
 use crate::process::{Limits, Runner};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
-use crate::settings::{POST_DEPLOY, STRICT_COLLECTSTATIC, Settings};
+use crate::settings::{POST_DEPLOY, Settings};
 use crate::sync::{self, Journal, Recovered};
 use crate::tools;
 
@@ -1002,8 +1002,6 @@ fn run_old_version(
     report: &mut Report,
 ) -> Result<()> {
     let site = &settings.site;
-    // Server settings: the same whatever the commit.
-    let values = settings.for_commit(&Default::default())?;
     if switch.collectstatic && site.join("manage.py").is_file() && framework::django_installed(site)
     {
         let ran = report.step(
@@ -1011,13 +1009,15 @@ fn run_old_version(
             "python manage.py collectstatic --noinput --clear (the previous version's, again)",
             |r| framework::collectstatic(site, runner, r),
         );
-        // The old version deployed with its collectstatic failing (a
-        // warning): its postDeploy and health check still run.
+        // The old version may have deployed with its collectstatic failing
+        // (a warning); a rollback has nothing to roll back to, so even with
+        // strictCollectstatic its postDeploy and health check still run.
         if let Err(error) = ran {
-            let strict = values.bool(STRICT_COLLECTSTATIC).is_some_and(|(s, _)| s);
-            framework::failed(error, strict, runner, report)?;
+            framework::failed(error, false, runner, report)?;
         }
     }
+    // Server settings: the same whatever the commit.
+    let values = settings.for_commit(&Default::default())?;
     let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
     let health_check = health::from_values(&values)?;
     if switch.switched {

@@ -103,17 +103,13 @@ fn pip_steering_settings_from_the_commit_install_nothing_outside() {
     s.commit("pip steering");
     let push = s.push(&[]);
     push.assert_ok().assert_has("successful");
-    // PYTHONPATH is an app setting's name, not the server's setting pythonPath.
-    for (line, name) in [
-        (2, "PIP_TARGET"),
-        (3, "LD_PRELOAD"),
-        (4, "PYTHONPATH"),
-        (5, "HOME"),
-    ] {
+    for (line, name) in [(2, "PIP_TARGET"), (3, "LD_PRELOAD"), (5, "HOME")] {
         push.assert_has(&format!(
             ".deployment line {line}: {name} is not an app setting a commit may set; left out"
         ));
     }
+    // Keys are read in any case, as Kudu does: PYTHONPATH is the server's pythonPath.
+    push.assert_has(".deployment line 4: PYTHONPATH names the server's setting pythonPath (keys are read regardless of case, as Kudu does), which a commit may not set; left out");
     assert!(!push.has("DJANGO_SETTINGS_MODULE is not"), "allowed");
     assert!(!outside.exists(), "pip installed outside the site");
     assert!(!outside_conf.exists(), "a committed pip.conf steered pip");
