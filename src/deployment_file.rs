@@ -6,9 +6,10 @@
 //! SCM_DO_BUILD_DURING_DEPLOYMENT = true
 //! ```
 //!
-//! Keys of `[config]` that name a setting feed the settings (below flags and
-//! the environment); every other key is an app setting, passed to the build
-//! steps as an environment variable, as Kudu does.
+//! Keys of `[config]` that name a setting, in any case as Kudu reads them,
+//! feed the settings (below flags and the environment; `settings` matches
+//! them); every other key is an app setting, passed to the build steps as an
+//! environment variable, as Kudu does. Keys are kept as written.
 
 use anyhow::{Result, bail};
 
