@@ -380,7 +380,7 @@ pub fn read_requirements(
                 content,
                 links,
             } => (path, id, content, links),
-            Resolved::Missing => {
+            Resolved::Missing | Resolved::Folder { .. } => {
                 note(
                     &mut out,
                     Always::NotInCommit {
