@@ -234,6 +234,9 @@ fn run_installer(
             .to_vec();
             args.push(requirements.into());
             args.extend(extra);
+            // uv keeps its first build of a local folder while its version
+            // holds (pip rebuilds it): rebuilt, so the env has the commit's code.
+            args.extend(local_builds(dir).into_iter().map(Into::into));
             args.push("--python".into());
             args.push(python.into());
             let expr = duct::cmd(path, args)
@@ -242,6 +245,83 @@ fn run_installer(
             runner.run_showing(report, "uv pip install", expr, &names)
         }
     }
+}
+
+/// How many requirement files [`local_builds`] follows.
+const MAX_FILES: usize = 256;
+
+/// uv's options that rebuild the local folders (not `-e`) the requirement
+/// files in `dir` name: `--reinstall-package=<name>` by the name in each
+/// folder's pyproject.toml, or `--reinstall` when a name cannot be read.
+fn local_builds(dir: &Path) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut unnamed = false;
+    let mut queue = vec![REQUIREMENTS.to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) || seen.len() > MAX_FILES {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(&name)) else {
+            continue;
+        };
+        let folder = name.rsplit_once('/').map_or("", |(d, _)| d);
+        for (_, line) in crate::requirements::logical_lines(&text) {
+            if let Ok(crate::requirements::Line::Include { kind, path }) =
+                crate::requirements::classify(&line)
+            {
+                let joined = match folder {
+                    "" => path,
+                    f => format!("{f}/{path}"),
+                };
+                if kind == crate::requirements::IncludeKind::Requirements
+                    && !joined.starts_with('/')
+                    && !installed::climbs_out(&joined)
+                {
+                    queue.push(joined);
+                }
+                continue;
+            }
+            if line.starts_with('-') {
+                continue; // `-e`: editable, the folder itself is imported.
+            }
+            let Some(path) = crate::requirements::local_path(&line) else {
+                continue;
+            };
+            // pip takes a local path from its working folder, the site.
+            let folder = dir.join(&path);
+            if !folder.is_dir() {
+                continue;
+            }
+            match project_name(&folder) {
+                Some(name) => {
+                    names.insert(name);
+                }
+                None => unnamed = true,
+            }
+        }
+    }
+    if unnamed {
+        return vec!["--reinstall".into()];
+    }
+    names
+        .into_iter()
+        .map(|n| format!("--reinstall-package={n}"))
+        .collect()
+}
+
+/// A local folder's `[project] name`, if it is a plain package name.
+pub(crate) fn project_name(folder: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(folder.join("pyproject.toml")).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let name = table.get("project")?.get("name")?.as_str()?;
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with('-');
+    plain.then(|| name.to_string())
 }
 
 /// What the plan says about packages: the installer, whether it runs, what

@@ -821,7 +821,10 @@ fn a_uv_path_dependency_installs_from_the_site_after_the_switch() {
     push.assert_ok();
     let text = push.all();
     let sync = text.find("Syncing files").unwrap();
-    let install = text.find("--no-install-project (").unwrap();
+    // Rebuilt at each install: uv would keep its first build.
+    let install = text
+        .find("--no-install-project --reinstall-package=local-pkg (")
+        .unwrap();
     assert!(sync < install, "{text}");
     assert!(env_packages(&s).contains(&"local-pkg 0.1.0".to_string()));
 }

@@ -578,3 +578,54 @@ fn env_listing(s: &Server) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Issue 15 item 20, for requirements.txt: a local folder named without
+/// `-e` is built into the env; a push that changes only its code gives the
+/// env the new code, with pip (which rebuilds it) as with uv (which would
+/// keep its first build while the version holds).
+#[test]
+fn a_local_package_in_the_env_is_the_deployed_commits_code() {
+    let mut installers = vec![None];
+    installers.extend(crate::util::uv().map(Some));
+    for uv in installers {
+        let s = Server::new();
+        if let Some(uv) = &uv {
+            s.config(&["deploy.installer", uv.to_str().unwrap()]);
+        }
+        // Offline (uv 0.13 reads no UV_NO_INDEX): flit_core from fixtures/wheels.
+        let vars = [("UV_OFFLINE", "1")];
+        let mylib = |message: &str| {
+            s.write(
+                "mylib/pyproject.toml",
+                "[project]\nname = \"mylib\"\nversion = \"0.1.0\"\ndescription = \"x\"\n\n[build-system]\nrequires = [\"flit_core==4.2.0\"]\nbuild-backend = \"flit_core.buildapi\"\n",
+            )
+            .write("mylib/mylib.py", &format!("MESSAGE = {message:?}\n"));
+        };
+        // From outside the site, as a script of env/bin runs.
+        let message = || {
+            let run = crate::util::TestCommand::new(s.site.join("env/bin/python"), &s.root)
+                .args(["-c", "import mylib; print(mylib.MESSAGE)"])
+                .run();
+            run.assert_ok();
+            run.stdout.trim().to_string()
+        };
+        s.app("flask-app");
+        mylib("one");
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "greeting==1.0.0\ntinyweb==1.0.0\n./mylib\n",
+            )],
+            &vars,
+        )
+        .assert_ok()
+        .assert_has("successful");
+        assert_eq!(message(), "one", "{uv:?}");
+        mylib("two");
+        push_files(&s, &[], &vars)
+            .assert_ok()
+            .assert_has("successful");
+        assert_eq!(message(), "two", "{uv:?}");
+    }
+}
