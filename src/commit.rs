@@ -160,6 +160,14 @@ impl<'r> Commit<'r> {
 
     fn read_file_in(&self, tree: &Tree, name: &str) -> Result<Option<Vec<u8>>> {
         match tree.get_name(name) {
+            // A symlink is read as the file the site will have there (a
+            // link's own text is no file's content).
+            Some(entry) if entry.filemode() == 0o120000 => {
+                match self.resolve_in(tree, name, &mut Vec::new())? {
+                    Resolved::File { content, .. } => Ok(Some(content)),
+                    _ => Ok(None),
+                }
+            }
             Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
                 let blob = self
                     .repo
@@ -178,10 +186,14 @@ impl<'r> Commit<'r> {
         if path.is_empty() || path == "." {
             return Some(self.tree.id().to_string());
         }
-        self.tree
-            .get_path(std::path::Path::new(path))
-            .ok()
-            .map(|e| e.id().to_string())
+        let entry = self.tree.get_path(std::path::Path::new(path)).ok()?;
+        // A symlink counts by the file it leads to, which can change alone.
+        if entry.filemode() == 0o120000
+            && let Ok(Resolved::File { id, .. }) = self.resolve(path)
+        {
+            return Some(id.to_string());
+        }
+        Some(entry.id().to_string())
     }
 
     pub fn has_root_entry(&self, name: &str) -> bool {

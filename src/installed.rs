@@ -1349,6 +1349,89 @@ mod tests {
         }
     }
 
+    /// With `project`, a requirement file that is a link to a file elsewhere
+    /// in the commit is, in the site, that file (issue 15 item 23): read as
+    /// such, with what it includes beside it in the site.
+    #[test]
+    fn with_a_project_a_link_out_of_it_is_read_as_the_file_it_names() {
+        let (_dir, repo) = repo_with(&[
+            ("app/requirements.txt", "@../shared/requirements.txt"),
+            ("app/base.txt", "six\n"),
+            ("shared/requirements.txt", "-r base.txt\ngreeting\n"),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let reqs = read_requirements(&commit, &|_| None).unwrap();
+        let files: Vec<(&str, &str)> = reqs
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.path.as_str()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("requirements.txt", "requirements.txt"),
+                ("base.txt", "base.txt")
+            ]
+        );
+        assert_eq!(reqs.files[0].content, b"-r base.txt\ngreeting\n");
+        assert_eq!(reqs.always, None);
+        // Out of the commit: refused as before.
+        let (_dir, repo) = repo_with(&[
+            ("app/requirements.txt", "@../../requirements.txt"),
+            ("app/app.py", ""),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let err = read_requirements(&commit, &|_| None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("leads outside the site"),
+            "{err:#}"
+        );
+    }
+
+    /// The files a lock install reads from the project's root (the lock,
+    /// pyproject.toml, runtime.txt) are read as the site has them: a link
+    /// as the file it leads to, counted by that file's blob.
+    #[test]
+    fn root_files_that_are_links_read_as_the_files_they_lead_to() {
+        let (_dir, repo) = repo_with(&[
+            ("app/pyproject.toml", "@../shared/pyproject.toml"),
+            ("app/runtime.txt", "@conf/runtime.txt"),
+            ("app/conf/runtime.txt", "python-3.12\n"),
+            ("app/uv.lock", "@../nowhere/uv.lock"),
+            ("shared/pyproject.toml", "[project]\nname = \"x\"\n"),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let read = |name| commit.read_root_file(name).unwrap();
+        assert_eq!(
+            read("pyproject.toml").unwrap(),
+            b"[project]\nname = \"x\"\n"
+        );
+        assert_eq!(read("runtime.txt").unwrap(), b"python-3.12\n");
+        assert_eq!(read("uv.lock"), None, "a link to no file is no file");
+        let blob = |text: &str| {
+            git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            commit.path_id("pyproject.toml").unwrap(),
+            blob("[project]\nname = \"x\"\n")
+        );
+        assert_eq!(
+            commit.path_id("runtime.txt").unwrap(),
+            blob("python-3.12\n")
+        );
+    }
+
     #[test]
     fn paths_that_climb_out() {
         assert!(!climbs_out("reqs/../base.txt"));
