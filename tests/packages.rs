@@ -563,6 +563,23 @@ fn a_push_back_gets_the_versions_it_had_and_a_new_commit_what_a_new_env_would() 
         )
         .assert_ok();
         assert_eq!(env_listing(&s), first, "{uv:?}");
+
+        // Once greeting 1.0.0 is gone from the index, A installs as new
+        // requirements would, and says why.
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "--no-index\ngreeting==2.0.0\ntinyweb==1.0.0\n",
+            )],
+            &vars,
+        )
+        .assert_ok();
+        std::fs::remove_file(wheels.join("greeting-1.0.0-py2.py3-none-any.whl")).unwrap();
+        s.pushdeploy_with(&["redeploy", "--repo", repo, &a[..7]], &vars)
+            .assert_ok()
+            .assert_has("the versions installed before cannot be installed again");
+        assert_eq!(greeting_version(&s), "2.0.0", "{uv:?}");
     }
 }
 
