@@ -343,7 +343,8 @@ impl<'r> Commit<'r> {
     /// change, not to the repository. Each directory holding a change is
     /// checked as `entries` checks every directory. `None` when libgit2
     /// cannot compare them (a tree git would not write): `entries` then says
-    /// which entry is wrong.
+    /// which entry is wrong. With `project`, the project's tree is also
+    /// walked once (its tree objects only) for links that lead out of it.
     pub fn diff_from(&self, old: &Commit) -> Result<Option<Changes>> {
         let mut opts = git2::DiffOptions::new();
         opts.include_typechange(true);
