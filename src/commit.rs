@@ -160,6 +160,14 @@ impl<'r> Commit<'r> {
 
     fn read_file_in(&self, tree: &Tree, name: &str) -> Result<Option<Vec<u8>>> {
         match tree.get_name(name) {
+            // A symlink is read as the file the site will have there (a
+            // link's own text is no file's content).
+            Some(entry) if entry.filemode() == 0o120000 => {
+                match self.resolve_in(tree, name, &mut Vec::new())? {
+                    Resolved::File { content, .. } => Ok(Some(content)),
+                    _ => Ok(None),
+                }
+            }
             Some(entry) if entry.kind() == Some(ObjectType::Blob) => {
                 let blob = self
                     .repo
@@ -178,10 +186,14 @@ impl<'r> Commit<'r> {
         if path.is_empty() || path == "." {
             return Some(self.tree.id().to_string());
         }
-        self.tree
-            .get_path(std::path::Path::new(path))
-            .ok()
-            .map(|e| e.id().to_string())
+        let entry = self.tree.get_path(std::path::Path::new(path)).ok()?;
+        // A symlink counts by the file it leads to, which can change alone.
+        if entry.filemode() == 0o120000
+            && let Ok(Resolved::File { id, .. }) = self.resolve(path)
+        {
+            return Some(id.to_string());
+        }
+        Some(entry.id().to_string())
     }
 
     pub fn has_root_entry(&self, name: &str) -> bool {
@@ -262,6 +274,15 @@ impl<'r> Commit<'r> {
             0o100644 | 0o100664 => Kind::File,
             other => bail!("commit entry {path}: unexpected mode {other:o}; refused"),
         };
+        if kind == Kind::Symlink
+            && let Some((kind, id)) = self.out_of_project(&path, id)?
+        {
+            return Ok(Ok(Entry {
+                path,
+                kind,
+                blob: id.to_string(),
+            }));
+        }
         Ok(Ok(Entry {
             path,
             kind,
@@ -269,12 +290,61 @@ impl<'r> Commit<'r> {
         }))
     }
 
+    /// A symlink of the project folder whose target climbs above the
+    /// folder (`build.sh -> ../ops/scripts/build.sh`): in the site it would
+    /// lead out of the site, so it deploys as the file of the commit it
+    /// names (its kind and blob). `None` for every other link (no project,
+    /// a target inside the folder, or one that leaves the commit: the sync's
+    /// rules refuse those). A link to a folder out of the project is refused.
+    fn out_of_project(&self, path: &str, id: Oid) -> Result<Option<(Kind, Oid)>> {
+        let Some(project) = &self.project else {
+            return Ok(None);
+        };
+        let target = self.repo.find_blob(id)?.content().to_vec();
+        let Ok(target) = String::from_utf8(target) else {
+            return Ok(None);
+        };
+        // Where the kernel would take it: climbing above the link's depth
+        // leaves the site, whatever the names on the way are.
+        let mut depth = path.matches('/').count() as i64;
+        let climbs = target.split('/').any(|part| {
+            match part {
+                "" | "." => {}
+                ".." => depth -= 1,
+                _ => depth += 1,
+            }
+            depth < 0
+        });
+        if !climbs || target.starts_with('/') {
+            return Ok(None);
+        }
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let full = format!("{project}/{dir}/{target}");
+        let mut links = Vec::new();
+        match self.resolve_in(&self.top, &full, &mut links)? {
+            Resolved::File { path: real, id, .. } => {
+                let mode = self.top.get_path(Path::new(&real))?.filemode();
+                let kind = match mode {
+                    0o100755 => Kind::Executable,
+                    _ => Kind::File,
+                };
+                Ok(Some((kind, id)))
+            }
+            Resolved::Folder { path: real } => bail!(
+                "commit entry {path}: symlink to {} leads to the folder {real} of the commit, out of the project folder {project}; a link out of the project deploys as the file it names, never a folder (move the folder into the project, or link its files); refused",
+                shown(target.as_bytes())
+            ),
+            _ => Ok(None),
+        }
+    }
+
     /// What changed from the deployed commit `old` to this one, found by
     /// comparing the two trees (git2 tree-to-tree): work in proportion to the
     /// change, not to the repository. Each directory holding a change is
     /// checked as `entries` checks every directory. `None` when libgit2
     /// cannot compare them (a tree git would not write): `entries` then says
-    /// which entry is wrong.
+    /// which entry is wrong. With `project`, the project's tree is also
+    /// walked once (its tree objects only) for links that lead out of it.
     pub fn diff_from(&self, old: &Commit) -> Result<Option<Changes>> {
         let mut opts = git2::DiffOptions::new();
         opts.include_typechange(true);
@@ -334,9 +404,62 @@ impl<'r> Commit<'r> {
                 Err(skip) => changes.skipped.push(skip),
             }
         }
+        // A link out of the project deploys as the file it names, which
+        // can change outside the project while the link stays the same.
+        if self.project.is_some() {
+            let seen: HashSet<String> = changes
+                .changed
+                .iter()
+                .map(|(e, _)| e.path.clone())
+                .collect();
+            for entry in self.links_out_of_project(&self.tree, "")? {
+                let before = old.tree.get_path(Path::new(&entry.path)).ok();
+                let same = match &before {
+                    Some(b) => {
+                        old.file(entry.path.clone(), b.id(), b.filemode())?.ok()
+                            == Some(entry.clone())
+                    }
+                    None => false,
+                };
+                if !same && !seen.contains(&entry.path) {
+                    changes.changed.push((entry, before.is_none()));
+                }
+            }
+        }
         changes.changed.sort_by(|a, b| a.0.path.cmp(&b.0.path));
         changes.deleted.sort();
         Ok(Some(changes))
+    }
+
+    /// The project's symlinks that lead out of it, as the files they name.
+    fn links_out_of_project(&self, tree: &Tree, prefix: &str) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for entry in tree.iter() {
+            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+                continue;
+            };
+            if prefix.is_empty() && NOT_DEPLOYED.contains(&name) {
+                continue;
+            }
+            let path = format!("{prefix}{name}");
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => {
+                    let sub = self.repo.find_tree(entry.id())?;
+                    out.extend(self.links_out_of_project(&sub, &format!("{path}/"))?);
+                }
+                (Some(ObjectType::Blob), 0o120000) => {
+                    if let Some((kind, id)) = self.out_of_project(&path, entry.id())? {
+                        out.push(Entry {
+                            path,
+                            kind,
+                            blob: id.to_string(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Checks the directory `dir` (`""` or `a/b/`) of the tree.
@@ -396,14 +519,23 @@ impl<'r> Commit<'r> {
     /// in the site it leads wherever the site has something by that name.
     pub fn resolve(&self, path: &str) -> Result<Resolved> {
         let mut links = Vec::new();
-        let resolved = self.resolve_following(path, &mut links)?;
+        let resolved = match self.resolve_in(&self.tree, path, &mut links)? {
+            Resolved::Folder { .. } => Resolved::Missing,
+            resolved => resolved,
+        };
         Ok(match (resolved, links.into_iter().next()) {
             (Resolved::Missing, Some((link, target))) => Resolved::Link { link, target },
             (resolved, _) => resolved,
         })
     }
 
-    fn resolve_following(&self, path: &str, links: &mut Vec<(String, String)>) -> Result<Resolved> {
+    /// `path` resolved in `tree` (the project folder, or the whole commit).
+    fn resolve_in(
+        &self,
+        tree: &Tree,
+        path: &str,
+        links: &mut Vec<(String, String)>,
+    ) -> Result<Resolved> {
         // Links the kernel follows before giving up (ELOOP).
         const MAX_LINKS: usize = 40;
         let mut todo: std::collections::VecDeque<String> =
@@ -421,11 +553,31 @@ impl<'r> Commit<'r> {
                 _ => {}
             }
             let here: String = dirs.iter().map(|d| format!("{d}/")).collect::<String>() + &part;
-            let Ok(entry) = self.tree.get_path(Path::new(&here)) else {
+            let Ok(entry) = tree.get_path(Path::new(&here)) else {
                 return Ok(Resolved::Missing);
             };
             match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) if todo.is_empty() => {
+                    return Ok(Resolved::Folder { path: here });
+                }
                 (Some(ObjectType::Tree), _) => dirs.push(part),
+                // A link of the project that leads out of it is, in the
+                // site, the file it names (see `out_of_project`).
+                (Some(ObjectType::Blob), 0o120000)
+                    if std::ptr::eq(tree, &self.tree)
+                        && let Some((_, id)) = self.out_of_project(&here, entry.id())? =>
+                {
+                    if !todo.is_empty() {
+                        return Ok(Resolved::Missing);
+                    }
+                    let content = self.repo.find_blob(id)?.content().to_vec();
+                    return Ok(Resolved::File {
+                        path: here,
+                        id,
+                        content,
+                        links: links.clone(),
+                    });
+                }
                 (Some(ObjectType::Blob), 0o120000) => {
                     if links.len() >= MAX_LINKS {
                         return Ok(Resolved::Missing);
@@ -477,8 +629,10 @@ pub enum Resolved {
         content: Vec<u8>,
         links: Vec<(String, String)>,
     },
-    /// Not a file of the tree (missing, a directory, a loop of links).
+    /// Not a file of the tree (missing, a loop of links).
     Missing,
+    /// A folder of the tree.
+    Folder { path: String },
     /// A symlink of the tree (the first followed, and its target as
     /// written) through which the path leads to no file of the tree.
     Link { link: String, target: String },

@@ -610,6 +610,7 @@ fn install_into(
         installer,
         lock,
         runtime,
+        fingerprint,
         ..
     } = &plan.python
     else {
@@ -619,7 +620,20 @@ fn install_into(
         Some(lock) => lockfile::install(
             lock, installer, settings, runtime, env_dir, files, runner, report,
         ),
-        None => packages::install(installer, env_dir, files, runner, report),
+        None => {
+            // The versions these requirements got before, if they did.
+            let versions = installed::Versions::new(&settings.state_dir);
+            let pins = fingerprint
+                .as_ref()
+                .and_then(|fp| versions.recorded(fp, env_dir));
+            packages::install(installer, env_dir, files, pins.as_ref(), runner, report)?;
+            match fingerprint {
+                Some(fp) => {
+                    versions.remember(fp, env_dir, &plan.commit.id, packages::versions(env_dir))
+                }
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -209,13 +209,29 @@ fn needed(
             .into_iter()
             .map(|p| normalize(&p.name))
             .collect(),
-        Installer::Uv { .. } => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split("==").next())
-            .map(str::trim)
-            .filter(|n| !n.is_empty() && !n.starts_with(['#', '-']))
-            .map(normalize)
-            .collect(),
+        Installer::Uv { .. } => {
+            let mut names = BTreeSet::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines().map(str::trim) {
+                if line.is_empty() || line.starts_with(['#', '-']) {
+                    continue;
+                }
+                // uv names a local folder as the requirement wrote it
+                // (`./mylib`): its name is in its pyproject.toml.
+                let local = line.starts_with(['.', '/']) || line.starts_with("file:");
+                let name = match local {
+                    true => crate::packages::project_name(&site.join(line)).with_context(|| {
+                        format!("the local requirement {line} has no [project] name")
+                    })?,
+                    false => line
+                        .split(['=', '@', ';', ' '])
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                };
+                names.insert(normalize(&name));
+            }
+            names
+        }
     };
     Ok(names)
 }

@@ -323,6 +323,104 @@ impl Store {
     }
 }
 
+/// The versions an install of the same requirements gave, for an install
+/// of them again (a push back, a redeploy): the first install's result, not
+/// pip's in-place choice from whatever a later commit left in the env.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pins {
+    /// The deployment whose install gave them.
+    pub deployment: String,
+    /// Normalised name -> version.
+    pub packages: BTreeMap<String, String>,
+}
+
+impl Pins {
+    /// As a pip constraints file: `name==version`, one a line.
+    pub fn constraints(&self) -> String {
+        self.packages
+            .iter()
+            .map(|(name, version)| format!("{name}=={version}\n"))
+            .collect()
+    }
+}
+
+/// The versions installed from each set of requirements into an env of each
+/// Python (`<state dir>/installed-versions.json`), newest last.
+pub struct Versions {
+    path: PathBuf,
+}
+
+/// How many sets of requirements [`Versions`] remembers; older ones go.
+const MAX_VERSIONS: usize = 200;
+
+impl Versions {
+    pub fn new(state_dir: &Path) -> Self {
+        Versions {
+            path: state_dir.join("installed-versions.json"),
+        }
+    }
+
+    fn load(&self) -> Vec<(String, Pins)> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// What the same requirement files (by their blobs) installed into an
+    /// env of the same Python X.Y as the env at `env`, if that was done.
+    pub fn recorded(&self, fingerprint: &Fingerprint, env: &Path) -> Option<Pins> {
+        let key = versions_key(fingerprint, env)?;
+        self.load()
+            .into_iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, pins)| pins)
+    }
+
+    /// Remembers what is installed in the env at `env` after deployment
+    /// `deployment` installed these requirements.
+    pub fn remember(
+        &self,
+        fingerprint: &Fingerprint,
+        env: &Path,
+        deployment: &str,
+        packages: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let Some(key) = versions_key(fingerprint, env) else {
+            return Ok(());
+        };
+        let mut all = self.load();
+        all.retain(|(k, _)| *k != key);
+        all.push((
+            key,
+            Pins {
+                deployment: deployment.to_string(),
+                packages,
+            },
+        ));
+        let drop = all.len().saturating_sub(MAX_VERSIONS);
+        all.drain(..drop);
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&all)?)
+    }
+}
+
+/// The requirement files (as the fingerprint names them) and the Python
+/// X.Y of the env at `env` (from its `pyvenv.cfg`), hashed.
+fn versions_key(fingerprint: &Fingerprint, env: &Path) -> Option<String> {
+    let requirements = fingerprint.0.get(&Input::Requirements)?;
+    let cfg = std::fs::read_to_string(env.join("pyvenv.cfg")).ok()?;
+    let version = cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info").then(|| value.trim().to_string())
+    })?;
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    let text = format!("python {}\n{requirements}", minor.join("."));
+    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+        .ok()
+        .map(|id| id.to_string())
+}
+
 /// A requirement file as read from the commit.
 #[derive(Debug, Clone)]
 pub struct RequirementFile {
@@ -380,7 +478,7 @@ pub fn read_requirements(
                 content,
                 links,
             } => (path, id, content, links),
-            Resolved::Missing => {
+            Resolved::Missing | Resolved::Folder { .. } => {
                 note(
                     &mut out,
                     Always::NotInCommit {
@@ -1249,6 +1347,89 @@ mod tests {
             let text = format!("{err:#}");
             assert!(text.starts_with(want), "{text}");
         }
+    }
+
+    /// With `project`, a requirement file that is a link to a file elsewhere
+    /// in the commit is, in the site, that file (issue 15 item 23): read as
+    /// such, with what it includes beside it in the site.
+    #[test]
+    fn with_a_project_a_link_out_of_it_is_read_as_the_file_it_names() {
+        let (_dir, repo) = repo_with(&[
+            ("app/requirements.txt", "@../shared/requirements.txt"),
+            ("app/base.txt", "six\n"),
+            ("shared/requirements.txt", "-r base.txt\ngreeting\n"),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let reqs = read_requirements(&commit, &|_| None).unwrap();
+        let files: Vec<(&str, &str)> = reqs
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.path.as_str()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("requirements.txt", "requirements.txt"),
+                ("base.txt", "base.txt")
+            ]
+        );
+        assert_eq!(reqs.files[0].content, b"-r base.txt\ngreeting\n");
+        assert_eq!(reqs.always, None);
+        // Out of the commit: refused as before.
+        let (_dir, repo) = repo_with(&[
+            ("app/requirements.txt", "@../../requirements.txt"),
+            ("app/app.py", ""),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let err = read_requirements(&commit, &|_| None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("leads outside the site"),
+            "{err:#}"
+        );
+    }
+
+    /// The files a lock install reads from the project's root (the lock,
+    /// pyproject.toml, runtime.txt) are read as the site has them: a link
+    /// as the file it leads to, counted by that file's blob.
+    #[test]
+    fn root_files_that_are_links_read_as_the_files_they_lead_to() {
+        let (_dir, repo) = repo_with(&[
+            ("app/pyproject.toml", "@../shared/pyproject.toml"),
+            ("app/runtime.txt", "@conf/runtime.txt"),
+            ("app/conf/runtime.txt", "python-3.12\n"),
+            ("app/uv.lock", "@../nowhere/uv.lock"),
+            ("shared/pyproject.toml", "[project]\nname = \"x\"\n"),
+        ]);
+        let commit = Commit::open(&repo, "HEAD")
+            .unwrap()
+            .with_project("app")
+            .unwrap();
+        let read = |name| commit.read_root_file(name).unwrap();
+        assert_eq!(
+            read("pyproject.toml").unwrap(),
+            b"[project]\nname = \"x\"\n"
+        );
+        assert_eq!(read("runtime.txt").unwrap(), b"python-3.12\n");
+        assert_eq!(read("uv.lock"), None, "a link to no file is no file");
+        let blob = |text: &str| {
+            git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            commit.path_id("pyproject.toml").unwrap(),
+            blob("[project]\nname = \"x\"\n")
+        );
+        assert_eq!(
+            commit.path_id("runtime.txt").unwrap(),
+            blob("python-3.12\n")
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! what the install depends on, what the dry run would change) and the
 //! install itself.
 //!
-//! - uv.lock: `uv sync --locked --no-default-groups --no-editable --no-install-project`
+//! - uv.lock: `uv sync --locked --no-default-groups --no-install-project`
 //!   with `UV_PROJECT_ENVIRONMENT` pointed at the env. uv removes what the
 //!   lock does not name and keeps the env's own pip.
 //! - poetry.lock: `poetry sync --only main --no-root` (Poetry 2) with the
@@ -54,6 +54,11 @@ pub struct LockPlan {
     /// The local paths the lock names (path dependencies, workspace members).
     #[serde(skip)]
     pub local: Vec<String>,
+    /// uv.lock's packages built from a folder of the site (not editable):
+    /// rebuilt at each install, since uv would keep its first build while
+    /// their version holds.
+    #[serde(skip)]
+    pub rebuilt: Vec<String>,
 }
 
 /// What an install would change in the env.
@@ -159,18 +164,19 @@ impl LockPlan {
 fn uv_args(lock: &LockPlan) -> Vec<String> {
     // No uv.toml or [tool.uv] settings (a commit's could move uv's cache
     // out of reach of the trust rules); the project's indexes and sources
-    // still count.
-    let mut args: Vec<String> = [
-        "sync",
-        "--locked",
-        "--no-config",
-        "--no-default-groups",
-        "--no-editable",
-    ]
-    .map(String::from)
-    .to_vec();
+    // still count. The project (installProject) and workspace members are
+    // installed editable, as `uv sync` does by default: the env imports
+    // them from the site, so their code is always the deployed commit's
+    // (a built copy would stay at its first build while the version holds).
+    let mut args: Vec<String> = ["sync", "--locked", "--no-config", "--no-default-groups"]
+        .map(String::from)
+        .to_vec();
     if !lock.install_project {
         args.push("--no-install-project".into());
+    }
+    for name in &lock.rebuilt {
+        // One word: a name can never be read as another option.
+        args.push(format!("--reinstall-package={name}"));
     }
     for g in &lock.groups {
         args.extend(["--group".into(), g.clone()]);
@@ -179,6 +185,27 @@ fn uv_args(lock: &LockPlan) -> Vec<String> {
         args.extend(["--extra".into(), e.clone()]);
     }
     args
+}
+
+/// The names of uv.lock's packages whose source is a folder, installed
+/// built (`source = { directory = "libs/x" }`), not editable.
+fn uv_directory_packages(lock: &[u8]) -> Result<Vec<String>> {
+    let table = managers::parse_toml(Kind::Uv.lock_file(), lock)?;
+    let packages = table.get("package").and_then(|p| p.as_array());
+    let mut names: Vec<String> = packages
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p.get("source")
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key("directory"))
+        })
+        .filter_map(|p| p.get("name").and_then(|n| n.as_str()))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 fn poetry_major(tool: &Tool) -> u32 {
@@ -269,6 +296,7 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         changes: None,
         requirements,
         local: Vec::new(),
+        rebuilt: Vec::new(),
     };
     if kind == Kind::Pipenv && (!lock.groups.is_empty() || !lock.extras.is_empty()) {
         bail!(
@@ -276,6 +304,9 @@ pub fn plan(kind: Kind, cx: &Inputs) -> Result<(LockPlan, PipDecision, Option<Fi
         );
     }
     let fingerprint = fingerprint(&lock, cx, &local);
+    if kind == Kind::Uv && !local.is_empty() {
+        lock.rebuilt = uv_directory_packages(&lock_bytes)?;
+    }
     lock.local = local;
     let store = installed::Store::new(&settings.state_dir);
     // The store's decision, and the same said for a lock file.

@@ -12,7 +12,7 @@ use crate::commit::Commit;
 use crate::env::Decision;
 use crate::error::usage;
 pub use crate::installed::REQUIREMENTS;
-use crate::installed::{self, Fingerprint, PipDecision, RunReason};
+use crate::installed::{self, Fingerprint, Pins, PipDecision, RunReason};
 use crate::process::{Runner, spawn_rules};
 use crate::report::Report;
 use crate::runtime::Version;
@@ -103,10 +103,72 @@ pub fn installer(
 /// aside. pip is told to refuse anything but a virtual env, so that nothing
 /// is ever installed into the interpreter the env was built on. An env
 /// directory beside `env` is named `env` in the output.
+///
+/// The env's packages are those a new env would get (pip's eager upgrade:
+/// nothing kept only because an earlier commit left it), except where the
+/// same requirements were installed before (`pins`): those versions again,
+/// as constraints, so that a push back or a redeploy gets what it had. If
+/// they cannot be installed any more, the install goes on as for new
+/// requirements, and says so.
 pub fn install(
     installer: &Installer,
     env_dir: &Path,
     dir: &Path,
+    pins: Option<&Pins>,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    let constraints = match pins {
+        Some(pins) => {
+            report.detail(format!(
+                "these requirements were installed before, by deployment {}: the same versions again ({} packages, as constraints)",
+                crate::commit::short_id(&pins.deployment),
+                pins.packages.len()
+            ));
+            let mut file = tempfile::Builder::new()
+                .prefix("pushdeploy-constraints-")
+                .suffix(".txt")
+                .tempfile()
+                .context("writing the constraints of the earlier install")?;
+            std::io::Write::write_all(&mut file, pins.constraints().as_bytes())?;
+            Some(file.into_temp_path())
+        }
+        None => None,
+    };
+    let first = run_installer(
+        installer,
+        env_dir,
+        dir,
+        constraints.as_deref(),
+        runner,
+        report,
+    );
+    match (first, &constraints) {
+        (Err(e), Some(_)) if runner.check_deadline().is_ok() => {
+            report.detail(format!(
+                "the versions installed before cannot be installed again ({e:#}): installing as for new requirements"
+            ));
+            run_installer(installer, env_dir, dir, None, runner, report)
+        }
+        (result, _) => result,
+    }
+}
+
+/// The env's packages and their versions, by normalised name, pip's own
+/// (what the env was made with) left out: what [`Pins`] keeps.
+pub fn versions(env_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    crate::lockfile::installed_packages(env_dir)
+        .into_iter()
+        .map(|p| (crate::lockfile::normalize(&p.name), p.version))
+        .filter(|(name, _)| !["pip", "setuptools", "wheel"].contains(&name.as_str()))
+        .collect()
+}
+
+fn run_installer(
+    installer: &Installer,
+    env_dir: &Path,
+    dir: &Path,
+    constraints: Option<&Path>,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
@@ -127,10 +189,14 @@ pub fn install(
     // taken for hung.
     let timeout = (runner.limits().idle.as_secs() / 4).max(1).to_string();
     let python = env_dir.join("bin").join("python");
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(file) = constraints {
+        extra.push("-c".into());
+        extra.push(file.into());
+    }
     match installer {
         Installer::Pip => {
-            let expr = duct::cmd!(
-                python,
+            let mut args: Vec<std::ffi::OsString> = [
                 "-m",
                 "pip",
                 "install",
@@ -138,33 +204,124 @@ pub fn install(
                 "off",
                 "--timeout",
                 &timeout,
+                "--upgrade",
+                "--upgrade-strategy",
+                "eager",
                 "-r",
-                &requirements
-            )
-            .dir(site)
-            .env("PIP_REQUIRE_VIRTUALENV", "1")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+            ]
+            .map(Into::into)
+            .to_vec();
+            args.push(requirements.into());
+            args.extend(extra);
+            let expr = duct::cmd(python, args)
+                .dir(site)
+                .env("PIP_REQUIRE_VIRTUALENV", "1")
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
             runner.run_showing(report, "pip install", expr, &names)
         }
         Installer::Uv { path } => {
-            let expr = duct::cmd!(
-                path,
+            let mut args: Vec<std::ffi::OsString> = [
                 "pip",
                 "install",
                 // A committed uv.toml or pyproject.toml [tool.uv] in the
                 // site must not steer the install (its target, its Python):
                 // uv is configured by the server's UV_* variables only.
                 "--no-config",
+                "--upgrade",
                 "-r",
-                &requirements,
-                "--python",
-                python
-            )
-            .dir(site)
-            .env("UV_HTTP_TIMEOUT", &timeout);
+            ]
+            .map(Into::into)
+            .to_vec();
+            args.push(requirements.into());
+            args.extend(extra);
+            // uv keeps its first build of a local folder while its version
+            // holds (pip rebuilds it): rebuilt, so the env has the commit's code.
+            args.extend(local_builds(dir).into_iter().map(Into::into));
+            args.push("--python".into());
+            args.push(python.into());
+            let expr = duct::cmd(path, args)
+                .dir(site)
+                .env("UV_HTTP_TIMEOUT", &timeout);
             runner.run_showing(report, "uv pip install", expr, &names)
         }
     }
+}
+
+/// How many requirement files [`local_builds`] follows.
+const MAX_FILES: usize = 256;
+
+/// uv's options that rebuild the local folders (not `-e`) the requirement
+/// files in `dir` name: `--reinstall-package=<name>` by the name in each
+/// folder's pyproject.toml, or `--reinstall` when a name cannot be read.
+fn local_builds(dir: &Path) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut unnamed = false;
+    let mut queue = vec![REQUIREMENTS.to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) || seen.len() > MAX_FILES {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(&name)) else {
+            continue;
+        };
+        let folder = name.rsplit_once('/').map_or("", |(d, _)| d);
+        for (_, line) in crate::requirements::logical_lines(&text) {
+            if let Ok(crate::requirements::Line::Include { kind, path }) =
+                crate::requirements::classify(&line)
+            {
+                let joined = match folder {
+                    "" => path,
+                    f => format!("{f}/{path}"),
+                };
+                if kind == crate::requirements::IncludeKind::Requirements
+                    && !joined.starts_with('/')
+                    && !installed::climbs_out(&joined)
+                {
+                    queue.push(joined);
+                }
+                continue;
+            }
+            if line.starts_with('-') {
+                continue; // `-e`: editable, the folder itself is imported.
+            }
+            let Some(path) = crate::requirements::local_path(&line) else {
+                continue;
+            };
+            // pip takes a local path from its working folder, the site.
+            let folder = dir.join(&path);
+            if !folder.is_dir() {
+                continue;
+            }
+            match project_name(&folder) {
+                Some(name) => {
+                    names.insert(name);
+                }
+                None => unnamed = true,
+            }
+        }
+    }
+    if unnamed {
+        return vec!["--reinstall".into()];
+    }
+    names
+        .into_iter()
+        .map(|n| format!("--reinstall-package={n}"))
+        .collect()
+}
+
+/// A local folder's `[project] name`, if it is a plain package name.
+pub(crate) fn project_name(folder: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(folder.join("pyproject.toml")).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let name = table.get("project")?.get("name")?.as_str()?;
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with('-');
+    plain.then(|| name.to_string())
 }
 
 /// What the plan says about packages: the installer, whether it runs, what
@@ -233,7 +390,12 @@ pub fn plan(
             packages: Vec::new(),
         },
         (Decision::Reuse, _, true) => {
-            preview_packages(&settings.site.join("env"), &requirements, app_settings)?
+            let env = settings.site.join("env");
+            // The versions the real run would pin, if any.
+            let pins = fingerprint
+                .as_ref()
+                .and_then(|fp| installed::Versions::new(&settings.state_dir).recorded(fp, &env));
+            preview_packages(&env, &requirements, pins.as_ref(), app_settings)?
         }
     };
     Ok(PackagesPlan {
@@ -249,11 +411,12 @@ pub fn plan(
 fn preview_packages(
     env_dir: &Path,
     requirements: &installed::Requirements,
+    pins: Option<&Pins>,
     vars: &[(String, String)],
 ) -> Result<Preview> {
     let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
     write_requirements(requirements, dir.path())?;
-    Ok(preview(env_dir, dir.path(), vars))
+    Ok(preview(env_dir, dir.path(), pins, vars))
 }
 
 /// Writes the commit's requirement files (and the links that lead to them)
@@ -277,8 +440,13 @@ pub fn write_requirements(requirements: &installed::Requirements, dir: &Path) ->
 
 /// Asks pip which packages `requirements` (a file, with whatever it includes
 /// beside it) would install into the env at `env_dir`, changing nothing.
-pub fn preview(env_dir: &Path, requirements_dir: &Path, vars: &[(String, String)]) -> Preview {
-    match ask_pip(env_dir, requirements_dir, vars) {
+pub fn preview(
+    env_dir: &Path,
+    requirements_dir: &Path,
+    pins: Option<&Pins>,
+    vars: &[(String, String)],
+) -> Preview {
+    match ask_pip(env_dir, requirements_dir, pins, vars) {
         Ok(packages) => Preview::WouldInstall { packages },
         Err(e) => Preview::Unknown {
             why: format!("{e:#}"),
@@ -289,21 +457,31 @@ pub fn preview(env_dir: &Path, requirements_dir: &Path, vars: &[(String, String)
 fn ask_pip(
     env_dir: &Path,
     requirements_dir: &Path,
+    pins: Option<&Pins>,
     vars: &[(String, String)],
 ) -> Result<Vec<Package>> {
     let report_file = requirements_dir.join(".pushdeploy-pip-report.json");
-    let expr = spawn_rules(duct::cmd!(
-        env_dir.join("bin").join("python"),
+    // As the real run installs: eager upgrades, the earlier versions as constraints.
+    let mut args: Vec<std::ffi::OsString> = [
         "-m",
         "pip",
         "install",
         "--dry-run",
         "--quiet",
+        "--upgrade",
+        "--upgrade-strategy",
+        "eager",
         "--report",
-        &report_file,
-        "-r",
-        REQUIREMENTS
-    ));
+    ]
+    .map(Into::into)
+    .to_vec();
+    args.extend([report_file.clone().into(), "-r".into(), REQUIREMENTS.into()]);
+    if let Some(pins) = pins {
+        let file = requirements_dir.join(".pushdeploy-constraints.txt");
+        fs_err::write(&file, pins.constraints())?;
+        args.extend(["-c".into(), file.into()]);
+    }
+    let expr = spawn_rules(duct::cmd(env_dir.join("bin").join("python"), args));
     // The variables the real run gives pip: `.deployment`'s app settings.
     let out = vars
         .iter()

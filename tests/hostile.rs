@@ -704,3 +704,71 @@ fn a_file_where_the_site_has_a_directory_of_its_own() {
         outside.unchanged(&s);
     }
 }
+
+/// Issue 15 item 23: with `project`, a symlink to a file elsewhere in the
+/// commit leads into the commit, not out to the server: it deploys as the
+/// file it names, and follows that file's changes. A link out of the commit
+/// is still refused, and so is one to a folder out of the project.
+#[test]
+fn a_link_out_of_the_project_deploys_as_the_file_it_names() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let s = Server::new();
+    s.write(".deployment", "[config]\nproject = src\n")
+        .write("src/app.py", "print('app')\n")
+        .write("ops/scripts/build.sh", "echo one\n")
+        .write("ops/conf/app.ini", "[app]\n");
+    let script = s.work.join("ops/scripts/build.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("../ops/scripts/build.sh", s.work.join("src/build.sh")).unwrap();
+    std::fs::create_dir_all(s.work.join("src/conf")).unwrap();
+    symlink("../../ops/conf/app.ini", s.work.join("src/conf/app.ini")).unwrap();
+    s.commit("links into ops/");
+    s.push(&[]).assert_ok().assert_has("successful");
+    for (rel, content) in [("build.sh", "echo one\n"), ("conf/app.ini", "[app]\n")] {
+        let meta = std::fs::symlink_metadata(s.site.join(rel)).unwrap();
+        assert!(meta.is_file(), "{rel} is a file in the site");
+        assert_eq!(s.site_file(rel), content);
+    }
+    let mode = std::fs::metadata(s.site.join("build.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o755,
+        "the executable it names stays executable"
+    );
+
+    // Only the file it names changes: the site follows.
+    s.write("ops/scripts/build.sh", "echo two\n");
+    s.commit("build.sh changes");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(s.site_file("build.sh"), "echo two\n");
+    // A dry run and a full comparison agree with the diff.
+    s.run("deploy", &["--dry-run"]).assert_ok();
+    s.run("deploy", &["--verify"]).assert_ok();
+    assert_eq!(s.site_file("build.sh"), "echo two\n");
+
+    // Out of the commit, or to a folder: refused in the plan, naming the link.
+    let before = snapshot(&s.site);
+    for (target, says) in [
+        ("../../outside.txt", "points outside the site"),
+        (
+            "../../ops/conf",
+            "leads to the folder ops/conf of the commit",
+        ),
+    ] {
+        std::fs::remove_file(s.work.join("src/conf/app.ini")).unwrap();
+        symlink(target, s.work.join("src/conf/app.ini")).unwrap();
+        s.commit("a link that cannot deploy");
+        let run = s.push(&[]);
+        let last = run.remote().last().cloned().unwrap_or_default();
+        assert!(
+            last.contains("failed in step plan")
+                && last.contains("commit entry conf/app.ini: symlink to")
+                && last.contains(says),
+            "{last}"
+        );
+        assert_eq!(snapshot(&s.site), before);
+    }
+}

@@ -94,7 +94,9 @@ fn uv_lock_first_deployment_installs_the_main_packages_only() {
     s.commit("uv app");
     let push = s.push(&[]);
     push.assert_ok()
-        .assert_has("sync --locked --no-config --no-default-groups --no-editable --no-install-project (into the new env)")
+        .assert_has(
+            "sync --locked --no-config --no-default-groups --no-install-project (into the new env)",
+        )
         .assert_has("with uv 0.13.9 (")
         .assert_has("successful");
     assert_eq!(
@@ -819,7 +821,10 @@ fn a_uv_path_dependency_installs_from_the_site_after_the_switch() {
     push.assert_ok();
     let text = push.all();
     let sync = text.find("Syncing files").unwrap();
-    let install = text.find("--no-install-project (").unwrap();
+    // Rebuilt at each install: uv would keep its first build.
+    let install = text
+        .find("--no-install-project --reinstall-package=local-pkg (")
+        .unwrap();
     assert!(sync < install, "{text}");
     assert!(env_packages(&s).contains(&"local-pkg 0.1.0".to_string()));
 }
@@ -923,4 +928,112 @@ fn poetry_lock_installs_aside_and_a_failed_install_leaves_the_site() {
         "--no-root --no-interaction --no-ansi (the last install, by deployment",
     );
     assert_eq!(env_packages(&s), ["greeting 2.0.0", "staticpipe 1.0.0"]);
+}
+
+/// The uv project of issue 15 item 20: the app itself (`uvapp`, built by
+/// flit_core from fixtures/wheels) and a workspace member (`helper`), each
+/// with a message its code holds.
+fn uv_project_with_a_member(s: &Server, app: &str, helper: &str) {
+    s.write(
+        "pyproject.toml",
+        r#"[project]
+name = "uvapp"
+version = "0.1.0"
+description = "the app"
+requires-python = ">=3.8"
+dependencies = ["greeting==1.0.0", "helper", "other"]
+
+[build-system]
+requires = ["flit_core==4.2.0"]
+build-backend = "flit_core.buildapi"
+
+[tool.uv.workspace]
+members = ["libs/helper"]
+
+[tool.uv.sources]
+helper = { workspace = true }
+other = { path = "libs/other" }
+"#,
+    )
+    .write(
+        "libs/other/pyproject.toml",
+        r#"[project]
+name = "other"
+version = "0.1.0"
+description = "a path dependency"
+
+[build-system]
+requires = ["flit_core==4.2.0"]
+build-backend = "flit_core.buildapi"
+"#,
+    )
+    .write(
+        "libs/helper/pyproject.toml",
+        r#"[project]
+name = "helper"
+version = "0.1.0"
+description = "a workspace member"
+
+[build-system]
+requires = ["flit_core==4.2.0"]
+build-backend = "flit_core.buildapi"
+"#,
+    )
+    .write("uvapp/__init__.py", &format!("MESSAGE = {app:?}\n"))
+    .write("libs/helper/helper.py", &format!("MESSAGE = {helper:?}\n"))
+    .write("libs/other/other.py", &format!("MESSAGE = {helper:?}\n"));
+}
+
+/// Issue 15 item 20: with installProject, and for a workspace member, the
+/// env's copy of the app is the deployed commit's code: a push that changes
+/// only the code is what `import uvapp` (as prestart.sh, alembic or celery
+/// would, from env/bin/python) gets, not the first build.
+#[test]
+fn the_apps_own_code_in_the_env_is_the_deployed_commits() {
+    let Some(s) = uv_server() else { return };
+    // uv 0.13 reads no UV_NO_INDEX: offline, so that flit_core comes from
+    // fixtures/wheels as the build backend.
+    let vars = [("UV_OFFLINE", "1")];
+    let push = |s: &Server| s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars);
+    // From outside the site, as a script of env/bin runs: the site's own
+    // folder is not on sys.path, only what the env installed.
+    let messages = |s: &Server| {
+        let run = crate::util::TestCommand::new(s.site.join("env/bin/python"), &s.root)
+            .args([
+                "-c",
+                "import uvapp, helper, other; print(uvapp.MESSAGE, helper.MESSAGE, other.MESSAGE)",
+            ])
+            .run();
+        run.assert_ok();
+        run.stdout.trim().to_string()
+    };
+    s.write(".deployment", "[config]\ninstallProject = true\n");
+    uv_project_with_a_member(&s, "one", "one");
+    uv_lock(&s);
+    s.commit("uv project, installed");
+    push(&s).assert_ok().assert_has("successful");
+    assert_eq!(messages(&s), "one one one");
+
+    // Only the code changes, the app's and then the member's and the path
+    // dependency's.
+    uv_project_with_a_member(&s, "two", "one");
+    s.commit("the app's code");
+    push(&s).assert_ok().assert_has("successful");
+    assert_eq!(messages(&s), "two one one");
+    uv_project_with_a_member(&s, "two", "three");
+    s.commit("the member's code");
+    push(&s).assert_ok().assert_has("successful");
+    assert_eq!(messages(&s), "two three three");
+
+    // A redeploy of the first commit: its code again.
+    let first = &s.records().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.pushdeploy_with(
+        &["redeploy", "--repo", s.repo.to_str().unwrap(), first],
+        &vars,
+    )
+    .assert_ok();
+    assert_eq!(messages(&s), "one one one");
 }

@@ -488,3 +488,161 @@ fn what_requirements_need_follows_includes_markers_and_dependencies_not_constrai
         ["django 0.1.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
     );
 }
+
+/// Issue 15 item 24: pip keeps whatever satisfies a requirement, so pushing
+/// back an older commit kept a newer commit's pin of a shared dependency.
+/// Requirements installed before get the versions they got then; new ones
+/// get what a new env would. Run with pip, and with uv when it is here.
+#[test]
+fn a_push_back_gets_the_versions_it_had_and_a_new_commit_what_a_new_env_would() {
+    let mut installers = vec![None];
+    installers.extend(crate::util::uv().map(Some));
+    for uv in installers {
+        let s = Server::new();
+        if let Some(uv) = &uv {
+            s.config(&["deploy.installer", uv.to_str().unwrap()]);
+        }
+        // The index of the first push has greeting 1.0.0 only. (`--no-index`
+        // in the file: uv 0.13 reads no UV_NO_INDEX.)
+        let wheels = s.root.join("wheels");
+        std::fs::create_dir(&wheels).unwrap();
+        let fixtures = crate::util::fixtures().join("wheels");
+        let add = |name: &str| {
+            std::fs::copy(fixtures.join(name), wheels.join(name)).unwrap();
+        };
+        add("greeting-1.0.0-py2.py3-none-any.whl");
+        add("tinyweb-1.0.0-py2.py3-none-any.whl");
+        let links = wheels.to_str().unwrap();
+        let vars = [("PIP_FIND_LINKS", links), ("UV_FIND_LINKS", links)];
+        s.app("flask-app");
+        s.write("requirements.txt", "--no-index\ngreeting\ntinyweb==1.0.0\n");
+        let a = s.commit("A: greeting, any version");
+        s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+            .assert_ok();
+        assert_eq!(greeting_version(&s), "1.0.0");
+        let first = env_listing(&s);
+
+        // greeting 2.0.0 appears; B pins it.
+        add("greeting-2.0.0-py2.py3-none-any.whl");
+        let b = push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "--no-index\ngreeting==2.0.0\ntinyweb==1.0.0\n",
+            )],
+            &vars,
+        );
+        b.assert_ok();
+        assert_eq!(greeting_version(&s), "2.0.0");
+
+        // A again, by redeploy: the env it had.
+        let repo = s.repo.to_str().unwrap();
+        s.pushdeploy_with(&["redeploy", "--repo", repo, &a[..7]], &vars)
+            .assert_ok()
+            .assert_has("these requirements were installed before, by deployment");
+        assert_eq!(env_listing(&s), first, "{uv:?}");
+
+        // A commit never deployed: what a new env gets, the newest that fits,
+        // not the 1.0.0 that A left.
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "--no-index\ngreeting>=1\ntinyweb==1.0.0\n",
+            )],
+            &vars,
+        )
+        .assert_ok();
+        assert_eq!(greeting_version(&s), "2.0.0", "{uv:?}");
+
+        // A's tree pushed again as a new commit: its requirements got 1.0.0.
+        push_files(
+            &s,
+            &[("requirements.txt", "--no-index\ngreeting\ntinyweb==1.0.0\n")],
+            &vars,
+        )
+        .assert_ok();
+        assert_eq!(env_listing(&s), first, "{uv:?}");
+
+        // Once greeting 1.0.0 is gone from the index, A installs as new
+        // requirements would, and says why.
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "--no-index\ngreeting==2.0.0\ntinyweb==1.0.0\n",
+            )],
+            &vars,
+        )
+        .assert_ok();
+        std::fs::remove_file(wheels.join("greeting-1.0.0-py2.py3-none-any.whl")).unwrap();
+        s.pushdeploy_with(&["redeploy", "--repo", repo, &a[..7]], &vars)
+            .assert_ok()
+            .assert_has("the versions installed before cannot be installed again");
+        assert_eq!(greeting_version(&s), "2.0.0", "{uv:?}");
+    }
+}
+
+/// The env's distributions and versions, pip's own left out.
+fn env_listing(s: &Server) -> Vec<String> {
+    let run = s.env_python(
+        "import importlib.metadata as m; print('\\n'.join(sorted('%s %s' % (d.metadata['Name'].lower(), d.version) for d in m.distributions())))",
+    );
+    run.assert_ok();
+    run.stdout
+        .lines()
+        .filter(|l| !l.starts_with("pip ") && !l.starts_with("setuptools "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 15 item 20, for requirements.txt: a local folder named without
+/// `-e` is built into the env; a push that changes only its code gives the
+/// env the new code, with pip (which rebuilds it) as with uv (which would
+/// keep its first build while the version holds).
+#[test]
+fn a_local_package_in_the_env_is_the_deployed_commits_code() {
+    let mut installers = vec![None];
+    installers.extend(crate::util::uv().map(Some));
+    for uv in installers {
+        let s = Server::new();
+        if let Some(uv) = &uv {
+            s.config(&["deploy.installer", uv.to_str().unwrap()]);
+        }
+        // Offline (uv 0.13 reads no UV_NO_INDEX): flit_core from fixtures/wheels.
+        let vars = [("UV_OFFLINE", "1")];
+        let mylib = |message: &str| {
+            s.write(
+                "mylib/pyproject.toml",
+                "[project]\nname = \"mylib\"\nversion = \"0.1.0\"\ndescription = \"x\"\n\n[build-system]\nrequires = [\"flit_core==4.2.0\"]\nbuild-backend = \"flit_core.buildapi\"\n",
+            )
+            .write("mylib/mylib.py", &format!("MESSAGE = {message:?}\n"));
+        };
+        // From outside the site, as a script of env/bin runs.
+        let message = || {
+            let run = crate::util::TestCommand::new(s.site.join("env/bin/python"), &s.root)
+                .args(["-c", "import mylib; print(mylib.MESSAGE)"])
+                .run();
+            run.assert_ok();
+            run.stdout.trim().to_string()
+        };
+        s.app("flask-app");
+        mylib("one");
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "greeting==1.0.0\ntinyweb==1.0.0\n./mylib\n",
+            )],
+            &vars,
+        )
+        .assert_ok()
+        .assert_has("successful");
+        assert_eq!(message(), "one", "{uv:?}");
+        mylib("two");
+        push_files(&s, &[], &vars)
+            .assert_ok()
+            .assert_has("successful");
+        assert_eq!(message(), "two", "{uv:?}");
+    }
+}
