@@ -465,13 +465,9 @@ fn choose_runtime_for(
         }
         return Ok(choice);
     }
-    let found = runtime::all_found(&settings.search(), probes);
-    let Some(interpreter) = found
-        .iter()
-        .rev()
-        .find(|i| managers::satisfies(&specs, i.version))
-        .cloned()
-    else {
+    let fits = |v| managers::satisfies(&specs, v);
+    let Some(interpreter) = runtime::first_fitting(&settings.search(), probes, &fits) else {
+        let found = runtime::all_found(&settings.search(), probes);
         bail!(
             "{what}: no installed interpreter satisfies it; found: {}",
             found

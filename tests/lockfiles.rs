@@ -55,6 +55,21 @@ fn uv_lock_from(s: &Server, wheels: &std::path::Path) {
     );
 }
 
+/// The `X.Y` of `python3` on PATH, as pushdeploy finds it (pyenv's shims
+/// left out).
+fn python3_on_path() -> String {
+    let shims = crate::util::home().join(".pyenv/shims");
+    let python3 = which::which_all("python3")
+        .unwrap()
+        .find(|p| p.parent() != Some(shims.as_path()))
+        .expect("python3 on PATH");
+    let out = Command::new(python3)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 fn set_dependencies(s: &Server, deps: &str) {
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     let start = text.find("dependencies = [").unwrap();
@@ -201,10 +216,24 @@ fn uv_lock_that_does_not_match_pyproject_fails_with_the_command() {
     s.push(&[]).assert_has("uv.lock line 2: not valid TOML");
 }
 
+/// Issue 15 item 17: as uv and Poetry choose, the first interpreter that
+/// fits, `python3` on PATH first (here 3.11), not the newest (3.13); where
+/// `python3` does not fit, the next in the search order that does.
 #[test]
-fn requires_python_chooses_the_newest_interpreter_that_fits() {
+fn requires_python_chooses_the_first_interpreter_that_fits() {
     let Some(s) = uv_server() else { return };
     s.app("uv-app");
+    uv_lock(&s);
+    s.commit("uv app");
+    let python3 = python3_on_path();
+    s.push(&[]).assert_ok().assert_has(&format!(
+        "python-{python3} (pyproject.toml requires-python >=3.8: the first interpreter that fits, python3 on PATH first) -> "
+    ));
+    s.env_python(&format!(
+        "import sys; assert '%d.%d' % sys.version_info[:2] == '{python3}'"
+    ))
+    .assert_ok();
+
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     s.write(
         "pyproject.toml",
@@ -217,7 +246,7 @@ fn requires_python_chooses_the_newest_interpreter_that_fits() {
     s.commit("3.12");
     let push = s.push(&[]);
     push.assert_ok()
-        .assert_has("python-3.12 (pyproject.toml requires-python >=3.12,<3.13)");
+        .assert_has("python-3.12 (pyproject.toml requires-python >=3.12,<3.13: the first interpreter that fits, python3 on PATH first)");
     s.env_python("import sys; assert sys.version_info[:2] == (3, 12)")
         .assert_ok();
 
@@ -524,7 +553,10 @@ fn poetry_lock_deploys_skips_and_follows_changes_exactly() {
         .assert_ok()
         .assert_has("sync --only main --no-root --no-interaction --no-ansi (into the new env)")
         .assert_has("with poetry 2.2.1 (")
-        .assert_has("python-3.13 (pyproject.toml requires-python >=3.9,<4)");
+        .assert_has(&format!(
+            "python-{} (pyproject.toml requires-python >=3.9,<4: the first interpreter that fits",
+            python3_on_path()
+        ));
     assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 
     touch(&s);
