@@ -121,7 +121,7 @@ impl LockPlan {
                 Installer::Pip => {
                     "pip install --no-deps --require-hashes -r (Pipfile.lock's packages)".into()
                 }
-                Installer::Uv { path } => format!(
+                Installer::Uv { path, .. } => format!(
                     "{} pip install --no-deps --require-hashes -r (Pipfile.lock's packages)",
                     path.display()
                 ),
@@ -828,7 +828,7 @@ fn install_pipfile_lock(
             )
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         )?,
-        Installer::Uv { path } => runner.run(
+        Installer::Uv { path, .. } => runner.run(
             report,
             "uv pip install",
             duct::cmd!(
@@ -884,7 +884,7 @@ pub fn uninstall(
                 duct::cmd(&python, &args).env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
             )
         }
-        Installer::Uv { path } => {
+        Installer::Uv { path, .. } => {
             let mut args = vec!["pip".to_string(), "uninstall".into()];
             args.extend(names.iter().cloned());
             args.extend(["--python".into(), python.display().to_string()]);

@@ -559,11 +559,7 @@ fn python_plan(
         _ => None,
     };
     if let Some(kind) = kind {
-        let installer = packages::installer(
-            values.installer(),
-            values.path(crate::settings::UV_PATH),
-            &settings.env,
-        )?;
+        let installer = packages::installer(settings, values)?;
         let cx = lockfile::Inputs {
             settings,
             values,

@@ -488,3 +488,57 @@ fn what_requirements_need_follows_includes_markers_and_dependencies_not_constrai
         ["django 0.1.0", "staticpipe 1.0.0", "tinyweb 1.0.0"]
     );
 }
+
+/// Issue 15 item 22: `installer = uv` finds uv as uv.lock does: `uvPath`,
+/// else uv on PATH at the pinned version, else the pinned uv in the cache
+/// dir (put there beforehand here: the tests are offline), and a missing
+/// one is installed there first (offline it cannot be: the line says how
+/// to provide it). It used to demand uv on PATH or `uvPath`.
+#[test]
+fn the_uv_installer_is_the_pinned_uv_of_the_cache_dir() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv is not installed: .ci/run installs it; skipping this test here");
+        return;
+    };
+    let version = String::from_utf8(
+        std::process::Command::new(&uv)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .to_string();
+    let s = Server::new();
+    s.config(&["deploy.uvVersion", &version]);
+    let cache = s.root.join("cache");
+    let home = cache.join(format!("tools/uv-{version}"));
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::os::unix::fs::symlink(&uv, home.join("bin/uv")).unwrap();
+    std::fs::write(home.join(".pushdeploy-complete"), &version).unwrap();
+    let vars = [("PUSHDEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    s.app("flask-app")
+        .write(".deployment", "[config]\ninstaller = uv\n");
+    s.commit("uv installs");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has(&format!(
+            "{} pip install -r requirements.txt (into the new env)",
+            home.join("bin/uv").display()
+        ));
+    s.env_python("import greeting, tinyweb").assert_ok();
+
+    // Another pinned version is installed into the cache dir first.
+    s.config(&["deploy.uvVersion", "0.0.1"]);
+    let push = touch(&s, &vars);
+    let line = push.remote_or_stdout_line("failed");
+    assert!(
+        line.contains("uv 0.0.1 cannot be installed")
+            && line.contains("put it on PATH, or set `git config deploy.uvPath <path to uv>`"),
+        "{line}"
+    );
+    assert!(!cache.join("tools/uv-0.0.1").exists());
+}
