@@ -25,15 +25,20 @@ pub struct Converted {
     pub pins: Vec<Pin>,
 }
 
-/// Checks that the lock was made from this Pipfile.
+/// Checks that the lock was made from this Pipfile, by either of the hashes
+/// Pipenv writes (as `pipenv verify` accepts both).
 pub fn check(pipfile: &[u8], lock: &[u8]) -> Result<()> {
     let json = lock_json(lock)?;
     let recorded = json
         .pointer("/_meta/hash/sha256")
         .and_then(|h| h.as_str())
         .unwrap_or("");
-    let now = pipfile_hash(pipfile)?;
-    if recorded != now {
+    let table = crate::managers::parse_toml("Pipfile", pipfile)?;
+    let matches = [Names::AsWritten, Names::Normalised]
+        .into_iter()
+        .map(|names| pipfile_hash(&table, names))
+        .collect::<Result<Vec<_>>>()?;
+    if !matches.iter().any(|h| h == recorded) {
         bail!(
             "Pipfile.lock does not match Pipfile (it was locked from another Pipfile): run `pipenv lock` and commit Pipfile.lock"
         );
@@ -56,10 +61,22 @@ fn lock_json(lock: &[u8]) -> Result<serde_json::Value> {
     Ok(json)
 }
 
-/// Pipenv's hash of a Pipfile (plette's `Pipfile.get_hash`): the sources,
-/// requires and package sections as JSON with sorted keys and no spaces.
-pub fn pipfile_hash(pipfile: &[u8]) -> Result<String> {
-    let mut table = crate::managers::parse_toml("Pipfile", pipfile)?;
+/// How a hash spells the package names of the Pipfile's sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// As written: Pipenv before 2026.4 (plette's `Pipfile.get_hash`).
+    AsWritten,
+    /// PEP 503 normalised (`Faker` and `my_pkg.x` as `faker`, `my-pkg-x`):
+    /// Pipenv 2026.4 and later (`Pipfile.calculate_hash`), so that a
+    /// respelled name does not make the lock stale.
+    Normalised,
+}
+
+/// Pipenv's hash of a Pipfile: the sources, requires and package sections
+/// (every section but Pipenv's own ones) as JSON with sorted keys and no
+/// spaces, the package names spelled as `names` says.
+pub fn pipfile_hash(table: &toml::Table, names: Names) -> Result<String> {
+    let mut table = table.clone();
     if !table.contains_key("source") {
         let default: toml::Table = toml::from_str(
             "[[source]]\nname = \"pypi\"\nurl = \"https://pypi.org/simple\"\nverify_ssl = true\n",
@@ -73,6 +90,16 @@ pub fn pipfile_hash(pipfile: &[u8]) -> Result<String> {
             .cloned()
             .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
     };
+    // A package section's names; other values stay as they are.
+    let packages = |value: toml::Value| match (names, value) {
+        (Names::Normalised, toml::Value::Table(section)) => toml::Value::Table(
+            section
+                .into_iter()
+                .map(|(name, v)| (normalised(&name), v))
+                .collect(),
+        ),
+        (_, value) => value,
+    };
     let mut data = BTreeMap::new();
     let mut meta = BTreeMap::new();
     meta.insert("sources", get("source"));
@@ -81,8 +108,8 @@ pub fn pipfile_hash(pipfile: &[u8]) -> Result<String> {
         "_meta".to_string(),
         toml::Value::Table(meta.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
     );
-    data.insert("default".to_string(), get("packages"));
-    data.insert("develop".to_string(), get("dev-packages"));
+    data.insert("default".to_string(), packages(get("packages")));
+    data.insert("develop".to_string(), packages(get("dev-packages")));
     const SECTIONS: &[&str] = &[
         "source",
         "packages",
@@ -96,12 +123,32 @@ pub fn pipfile_hash(pipfile: &[u8]) -> Result<String> {
     ];
     for (key, value) in &table {
         if !SECTIONS.contains(&key.as_str()) {
-            data.insert(key.clone(), value.clone());
+            // Another category of packages.
+            data.insert(key.clone(), packages(value.clone()));
         }
     }
     let value = serde_json::to_value(&data).context("Pipfile as JSON")?;
     let compact = serde_json::to_string(&value)?;
     Ok(sha256_hex(python_ascii(&compact).as_bytes()))
+}
+
+/// PEP 503's name (packaging's `canonicalize_name`): lower case, each run
+/// of `-`, `_` and `.` one `-`.
+fn normalised(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_run {
+                out.push('-');
+            }
+            in_run = true;
+        } else {
+            out.extend(c.to_lowercase());
+            in_run = false;
+        }
+    }
+    out
 }
 
 /// Python's `json.dumps` escapes every non-ASCII character (`ensure_ascii`).
@@ -255,5 +302,27 @@ mod tests {
             let other = String::from_utf8(pipfile).unwrap().replace("==", ">=");
             assert!(check(other.as_bytes(), &lock).is_err());
         }
+    }
+
+    /// Issue 15 item 18: Pipenv 2026.4 and later hash the Pipfile with
+    /// normalised names; its lock of `Greeting` and `flit_core` (made by
+    /// fixtures/build-locks with Pipenv 2026.8) matches by that hash only.
+    #[test]
+    fn accepts_the_hash_of_current_pipenv_with_normalised_names() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/pipenv-names");
+        let pipfile = std::fs::read(dir.join("Pipfile")).unwrap();
+        let lock = std::fs::read(dir.join("Pipfile.lock")).unwrap();
+        check(&pipfile, &lock).unwrap();
+        let table = crate::managers::parse_toml("Pipfile", &pipfile).unwrap();
+        let recorded = lock_json(&lock).unwrap()["_meta"]["hash"]["sha256"].clone();
+        assert_eq!(recorded, pipfile_hash(&table, Names::Normalised).unwrap());
+        assert_ne!(recorded, pipfile_hash(&table, Names::AsWritten).unwrap());
+        // Another Pipfile still does not match.
+        let other = String::from_utf8(pipfile)
+            .unwrap()
+            .replace("Greeting", "Greetings");
+        assert!(check(other.as_bytes(), &lock).is_err());
+        assert_eq!(normalised("Zope.Interface__x-Y"), "zope-interface-x-y");
     }
 }

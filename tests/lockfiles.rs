@@ -411,6 +411,24 @@ fn pipfile_lock_of_another_pipfile_fails_with_the_command() {
     );
 }
 
+/// Issue 15 item 18: Pipenv 2026.4 and later hash the Pipfile with its
+/// package names normalised (`Greeting` as `greeting`, `flit_core` as
+/// `flit-core`); the lock it wrote (fixtures/apps/pipenv-names, by
+/// Pipenv 2026.8) was refused as made from another Pipfile.
+#[test]
+fn pipfile_lock_of_current_pipenv_with_a_capital_and_an_underscore_deploys() {
+    let s = Server::new();
+    s.app("pipenv-names");
+    s.commit("pipenv app, names as written");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(
+        env_packages(&s),
+        ["flit_core 4.2.0", "greeting 1.0.0", "tinyweb 1.0.0"]
+    );
+    s.env_python("import greeting, tinyweb, flit_core")
+        .assert_ok();
+}
+
 /// A PEP 503 simple index of fixtures/wheels, served on 127.0.0.1 for as
 /// long as the tests run (Poetry reads packages only from an index).
 fn index_url() -> &'static str {
