@@ -70,6 +70,35 @@ fn python3_on_path() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// fixtures/git-src/hellogit as a git repository at `dir`: one commit on
+/// main, made as fixtures/build-locks makes it (fixed author, committer and
+/// date), so its id is the one the committed pipenv-git lock pins. Returns
+/// the commit id.
+fn hellogit_repo(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    copy_dir(&fixtures().join("git-src/hellogit"), dir);
+    let vars = [
+        ("GIT_CONFIG_GLOBAL", "/dev/null"),
+        ("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z"),
+        ("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+    ];
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "--no-gpg-sign", "-m", "hellogit 0.1.0"],
+    ] {
+        crate::util::git_in(dir)
+            .args(["-c", "core.autocrlf=false"])
+            .args(args)
+            .envs(&vars)
+            .run()
+            .assert_ok();
+    }
+    let head = crate::util::git_in(dir).args(["rev-parse", "HEAD"]).run();
+    head.assert_ok();
+    head.stdout.trim().to_string()
+}
+
 fn set_dependencies(s: &Server, deps: &str) {
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     let start = text.find("dependencies = [").unwrap();
@@ -259,6 +288,37 @@ fn requires_python_chooses_the_first_interpreter_that_fits() {
             && line.contains("is outside pyproject.toml requires-python >=3.12,<3.13"),
         "{line}"
     );
+}
+
+/// Issue 15 item 12: a uv.lock git source on this machine (what
+/// `[tool.uv.sources] x = { git = "file://..." }` locks) builds code from
+/// outside the site: refused in the plan, as every local requirement is.
+#[test]
+fn a_uv_lock_git_source_on_this_machine_is_refused() {
+    let Some(s) = uv_server() else { return };
+    let repo = s.root.join("hellogit");
+    hellogit_repo(&repo);
+    s.app("uv-app");
+    set_dependencies(&s, "\"greeting==1.0.0\", \"tinyweb==1.0.0\", \"hellogit\"");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &format!(
+            "{text}\n[tool.uv.sources]\nhellogit = {{ git = \"file://{}\" }}\n",
+            repo.display()
+        ),
+    );
+    uv_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("uv.lock")).unwrap();
+    assert!(lock.contains("source = { git = \"file://"), "{lock}");
+    s.commit("a git source on this machine");
+    s.push(&[])
+        .assert_has(&format!(
+            "uv.lock names the local path \"{}\", outside the site; local requirements must be inside the site",
+            repo.display()
+        ))
+        .assert_has("failed in step plan");
+    assert!(!s.site.join("env").exists(), "nothing installed");
 }
 
 #[test]

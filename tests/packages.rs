@@ -239,6 +239,57 @@ fn a_local_requirement_outside_the_site_is_refused() {
     .assert_has("successful");
 }
 
+/// Issue 15 item 12: a VCS requirement with a file URL (`git+file:` in
+/// every spelling pip takes, and the other VCS) is a local requirement: a
+/// repository outside the site is refused in the plan, never cloned and
+/// built (its build backend would leave a mark).
+#[test]
+fn a_vcs_requirement_with_a_file_url_outside_the_site_is_refused() {
+    let s = deployed(&[]);
+    let outside = s.root.join("outside");
+    let mark = s.root.join("built");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("pyproject.toml"),
+        "[project]\nname = \"outside\"\nversion = \"1\"\n[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        outside.join("backend.py"),
+        format!("open({:?}, 'w').close()\n", mark.to_str().unwrap()),
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "outside"],
+    ] {
+        crate::util::git_in(&outside).args(args).run().assert_ok();
+    }
+    let dir = outside.to_str().unwrap();
+    let absolute = format!("\"{dir}\" is an absolute path");
+    let table = [
+        format!("git+file://{dir}#egg=outside"),
+        format!("-e git+file://{dir}#egg=outside"),
+        format!("outside @ git+file://{dir}@main"),
+        format!("outside@GIT+FILE://localhost{dir}"),
+        format!("git+file:{dir}@main#egg=outside"),
+        format!("--editable=hg+file://{dir}#egg=outside"),
+        format!("svn+file://{dir}#egg=outside"),
+        format!("outside @ bzr+file://{dir}"),
+        "outside @ git+file://${OUTSIDE}".to_string(),
+    ];
+    for line in table {
+        let text = format!("tinyweb==1.0.0\n{line}\n");
+        push_files(&s, &[("requirements.txt", &text)], &[("OUTSIDE", dir)])
+            .assert_has(&format!(
+                "requirements.txt line 2: {absolute}; local requirements must be inside the site"
+            ))
+            .assert_has("failed in step plan");
+        assert!(!mark.exists(), "{line}: built");
+    }
+}
+
 /// A requirement file that is a symlink to a file the commit lacks (one the
 /// site has) is refused, and pip never prints that file's first line.
 #[test]
