@@ -1,8 +1,11 @@
 //! Pipfile.lock without Pipenv: the lock is JSON of exact pins with their
 //! hashes, so its `default` section becomes a hashed requirements file that
 //! pip (or uv) installs with `--no-deps --require-hashes`, which is what
-//! `pipenv sync` does underneath. The lock is checked against the Pipfile by
-//! the hash Pipenv writes into it, computed the way Pipenv computes it.
+//! `pipenv sync` does underneath. Its git entries, which have no hashes, go
+//! into a second file installed the same way without hashes, each pinned to
+//! the commit the lock names (Pipenv's `name @ git+<url>@<ref>`). The lock is
+//! checked against the Pipfile by the hash Pipenv writes into it, computed
+//! the way Pipenv computes it.
 
 use std::collections::BTreeMap;
 
@@ -15,14 +18,31 @@ use crate::error::shown;
 pub struct Pin {
     /// The name as the lock spells it.
     pub name: String,
+    /// `==` version, or for a git entry `git <commit>`, as
+    /// [`crate::lockfile::installed_packages`] reads an install from git.
     pub version: String,
 }
 
-/// The lock's main packages as a requirements file, and the pins.
+/// The lock's main packages as requirements files, and the pins.
 #[derive(Debug, Clone)]
 pub struct Converted {
+    /// The packages from an index, with their hashes.
     pub requirements: String,
+    /// The git entries, one line each, pinned to their commit (without the
+    /// index lines, which [`Converted::requirements`] starts with).
+    pub git: Vec<(Pin, String)>,
     pub pins: Vec<Pin>,
+}
+
+impl Converted {
+    /// The `--index-url` lines of the lock's sources.
+    pub fn index_lines(&self) -> String {
+        self.requirements
+            .lines()
+            .take_while(|l| l.starts_with("--"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
 }
 
 /// Checks that the lock was made from this Pipfile, by either of the hashes
@@ -192,6 +212,7 @@ pub fn convert(lock: &[u8]) -> Result<Converted> {
         .cloned()
         .unwrap_or_default();
     let mut pins = Vec::new();
+    let mut git = Vec::new();
     for (name, entry) in &default {
         if !name
             .chars()
@@ -202,10 +223,16 @@ pub fn convert(lock: &[u8]) -> Result<Converted> {
                 shown(name.as_bytes())
             );
         }
-        for other in ["git", "path", "file", "editable", "hg", "svn", "bzr"] {
+        if entry.get("git").is_some() {
+            let (pin, line) = git_line(name, entry)?;
+            git.push((pin.clone(), line));
+            pins.push(pin);
+            continue;
+        }
+        for other in ["path", "file", "editable", "hg", "svn", "bzr"] {
             if entry.get(other).is_some() {
                 bail!(
-                    "Pipfile.lock: {name} is a {other} requirement; only pinned packages from an index can be installed from Pipfile.lock (or deploy with requirements.txt)"
+                    "Pipfile.lock: {name} is a {other} requirement; only pinned packages from an index and git entries can be installed from Pipfile.lock (or deploy with requirements.txt)"
                 );
             }
         }
@@ -261,7 +288,96 @@ pub fn convert(lock: &[u8]) -> Result<Converted> {
     }
     let mut requirements = lines.join("\n");
     requirements.push('\n');
-    Ok(Converted { requirements, pins })
+    Ok(Converted {
+        requirements,
+        git,
+        pins,
+    })
+}
+
+/// A git entry as Pipenv installs it (`requirement_from_lockfile`):
+/// `name[extras] @ git+<url>@<ref>[#subdirectory=...]`, with its markers,
+/// never editable (an editable install would lead into the env directory
+/// prepared aside, which is renamed). Its repository must be remote: one on
+/// this machine is a local requirement, which Pipfile.lock cannot name.
+fn git_line(name: &str, entry: &serde_json::Value) -> Result<(Pin, String)> {
+    let text = |key: &str| entry.get(key).and_then(|v| v.as_str());
+    let url = text("git").unwrap_or("");
+    let url = url
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("git+"))
+        .map_or(url, |_| &url[4..]);
+    if let Some(path) = crate::managers::local_git(url) {
+        let why = if path.starts_with('/') {
+            "is an absolute path"
+        } else if crate::installed::climbs_out(&path) {
+            "climbs out of the site"
+        } else {
+            "is a repository of the site, which Pipfile.lock (installed aside) cannot name"
+        };
+        bail!(
+            "Pipfile.lock: {name} is a git repository on this machine: {} {why}; local requirements must be inside the site",
+            shown(path.as_bytes())
+        );
+    }
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '#' | '\\' | '"' | '\'' | ';'))
+    };
+    if !plain(url) || url.starts_with('-') {
+        bail!(
+            "Pipfile.lock: the git URL of {name} ({}) is not one pushdeploy passes to pip; run `pipenv lock` and commit Pipfile.lock",
+            shown(url.as_bytes())
+        );
+    }
+    // A commit id, as `pipenv lock` writes it: a branch or tag could move.
+    let commit = text("ref").unwrap_or("");
+    let is_commit = matches!(commit.len(), 40 | 64)
+        && commit
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    if !is_commit {
+        bail!(
+            "Pipfile.lock: the git entry of {name} has no commit id as its ref ({}); run `pipenv lock` (which records the commit) and commit Pipfile.lock",
+            shown(commit.as_bytes())
+        );
+    }
+    let extras: Vec<&str> = entry
+        .get("extras")
+        .and_then(|e| e.as_array())
+        .map(|e| e.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let subdirectory = text("subdirectory");
+    let markers = text("markers");
+    let word = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    };
+    if !extras.iter().all(|e| word(e) && !e.contains('/'))
+        || !subdirectory.is_none_or(|d| word(d) && !d.split('/').any(|c| c == ".."))
+        || markers.is_some_and(|m| m.contains(['\n', '\r', '\\']))
+    {
+        bail!(
+            "Pipfile.lock: the git entry of {name} has extras, a subdirectory or markers pushdeploy cannot pass to pip; run `pipenv lock` and commit Pipfile.lock"
+        );
+    }
+    let mut line = name.to_string();
+    if !extras.is_empty() {
+        line.push_str(&format!("[{}]", extras.join(",")));
+    }
+    line.push_str(&format!(" @ git+{url}@{commit}"));
+    if let Some(dir) = subdirectory {
+        line.push_str(&format!("#subdirectory={dir}"));
+    }
+    if let Some(markers) = markers {
+        line.push_str(&format!(" ; {markers}"));
+    }
+    let pin = Pin {
+        name: name.to_string(),
+        version: format!("git {commit}"),
+    };
+    Ok((pin, line))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -301,6 +417,59 @@ mod tests {
             check(&pipfile, &lock).unwrap();
             let other = String::from_utf8(pipfile).unwrap().replace("==", ">=");
             assert!(check(other.as_bytes(), &lock).is_err());
+        }
+    }
+
+    /// Issue 15 items 19 and 12: a git entry becomes Pipenv's pinned line;
+    /// one on this machine, or without a commit, is refused.
+    #[test]
+    fn git_entries_are_pinned_to_their_commit() {
+        let commit = "850dff12bbc4aed4fb9d775a40ffc5008fc39aae";
+        let lock = |entry: &str| {
+            format!(
+                r#"{{"_meta": {{"sources": [{{"url": "https://pypi.org/simple"}}]}}, "default": {{"x": {entry}}}}}"#
+            )
+        };
+        let c = convert(
+            lock(&format!(
+                r#"{{"git": "https://g.example/x.git", "ref": "{commit}", "extras": ["a"], "subdirectory": "pkg", "markers": "python_version >= '3.8'"}}"#
+            ))
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.git[0].1,
+            format!(
+                "x[a] @ git+https://g.example/x.git@{commit}#subdirectory=pkg ; python_version >= '3.8'"
+            )
+        );
+        assert_eq!(c.pins[0].version, format!("git {commit}"));
+        assert_eq!(c.index_lines(), "--index-url https://pypi.org/simple\n");
+        let refused = [
+            (
+                format!(r#"{{"git": "file:///srv/x", "ref": "{commit}"}}"#),
+                "\"/srv/x\" is an absolute path; local requirements must be inside the site",
+            ),
+            (
+                format!(r#"{{"git": "git+FILE://localhost/srv/x", "ref": "{commit}"}}"#),
+                "\"/srv/x\" is an absolute path",
+            ),
+            (
+                format!(r#"{{"git": "../x", "ref": "{commit}"}}"#),
+                "\"../x\" climbs out of the site",
+            ),
+            (
+                r#"{"git": "https://g.example/x.git", "ref": "main"}"#.to_string(),
+                "has no commit id as its ref (\"main\")",
+            ),
+            (
+                format!(r#"{{"git": "https://g.example/x.git --pre", "ref": "{commit}"}}"#),
+                "is not one pushdeploy passes to pip",
+            ),
+        ];
+        for (entry, want) in refused {
+            let err = convert(lock(&entry).as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{entry}: {err}");
         }
     }
 

@@ -489,6 +489,87 @@ fn pipfile_lock_of_current_pipenv_with_a_capital_and_an_underscore_deploys() {
         .assert_ok();
 }
 
+/// Issue 15 item 19: a git entry of Pipfile.lock (fixtures/apps/pipenv-git,
+/// locked by Pipenv) is installed as `pipenv install --deploy` installs it:
+/// pinned to the locked commit, the index packages with their hashes. The
+/// lock names the repository by an https URL; git is told to fetch it from
+/// a repository the test makes (`url.<dir>.insteadOf`, in a global config
+/// file the push's environment names: git drops `GIT_CONFIG_COUNT` on its
+/// way to a local repository's hook, not `GIT_CONFIG_GLOBAL`), so nothing
+/// goes to the network, and hellogit's build backend (flit_core) comes
+/// from fixtures/wheels.
+#[test]
+fn pipfile_lock_git_entries_install_at_the_locked_commit() {
+    let s = Server::new();
+    let repo = s.root.join("hellogit");
+    let first = hellogit_repo(&repo);
+    let lock = std::fs::read_to_string(fixtures().join("apps/pipenv-git/Pipfile.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("\"ref\": \"{first}\"")),
+        "the repository is not the one fixtures/build-locks locked"
+    );
+    let config = s.root.join("gitconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = https://git.example.invalid/hellogit.git\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    let push = |s: &Server| s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars);
+    let installed = |s: &Server| {
+        let run = s.env_python(
+            "import hellogit, json, importlib.metadata as m; print(hellogit.WHERE); print(json.loads(m.distribution('hellogit').read_text('direct_url.json'))['vcs_info']['commit_id'])",
+        );
+        run.assert_ok();
+        run.stdout.trim().to_string()
+    };
+    s.app("pipenv-git");
+    s.commit("pipenv app with a git entry");
+    push(&s)
+        .assert_ok()
+        .assert_has("--no-deps --require-hashes")
+        .assert_has("successful in");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "hellogit 0.1.0", "tinyweb 1.0.0"]
+    );
+    assert_eq!(installed(&s), format!("from git\n{first}"));
+
+    // The package's next commit, same version: locked, it is what the env gets.
+    std::fs::write(
+        repo.join("hellogit/__init__.py"),
+        "\"\"\"A package that Pipfile.lock names by a git commit.\"\"\"\n\nWHERE = \"from git, second commit\"\n",
+    )
+    .unwrap();
+    crate::util::git_in(&repo)
+        .args(["commit", "-q", "-am", "second"])
+        .run()
+        .assert_ok();
+    let second = crate::util::git_in(&repo).args(["rev-parse", "HEAD"]).run();
+    let second = second.stdout.trim();
+    s.write("Pipfile.lock", &lock.replace(&first, second));
+    s.commit("hellogit's second commit");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has(&format!(
+            "Pipfile.lock: would change hellogit git {first} -> git {second}"
+        ));
+    s.deploy_with(&[], &vars)
+        .assert_ok()
+        .assert_has("successful in");
+    assert_eq!(installed(&s), format!("from git, second commit\n{second}"));
+
+    // Pushed back, the first commit again: pinned, not "already satisfied".
+    s.write("Pipfile.lock", &lock);
+    s.commit("back to the first commit");
+    push(&s).assert_ok().assert_has("successful in");
+    assert_eq!(installed(&s), format!("from git\n{first}"));
+}
+
 /// A PEP 503 simple index of fixtures/wheels, served on 127.0.0.1 for as
 /// long as the tests run (Poetry reads packages only from an index).
 fn index_url() -> &'static str {
