@@ -419,7 +419,7 @@ fn pipfile_lock_deploys_skips_and_follows_changes_exactly() {
     let push = s.push(&[]);
     push.assert_ok()
         .assert_has("pip install --no-deps --require-hashes -r (Pipfile.lock's packages) (into the new env)")
-        .assert_has("python-3.11 (Pipfile [requires] python_version 3.11)");
+        .assert_has("python-3.11 (Pipfile [requires] python_version 3.11: the first interpreter that fits");
     assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 
     touch(&s);
