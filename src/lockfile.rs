@@ -893,7 +893,7 @@ fn install_git_entries(
     report: &mut Report,
 ) -> Result<()> {
     let installed = installed_packages(env_dir);
-    let lines: Vec<&str> = converted
+    let missing: Vec<&(pipfile::Pin, String)> = converted
         .git
         .iter()
         .filter(|(pin, _)| {
@@ -901,11 +901,19 @@ fn install_git_entries(
                 .iter()
                 .any(|p| normalize(&p.name) == normalize(&pin.name) && p.version == pin.version)
         })
-        .map(|(_, line)| line.as_str())
         .collect();
-    if lines.is_empty() {
+    if missing.is_empty() {
         return Ok(());
     }
+    report.detail(format!(
+        "installing Pipfile.lock's git entries at their locked commits: {}",
+        missing
+            .iter()
+            .map(|(pin, _)| format!("{} {}", pin.name, pin.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let lines: Vec<&str> = missing.iter().map(|(_, line)| line.as_str()).collect();
     let file = dir.join("Pipfile.lock-git.txt");
     fs_err::write(
         &file,

@@ -489,20 +489,10 @@ fn pipfile_lock_of_current_pipenv_with_a_capital_and_an_underscore_deploys() {
         .assert_ok();
 }
 
-/// Issue 15 item 19: a git entry of Pipfile.lock (fixtures/apps/pipenv-git,
-/// locked by Pipenv) is installed as `pipenv install --deploy` installs it:
-/// pinned to the locked commit, the index packages with their hashes. The
-/// lock names the repository by an https URL; git is told to fetch it from
-/// a repository the test makes (`url.<dir>.insteadOf`, in a global config
-/// file the push's environment names: git drops `GIT_CONFIG_COUNT` on its
-/// way to a local repository's hook, not `GIT_CONFIG_GLOBAL`), so nothing
-/// goes to the network, and hellogit's build backend (flit_core) comes
-/// from fixtures/wheels.
-#[test]
-fn pipfile_lock_git_entries_install_at_the_locked_commit() {
-    let s = Server::new();
-    let repo = s.root.join("hellogit");
-    let first = hellogit_repo(&repo);
+/// hellogit's repository at `repo` (the commit fixtures/apps/pipenv-git's
+/// lock pins) and a git config file that fetches the lock's URL from it.
+fn hellogit_remote(s: &Server, repo: &std::path::Path) -> (String, PathBuf) {
+    let first = hellogit_repo(repo);
     let lock = std::fs::read_to_string(fixtures().join("apps/pipenv-git/Pipfile.lock")).unwrap();
     assert!(
         lock.contains(&format!("\"ref\": \"{first}\"")),
@@ -517,26 +507,71 @@ fn pipfile_lock_git_entries_install_at_the_locked_commit() {
         ),
     )
     .unwrap();
+    (first, config)
+}
+
+/// hellogit's `WHERE` in the env, and the commit it was installed from.
+fn hellogit_installed(s: &Server) -> String {
+    let run = s.env_python(
+        "import hellogit, json, importlib.metadata as m; print(hellogit.WHERE); print(json.loads(m.distribution('hellogit').read_text('direct_url.json'))['vcs_info']['commit_id'])",
+    );
+    run.assert_ok();
+    run.stdout.trim().to_string()
+}
+
+/// Item 19 with `installer = uv`: the same commit, by `uv pip install`.
+#[test]
+fn pipfile_lock_git_entries_with_the_uv_installer() {
+    let Some(uv) = uv() else { return };
+    let s = Server::new();
+    s.config(&["deploy.installer", &uv]);
+    let (first, config) = hellogit_remote(&s, &s.root.join("hellogit"));
+    s.app("pipenv-git");
+    s.commit("pipenv app with a git entry");
+    s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("GIT_CONFIG_GLOBAL", config.to_str().unwrap())],
+    )
+    .assert_ok()
+    .assert_has("successful in");
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "hellogit 0.1.0", "tinyweb 1.0.0"]
+    );
+}
+
+/// Issue 15 item 19: a git entry of Pipfile.lock (fixtures/apps/pipenv-git,
+/// locked by Pipenv) is installed as `pipenv install --deploy` installs it:
+/// pinned to the locked commit, the index packages with their hashes. The
+/// lock names the repository by an https URL; git is told to fetch it from
+/// a repository the test makes (`url.<dir>.insteadOf`, in a global config
+/// file the push's environment names: git drops `GIT_CONFIG_COUNT` on its
+/// way to a local repository's hook, not `GIT_CONFIG_GLOBAL`), so nothing
+/// goes to the network, and hellogit's build backend (flit_core) comes
+/// from fixtures/wheels.
+#[test]
+fn pipfile_lock_git_entries_install_at_the_locked_commit() {
+    let s = Server::new();
+    let repo = s.root.join("hellogit");
+    let (first, config) = hellogit_remote(&s, &repo);
+    let lock = std::fs::read_to_string(fixtures().join("apps/pipenv-git/Pipfile.lock")).unwrap();
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
     let push = |s: &Server| s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars);
-    let installed = |s: &Server| {
-        let run = s.env_python(
-            "import hellogit, json, importlib.metadata as m; print(hellogit.WHERE); print(json.loads(m.distribution('hellogit').read_text('direct_url.json'))['vcs_info']['commit_id'])",
-        );
-        run.assert_ok();
-        run.stdout.trim().to_string()
-    };
     s.app("pipenv-git");
     s.commit("pipenv app with a git entry");
     push(&s)
         .assert_ok()
         .assert_has("--no-deps --require-hashes")
+        .assert_has(&format!(
+            "installing Pipfile.lock's git entries at their locked commits: hellogit git {first}"
+        ))
         .assert_has("successful in");
     assert_eq!(
         env_packages(&s),
         ["greeting 1.0.0", "hellogit 0.1.0", "tinyweb 1.0.0"]
     );
-    assert_eq!(installed(&s), format!("from git\n{first}"));
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
 
     // The package's next commit, same version: locked, it is what the env gets.
     std::fs::write(
@@ -561,13 +596,16 @@ fn pipfile_lock_git_entries_install_at_the_locked_commit() {
     s.deploy_with(&[], &vars)
         .assert_ok()
         .assert_has("successful in");
-    assert_eq!(installed(&s), format!("from git, second commit\n{second}"));
+    assert_eq!(
+        hellogit_installed(&s),
+        format!("from git, second commit\n{second}")
+    );
 
     // Pushed back, the first commit again: pinned, not "already satisfied".
     s.write("Pipfile.lock", &lock);
     s.commit("back to the first commit");
     push(&s).assert_ok().assert_has("successful in");
-    assert_eq!(installed(&s), format!("from git\n{first}"));
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
 }
 
 /// A PEP 503 simple index of fixtures/wheels, served on 127.0.0.1 for as
