@@ -321,6 +321,39 @@ fn a_uv_lock_git_source_on_this_machine_is_refused() {
     assert!(!s.site.join("env").exists(), "nothing installed");
 }
 
+/// Item 12 for Poetry: a git dependency whose repository is on this
+/// machine (locked as `[package.source] type = "git"`, its url the path).
+#[test]
+fn a_poetry_lock_git_source_on_this_machine_is_refused() {
+    let Some(s) = poetry_server() else { return };
+    let repo = s.root.join("hellogit");
+    hellogit_repo(&repo);
+    set_dependencies(&s, "\"greeting==1.0.0\", \"tinyweb==1.0.0\", \"hellogit\"");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &format!(
+            "{text}\n[tool.poetry.dependencies]\nhellogit = {{ git = \"file://{}\", branch = \"main\" }}\n",
+            repo.display()
+        ),
+    );
+    poetry_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("poetry.lock")).unwrap();
+    assert!(lock.contains("type = \"git\""), "{lock}");
+    s.commit("a git dependency on this machine");
+    // Poetry 2.2 writes the URL `file://None/<path>`: shown as it reads.
+    let line = s.push(&[]).remote_or_stdout_line("failed in step plan");
+    assert!(
+        line.contains("poetry.lock names the local path \"")
+            && line.contains(&format!(
+                "{}\", outside the site; local requirements must be inside the site",
+                repo.display()
+            )),
+        "{line}"
+    );
+    assert!(!s.site.join("env").exists(), "nothing installed");
+}
+
 #[test]
 fn several_lock_files_and_requirements_beside_a_lock() {
     let Some(s) = uv_server() else { return };
