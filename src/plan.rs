@@ -284,7 +284,7 @@ impl Plan {
                             format!("{file}: {} ({why})", lock.command(installer))
                         }
                     });
-                    if let Some(tool) = &lock.tool {
+                    if let Some(tool) = lock.tool.as_ref().or(installer.tool()) {
                         out.push(format!("{file}: with {tool}"));
                     }
                     if let Some(changes) = &lock.changes
@@ -297,6 +297,9 @@ impl Plan {
                         PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
                         PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
                     });
+                    if let Some(tool) = installer.tool() {
+                        out.push(format!("{installer}: with {tool}"));
+                    }
                     if matches!(pip, PipDecision::Run { .. }) {
                         out.push(packages_line(installer, packages));
                     }

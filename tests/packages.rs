@@ -584,6 +584,10 @@ fn the_uv_installer_is_the_pinned_uv_of_the_cache_dir() {
 
     // Another pinned version is installed into the cache dir first.
     s.config(&["deploy.uvVersion", "0.0.1"]);
+    s.deploy_with(&["--dry-run"], &vars).assert_has(&format!(
+        "with uv 0.0.1 (not installed: installed into {} first)",
+        cache.join("tools/uv-0.0.1/bin/uv").display()
+    ));
     let push = touch(&s, &vars);
     let line = push.remote_or_stdout_line("failed");
     assert!(
