@@ -479,7 +479,8 @@ pub fn find(request: Request, search: &Search, probes: &Probes) -> Option<Interp
 /// The interpreter a project's own tool would take for a version range
 /// (`requires-python`): uv and Poetry start from `python3` on PATH, so the
 /// search starts there, then `python` on PATH, the `pythonPath`
-/// directories, `python3.Y` on PATH and pyenv's versions (newest first),
+/// directories (`python3`, `python`, `python3.Y`), `python3.Y` on PATH and
+/// pyenv's versions (newest first),
 /// and the first that fits is taken, not the newest: a lock made with the
 /// project's tool was made on that Python.
 pub fn first_fitting(
@@ -491,9 +492,13 @@ pub fn first_fitting(
     for name in ["python3", "python"] {
         paths.extend(on_path(name, search));
     }
+    let versioned: Vec<String> = (0..=20).rev().map(|m| format!("python3.{m}")).collect();
     for dir in search.python_path {
         for d in [dir.clone(), dir.join("bin")] {
-            for name in ["python3", "python"] {
+            for name in ["python3", "python"]
+                .into_iter()
+                .chain(versioned.iter().map(String::as_str))
+            {
                 paths.push(d.join(name));
             }
         }
