@@ -467,7 +467,7 @@ fn preview(lock: &LockPlan, cx: &Inputs) -> Changes {
                     .as_ref()
                     .expect("converted in the plan")
                     .pins;
-                Ok(compare(pins, &installed_packages(&env)))
+                Ok(compare(pins, &installed_with_commits(&env)))
             }
             (_, Some(tool)) if tool.found == tools::Found::ToInstall => {
                 bail!("{} is not installed yet", tool.name.command())
@@ -677,6 +677,16 @@ pub fn normalize(name: &str) -> String {
 /// The distributions installed in an env's site-packages, from their
 /// `.dist-info` directory names.
 pub fn installed_packages(env: &Path) -> Vec<Package> {
+    installed(env, false)
+}
+
+/// [`installed_packages`], with `git <commit>` as the version of those
+/// installed from git, which is what Pipfile.lock's git pins compare with.
+fn installed_with_commits(env: &Path) -> Vec<Package> {
+    installed(env, true)
+}
+
+fn installed(env: &Path, commits: bool) -> Vec<Package> {
     let mut found = Vec::new();
     let lib = env.join("lib");
     for dir in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
@@ -687,7 +697,7 @@ pub fn installed_packages(env: &Path) -> Vec<Package> {
                 && let Some((n, v)) = stem.rsplit_once('-')
             {
                 // Installed from git: its commit is what a lock pins.
-                let version = match git_commit(&entry.path()) {
+                let version = match commits.then(|| git_commit(&entry.path())).flatten() {
                     Some(commit) => format!("git {commit}"),
                     None => v.to_string(),
                 };
@@ -863,7 +873,7 @@ fn install_pipfile_lock(
         )?,
     }
     install_git_entries(converted, installer, env_dir, dir.path(), runner, report)?;
-    let extra = compare(&converted.pins, &installed_packages(env_dir)).remove;
+    let extra = compare(&converted.pins, &installed_with_commits(env_dir)).remove;
     if extra.is_empty() {
         return Ok(());
     }
@@ -892,7 +902,7 @@ fn install_git_entries(
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
-    let installed = installed_packages(env_dir);
+    let installed = installed_with_commits(env_dir);
     let missing: Vec<&(pipfile::Pin, String)> = converted
         .git
         .iter()

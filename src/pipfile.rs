@@ -19,7 +19,7 @@ pub struct Pin {
     /// The name as the lock spells it.
     pub name: String,
     /// `==` version, or for a git entry `git <commit>`, as
-    /// [`crate::lockfile::installed_packages`] reads an install from git.
+    /// the env's record of an install from git reads (`direct_url.json`).
     pub version: String,
 }
 
