@@ -513,11 +513,7 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         // No commit on the branch yet: no .deployment to read.
         Err(_) => settings.for_commit(&DeploymentFile::default())?,
     };
-    crate::packages::installer(
-        values.installer(),
-        values.path(crate::settings::UV_PATH),
-        &settings.env,
-    )?;
+    crate::packages::installer(&settings, &values)?;
     // Defaults that depend on the repository or the user, as resolved.
     let resolved = |key: &settings::Key| -> Option<String> {
         let path = |p: &std::path::Path| p.display().to_string();

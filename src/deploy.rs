@@ -468,9 +468,10 @@ fn prepare(
         (None, Some(uv)) => format!("{} pip install -r requirements.txt", uv.display()),
         (None, None) => "pip install -r requirements.txt".to_string(),
     };
-    // The tool that installs the lock, installed first when it is missing.
+    // The tool that installs the lock (or uv as the installer), installed
+    // first when it is missing.
     let lock_tool = lock.as_ref().and_then(|l| l.tool.as_ref());
-    if let Some(tool) = lock_tool
+    if let Some(tool) = lock_tool.or(installer.tool())
         && tool.found == tools::Found::ToInstall
     {
         report.step(

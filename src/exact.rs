@@ -181,7 +181,7 @@ fn needed(
             )
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         }
-        Installer::Uv { path } => duct::cmd!(
+        Installer::Uv { path, .. } => duct::cmd!(
             path,
             "pip",
             "compile",

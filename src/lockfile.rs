@@ -126,7 +126,7 @@ impl LockPlan {
                 Installer::Pip => {
                     "pip install --no-deps --require-hashes -r (Pipfile.lock's packages)".into()
                 }
-                Installer::Uv { path } => format!(
+                Installer::Uv { path, .. } => format!(
                     "{} pip install --no-deps --require-hashes -r (Pipfile.lock's packages)",
                     path.display()
                 ),
@@ -498,7 +498,7 @@ fn preview(lock: &LockPlan, cx: &Inputs) -> Changes {
                     .as_ref()
                     .expect("converted in the plan")
                     .pins;
-                Ok(compare(pins, &installed_packages(&env)))
+                Ok(compare(pins, &installed_with_commits(&env)))
             }
             (_, Some(tool)) if tool.found == tools::Found::ToInstall => {
                 bail!("{} is not installed yet", tool.name.command())
@@ -708,6 +708,16 @@ pub fn normalize(name: &str) -> String {
 /// The distributions installed in an env's site-packages, from their
 /// `.dist-info` directory names.
 pub fn installed_packages(env: &Path) -> Vec<Package> {
+    installed(env, false)
+}
+
+/// [`installed_packages`], with `git <commit>` as the version of those
+/// installed from git, which is what Pipfile.lock's git pins compare with.
+fn installed_with_commits(env: &Path) -> Vec<Package> {
+    installed(env, true)
+}
+
+fn installed(env: &Path, commits: bool) -> Vec<Package> {
     let mut found = Vec::new();
     let lib = env.join("lib");
     for dir in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
@@ -717,15 +727,31 @@ pub fn installed_packages(env: &Path) -> Vec<Package> {
             if let Some(stem) = name.strip_suffix(".dist-info")
                 && let Some((n, v)) = stem.rsplit_once('-')
             {
+                // Installed from git: its commit is what a lock pins.
+                let version = match commits.then(|| git_commit(&entry.path())).flatten() {
+                    Some(commit) => format!("git {commit}"),
+                    None => v.to_string(),
+                };
                 found.push(Package {
                     name: n.to_string(),
-                    version: v.to_string(),
+                    version,
                 });
             }
         }
     }
     found.sort_by_key(|p| normalize(&p.name));
     found
+}
+
+/// The commit a package was installed from, when it came from git: PEP
+/// 610's `direct_url.json` in its dist-info (pip and uv write it).
+fn git_commit(dist_info: &Path) -> Option<String> {
+    let bytes = std::fs::read(dist_info.join("direct_url.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let vcs = json.get("vcs_info")?;
+    (vcs.get("vcs")?.as_str()? == "git")
+        .then(|| vcs.get("commit_id")?.as_str().map(str::to_string))
+        .flatten()
 }
 
 /// What installing `pins` into an env holding `installed` changes, pip's
@@ -838,7 +864,9 @@ fn install_pipfile_lock(
     let file = dir.path().join("Pipfile.lock.txt");
     fs_err::write(&file, &converted.requirements)?;
     let python = env_dir.join("bin").join("python");
+    let hashed = converted.pins.len() > converted.git.len();
     match installer {
+        _ if !hashed => {}
         Installer::Pip => runner.run(
             report,
             "pip install",
@@ -859,7 +887,7 @@ fn install_pipfile_lock(
             )
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         )?,
-        Installer::Uv { path } => runner.run(
+        Installer::Uv { path, .. } => runner.run(
             report,
             "uv pip install",
             duct::cmd!(
@@ -875,7 +903,8 @@ fn install_pipfile_lock(
             ),
         )?,
     }
-    let extra = compare(&converted.pins, &installed_packages(env_dir)).remove;
+    install_git_entries(converted, installer, env_dir, dir.path(), runner, report)?;
+    let extra = compare(&converted.pins, &installed_with_commits(env_dir)).remove;
     if extra.is_empty() {
         return Ok(());
     }
@@ -889,6 +918,83 @@ fn install_pipfile_lock(
             .join(", ")
     ));
     uninstall(installer, env_dir, &names, runner, report)
+}
+
+/// Installs the lock's git entries whose locked commit the env does not
+/// have yet, as Pipenv does (its unhashed requirements file, `--no-deps`:
+/// the lock names their dependencies), reinstalled even where the version
+/// is the same, so the env holds the locked commit. Their build backends
+/// come from the lock's index, as with Pipenv.
+fn install_git_entries(
+    converted: &pipfile::Converted,
+    installer: &Installer,
+    env_dir: &Path,
+    dir: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
+    let installed = installed_with_commits(env_dir);
+    let missing: Vec<&(pipfile::Pin, String)> = converted
+        .git
+        .iter()
+        .filter(|(pin, _)| {
+            !installed
+                .iter()
+                .any(|p| normalize(&p.name) == normalize(&pin.name) && p.version == pin.version)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    report.detail(format!(
+        "installing Pipfile.lock's git entries at their locked commits: {}",
+        missing
+            .iter()
+            .map(|(pin, _)| format!("{} {}", pin.name, pin.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let lines: Vec<&str> = missing.iter().map(|(_, line)| line.as_str()).collect();
+    let file = dir.join("Pipfile.lock-git.txt");
+    fs_err::write(
+        &file,
+        format!("{}{}\n", converted.index_lines(), lines.join("\n")),
+    )?;
+    let python = env_dir.join("bin").join("python");
+    match installer {
+        Installer::Pip => runner.run(
+            report,
+            "pip install",
+            duct::cmd!(
+                &python,
+                "-m",
+                "pip",
+                "install",
+                "--progress-bar",
+                "off",
+                "--no-deps",
+                "--force-reinstall",
+                "-r",
+                &file
+            )
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        ),
+        Installer::Uv { path, .. } => runner.run(
+            report,
+            "uv pip install",
+            duct::cmd!(
+                path,
+                "pip",
+                "install",
+                "--no-deps",
+                "--reinstall",
+                "-r",
+                &file,
+                "--python",
+                &python
+            ),
+        ),
+    }
 }
 
 /// Uninstalls packages from the env.
@@ -915,7 +1021,7 @@ pub fn uninstall(
                 duct::cmd(&python, &args).env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
             )
         }
-        Installer::Uv { path } => {
+        Installer::Uv { path, .. } => {
             let mut args = vec!["pip".to_string(), "uninstall".into()];
             args.extend(names.iter().cloned());
             args.extend(["--python".into(), python.display().to_string()]);

@@ -374,16 +374,27 @@ pub fn local_sources(kind: Kind, lock: &[u8]) -> Result<Vec<String>> {
                 let path = match kind {
                     Kind::Uv => ["editable", "directory", "path", "virtual"]
                         .iter()
-                        .find_map(|k| source.get(*k).and_then(|v| v.as_str())),
-                    _ => match source.get("type").and_then(|t| t.as_str()) {
-                        Some("directory" | "file") => source.get("url").and_then(|v| v.as_str()),
-                        _ => None,
-                    },
+                        .find_map(|k| source.get(*k).and_then(|v| v.as_str()))
+                        .map(str::to_string)
+                        .or_else(|| {
+                            source
+                                .get("git")
+                                .and_then(|v| v.as_str())
+                                .and_then(local_git)
+                        }),
+                    _ => {
+                        let url = source.get("url").and_then(|v| v.as_str());
+                        match source.get("type").and_then(|t| t.as_str()) {
+                            Some("directory" | "file") => url.map(str::to_string),
+                            Some("git") => url.and_then(local_git),
+                            _ => None,
+                        }
+                    }
                 };
                 if let Some(path) = path
                     && path != "."
                 {
-                    paths.push(path.to_string());
+                    paths.push(path);
                 }
             }
         }
@@ -404,6 +415,28 @@ pub fn local_sources(kind: Kind, lock: &[u8]) -> Result<Vec<String>> {
     paths.sort();
     paths.dedup();
     Ok(paths)
+}
+
+/// Where a git source's repository is, when it is on this machine: a
+/// `file:` URL (`git+file:` too, any case) or a path, as uv, Poetry and
+/// Pipenv let a lock name one. Such a repository is a local requirement
+/// (outside the site, refused); `None` for a remote URL.
+pub fn local_git(url: &str) -> Option<String> {
+    // uv's `?rev=...#<commit>`, pip's `#egg=...`: not part of the path.
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let url = match url.get(..4) {
+        Some(vcs) if vcs.eq_ignore_ascii_case("git+") => &url[4..],
+        _ => url,
+    };
+    if let Some(path) = crate::requirements::file_url_path(url) {
+        return Some(path);
+    }
+    // A URL has a scheme (`https:`) or is scp-like (`git@host:path`).
+    let remote = url.contains("://")
+        || url
+            .split_once(':')
+            .is_some_and(|(before, _)| !before.contains('/'));
+    (!remote).then(|| url.to_string())
 }
 
 /// A list setting (`groups`, `extras`): names separated by ',' or spaces.
@@ -427,6 +460,26 @@ mod tests {
         assert_eq!(poetry_constraint(">=3.10,<3.13"), ">=3.10,<3.13");
         assert_eq!(poetry_constraint("3.12.*"), "==3.12.*");
         assert_eq!(poetry_constraint("^0.5"), ">=0.5,<0.6");
+    }
+
+    #[test]
+    fn git_sources_of_this_machine_are_local() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("file:///srv/repo?rev=main#0123", Some("/srv/repo")),
+            ("FILE://localhost/srv/repo", Some("/srv/repo")),
+            ("git+file:///srv/repo", Some("/srv/repo")),
+            ("file:..%2Frepo", Some("../repo")),
+            ("/srv/repo", Some("/srv/repo")),
+            ("../repo", Some("../repo")),
+            ("vendor/repo", Some("vendor/repo")),
+            ("https://x.example/r.git?rev=main#0123", None),
+            ("git+https://x.example/r.git", None),
+            ("ssh://git@x.example/r.git", None),
+            ("git@x.example:org/r.git", None),
+        ];
+        for (url, want) in table {
+            assert_eq!(local_git(url).as_deref(), *want, "{url}");
+        }
     }
 
     #[test]

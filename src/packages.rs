@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::Commit;
 use crate::env::Decision;
-use crate::error::usage;
 pub use crate::installed::REQUIREMENTS;
 use crate::installed::{self, Fingerprint, Pins, PipDecision, RunReason};
 use crate::process::{Runner, spawn_rules};
 use crate::report::Report;
 use crate::runtime::Version;
-use crate::settings::{Environment, InstallerChoice, Origin, SKIP_UNCHANGED, Settings, Values};
+use crate::settings::{InstallerChoice, SKIP_UNCHANGED, Settings, Values};
+use crate::tools::{self, Tool};
 
 /// A package pip would install or upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,14 +44,19 @@ pub enum Preview {
 #[serde(rename_all = "camelCase", tag = "name")]
 pub enum Installer {
     Pip,
-    Uv { path: PathBuf },
+    /// `tool`: uv as the lock files' lookup found it (to install into the
+    /// cache dir first when missing); `None` for a path the server gave.
+    Uv {
+        path: PathBuf,
+        tool: Option<Tool>,
+    },
 }
 
 impl fmt::Display for Installer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Installer::Pip => f.write_str("pip"),
-            Installer::Uv { path } => write!(f, "uv ({})", path.display()),
+            Installer::Uv { path, .. } => write!(f, "uv ({})", path.display()),
         }
     }
 }
@@ -68,31 +73,37 @@ impl Installer {
     /// uv's path, when uv installs.
     pub fn uv(&self) -> Option<&Path> {
         match self {
-            Installer::Uv { path } => Some(path),
+            Installer::Uv { path, .. } => Some(path),
+            Installer::Pip => None,
+        }
+    }
+
+    /// The pinned uv it runs, when pushdeploy provides it.
+    pub fn tool(&self) -> Option<&Tool> {
+        match self {
+            Installer::Uv { tool, .. } => tool.as_ref(),
             Installer::Pip => None,
         }
     }
 }
 
-/// The installer the `installer` setting chooses; uv is `uv_path` (the
-/// server's `uvPath`) or else looked for in the environment's PATH.
-pub fn installer(
-    (choice, origin): (&InstallerChoice, &Origin),
-    uv_path: Option<&Path>,
-    env: &Environment,
-) -> Result<Installer> {
-    match (choice, uv_path) {
-        (InstallerChoice::Pip, _) => Ok(Installer::Pip),
-        (InstallerChoice::Uv, Some(uv)) => Ok(Installer::Uv {
-            path: uv.to_path_buf(),
+/// The installer the `installer` setting chooses. uv is found as for
+/// uv.lock ([`tools::choose`]): `uvPath`, else uv on PATH at the pinned
+/// version, else the pinned uv in the cache dir (installed when missing).
+pub fn installer(settings: &Settings, values: &Values) -> Result<Installer> {
+    match values.installer().0 {
+        InstallerChoice::Pip => Ok(Installer::Pip),
+        InstallerChoice::Uv => {
+            let tool = tools::choose(settings, values, tools::Name::Uv)?;
+            Ok(Installer::Uv {
+                path: tool.path.clone(),
+                tool: Some(tool),
+            })
+        }
+        InstallerChoice::UvAt(path) => Ok(Installer::Uv {
+            path: path.clone(),
+            tool: None,
         }),
-        (InstallerChoice::Uv, None) => match env.which("uv") {
-            Some(path) => Ok(Installer::Uv { path }),
-            None => Err(usage(format!(
-                "setting installer ({origin}): uv is not installed (not found on PATH); install it, set uvPath, or set installer = pip"
-            ))),
-        },
-        (InstallerChoice::UvAt(path), _) => Ok(Installer::Uv { path: path.clone() }),
     }
 }
 
@@ -219,7 +230,7 @@ fn run_installer(
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
             runner.run_showing(report, "pip install", expr, &names)
         }
-        Installer::Uv { path } => {
+        Installer::Uv { path, .. } => {
             let mut args: Vec<std::ffi::OsString> = [
                 "pip",
                 "install",
@@ -350,11 +361,7 @@ pub fn plan(
     preview: bool,
 ) -> Result<PackagesPlan> {
     let app_settings = &values.app;
-    let installer = installer(
-        values.installer(),
-        values.path(crate::settings::UV_PATH),
-        &settings.env,
-    )?;
+    let installer = installer(settings, values)?;
     let context = installed::Context {
         env: &settings.env,
         app_settings,

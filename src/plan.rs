@@ -290,7 +290,7 @@ impl Plan {
                             format!("{file}: {} ({why})", lock.command(installer))
                         }
                     });
-                    if let Some(tool) = &lock.tool {
+                    if let Some(tool) = lock.tool.as_ref().or(installer.tool()) {
                         out.push(format!("{file}: with {tool}"));
                     }
                     if let Some(changes) = &lock.changes
@@ -303,6 +303,9 @@ impl Plan {
                         PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
                         PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
                     });
+                    if let Some(tool) = installer.tool() {
+                        out.push(format!("{installer}: with {tool}"));
+                    }
                     if matches!(pip, PipDecision::Run { .. }) {
                         out.push(packages_line(installer, packages));
                     }
@@ -475,13 +478,9 @@ fn choose_runtime_for(
         }
         return Ok(choice);
     }
-    let found = runtime::all_found(&settings.search(), probes);
-    let Some(interpreter) = found
-        .iter()
-        .rev()
-        .find(|i| managers::satisfies(&specs, i.version))
-        .cloned()
-    else {
+    let fits = |v| managers::satisfies(&specs, v);
+    let Some(interpreter) = runtime::first_fitting(&settings.search(), probes, &fits) else {
+        let found = runtime::all_found(&settings.search(), probes);
         bail!(
             "{what}: no installed interpreter satisfies it; found: {}",
             found
@@ -573,11 +572,7 @@ fn python_plan(
         _ => None,
     };
     if let Some(kind) = kind {
-        let installer = packages::installer(
-            values.installer(),
-            values.path(crate::settings::UV_PATH),
-            &settings.env,
-        )?;
+        let installer = packages::installer(settings, values)?;
         let cx = lockfile::Inputs {
             settings,
             values,

@@ -510,7 +510,10 @@ pub fn local_path(line: &str) -> Option<String> {
         }
     } else {
         // `/srv/x@1` is a path to pip, though pushdeploy takes it for a URL.
-        if !matches!(classify(line), Err(Unfixed::LocalPath | Unfixed::Url)) {
+        if !matches!(
+            classify(line),
+            Err(Unfixed::LocalPath | Unfixed::Url | Unfixed::Vcs)
+        ) {
             return None;
         }
         let split = words
@@ -531,10 +534,24 @@ pub fn local_path(line: &str) -> Option<String> {
             None => spec,
         }
     };
-    let lower = value.to_ascii_lowercase();
-    if lower.contains('+') && lower.split(':').next().is_some_and(|s| s.contains('+')) {
-        return None; // `git+file:...`: a VCS URL.
+    let mut value = value;
+    let scheme = value.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    if let Some((vcs, inner)) = scheme.as_deref().and_then(|s| s.split_once('+')) {
+        // A VCS URL (`git+file:`, `hg+file:`, any case): only a file URL
+        // names a local path, which pip clones from and builds; its
+        // `#egg=...` and `@revision` are not part of the path.
+        if inner != "file" {
+            return None;
+        }
+        let url = &value[vcs.len() + 1..];
+        let url = url.split('#').next().unwrap_or(url);
+        let url = match url.rsplit_once('@') {
+            Some((path, rev)) if !rev.contains('/') => path,
+            _ => url,
+        };
+        value = url.to_string();
     }
+    let lower = value.to_ascii_lowercase();
     let value = match value.strip_suffix(']').and_then(|v| v.rsplit_once('[')) {
         Some((path, _)) => path.to_string(),
         None => value,
@@ -545,7 +562,15 @@ pub fn local_path(line: &str) -> Option<String> {
         }
         return Some(value);
     }
-    let path = &value["file:".len()..];
+    file_url_path(&value)
+}
+
+/// The path a `file:` URL names (any case; its host and percent escapes
+/// taken away; another host's path kept as `//host/path`), `None` for any
+/// other text.
+pub fn file_url_path(url: &str) -> Option<String> {
+    let path = url.get(..5).filter(|s| s.eq_ignore_ascii_case("file:"))?;
+    let path = &url[path.len()..];
     let path = match path.strip_prefix("//") {
         // `file://host/path`: the host is not a folder of the site either.
         Some(rest) => match rest.find('/') {
@@ -792,7 +817,16 @@ mod tests {
             ("/srv/x@1", Some("/srv/x@1")),
             ("x[a]@ /srv/x", Some("/srv/x")),
             ("x @ https://x.example/x.whl", None),
-            ("-e git+file:///tmp/r#egg=r", None),
+            ("-e git+file:///tmp/r#egg=r", Some("/tmp/r")),
+            ("git+file:///tmp/r@main#egg=r", Some("/tmp/r")),
+            ("r @ GIT+FILE://localhost/tmp/r@0123abc", Some("/tmp/r")),
+            ("git+file:/tmp/r", Some("/tmp/r")),
+            ("--editable=hg+file:///tmp/r#egg=r", Some("/tmp/r")),
+            ("svn+file:///tmp/r", Some("/tmp/r")),
+            ("r @ bzr+file://server/r", Some("//server/r")),
+            ("git+file:libs/r#egg=r", Some("libs/r")),
+            ("git+file:..%2Fr", Some("../r")),
+            ("r @ git+ssh://git@x.example/r.git@main", None),
             ("-e git+https://x.example/r.git#egg=r", None),
             ("-f file:///srv/wheels", None),
             ("-f /srv/wheels", None),

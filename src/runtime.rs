@@ -5,6 +5,8 @@
 //! Interpreters are looked for, in this order, and the first whose real
 //! version fits is taken: the `pythonPath` directories; `pythonX.Y` on PATH;
 //! pyenv's `versions/*` (newest patch first); `python3` and `python` on PATH.
+//! A version range of the project's own (`requires-python`) is searched as
+//! the project's tool searches: `python3` on PATH first ([`first_fitting`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,7 +172,10 @@ impl fmt::Display for Source {
                 crate::settings::DEFAULT_PYTHON
             ),
             Source::Setting(origin) => write!(f, "setting python, {origin}"),
-            Source::Project(what) => f.write_str(what),
+            Source::Project(what) => write!(
+                f,
+                "{what}: the first interpreter that fits, python3 on PATH first"
+            ),
         }
     }
 }
@@ -469,6 +474,45 @@ pub fn find(request: Request, search: &Search, probes: &Probes) -> Option<Interp
         .filter(|p| tried.insert(p.clone()))
         .filter_map(|p| probes.probe(&p))
         .find(|i| request.fits(i.version))
+}
+
+/// The interpreter a project's own tool would take for a version range
+/// (`requires-python`): uv and Poetry start from `python3` on PATH, so the
+/// search starts there, then `python` on PATH, the `pythonPath`
+/// directories (`python3`, `python`, `python3.Y`), `python3.Y` on PATH and
+/// pyenv's versions (newest first),
+/// and the first that fits is taken, not the newest: a lock made with the
+/// project's tool was made on that Python.
+pub fn first_fitting(
+    search: &Search,
+    probes: &Probes,
+    fits: &dyn Fn(Version) -> bool,
+) -> Option<Interpreter> {
+    let mut paths = Vec::new();
+    for name in ["python3", "python"] {
+        paths.extend(on_path(name, search));
+    }
+    let versioned: Vec<String> = (0..=20).rev().map(|m| format!("python3.{m}")).collect();
+    for dir in search.python_path {
+        for d in [dir.clone(), dir.join("bin")] {
+            for name in ["python3", "python"]
+                .into_iter()
+                .chain(versioned.iter().map(String::as_str))
+            {
+                paths.push(d.join(name));
+            }
+        }
+    }
+    for minor in (0..=20).rev() {
+        paths.extend(on_path(&format!("python3.{minor}"), search));
+    }
+    paths.extend(pyenv_versions(search.pyenv_root, None));
+    let mut tried = BTreeSet::new();
+    paths
+        .into_iter()
+        .filter(|p| p.is_file() && tried.insert(p.clone()))
+        .filter_map(|p| probes.probe(&p))
+        .find(|i| fits(i.version))
 }
 
 /// Decides the runtime from the commit's files and the `python` setting.

@@ -236,7 +236,7 @@ keys! {
     UV_PATH = {
         name: "uvPath", env: "PUSHDEPLOY_UV_PATH", file: "uvPath",
         commit: Commit::Never, kind: Kind::Path,
-        default: Default::Computed("(uv on PATH)"),
+        default: Default::Computed("(uv uvVersion, on PATH or installed into the cache dir)"),
         doc: "the uv that `installer = uv` runs, and that installs uv.lock (whatever its version)",
     },
     PROJECT = {
@@ -299,7 +299,7 @@ keys! {
         name: "uvVersion", env: "PUSHDEPLOY_UV_VERSION", file: "uvVersion",
         commit: Commit::Never, kind: Kind::Text,
         default: Default::Value(crate::tools::UV_VERSION),
-        doc: "the uv version that installs uv.lock when uvPath is not set: uv on PATH if it is that version, else installed into the cache dir",
+        doc: "the uv version that installs uv.lock and that `installer = uv` runs, when uvPath is not set: uv on PATH if it is that version, else installed into the cache dir",
     },
     POETRY_VERSION = {
         name: "poetryVersion", env: "PUSHDEPLOY_POETRY_VERSION", file: "poetryVersion",

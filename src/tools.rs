@@ -66,7 +66,7 @@ pub enum Found {
 }
 
 /// A tool, as the plan decided it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tool {
     pub name: Name,

@@ -55,6 +55,50 @@ fn uv_lock_from(s: &Server, wheels: &std::path::Path) {
     );
 }
 
+/// The `X.Y` of `python3` on PATH, as pushdeploy finds it (pyenv's shims
+/// left out).
+fn python3_on_path() -> String {
+    let shims = crate::util::home().join(".pyenv/shims");
+    let python3 = which::which_all("python3")
+        .unwrap()
+        .find(|p| p.parent() != Some(shims.as_path()))
+        .expect("python3 on PATH");
+    let out = Command::new(python3)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// fixtures/git-src/hellogit as a git repository at `dir`: one commit on
+/// main, made as fixtures/build-locks makes it (fixed author, committer and
+/// date), so its id is the one the committed pipenv-git lock pins. Returns
+/// the commit id.
+fn hellogit_repo(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    copy_dir(&fixtures().join("git-src/hellogit"), dir);
+    let vars = [
+        ("GIT_CONFIG_GLOBAL", "/dev/null"),
+        ("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z"),
+        ("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+    ];
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "--no-gpg-sign", "-m", "hellogit 0.1.0"],
+    ] {
+        crate::util::git_in(dir)
+            .args(["-c", "core.autocrlf=false"])
+            .args(args)
+            .envs(&vars)
+            .run()
+            .assert_ok();
+    }
+    let head = crate::util::git_in(dir).args(["rev-parse", "HEAD"]).run();
+    head.assert_ok();
+    head.stdout.trim().to_string()
+}
+
 fn set_dependencies(s: &Server, deps: &str) {
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     let start = text.find("dependencies = [").unwrap();
@@ -203,10 +247,24 @@ fn uv_lock_that_does_not_match_pyproject_fails_with_the_command() {
     s.push(&[]).assert_has("uv.lock line 2: not valid TOML");
 }
 
+/// Issue 15 item 17: as uv and Poetry choose, the first interpreter that
+/// fits, `python3` on PATH first (here 3.11), not the newest (3.13); where
+/// `python3` does not fit, the next in the search order that does.
 #[test]
-fn requires_python_chooses_the_newest_interpreter_that_fits() {
+fn requires_python_chooses_the_first_interpreter_that_fits() {
     let Some(s) = uv_server() else { return };
     s.app("uv-app");
+    uv_lock(&s);
+    s.commit("uv app");
+    let python3 = python3_on_path();
+    s.push(&[]).assert_ok().assert_has(&format!(
+        "python-{python3} (pyproject.toml requires-python >=3.8: the first interpreter that fits, python3 on PATH first) -> "
+    ));
+    s.env_python(&format!(
+        "import sys; assert '%d.%d' % sys.version_info[:2] == '{python3}'"
+    ))
+    .assert_ok();
+
     let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
     s.write(
         "pyproject.toml",
@@ -219,7 +277,7 @@ fn requires_python_chooses_the_newest_interpreter_that_fits() {
     s.commit("3.12");
     let push = s.push(&[]);
     push.assert_ok()
-        .assert_has("python-3.12 (pyproject.toml requires-python >=3.12,<3.13)");
+        .assert_has("python-3.12 (pyproject.toml requires-python >=3.12,<3.13: the first interpreter that fits, python3 on PATH first)");
     s.env_python("import sys; assert sys.version_info[:2] == (3, 12)")
         .assert_ok();
 
@@ -232,6 +290,70 @@ fn requires_python_chooses_the_newest_interpreter_that_fits() {
             && line.contains("is outside pyproject.toml requires-python >=3.12,<3.13"),
         "{line}"
     );
+}
+
+/// Issue 15 item 12: a uv.lock git source on this machine (what
+/// `[tool.uv.sources] x = { git = "file://..." }` locks) builds code from
+/// outside the site: refused in the plan, as every local requirement is.
+#[test]
+fn a_uv_lock_git_source_on_this_machine_is_refused() {
+    let Some(s) = uv_server() else { return };
+    let repo = s.root.join("hellogit");
+    hellogit_repo(&repo);
+    s.app("uv-app");
+    set_dependencies(&s, "\"greeting==1.0.0\", \"tinyweb==1.0.0\", \"hellogit\"");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &format!(
+            "{text}\n[tool.uv.sources]\nhellogit = {{ git = \"file://{}\" }}\n",
+            repo.display()
+        ),
+    );
+    uv_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("uv.lock")).unwrap();
+    assert!(lock.contains("source = { git = \"file://"), "{lock}");
+    s.commit("a git source on this machine");
+    s.push(&[])
+        .assert_has(&format!(
+            "uv.lock names the local path \"{}\", outside the site; local requirements must be inside the site",
+            repo.display()
+        ))
+        .assert_has("failed in step plan");
+    assert!(!s.site.join("env").exists(), "nothing installed");
+}
+
+/// Item 12 for Poetry: a git dependency whose repository is on this
+/// machine (locked as `[package.source] type = "git"`, its url the path).
+#[test]
+fn a_poetry_lock_git_source_on_this_machine_is_refused() {
+    let Some(s) = poetry_server() else { return };
+    let repo = s.root.join("hellogit");
+    hellogit_repo(&repo);
+    set_dependencies(&s, "\"greeting==1.0.0\", \"tinyweb==1.0.0\", \"hellogit\"");
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &format!(
+            "{text}\n[tool.poetry.dependencies]\nhellogit = {{ git = \"file://{}\", branch = \"main\" }}\n",
+            repo.display()
+        ),
+    );
+    poetry_lock(&s);
+    let lock = std::fs::read_to_string(s.work.join("poetry.lock")).unwrap();
+    assert!(lock.contains("type = \"git\""), "{lock}");
+    s.commit("a git dependency on this machine");
+    // Poetry 2.2 writes the URL `file://None/<path>`: shown as it reads.
+    let line = s.push(&[]).remote_or_stdout_line("failed in step plan");
+    assert!(
+        line.contains("poetry.lock names the local path \"")
+            && line.contains(&format!(
+                "{}\", outside the site; local requirements must be inside the site",
+                repo.display()
+            )),
+        "{line}"
+    );
+    assert!(!s.site.join("env").exists(), "nothing installed");
 }
 
 #[test]
@@ -332,7 +454,7 @@ fn pipfile_lock_deploys_skips_and_follows_changes_exactly() {
     let push = s.push(&[]);
     push.assert_ok()
         .assert_has("pip install --no-deps --require-hashes -r (Pipfile.lock's packages) (into the new env)")
-        .assert_has("python-3.11 (Pipfile [requires] python_version 3.11)");
+        .assert_has("python-3.11 (Pipfile [requires] python_version 3.11: the first interpreter that fits");
     assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 
     touch(&s);
@@ -382,6 +504,143 @@ fn pipfile_lock_of_another_pipfile_fails_with_the_command() {
     s.push(&[]).assert_has(
         "Pipfile has no Pipfile.lock beside it: run `pipenv lock` and commit Pipfile.lock",
     );
+}
+
+/// Issue 15 item 18: Pipenv 2026.4 and later hash the Pipfile with its
+/// package names normalised (`Greeting` as `greeting`, `flit_core` as
+/// `flit-core`); the lock it wrote (fixtures/apps/pipenv-names, by
+/// Pipenv 2026.8) was refused as made from another Pipfile.
+#[test]
+fn pipfile_lock_of_current_pipenv_with_a_capital_and_an_underscore_deploys() {
+    let s = Server::new();
+    s.app("pipenv-names");
+    s.commit("pipenv app, names as written");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(
+        env_packages(&s),
+        ["flit_core 4.2.0", "greeting 1.0.0", "tinyweb 1.0.0"]
+    );
+    s.env_python("import greeting, tinyweb, flit_core")
+        .assert_ok();
+}
+
+/// hellogit's repository at `repo` (the commit fixtures/apps/pipenv-git's
+/// lock pins) and a git config file that fetches the lock's URL from it.
+fn hellogit_remote(s: &Server, repo: &std::path::Path) -> (String, PathBuf) {
+    let first = hellogit_repo(repo);
+    let lock = std::fs::read_to_string(fixtures().join("apps/pipenv-git/Pipfile.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("\"ref\": \"{first}\"")),
+        "the repository is not the one fixtures/build-locks locked"
+    );
+    let config = s.root.join("gitconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = https://git.example.invalid/hellogit.git\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    (first, config)
+}
+
+/// hellogit's `WHERE` in the env, and the commit it was installed from.
+fn hellogit_installed(s: &Server) -> String {
+    let run = s.env_python(
+        "import hellogit, json, importlib.metadata as m; print(hellogit.WHERE); print(json.loads(m.distribution('hellogit').read_text('direct_url.json'))['vcs_info']['commit_id'])",
+    );
+    run.assert_ok();
+    run.stdout.trim().to_string()
+}
+
+/// Item 19 with `installer = uv`: the same commit, by `uv pip install`.
+#[test]
+fn pipfile_lock_git_entries_with_the_uv_installer() {
+    let Some(uv) = uv() else { return };
+    let s = Server::new();
+    s.config(&["deploy.installer", &uv]);
+    let (first, config) = hellogit_remote(&s, &s.root.join("hellogit"));
+    s.app("pipenv-git");
+    s.commit("pipenv app with a git entry");
+    s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[("GIT_CONFIG_GLOBAL", config.to_str().unwrap())],
+    )
+    .assert_ok()
+    .assert_has("successful in");
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "hellogit 0.1.0", "tinyweb 1.0.0"]
+    );
+}
+
+/// Issue 15 item 19: a git entry of Pipfile.lock (fixtures/apps/pipenv-git,
+/// locked by Pipenv) is installed as `pipenv install --deploy` installs it:
+/// pinned to the locked commit, the index packages with their hashes. The
+/// lock names the repository by an https URL; git is told to fetch it from
+/// a repository the test makes (`url.<dir>.insteadOf`, in a global config
+/// file the push's environment names: git drops `GIT_CONFIG_COUNT` on its
+/// way to a local repository's hook, not `GIT_CONFIG_GLOBAL`), so nothing
+/// goes to the network, and hellogit's build backend (flit_core) comes
+/// from fixtures/wheels.
+#[test]
+fn pipfile_lock_git_entries_install_at_the_locked_commit() {
+    let s = Server::new();
+    let repo = s.root.join("hellogit");
+    let (first, config) = hellogit_remote(&s, &repo);
+    let lock = std::fs::read_to_string(fixtures().join("apps/pipenv-git/Pipfile.lock")).unwrap();
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    let push = |s: &Server| s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars);
+    s.app("pipenv-git");
+    s.commit("pipenv app with a git entry");
+    push(&s)
+        .assert_ok()
+        .assert_has("--no-deps --require-hashes")
+        .assert_has(&format!(
+            "installing Pipfile.lock's git entries at their locked commits: hellogit git {first}"
+        ))
+        .assert_has("successful in");
+    assert_eq!(
+        env_packages(&s),
+        ["greeting 1.0.0", "hellogit 0.1.0", "tinyweb 1.0.0"]
+    );
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
+
+    // The package's next commit, same version: locked, it is what the env gets.
+    std::fs::write(
+        repo.join("hellogit/__init__.py"),
+        "\"\"\"A package that Pipfile.lock names by a git commit.\"\"\"\n\nWHERE = \"from git, second commit\"\n",
+    )
+    .unwrap();
+    crate::util::git_in(&repo)
+        .args(["commit", "-q", "-am", "second"])
+        .run()
+        .assert_ok();
+    let second = crate::util::git_in(&repo).args(["rev-parse", "HEAD"]).run();
+    let second = second.stdout.trim();
+    s.write("Pipfile.lock", &lock.replace(&first, second));
+    s.commit("hellogit's second commit");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has(&format!(
+            "Pipfile.lock: would change hellogit git {first} -> git {second}"
+        ));
+    s.deploy_with(&[], &vars)
+        .assert_ok()
+        .assert_has("successful in");
+    assert_eq!(
+        hellogit_installed(&s),
+        format!("from git, second commit\n{second}")
+    );
+
+    // Pushed back, the first commit again: pinned, not "already satisfied".
+    s.write("Pipfile.lock", &lock);
+    s.commit("back to the first commit");
+    push(&s).assert_ok().assert_has("successful in");
+    assert_eq!(hellogit_installed(&s), format!("from git\n{first}"));
 }
 
 /// A PEP 503 simple index of fixtures/wheels, served on 127.0.0.1 for as
@@ -526,7 +785,10 @@ fn poetry_lock_deploys_skips_and_follows_changes_exactly() {
         .assert_ok()
         .assert_has("sync --only main --no-root --no-interaction --no-ansi (into the new env)")
         .assert_has("with poetry 2.2.1 (")
-        .assert_has("python-3.13 (pyproject.toml requires-python >=3.9,<4)");
+        .assert_has(&format!(
+            "python-{} (pyproject.toml requires-python >=3.9,<4: the first interpreter that fits",
+            python3_on_path()
+        ));
     assert_eq!(env_packages(&s), ["greeting 1.0.0", "tinyweb 1.0.0"]);
 
     touch(&s);

@@ -239,6 +239,57 @@ fn a_local_requirement_outside_the_site_is_refused() {
     .assert_has("successful");
 }
 
+/// Issue 15 item 12: a VCS requirement with a file URL (`git+file:` in
+/// every spelling pip takes, and the other VCS) is a local requirement: a
+/// repository outside the site is refused in the plan, never cloned and
+/// built (its build backend would leave a mark).
+#[test]
+fn a_vcs_requirement_with_a_file_url_outside_the_site_is_refused() {
+    let s = deployed(&[]);
+    let outside = s.root.join("outside");
+    let mark = s.root.join("built");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("pyproject.toml"),
+        "[project]\nname = \"outside\"\nversion = \"1\"\n[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        outside.join("backend.py"),
+        format!("open({:?}, 'w').close()\n", mark.to_str().unwrap()),
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "outside"],
+    ] {
+        crate::util::git_in(&outside).args(args).run().assert_ok();
+    }
+    let dir = outside.to_str().unwrap();
+    let absolute = format!("\"{dir}\" is an absolute path");
+    let table = [
+        format!("git+file://{dir}#egg=outside"),
+        format!("-e git+file://{dir}#egg=outside"),
+        format!("outside @ git+file://{dir}@main"),
+        format!("outside@GIT+FILE://localhost{dir}"),
+        format!("git+file:{dir}@main#egg=outside"),
+        format!("--editable=hg+file://{dir}#egg=outside"),
+        format!("svn+file://{dir}#egg=outside"),
+        format!("outside @ bzr+file://{dir}"),
+        "outside @ git+file://${OUTSIDE}".to_string(),
+    ];
+    for line in table {
+        let text = format!("tinyweb==1.0.0\n{line}\n");
+        push_files(&s, &[("requirements.txt", &text)], &[("OUTSIDE", dir)])
+            .assert_has(&format!(
+                "requirements.txt line 2: {absolute}; local requirements must be inside the site"
+            ))
+            .assert_has("failed in step plan");
+        assert!(!mark.exists(), "{line}: built");
+    }
+}
+
 /// A requirement file that is a symlink to a file the commit lacks (one the
 /// site has) is refused, and pip never prints that file's first line.
 #[test]
@@ -645,4 +696,62 @@ fn a_local_package_in_the_env_is_the_deployed_commits_code() {
             .assert_has("successful");
         assert_eq!(message(), "two", "{uv:?}");
     }
+}
+
+/// Issue 15 item 22: `installer = uv` finds uv as uv.lock does: `uvPath`,
+/// else uv on PATH at the pinned version, else the pinned uv in the cache
+/// dir (put there beforehand here: the tests are offline), and a missing
+/// one is installed there first (offline it cannot be: the line says how
+/// to provide it). It used to demand uv on PATH or `uvPath`.
+#[test]
+fn the_uv_installer_is_the_pinned_uv_of_the_cache_dir() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv is not installed: .ci/run installs it; skipping this test here");
+        return;
+    };
+    let version = String::from_utf8(
+        std::process::Command::new(&uv)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .to_string();
+    let s = Server::new();
+    s.config(&["deploy.uvVersion", &version]);
+    let cache = s.root.join("cache");
+    let home = cache.join(format!("tools/uv-{version}"));
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::os::unix::fs::symlink(&uv, home.join("bin/uv")).unwrap();
+    std::fs::write(home.join(".pushdeploy-complete"), &version).unwrap();
+    let vars = [("PUSHDEPLOY_CACHE_DIR", cache.to_str().unwrap())];
+    s.app("flask-app")
+        .write(".deployment", "[config]\ninstaller = uv\n");
+    s.commit("uv installs");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has(&format!(
+            "{} pip install -r requirements.txt (into the new env)",
+            home.join("bin/uv").display()
+        ));
+    s.env_python("import greeting, tinyweb").assert_ok();
+
+    // Another pinned version is installed into the cache dir first.
+    s.config(&["deploy.uvVersion", "0.0.1"]);
+    s.deploy_with(&["--dry-run"], &vars).assert_has(&format!(
+        "with uv 0.0.1 (not installed: installed into {} first)",
+        cache.join("tools/uv-0.0.1/bin/uv").display()
+    ));
+    let push = touch(&s, &vars);
+    let line = push.remote_or_stdout_line("failed");
+    assert!(
+        line.contains("uv 0.0.1 cannot be installed")
+            && line.contains("put it on PATH, or set `git config deploy.uvPath <path to uv>`"),
+        "{line}"
+    );
+    assert!(!cache.join("tools/uv-0.0.1").exists());
 }
