@@ -13,7 +13,7 @@ use crate::env::Decision;
 use crate::error::usage;
 pub use crate::installed::REQUIREMENTS;
 use crate::installed::{self, Fingerprint, PipDecision, RunReason};
-use crate::process::{Runner, spawn_rules};
+use crate::process::Runner;
 use crate::report::Report;
 use crate::runtime::Version;
 use crate::settings::{Environment, InstallerChoice, Origin, SKIP_UNCHANGED, Settings, Values};
@@ -191,6 +191,7 @@ pub fn plan(
     env: &Decision,
     env_version: Version,
     preview: bool,
+    runner: &Runner,
 ) -> Result<PackagesPlan> {
     let app_settings = &values.app;
     let installer = installer(
@@ -232,9 +233,12 @@ pub fn plan(
         (_, PipDecision::Skip { .. }, true) => Preview::WouldInstall {
             packages: Vec::new(),
         },
-        (Decision::Reuse, _, true) => {
-            preview_packages(&settings.site.join("env"), &requirements, app_settings)?
-        }
+        (Decision::Reuse, _, true) => preview_packages(
+            &settings.site.join("env"),
+            &requirements,
+            app_settings,
+            runner,
+        )?,
     };
     Ok(PackagesPlan {
         installer,
@@ -250,10 +254,11 @@ fn preview_packages(
     env_dir: &Path,
     requirements: &installed::Requirements,
     vars: &[(String, String)],
+    runner: &Runner,
 ) -> Result<Preview> {
     let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
     write_requirements(requirements, dir.path())?;
-    Ok(preview(env_dir, dir.path(), vars))
+    Ok(preview(env_dir, dir.path(), vars, runner))
 }
 
 /// Writes the commit's requirement files (and the links that lead to them)
@@ -277,8 +282,13 @@ pub fn write_requirements(requirements: &installed::Requirements, dir: &Path) ->
 
 /// Asks pip which packages `requirements` (a file, with whatever it includes
 /// beside it) would install into the env at `env_dir`, changing nothing.
-pub fn preview(env_dir: &Path, requirements_dir: &Path, vars: &[(String, String)]) -> Preview {
-    match ask_pip(env_dir, requirements_dir, vars) {
+pub fn preview(
+    env_dir: &Path,
+    requirements_dir: &Path,
+    vars: &[(String, String)],
+    runner: &Runner,
+) -> Preview {
+    match ask_pip(env_dir, requirements_dir, vars, runner) {
         Ok(packages) => Preview::WouldInstall { packages },
         Err(e) => Preview::Unknown {
             why: format!("{e:#}"),
@@ -290,9 +300,10 @@ fn ask_pip(
     env_dir: &Path,
     requirements_dir: &Path,
     vars: &[(String, String)],
+    runner: &Runner,
 ) -> Result<Vec<Package>> {
     let report_file = requirements_dir.join(".pushdeploy-pip-report.json");
-    let expr = spawn_rules(duct::cmd!(
+    let expr = duct::cmd!(
         env_dir.join("bin").join("python"),
         "-m",
         "pip",
@@ -303,20 +314,18 @@ fn ask_pip(
         &report_file,
         "-r",
         REQUIREMENTS
-    ));
+    );
     // The variables the real run gives pip: `.deployment`'s app settings.
-    let out = vars
+    let expr = vars
         .iter()
         .fold(expr, |e, (k, v)| e.env(k, v))
         .dir(requirements_dir)
         .env("PIP_REQUIRE_VIRTUALENV", "1")
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    let out = runner
+        .capture("pip install --dry-run", expr)
         .context("running pip")?;
-    if !out.status.success() {
+    if !out.success {
         let last = crate::process::last_line(&out.stderr);
         bail!("pip install --dry-run failed: {last}");
     }
