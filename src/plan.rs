@@ -190,6 +190,9 @@ impl Plan {
                 (Deploy::Sync(sync), steps)
             }
         };
+        // A probe killed at the deadline answered nothing: the plan must
+        // not stand on that.
+        probes.runner().check_deadline()?;
         // A dry run changes nothing, the state dir included.
         if !preview {
             probes.save()?;

@@ -11,6 +11,7 @@ mod hostile;
 mod lockfiles;
 mod packages;
 mod pipeline;
+mod programs;
 mod properties;
 mod runtime_env;
 mod setup;
