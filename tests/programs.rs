@@ -157,7 +157,8 @@ fn tens_of_megabytes_of_output_stream_to_the_pusher_and_leave_a_small_record() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmHWM line in {tail:#?}"));
     eprintln!("peak RSS of pushdeploy: {peak_kb} kB");
-    assert!(peak_kb < 100_000, "pushdeploy peaked at {peak_kb} kB");
+    // About 15 MB whatever the output's size; holding a 20 MB line took 65.
+    assert!(peak_kb < 40_000, "pushdeploy peaked at {peak_kb} kB");
     // The record keeps the head and the tail, and says where it cut.
     let records = s.repo.join("pushdeploy/deployments");
     let newest = std::fs::read_dir(&records)
