@@ -215,3 +215,48 @@ pub fn seconds_text(seconds: f64) -> String {
         format!("{seconds:.1} s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that counts what the pusher was sent.
+    struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.set(self.0.get() + buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_programs_output_is_kept_to_its_head_and_tail() {
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut report = Report::new(Box::new(Counted(sent.clone())));
+        report.header("step");
+        report.bounded(|r| {
+            for n in 0..100_000 {
+                r.detail(format!("line {n:06} {}", "x".repeat(50)));
+            }
+        });
+        report.header("next");
+        // The pusher saw every line; the record keeps about 128 KiB.
+        assert!(sent.get() > 100_000 * 60, "{}", sent.get());
+        let kept: usize = report.log.iter().map(String::len).sum();
+        assert!(kept < HEAD_BYTES + TAIL_BYTES + 1000, "{kept}");
+        assert_eq!(report.log[0], "-----> step");
+        assert!(report.log[1].contains("line 000000"));
+        assert!(report.log[report.log.len() - 2].contains("line 099999"));
+        assert_eq!(report.log[report.log.len() - 1], "-----> next");
+        let cut = report
+            .log
+            .iter()
+            .find(|l| l.contains("[output cut here: "))
+            .expect("a line says where it was cut");
+        assert!(cut.contains(" lines ("), "{cut}");
+    }
+}
