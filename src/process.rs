@@ -1,11 +1,16 @@
-//! How a deployment runs a program; every spawn goes through here.
+//! How a deployment runs a program; every spawn goes through here (and only
+//! here: a test scans the other modules). A step's program, and a program
+//! that only answers a question (an interpreter's probe, a tool's version,
+//! the closure of the requirements), run the same way.
 //!
 //! Each program runs in a process group of its own (so it and everything it
 //! starts can be killed at once) and dies with pushdeploy (PR_SET_PDEATHSIG).
-//! Its output streams into the report line by line. A step that shows no
-//! sign of work (no output, and no CPU time used by its process group) for
-//! the idle timeout is killed whole, as is one that outlives the
-//! deployment's time limit. While a step runs, its group is recorded in the
+//! Its output is read in pieces as it comes, into the report line by line
+//! (a step's) or a capped buffer (an answer's): memory does not grow with
+//! its size. A program that shows no sign of work (no byte of output, and
+//! no CPU time used by its process group) for the idle timeout is killed
+//! whole, as is one that outlives the deployment's time limit; a build step
+//! that exits has what it left in its group killed. While a step runs, its group is recorded in the
 //! state dir, so that after pushdeploy itself is killed the next holder of
 //! the lock kills what it left (`kill_left_behind`).
 
