@@ -349,6 +349,8 @@ fn execute(
     ref_name: &str,
     report: &mut Report,
 ) -> Ending {
+    // The deployment's time limit counts from here: the plan's programs too.
+    let started = std::time::Instant::now();
     let planned = timed(report, "plan", |_| {
         check_site(settings)?;
         let (values, commit) = plan::prepare(settings, commit)?;
@@ -357,7 +359,9 @@ fn execute(
             os_pairs(&plan.app_settings),
             Limits::from_values(&values),
             Some(&settings.state_dir),
-        );
+        )
+        .started_at(started);
+        runner.check_deadline()?;
         anyhow::Ok((commit, plan, runner))
     });
     let (commit, plan, runner) = match planned {
@@ -735,7 +739,7 @@ fn switch_and_after<'r>(
         }
     }
     match &plan.framework {
-        Framework::Collectstatic { strict } if framework::django_installed(site) => {
+        Framework::Collectstatic { strict } if framework::django_installed(site, runner)? => {
             switch.collectstatic = true;
             switch.save(state_dir)?;
             let ran = report.step(
@@ -790,7 +794,10 @@ fn after_the_files(
         Some(words) => report.step(
             "postDeploy",
             format!("postDeploy: {}", shell_words::join(words)),
-            |r| runner.run(r, "postDeploy", duct::cmd(&words[0], &words[1..]).dir(site)),
+            |r| {
+                let expr = duct::cmd(&words[0], &words[1..]).dir(site);
+                runner.run_leaving_server(r, "postDeploy", expr)
+            },
         )?,
         None if health_check.is_some() => report.header(
             "No postDeploy: the app was not restarted, so the health check probes the version that was running",
@@ -1017,7 +1024,9 @@ fn run_old_version(
     report: &mut Report,
 ) -> Result<()> {
     let site = &settings.site;
-    if switch.collectstatic && site.join("manage.py").is_file() && framework::django_installed(site)
+    if switch.collectstatic
+        && site.join("manage.py").is_file()
+        && framework::django_installed(site, runner)?
     {
         let ran = report.step(
             "collectstatic",

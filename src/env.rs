@@ -231,18 +231,13 @@ pub fn interpreter(site: &Path, probes: &Probes) -> Option<Interpreter> {
 /// The module that makes an env with this interpreter: `venv`, or for
 /// Python 2 (Kudu's old default, which has no venv) `virtualenv`, as Kudu did.
 /// Checked in the plan, so a missing module fails before anything changes.
-pub fn tool(choice: &Choice) -> Result<&'static str> {
+pub fn tool(choice: &Choice, runner: &crate::process::Runner) -> Result<&'static str> {
     if choice.interpreter.version.major != 2 {
         return Ok("venv");
     }
     let python = &choice.interpreter.path;
-    let has_it = crate::process::spawn_rules(duct::cmd!(python, "-c", "import virtualenv"))
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()?
-        .status
-        .success();
+    let expr = duct::cmd!(python, "-c", "import virtualenv");
+    let has_it = runner.capture("the virtualenv check", expr)?.success;
     if !has_it {
         bail!(
             "{}: {} at {} has no virtualenv module, which a Python 2 env needs; install it ({} -m pip install virtualenv) or choose Python 3",
@@ -271,7 +266,7 @@ pub fn build(
     let dir = new_dir(site)?;
     let python = &choice.interpreter.path;
     let v = choice.interpreter.version;
-    let tool = tool(choice)?;
+    let tool = tool(choice, &runner.for_server())?;
     if tool == "venv" {
         crate::seed::create(python, v, dir.path(), seeds, uv, runner, report)?;
     } else {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::write_atomic;
 use crate::lockfile::{installed_packages, normalize, uninstall};
 use crate::packages::{Installer, REQUIREMENTS, parse_report};
-use crate::process::spawn_rules;
+use crate::process::Runner;
 use crate::report::Report;
 use crate::requirements::{self, IncludeKind, Line};
 use crate::settings::Settings;
@@ -72,13 +72,19 @@ pub fn tidy(
             .filter(|n| !KEPT.contains(&n.as_str()))
             .collect()),
         false => match top_level(&settings.site) {
-            Some(lines) => closure(env_dir, &lines)
-                .or_else(|_| needed(installer, env_dir, &settings.site, &runner.app_settings())),
-            None => needed(installer, env_dir, &settings.site, &runner.app_settings()),
+            Some(lines) => {
+                closure(env_dir, &lines, runner).or_else(|e| match crate::process::is_timeout(&e) {
+                    true => Err(e),
+                    false => needed(installer, env_dir, &settings.site, runner),
+                })
+            }
+            None => needed(installer, env_dir, &settings.site, runner),
         },
     };
     let needed = match asked {
         Ok(needed) => needed,
+        // A time limit ends the deployment, as in any step.
+        Err(e) if crate::process::is_timeout(&e) => return Err(e),
         Err(e) => {
             report.detail(format!(
                 "cannot say what requirements.txt needs ({e:#}): nothing is removed"
@@ -159,7 +165,7 @@ fn needed(
     installer: &Installer,
     env_dir: &Path,
     site: &Path,
-    vars: &[(String, String)],
+    runner: &Runner,
 ) -> Result<BTreeSet<String>> {
     let dir = tempfile::tempdir().context("a temp dir for pip's report")?;
     let python = env_dir.join("bin").join("python");
@@ -193,15 +199,9 @@ fn needed(
             &python
         ),
     };
-    let out = vars
-        .iter()
-        .fold(spawn_rules(expr), |e, (k, v)| e.env(k, v))
-        .dir(site)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()?;
-    if !out.status.success() {
+    // The variables the install had: `.deployment`'s app settings.
+    let out = runner.capture("the requirements' resolution", expr.dir(site))?;
+    if !out.success {
         bail!("{}", crate::process::last_line(&out.stderr));
     }
     let names = match installer {
@@ -337,17 +337,15 @@ json.dump(sorted(needed), sys.stdout)
 "#;
 
 /// What `lines` need in the env at `env_dir`, from its installed metadata.
-fn closure(env_dir: &Path, lines: &[String]) -> Result<BTreeSet<String>> {
+fn closure(env_dir: &Path, lines: &[String], runner: &Runner) -> Result<BTreeSet<String>> {
     let python = env_dir.join("bin").join("python");
     // -I: the app's PYTHONPATH and the user's site do not take part.
-    let out = spawn_rules(duct::cmd!(&python, "-I", "-c", CLOSURE))
-        .stdin_bytes(serde_json::to_vec(lines)?)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
+    let expr = duct::cmd!(&python, "-I", "-c", CLOSURE).stdin_bytes(serde_json::to_vec(lines)?);
+    let out = runner
+        .for_server()
+        .capture("the requirements' closure", expr)
         .with_context(|| format!("running {}", python.display()))?;
-    if !out.status.success() {
+    if !out.success {
         bail!("{}", crate::process::last_line(&out.stderr));
     }
     let names: Vec<String> =

@@ -5,24 +5,18 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::process::{Runner, spawn_rules};
+use crate::process::Runner;
 use crate::report::Report;
 
 /// Whether the env's Python can import Django. `-I` keeps the site's own
 /// folder off `sys.path`: an app's `django.py` is not Django, and is not run.
-pub fn django_installed(site: &Path) -> bool {
-    spawn_rules(duct::cmd!(
-        site.join("env/bin/python"),
-        "-I",
-        "-c",
-        "import django"
-    ))
-    .dir(site)
-    .stdout_null()
-    .stderr_null()
-    .unchecked()
-    .run()
-    .is_ok_and(|out| out.status.success())
+/// Fails when the interpreter cannot be run or outlives the limits.
+pub fn django_installed(site: &Path, runner: &Runner) -> Result<bool> {
+    let expr = duct::cmd!(site.join("env/bin/python"), "-I", "-c", "import django").dir(site);
+    Ok(runner
+        .for_server()
+        .capture("the Django check", expr)?
+        .success)
 }
 
 /// A failed collectstatic (`error`), as Kudu and Oryx take it: a warning,

@@ -25,7 +25,7 @@ use crate::installed::{self, Fingerprint, Input, PipDecision, RunReason};
 use crate::managers::{self, Kind};
 use crate::packages::{Installer, Package};
 use crate::pipfile;
-use crate::process::{Runner, spawn_rules};
+use crate::process::Runner;
 use crate::report::Report;
 use crate::runtime::Choice;
 use crate::settings::{EXTRAS, GROUPS, INSTALL_PROJECT, SKIP_UNCHANGED, Settings, Values};
@@ -244,6 +244,8 @@ pub struct Inputs<'a> {
     pub env: &'a Decision,
     pub installer: &'a Installer,
     pub preview: bool,
+    /// Runs the dry run's questions under the deployment's limits.
+    pub runner: &'a Runner,
 }
 
 /// Plans the install of a lock file: the tool, whether it runs, and (in a
@@ -512,22 +514,17 @@ fn preview(lock: &LockPlan, cx: &Inputs) -> Changes {
                 };
                 args.push("--dry-run".into());
                 let expr = tool_command(cx.settings, lock, tool, &env, dir.path(), &args);
+                let expr = cx.values.app.iter().fold(expr, |e, (k, v)| e.env(k, v));
                 let out = cx
-                    .values
-                    .app
-                    .iter()
-                    .fold(expr, |e, (k, v)| e.env(k, v))
-                    .stdout_capture()
-                    .stderr_capture()
-                    .unchecked()
-                    .run()
+                    .runner
+                    .capture("the tool's dry run", expr)
                     .context("running the tool's dry run")?;
                 let text = format!(
                     "{}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 );
-                if !out.status.success() {
+                if !out.success {
                     let last = crate::process::last_line(text.as_bytes());
                     bail!("{} failed: {}", lock.step(), last);
                 }
@@ -577,7 +574,7 @@ fn tool_command(
     dir: &Path,
     args: &[String],
 ) -> duct::Expression {
-    let expr = spawn_rules(duct::cmd(&tool.path, args)).dir(dir);
+    let expr = duct::cmd(&tool.path, args).dir(dir);
     let server = &settings.env;
     let poetry_cache = match (server.os("POETRY_CACHE_DIR"), server.os("XDG_CACHE_HOME")) {
         (Some(dir), _) => PathBuf::from(dir),

@@ -12,7 +12,7 @@ use crate::commit::Commit;
 use crate::env::Decision;
 pub use crate::installed::REQUIREMENTS;
 use crate::installed::{self, Fingerprint, Pins, PipDecision, RunReason};
-use crate::process::{Runner, spawn_rules};
+use crate::process::Runner;
 use crate::report::Report;
 use crate::runtime::Version;
 use crate::settings::{InstallerChoice, SKIP_UNCHANGED, Settings, Values};
@@ -359,6 +359,7 @@ pub fn plan(
     env: &Decision,
     env_version: Version,
     preview: bool,
+    runner: &Runner,
 ) -> Result<PackagesPlan> {
     let app_settings = &values.app;
     let installer = installer(settings, values)?;
@@ -402,7 +403,7 @@ pub fn plan(
             let pins = fingerprint
                 .as_ref()
                 .and_then(|fp| installed::Versions::new(&settings.state_dir).recorded(fp, &env));
-            preview_packages(&env, &requirements, pins.as_ref(), app_settings)?
+            preview_packages(&env, &requirements, pins.as_ref(), app_settings, runner)?
         }
     };
     Ok(PackagesPlan {
@@ -420,10 +421,11 @@ fn preview_packages(
     requirements: &installed::Requirements,
     pins: Option<&Pins>,
     vars: &[(String, String)],
+    runner: &Runner,
 ) -> Result<Preview> {
     let dir = tempfile::tempdir().context("creating a temp dir for pip's dry run")?;
     write_requirements(requirements, dir.path())?;
-    Ok(preview(env_dir, dir.path(), pins, vars))
+    Ok(preview(env_dir, dir.path(), pins, vars, runner))
 }
 
 /// Writes the commit's requirement files (and the links that lead to them)
@@ -452,8 +454,9 @@ pub fn preview(
     requirements_dir: &Path,
     pins: Option<&Pins>,
     vars: &[(String, String)],
+    runner: &Runner,
 ) -> Preview {
-    match ask_pip(env_dir, requirements_dir, pins, vars) {
+    match ask_pip(env_dir, requirements_dir, pins, vars, runner) {
         Ok(packages) => Preview::WouldInstall { packages },
         Err(e) => Preview::Unknown {
             why: format!("{e:#}"),
@@ -466,6 +469,7 @@ fn ask_pip(
     requirements_dir: &Path,
     pins: Option<&Pins>,
     vars: &[(String, String)],
+    runner: &Runner,
 ) -> Result<Vec<Package>> {
     let report_file = requirements_dir.join(".pushdeploy-pip-report.json");
     // As the real run installs: eager upgrades, the earlier versions as constraints.
@@ -488,20 +492,18 @@ fn ask_pip(
         fs_err::write(&file, pins.constraints())?;
         args.extend(["-c".into(), file.into()]);
     }
-    let expr = spawn_rules(duct::cmd(env_dir.join("bin").join("python"), args));
+    let expr = duct::cmd(env_dir.join("bin").join("python"), args);
     // The variables the real run gives pip: `.deployment`'s app settings.
-    let out = vars
+    let expr = vars
         .iter()
         .fold(expr, |e, (k, v)| e.env(k, v))
         .dir(requirements_dir)
         .env("PIP_REQUIRE_VIRTUALENV", "1")
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    let out = runner
+        .capture("pip install --dry-run", expr)
         .context("running pip")?;
-    if !out.status.success() {
+    if !out.success {
         let last = crate::process::last_line(&out.stderr);
         bail!("pip install --dry-run failed: {last}");
     }

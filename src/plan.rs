@@ -17,6 +17,7 @@ use crate::lockfile::{self, LockPlan};
 use crate::managers::{self, Detected};
 use crate::manifest::{self, Manifest};
 use crate::packages::{self, Installer, Preview, REQUIREMENTS};
+use crate::process::{Limits, Runner};
 use crate::runtime::{self, Choice, Probes};
 use crate::settings::{
     COMMAND, DISABLE_COLLECTSTATIC, POST_BUILD_COMMAND, POST_DEPLOY, PROJECT, RECREATE_ENV,
@@ -157,7 +158,10 @@ impl Plan {
         let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
         let post_build = values.words(POST_BUILD_COMMAND).map(|(w, _)| w.to_vec());
         let health_check = crate::health::from_values(values)?;
-        let probes = Probes::load(&settings.cache_dir);
+        // Programs run before the deployment's runner exists (interpreter
+        // probes, the dry run's questions) get the same limits.
+        let runner = Runner::new(Vec::new(), Limits::from_values(values), None);
+        let probes = Probes::load(&settings.cache_dir, runner);
         let skip = |reason: String| {
             (
                 Python::Skip {
@@ -192,6 +196,9 @@ impl Plan {
                 (Deploy::Sync(sync), steps)
             }
         };
+        // A probe killed at the deadline answered nothing: the plan must
+        // not stand on that.
+        probes.runner().check_deadline()?;
         // A dry run changes nothing, the state dir included.
         if !preview {
             probes.save()?;
@@ -557,7 +564,7 @@ fn python_plan(
     let env = env::decide(&settings.site, runtime.request, forced(values), probes);
     match &env {
         Decision::Create { .. } => {
-            env::tool(&runtime)?;
+            env::tool(&runtime, probes.runner())?;
         }
         // What runs is the env's interpreter, which may be another build of
         // the same runtime (Kudu's rule keeps a 3.11.7 env for python-3.11).
@@ -581,6 +588,7 @@ fn python_plan(
             env: &env,
             installer: &installer,
             preview,
+            runner: probes.runner(),
         };
         let (lock, pip, fingerprint) = lockfile::plan(kind, &cx)?;
         return Ok(Python::Run {
@@ -602,6 +610,7 @@ fn python_plan(
         &env,
         runtime.interpreter.version,
         preview,
+        probes.runner(),
     )?;
     Ok(Python::Run {
         runtime,

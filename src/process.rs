@@ -1,18 +1,23 @@
-//! How a deployment runs a program; every spawn goes through here.
+//! How a deployment runs a program; every spawn goes through here (and only
+//! here: a test scans the other modules). A step's program, and a program
+//! that only answers a question (an interpreter's probe, a tool's version,
+//! the closure of the requirements), run the same way.
 //!
 //! Each program runs in a process group of its own (so it and everything it
 //! starts can be killed at once) and dies with pushdeploy (PR_SET_PDEATHSIG).
-//! Its output streams into the report line by line. A step that shows no
-//! sign of work (no output, and no CPU time used by its process group) for
-//! the idle timeout is killed whole, as is one that outlives the
-//! deployment's time limit. While a step runs, its group is recorded in the
+//! Its output is read in pieces as it comes, into the report line by line
+//! (a step's) or a capped buffer (an answer's): memory does not grow with
+//! its size. A program that shows no sign of work (no byte of output, and
+//! no CPU time used by its process group) for the idle timeout is killed
+//! whole, as is one that outlives the deployment's time limit; a build step
+//! that exits has what it left in its group killed. While a step runs, its group is recorded in the
 //! state dir, so that after pushdeploy itself is killed the next holder of
 //! the lock kills what it left (`kill_left_behind`).
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc, mpsc::RecvTimeoutError};
+use std::sync::{mpsc, mpsc::RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -48,6 +53,7 @@ impl Limits {
 }
 
 /// Runs a deployment's programs.
+#[derive(Clone)]
 pub struct Runner {
     /// Variables for every program (`.deployment`'s app settings).
     env: Vec<(OsString, OsString)>,
@@ -100,22 +106,42 @@ impl Runner {
     /// Fails once the deployment's time limit has passed.
     pub fn check_deadline(&self) -> Result<()> {
         if Instant::now() >= self.deadline {
-            bail!(
+            return Err(TimedOut(format!(
                 "the deployment took longer than its limit ({} s, setting {})",
                 self.limits.total.as_secs(),
                 DEPLOYMENT_TIMEOUT.name
-            );
+            ))
+            .into());
         }
         Ok(())
     }
 
-    /// Runs a program, its output (stdout and stderr) indented line by line
-    /// as it comes; fails with the exit status when the program does, or
-    /// when it times out (then it is killed with every process of its group).
-    /// A program that failed has the rest of its group killed too; one that
-    /// succeeded may leave processes behind (a server `postDeploy` starts).
+    /// The same runner, its deadline counted from `start` (when the
+    /// deployment began, before its plan ran programs of its own).
+    pub fn started_at(mut self, start: Instant) -> Runner {
+        self.deadline = start + self.limits.total;
+        self
+    }
+
+    /// Runs a build step's program, its output (stdout and stderr) streamed
+    /// to the pusher line by line as it comes (a bounded head and tail of it
+    /// kept for the record); fails with the exit status when the program
+    /// does, or when it times out. When it exits, whatever it left running in
+    /// its process group is killed before anything reads what it made: a
+    /// background process must not go on changing the staging dir or the site.
     pub fn run(&self, report: &mut Report, what: &str, expr: duct::Expression) -> Result<()> {
         self.run_showing(report, what, expr, &[])
+    }
+
+    /// `run` for a program that may leave a server behind when it succeeds
+    /// (`postDeploy`): its group is killed only when it fails or times out.
+    pub fn run_leaving_server(
+        &self,
+        report: &mut Report,
+        what: &str,
+        expr: duct::Expression,
+    ) -> Result<()> {
+        self.run_lines(report, what, expr, &[], Leftovers::KeepOnSuccess)
     }
 
     /// `run`, with each `(from, to)` of `names` replaced in the output: an
@@ -127,88 +153,156 @@ impl Runner {
         expr: duct::Expression,
         names: &[(String, String)],
     ) -> Result<()> {
+        self.run_lines(report, what, expr, names, Leftovers::Kill)
+    }
+
+    fn run_lines(
+        &self,
+        report: &mut Report,
+        what: &str,
+        expr: duct::Expression,
+        names: &[(String, String)],
+        leftovers: Leftovers,
+    ) -> Result<()> {
         let show = |line: String| {
             names
                 .iter()
                 .fold(line, |line, (from, to)| line.replace(from.as_str(), to))
         };
+        let expr = expr.env("PYTHONUNBUFFERED", "1").stderr_to_stdout();
+        report.bounded(|report| {
+            let mut lines = Lines::default();
+            let status = self.supervise(what, expr, leftovers, |_, bytes| {
+                lines.push(bytes, |line| {
+                    report.detail(show(String::from_utf8_lossy(line).into_owned()))
+                })
+            });
+            lines.finish(|line| report.detail(show(String::from_utf8_lossy(line).into_owned())));
+            let status = status?;
+            if status.left_output_open {
+                report.detail(format!("({what} exited, leaving a process in the background that holds its output; not waiting for it)"));
+            }
+            if !status.status.success() {
+                match status.status.code() {
+                    Some(code) => bail!("{what} exited with status {code}"),
+                    None => bail!("{what} was killed by a signal"),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs a program that answers a question (a version, a probe, what a
+    /// requirement needs), under the same limits and rules as a step; its
+    /// output is not shown. Fails when it cannot start or times out; a
+    /// program that exits with an error is an answer too (`success` false).
+    pub fn capture(&self, what: &str, expr: duct::Expression) -> Result<Captured> {
+        let mut captured = Captured::default();
+        let mut too_much = false;
+        let status = self.supervise(what, expr, Leftovers::Kill, |stream, bytes| {
+            let kept = match stream {
+                Stream::Out => &mut captured.stdout,
+                Stream::Err => &mut captured.stderr,
+            };
+            let room = MAX_ANSWER.saturating_sub(kept.len());
+            too_much |= bytes.len() > room;
+            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        })?;
+        if too_much {
+            bail!("{what} printed more than {} MiB", MAX_ANSWER >> 20);
+        }
+        captured.success = status.status.success();
+        Ok(captured)
+    }
+
+    /// The standard output of a program that answers a question, when it
+    /// runs and succeeds (see `capture`).
+    pub fn answer(&self, what: &str, expr: duct::Expression) -> Option<Vec<u8>> {
+        let out = self.capture(what, expr).ok()?;
+        out.success.then_some(out.stdout)
+    }
+
+    /// Starts a program in its own process group under the spawn rules and
+    /// the app settings, hands each piece of its output to `take` as it
+    /// comes, and watches it: no sign of work (no byte of output, no CPU
+    /// time) for the idle limit, or the deployment's deadline passed, and
+    /// its group is killed.
+    fn supervise(
+        &self,
+        what: &str,
+        expr: duct::Expression,
+        leftovers: Leftovers,
+        mut take: impl FnMut(Stream, &[u8]),
+    ) -> Result<Status> {
         self.check_deadline()?;
-        let expr = self
-            .env
-            .iter()
-            .fold(spawn_rules(expr), |e, (k, v)| e.env(k, v));
-        let reader = expr
-            .env("PYTHONUNBUFFERED", "1")
-            .stderr_to_stdout()
-            .stdin_null()
-            .unchecked()
-            .reader()
-            .with_context(|| format!("starting {what}"))?;
-        let reader = Arc::new(reader);
-        let pgid = reader.pids().first().copied().unwrap_or(0) as i32;
+        let (out_read, out_write) = std::io::pipe().context("a pipe for a program's output")?;
+        let (err_read, err_write) = std::io::pipe().context("a pipe for a program's output")?;
+        let handle = {
+            let expr = self
+                .env
+                .iter()
+                .fold(spawn_rules(expr), |e, (k, v)| e.env(k, v))
+                .stdout_file(out_write)
+                .stderr_file(err_write)
+                .stdin_null()
+                .unchecked();
+            expr.start().with_context(|| format!("starting {what}"))?
+            // The expression, and with it our copies of the pipes' write
+            // ends, is dropped here: the pipes close when the program's do.
+        };
+        let pgid = handle.pids().first().copied().unwrap_or(0) as i32;
         let group = Group {
             pgid,
             start: start_time(pgid).unwrap_or(0),
             what: what.to_string(),
         };
         self.record(|groups| groups.push(group.clone()));
-        // Lines are read on a thread of their own: a process the program left
-        // in the background can keep the pipe open after the program exited,
-        // and the deployment must not wait for it.
-        let (send, lines) = mpsc::channel();
-        let source = Arc::clone(&reader);
-        std::thread::spawn(move || {
-            let mut input = BufReader::new(&*source);
-            let mut buf = Vec::new();
-            while matches!(input.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                // Progress output rewrites its line with \r: show the last state.
-                let text = String::from_utf8_lossy(&buf);
-                let line = text
-                    .trim_end_matches(['\n', '\r'])
-                    .rsplit('\r')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                if send.send(line).is_err() {
-                    break;
+        // Output is read on threads of their own, a piece at a time (never a
+        // line: one without a newline may be any size), through a short
+        // queue: memory does not grow with the output. A process the program
+        // left in the background can keep a pipe open after the program
+        // exited, and the deployment must not wait for it.
+        let (send, pieces) = mpsc::sync_channel::<(Stream, Vec<u8>)>(4);
+        for (stream, mut pipe) in [(Stream::Out, out_read), (Stream::Err, err_read)] {
+            let send = send.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0; 64 * 1024];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if send.send((stream, buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
                 }
-                buf.clear();
-            }
-        });
+            });
+        }
+        drop(send);
+        let mut open = true;
         let mut last_sign = Instant::now();
         let mut cpu = group_cpu_ticks(pgid);
         let mut sampled = Instant::now();
         let mut timed_out = None;
         let output = loop {
-            match lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    last_sign = Instant::now();
-                    report.detail(show(line));
-                }
-                // All output read: wait for the exit status.
-                Err(RecvTimeoutError::Disconnected) => match reader.try_wait()? {
-                    Some(output) => break output.clone(),
-                    None => std::thread::sleep(Duration::from_millis(5)),
-                },
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(output) = reader.try_wait()?.cloned() {
-                        // Exited: take what is still on its way, briefly.
-                        let grace = Instant::now() + Duration::from_secs(1);
-                        loop {
-                            match lines
-                                .recv_timeout(grace.saturating_duration_since(Instant::now()))
-                            {
-                                Ok(line) => report.detail(show(line)),
-                                Err(RecvTimeoutError::Disconnected) => break,
-                                Err(RecvTimeoutError::Timeout) => {
-                                    report.detail(format!("({what} exited, leaving a process in the background that holds its output; not waiting for it)"));
-                                    break;
-                                }
-                            }
-                        }
-                        break output;
+            if open {
+                match pieces.recv_timeout(Duration::from_millis(100)) {
+                    // Any byte is a sign of work, a line ended or not.
+                    Ok((stream, bytes)) => {
+                        last_sign = Instant::now();
+                        take(stream, &bytes);
                     }
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(output) = handle.try_wait()?.cloned() {
+                break output;
             }
             if timed_out.is_some() {
                 continue;
@@ -240,21 +334,28 @@ impl Runner {
                 kill_group(pgid);
             }
         };
-        if !output.status.success() {
-            // Nothing of a failed step may go on writing.
+        // Exited: nothing it left in its group may go on writing while its
+        // output is read and used (a server `postDeploy` started may stay).
+        if leftovers == Leftovers::Kill || !output.status.success() {
             kill_group(pgid);
+        }
+        // Take what is still on its way, briefly.
+        let grace = Instant::now() + Duration::from_secs(1);
+        while open {
+            match pieces.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+                Ok((stream, bytes)) => take(stream, &bytes),
+                Err(RecvTimeoutError::Disconnected) => open = false,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
         }
         self.record(|groups| groups.retain(|g| g.pgid != pgid));
         if let Some(why) = timed_out {
-            bail!(why);
+            return Err(TimedOut(why).into());
         }
-        if !output.status.success() {
-            match output.status.code() {
-                Some(code) => bail!("{what} exited with status {code}"),
-                None => bail!("{what} was killed by a signal"),
-            }
-        }
-        Ok(())
+        Ok(Status {
+            status: output.status,
+            left_output_open: open,
+        })
     }
 
     /// Changes the record of running groups. Failing to write it must not
@@ -273,16 +374,100 @@ impl Runner {
     }
 }
 
-/// The standard output of a program that only answers a question (a version,
-/// a probe), run under the spawn rules; `None` when it cannot run or fails.
-pub fn answer(expr: duct::Expression) -> Option<Vec<u8>> {
-    let out = spawn_rules(expr)
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
+/// A program outlived a limit, or the deployment its deadline: an error
+/// that no caller may take for a mere "no" (see `is_timeout`).
+#[derive(Debug)]
+pub struct TimedOut(String);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Whether `error` is (or was caused by) a time limit.
+pub fn is_timeout(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<TimedOut>())
+}
+
+/// The longest answer a program may give on each output (`capture`).
+const MAX_ANSWER: usize = 16 << 20;
+/// The longest line of a step's output: a longer one is shown in pieces of
+/// this size, so that output without newlines takes no more memory.
+const MAX_LINE: usize = 4096;
+
+/// Which of a program's outputs a piece comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// What becomes of the processes a program leaves in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftovers {
+    /// Killed once it exits: a build step, a probe.
+    Kill,
+    /// Kept when it succeeds: the server a `postDeploy` starts.
+    KeepOnSuccess,
+}
+
+/// How a supervised program ended.
+struct Status {
+    status: std::process::ExitStatus,
+    /// A process it left (out of its group) still holds its output.
+    left_output_open: bool,
+}
+
+/// What an answering program printed (see `Runner::capture`).
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub success: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A step's output cut into lines as it comes. Progress output rewrites
+/// its line with `\r`: the last state is shown. A line longer than
+/// `MAX_LINE` is passed on in pieces.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+    after_cr: bool,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8], mut line: impl FnMut(&[u8])) {
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    line(&self.pending);
+                    self.pending.clear();
+                    self.after_cr = false;
+                }
+                b'\r' => self.after_cr = true,
+                _ => {
+                    if std::mem::take(&mut self.after_cr) {
+                        self.pending.clear();
+                    }
+                    self.pending.push(b);
+                    if self.pending.len() >= MAX_LINE {
+                        line(&self.pending);
+                        self.pending.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, mut line: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            line(&self.pending);
+            self.pending.clear();
+        }
+    }
 }
 
 /// The last line that says something in a failed program's error output.
@@ -296,12 +481,11 @@ pub fn last_line(stderr: &[u8]) -> String {
         .to_string()
 }
 
-/// The spawn rules for any program pushdeploy runs, also outside a
-/// deployment (an interpreter asked for its version): a process group of
+/// The spawn rules for any program pushdeploy runs: a process group of
 /// its own, and death with pushdeploy, however pushdeploy ends. A killed
 /// deployment must not leave pip running on an env while the kernel has
 /// already handed the lock to the next deployment.
-pub fn spawn_rules(expr: duct::Expression) -> duct::Expression {
+fn spawn_rules(expr: duct::Expression) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     expr.before_spawn(|cmd| {
         cmd.process_group(0);
@@ -451,6 +635,70 @@ fn group_cpu_ticks(pgid: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only this module starts programs: anything else that did would run
+    /// without the process group, the limits or the kill on death.
+    #[test]
+    fn no_other_module_starts_a_program() {
+        // The ways a program is started (duct's and the standard library's).
+        const STARTS: &[&str] = &[
+            "Command::new",
+            "process::Command",
+            "CommandExt",
+            ".spawn(",
+            ".start()",
+            ".reader()",
+            ".run()",
+            ".unchecked()",
+            "_capture()",
+            "_null()",
+            "spawn_rules",
+        ];
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "process.rs" || !name.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for start in STARTS.iter().filter(|s| code.contains(*s)) {
+                    found.push(format!("src/{name}:{}: {start}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "programs started outside process.rs:\n{}",
+            found.join("\n")
+        );
+    }
+
+    /// Output cut into lines: any size, `\r` progress as its last state.
+    #[test]
+    fn lines_are_cut_and_bounded() {
+        let mut lines = Lines::default();
+        let mut seen = Vec::new();
+        let mut take = |l: &[u8]| seen.push(String::from_utf8_lossy(l).into_owned());
+        lines.push(b"one\ntw", &mut take);
+        lines.push(b"o\r\n10%\r50%\r100%\nlast", &mut take);
+        lines.finish(&mut take);
+        assert_eq!(seen, ["one", "two", "100%", "last"]);
+        let mut longest = 0;
+        let mut count = 0;
+        let mut lines = Lines::default();
+        for _ in 0..100 {
+            lines.push(&[0; 1000], |l| {
+                longest = longest.max(l.len());
+                count += 1;
+            });
+        }
+        assert_eq!(longest, MAX_LINE);
+        assert_eq!(count, 100_000 / MAX_LINE);
+    }
 
     #[test]
     fn reads_own_stat() {

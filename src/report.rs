@@ -1,7 +1,9 @@
 //! What the pusher sees (programs are run by `process`): step headers (`-----> `), tool output indented under
 //! them, each step's time. Every line is written at once (git relays it live
-//! as `remote: ...`) and kept for the deployment's record.
+//! as `remote: ...`) and kept for the deployment's record; of a program's
+//! output, the record keeps a bounded head and tail (see `bounded`).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Instant;
 
@@ -24,6 +26,25 @@ pub struct Report {
     fold: Option<Fold>,
     /// What went wrong without failing the deployment, for its record.
     pub warnings: Vec<String>,
+    /// The output of the program running now, kept in bounds (see `bounded`).
+    bound: Option<Bound>,
+}
+
+/// The most of one program's output the record keeps at its start, and at
+/// its end: a step printing hundreds of megabytes leaves a small record
+/// (every `list` reads them all) and takes no more memory.
+pub const HEAD_BYTES: usize = 64 << 10;
+pub const TAIL_BYTES: usize = 64 << 10;
+
+/// A program's output lines past the head: the last ones, and how many
+/// were let go between the head and them.
+#[derive(Default)]
+struct Bound {
+    head: usize,
+    tail: VecDeque<String>,
+    tail_bytes: usize,
+    cut_lines: u64,
+    cut_bytes: u64,
 }
 
 /// A run of output lines that start with `prefix` (one per file), printed
@@ -46,6 +67,7 @@ impl Report {
             current: None,
             fold: None,
             warnings: Vec::new(),
+            bound: None,
         }
     }
 
@@ -60,7 +82,45 @@ impl Report {
         // A closed pipe (the pusher went away) must not stop the deployment.
         let _ = writeln!(self.out, "{line}");
         let _ = self.out.flush();
-        self.log.push(line);
+        match &mut self.bound {
+            Some(bound) if bound.head + line.len() > HEAD_BYTES => {
+                bound.tail_bytes += line.len();
+                bound.tail.push_back(line);
+                while bound.tail_bytes > TAIL_BYTES {
+                    let Some(gone) = bound.tail.pop_front() else {
+                        break;
+                    };
+                    bound.tail_bytes -= gone.len();
+                    bound.cut_lines += 1;
+                    bound.cut_bytes += gone.len() as u64;
+                }
+            }
+            Some(bound) => {
+                bound.head += line.len();
+                self.log.push(line);
+            }
+            None => self.log.push(line),
+        }
+    }
+
+    /// Runs `f` (a program's run) with its output printed whole but kept
+    /// for the record as its first and last `HEAD_BYTES`/`TAIL_BYTES`, with
+    /// a line where it was cut saying how much was left out.
+    pub fn bounded<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        if self.bound.is_some() {
+            return f(self);
+        }
+        self.bound = Some(Bound::default());
+        let result = f(self);
+        let bound = self.bound.take().expect("set above");
+        if bound.cut_lines > 0 {
+            self.log.push(format!(
+                "{INDENT}[output cut here: {} lines ({} bytes) not kept in the record; the pusher saw them]",
+                bound.cut_lines, bound.cut_bytes
+            ));
+        }
+        self.log.extend(bound.tail);
+        result
     }
 
     pub fn header(&mut self, text: impl AsRef<str>) {
@@ -163,5 +223,50 @@ pub fn seconds_text(seconds: f64) -> String {
         format!("{seconds:.2} s")
     } else {
         format!("{seconds:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that counts what the pusher was sent.
+    struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.set(self.0.get() + buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_programs_output_is_kept_to_its_head_and_tail() {
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut report = Report::new(Box::new(Counted(sent.clone())));
+        report.header("step");
+        report.bounded(|r| {
+            for n in 0..100_000 {
+                r.detail(format!("line {n:06} {}", "x".repeat(50)));
+            }
+        });
+        report.header("next");
+        // The pusher saw every line; the record keeps about 128 KiB.
+        assert!(sent.get() > 100_000 * 60, "{}", sent.get());
+        let kept: usize = report.log.iter().map(String::len).sum();
+        assert!(kept < HEAD_BYTES + TAIL_BYTES + 1000, "{kept}");
+        assert_eq!(report.log[0], "-----> step");
+        assert!(report.log[1].contains("line 000000"));
+        assert!(report.log[report.log.len() - 2].contains("line 099999"));
+        assert_eq!(report.log[report.log.len() - 1], "-----> next");
+        let cut = report
+            .log
+            .iter()
+            .find(|l| l.contains("[output cut here: "))
+            .expect("a line says where it was cut");
+        assert!(cut.contains(" lines ("), "{cut}");
     }
 }

@@ -212,13 +212,15 @@ pub struct Choice {
 /// and again only when the file it runs (or its env's pyvenv.cfg) changed.
 pub struct Probes {
     path: PathBuf,
+    /// Runs the probes under the deployment's limits.
+    runner: crate::process::Runner,
     known: RefCell<BTreeMap<String, Interpreter>>,
     changed: Cell<bool>,
 }
 
 impl Probes {
     /// The cache in `dir` (empty when there is none yet).
-    pub fn load(dir: &Path) -> Self {
+    pub fn load(dir: &Path, runner: crate::process::Runner) -> Self {
         let path = dir.join("interpreters.json");
         let known = std::fs::read(&path)
             .ok()
@@ -226,9 +228,15 @@ impl Probes {
             .unwrap_or_default();
         Probes {
             path,
+            runner,
             known: RefCell::new(known),
             changed: Cell::new(false),
         }
+    }
+
+    /// The runner of the probes, for the plan's other questions.
+    pub fn runner(&self) -> &crate::process::Runner {
+        &self.runner
     }
 
     /// Writes what was learned (not in a dry run, which changes nothing).
@@ -268,7 +276,7 @@ impl Probes {
         {
             return Some(known.clone());
         }
-        let found = probe(path)?;
+        let found = probe(path, &self.runner)?;
         self.known.borrow_mut().insert(key, found.clone());
         self.changed.set(true);
         Some(found)
@@ -276,10 +284,10 @@ impl Probes {
 }
 
 /// Runs an interpreter once and asks for its version and real path.
-pub fn probe(path: &Path) -> Option<Interpreter> {
+pub fn probe(path: &Path, runner: &crate::process::Runner) -> Option<Interpreter> {
     // real_prefix: the env's base for virtualenv before 20 (and Python 2).
     const SCRIPT: &str = "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3])); print(sys.executable); print(sys.prefix); print(getattr(sys, 'real_prefix', None) or getattr(sys, 'base_prefix', sys.prefix))";
-    let out = crate::process::answer(duct::cmd!(path, "-c", SCRIPT))?;
+    let out = runner.answer("an interpreter's probe", duct::cmd!(path, "-c", SCRIPT))?;
     let text = String::from_utf8(out).ok()?;
     let mut lines = text.lines();
     let v = parse_numbers(lines.next()?.trim())?;

@@ -61,7 +61,13 @@ fn remove_abandoned_work(cache: &Path) {
 }
 
 /// Makes the seed once: an ordinary venv, whose site-packages is kept.
-fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> Result<PathBuf> {
+fn ensure_seed(
+    python: &Path,
+    v: Version,
+    cache: &Path,
+    runner: &crate::process::Runner,
+    report: &mut Report,
+) -> Result<PathBuf> {
     let seed = seed_dir(cache, python, v);
     if seed.join("site-packages").is_dir() {
         return Ok(seed);
@@ -76,12 +82,9 @@ fn ensure_seed(python: &Path, v: Version, cache: &Path, report: &mut Report) -> 
         .prefix(WORK_PREFIX)
         .tempdir_in(cache)?;
     let venv = work.path().join("venv");
-    let out = crate::process::spawn_rules(duct::cmd!(python, "-m", "venv", &venv))
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()?;
-    if !out.status.success() {
+    let expr = duct::cmd!(python, "-m", "venv", &venv).stderr_to_stdout();
+    let out = runner.for_server().capture("python -m venv", expr)?;
+    if !out.success {
         anyhow::bail!(
             "{} -m venv failed: {}",
             python.display(),
@@ -119,7 +122,7 @@ pub fn create(
     runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<()> {
-    let seed = ensure_seed(python, v, cache, report)?;
+    let seed = ensure_seed(python, v, cache, runner, report)?;
     match uv {
         Some(uv) => {
             report.detail(format!(

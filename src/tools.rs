@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::process::{Limits, Runner};
 use crate::report::Report;
 use crate::settings::{
     Key, POETRY_PATH, POETRY_VERSION as POETRY_VERSION_KEY, Settings, UV_PATH,
@@ -109,8 +110,9 @@ impl fmt::Display for Tool {
 
 /// The version a tool reports with `--version` (`uv 0.13.9 (...)`,
 /// `Poetry (version 2.2.1)`).
-pub fn version_of(path: &Path) -> Option<String> {
-    let out = crate::process::answer(duct::cmd!(path, "--version").env("NO_COLOR", "1"))?;
+pub fn version_of(path: &Path, runner: &Runner) -> Option<String> {
+    let expr = duct::cmd!(path, "--version").env("NO_COLOR", "1");
+    let out = runner.answer("a tool's version", expr)?;
     parse_version(&String::from_utf8_lossy(&out))
 }
 
@@ -142,7 +144,7 @@ fn cache_home(settings: &Settings, name: Name, version: &str) -> PathBuf {
 
 /// A tool's version, remembered in the cache dir per file (path, inode,
 /// size, time), so that a deployment that does not install runs no tool.
-fn cached_version(settings: &Settings, path: &Path) -> Option<String> {
+fn cached_version(settings: &Settings, path: &Path, runner: &Runner) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     let key = format!(
@@ -161,7 +163,7 @@ fn cached_version(settings: &Settings, path: &Path) -> Option<String> {
     if let Some(v) = known.get(&key) {
         return Some(v.clone());
     }
-    let version = version_of(path)?;
+    let version = version_of(path, runner)?;
     known.retain(|k, _| !k.starts_with(&format!("{} ", path.display())));
     known.insert(key, version.clone());
     if let Ok(bytes) = serde_json::to_vec(&known) {
@@ -173,6 +175,8 @@ fn cached_version(settings: &Settings, path: &Path) -> Option<String> {
 
 /// Decides which tool runs; changes nothing but the cache of versions.
 pub fn choose(settings: &Settings, values: &Values, name: Name) -> Result<Tool> {
+    // `--version` runs under the settings' limits.
+    let runner = &Runner::new(Vec::new(), Limits::from_values(values), None);
     let (path_key, version_key) = name.keys();
     if let Some(setting) = values.get(path_key) {
         let path = match &setting.typed {
@@ -180,7 +184,7 @@ pub fn choose(settings: &Settings, values: &Values, name: Name) -> Result<Tool> 
             other => unreachable!("{} is a path, not {other:?}", path_key.name),
         };
         let origin = &setting.origin;
-        let Some(version) = cached_version(settings, &path) else {
+        let Some(version) = cached_version(settings, &path, runner) else {
             bail!(
                 "setting {} ({origin}): {} is not a {} that runs; give the path of one, or remove the setting to use {} {}",
                 path_key.name,
@@ -213,7 +217,7 @@ pub fn choose(settings: &Settings, values: &Values, name: Name) -> Result<Tool> 
         );
     }
     if let Some(path) = settings.env.which(name.command())
-        && cached_version(settings, &path).as_deref() == Some(text)
+        && cached_version(settings, &path, runner).as_deref() == Some(text)
     {
         return Ok(Tool {
             name,

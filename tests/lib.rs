@@ -12,6 +12,7 @@ mod hostile;
 mod lockfiles;
 mod packages;
 mod pipeline;
+mod programs;
 mod properties;
 mod runtime_env;
 mod setup;
