@@ -146,6 +146,14 @@ pub fn tidy(
             }
         }
     }
+    // An env prepared beside `env` becomes `env` by a rename: its record
+    // names it so.
+    let env = match Path::new(&env).parent() {
+        Some(dir) if dir == Path::new(&real(&settings.site)) => {
+            format!("{}/env", real(&settings.site))
+        }
+        _ => env,
+    };
     let stored = Stored {
         env,
         from_requirements,

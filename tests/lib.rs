@@ -5,6 +5,7 @@ mod util;
 
 mod bad_input;
 mod customise;
+mod every_point;
 mod faults;
 mod history;
 mod hostile;

@@ -1,0 +1,205 @@
+//! Issue 15, items 1 to 3: the transaction holds at every instant. A debug
+//! build of pushdeploy reads `PUSHDEPLOY_FAULT` (see `src/fault.rs`): it
+//! kills itself (SIGKILL), or fails with an I/O error, at the Nth write,
+//! rename or delete of the deployment, its recovery included. The tests
+//! count the points of a deployment that changes files and packages, then
+//! stop it at each one in turn; the next deployment (which recovers first,
+//! then fails in its plan and changes nothing) must leave exactly one
+//! commit's files with that commit's env, and the records must name that
+//! commit as the active deployment and tell the truth about the stopped one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::util::{Server, snapshot};
+
+/// The site's files that a commit deploys (no env, no env directories).
+fn app_files(dir: &Path) -> BTreeMap<String, String> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(path, _)| {
+            let top = path.split('/').next().unwrap();
+            top != "env" && top != ".git" && !top.starts_with(".pushdeploy-")
+        })
+        .collect()
+}
+
+/// Two commits that differ in files (one changed, one added, one deleted)
+/// and in packages (greeting 1 and 2), and a third whose plan fails: the
+/// deployment that recovers and then changes nothing.
+struct Commits {
+    s: Server,
+    one: (String, BTreeMap<String, String>),
+    two: (String, BTreeMap<String, String>),
+    bad: String,
+}
+
+fn commits() -> Commits {
+    let s = Server::new();
+    s.app("flask-app");
+    let one = s.commit("one");
+    let one_files = app_files(&s.work);
+    s.write(
+        "app.py",
+        &s.site_file_at_work("app.py").replace("Hello", "Hi"),
+    )
+    .write("requirements.txt", "greeting==2.0.0\ntinyweb==1.0.0\n")
+    .write("added.txt", "added\n")
+    .remove("README.md");
+    let two = s.commit("two");
+    let two_files = app_files(&s.work);
+    s.write("runtime.txt", "python-9.9\n");
+    let bad = s.commit("bad: no such Python");
+    s.update_without_deploy();
+    Commits {
+        s,
+        one: (one, one_files),
+        two: (two, two_files),
+        bad,
+    }
+}
+
+trait WorkFile {
+    fn site_file_at_work(&self, rel: &str) -> String;
+}
+
+impl WorkFile for Server {
+    fn site_file_at_work(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.work.join(rel)).unwrap()
+    }
+}
+
+impl Commits {
+    fn deploy(&self, rev: &str, fault: Option<&str>) -> crate::util::Run {
+        let mut cmd =
+            self.s
+                .pushdeploy_command(&["deploy", "--repo", self.s.repo.to_str().unwrap(), rev]);
+        if let Some(fault) = fault {
+            cmd.envs(&[("PUSHDEPLOY_FAULT", fault)]);
+        }
+        cmd.run()
+    }
+
+    /// The points of a deployment of `rev` from the site as it is, by name.
+    fn points(&self, rev: &str) -> Vec<String> {
+        let file = self.s.root.join("points");
+        let _ = std::fs::remove_file(&file);
+        self.deploy(rev, Some(&format!("count:{}", file.display())))
+            .assert_ok();
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            // A record's file name has its number.
+            .map(|l| match l.split_once("/deployments/") {
+                Some((before, _)) => format!("{before}/deployments/<record>"),
+                None => l.to_string(),
+            })
+            .collect()
+    }
+
+    /// Which commit the site holds now, checked whole: its files, its env's
+    /// packages, the records. `stopped` is the seq of the stopped deployment
+    /// of `target`, `at` says where it was stopped.
+    #[track_caller]
+    fn check(&self, target: &str, stopped: Option<u64>, at: &str) -> String {
+        let files = app_files(&self.s.site);
+        let (id, version) = if files == self.one.1 {
+            (&self.one.0, "1.0.0")
+        } else if files == self.two.1 {
+            (&self.two.0, "2.0.0")
+        } else {
+            panic!("{at}: the site is no commit's files: {files:#?}");
+        };
+        let greeting = self
+            .s
+            .env_python("import greeting; print(greeting.__version__)");
+        assert_eq!(
+            greeting.stdout.trim(),
+            version,
+            "{at}: the env is another commit's: {greeting}"
+        );
+        assert!(
+            !self.s.site.join("env").is_symlink() && self.s.site.join("env").is_dir(),
+            "{at}: env/ is a directory"
+        );
+        let records = self.s.records();
+        let active = records
+            .iter()
+            .find(|r| r["status"] == "success")
+            .unwrap_or_else(|| panic!("{at}: no active deployment: {records:#?}"));
+        assert_eq!(
+            active["id"].as_str(),
+            Some(id.as_str()),
+            "{at}: `list` names another deployment active"
+        );
+        if let Some(record) = records.iter().find(|r| r["seq"].as_u64() == stopped) {
+            let status = record["status"].as_str().unwrap();
+            if id == target {
+                assert_eq!(status, "success", "{at}: it stands: {record}");
+            } else {
+                assert!(
+                    status == "failed" || status == "rolled back",
+                    "{at}: {record}"
+                );
+            }
+        }
+        let show = self.s.run("show", &[&id[..7]]);
+        show.assert_ok().assert_has("status:   success");
+        assert_eq!(
+            std::fs::read_dir(&self.s.site)
+                .unwrap()
+                .flatten()
+                .filter(|e| e
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".pushdeploy-old-"))
+                .count(),
+            0,
+            "{at}: kept copies left"
+        );
+        id.clone()
+    }
+}
+
+/// Stops a deployment from the first commit to the second at each of its
+/// points in turn with `mode` (`kill` or `fail`). Each round starts from
+/// the same state: the first commit deployed, with a previous env (so that
+/// the finish sweeps one, as it does in use).
+fn every_point(mode: &str) {
+    let c = commits();
+    for rev in [&c.one.0, &c.two.0, &c.one.0] {
+        c.deploy(rev, None).assert_ok();
+    }
+    let points = c.points(&c.two.0);
+    c.deploy(&c.one.0, None).assert_ok();
+    assert_eq!(c.points(&c.two.0), points, "each round has the same points");
+    let mut now = c.two.0.clone();
+    for (n, name) in points.iter().enumerate() {
+        if now != c.one.0 {
+            c.deploy(&c.one.0, None).assert_ok();
+        }
+        let at = format!("{mode} at point {name}");
+        let newest = c.s.records()[0]["seq"].as_u64();
+        let run = c.deploy(&c.two.0, Some(&format!("{mode}:{}", n + 1)));
+        if mode == "kill" {
+            assert_eq!(run.status, -1, "{at}: killed: {run}");
+        }
+        // Stopped before its record was started: no record to check.
+        let stopped = c.s.records()[0]["seq"].as_u64();
+        let stopped = stopped.filter(|seq| Some(*seq) != newest);
+        // The next deployment recovers, then fails in its plan.
+        let next = c.deploy(&c.bad, None);
+        next.assert_status(1).assert_has("python-9.9");
+        now = c.check(&c.two.0, stopped, &at);
+    }
+}
+
+#[test]
+fn a_kill_at_any_point_leaves_one_commit_with_its_env_and_true_records() {
+    every_point("kill");
+}
+
+#[test]
+fn an_io_error_at_any_point_leaves_one_commit_with_its_env_and_true_records() {
+    every_point("fail");
+}
