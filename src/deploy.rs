@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use git2::Repository;
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +115,8 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.site.display()
     ));
     let short = commit.info.short.clone();
-    let ending = execute(settings, repo, commit, &ref_name, report);
+    let mut finished = false;
+    let ending = execute(settings, repo, commit, &ref_name, &mut finished, report);
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
     let step = report.current.clone().unwrap_or_else(|| "plan".into());
     let (status, error) = match &ending {
@@ -150,9 +151,12 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     records.save(&record)?;
     match ending {
         Ending::Success => {
-            // The record says success: the note that let a recovery finish
-            // the deployment (and mark its record) is no longer needed.
-            let _ = Switch::remove(&settings.state_dir);
+            // The record says success and nothing is left to finish: the
+            // note that let a recovery finish the deployment (and mark its
+            // record) has served.
+            if finished {
+                let _ = Switch::remove(&settings.state_dir);
+            }
             Ok(())
         }
         _ => Err(Failure.into()),
@@ -395,6 +399,7 @@ fn execute(
     repo: &Repository,
     commit: Commit,
     ref_name: &str,
+    finished: &mut bool,
     report: &mut Report,
 ) -> Ending {
     let planned = timed(report, "plan", |_| {
@@ -420,7 +425,9 @@ fn execute(
     let sync_plan = match &plan.deploy {
         Deploy::Sync(sync) => sync,
         Deploy::Command(command) => {
-            return run_command(&plan, command, &commit, settings, repo, &runner, report);
+            return run_command(
+                &plan, command, &commit, settings, repo, &runner, finished, report,
+            );
         }
     };
     let mut switch = Switch::default();
@@ -469,7 +476,7 @@ fn execute(
     let env_switched = switch.built_id.is_some_and(|id| env::is_live(site, id));
     match result {
         Ok(()) => {
-            timed(report, "finish", |r| finish(settings, journal, &switch, r));
+            *finished = timed(report, "finish", |r| finish(settings, journal, &switch, r));
             Ending::Success
         }
         Err(error) if !switch.switched || (journal.is_none() && !env_switched) => {
@@ -877,17 +884,24 @@ fn post_build(words: &[String], site: &Path, runner: &Runner, report: &mut Repor
 /// env kept as the previous one, older envs swept. The deployment stands
 /// whatever happens here: what fails is said, and the next deployment (or
 /// `env delete`) finishes it from the note.
-fn finish(settings: &Settings, journal: Option<Journal>, switch: &Switch, report: &mut Report) {
+/// Says whether all of it was done.
+fn finish(
+    settings: &Settings,
+    journal: Option<Journal>,
+    switch: &Switch,
+    report: &mut Report,
+) -> bool {
     let done = match journal {
         Some(journal) => journal.finish(),
         None => Ok(()),
     }
     .and_then(|()| finish_after_stood(settings, switch, report));
-    if let Err(e) = done {
+    if let Err(e) = &done {
         report.header(format!(
             "The deployment stands, but its cleanup did not finish ({e:#}): the next deployment finishes it"
         ));
     }
+    done.is_ok()
 }
 
 /// The part of finishing that a recovery does again: each step can be done
@@ -1098,6 +1112,7 @@ fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
 /// `POST_BUILD_COMMAND`, `postDeploy` and the health check follow. A
 /// failure before the sync leaves the site untouched; after it, the files
 /// are put back and the old version runs again, as for a built-in one.
+#[expect(clippy::too_many_arguments, reason = "the parts of one transaction")]
 fn run_command(
     plan: &Plan,
     command: &plan::CustomCommand,
@@ -1105,6 +1120,7 @@ fn run_command(
     settings: &Settings,
     repo: &Repository,
     runner: &Runner,
+    finished: &mut bool,
     report: &mut Report,
 ) -> Ending {
     let site = &settings.site;
@@ -1143,26 +1159,30 @@ fn run_command(
                 )
             },
         )?);
-        after_the_build(plan, site, runner, report)
+        after_the_build(plan, site, runner, report)?;
+        // The commit point, as for a built-in deployment.
+        Switch {
+            stood: true,
+            ..Switch::default()
+        }
+        .save(state_dir)
+        .context("recording that the deployment succeeded")
     })();
     let ending = match result {
         Ok(()) => {
-            let finished = (|| {
-                // The commit point, as for a built-in deployment.
-                let stood = Switch {
-                    stood: true,
-                    ..switch
-                };
-                stood.save(state_dir)?;
+            let done = (|| {
                 if let Some(journal) = journal {
                     journal.finish()?;
                 }
                 staged.finish()
             })();
-            match finished {
-                Ok(()) => Ending::Success,
-                Err(e) => Ending::Failed(e.context("finishing the deployment")),
+            match done {
+                Ok(()) => *finished = true,
+                Err(e) => report.header(format!(
+                    "The deployment stands, but its cleanup did not finish ({e:#}): the next deployment finishes it"
+                )),
             }
+            Ending::Success
         }
         Err(error) if journal.is_none() => {
             // A sync that failed half-way put back its own part.
