@@ -320,7 +320,7 @@ pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> R
     let state_dir = &settings.state_dir;
     let outcome = recover_site(settings, repo, report)?;
     let records = Records::new(state_dir);
-    if let Some(mut stale) = records.close_unfinished()? {
+    if let Some(mut stale) = records.unfinished()? {
         match outcome {
             Outcome::Stood => {
                 stale.status = Status::Success;

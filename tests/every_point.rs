@@ -209,3 +209,50 @@ fn a_kill_at_any_point_leaves_one_commit_with_its_env_and_true_records() {
 fn an_io_error_at_any_point_leaves_one_commit_with_its_env_and_true_records() {
     every_point("fail");
 }
+
+/// The recovery itself, stopped at each of its points: a deployment killed
+/// just before its commit point (files and env switched: the recovery puts
+/// both back) and just after it (the recovery finishes it), then the
+/// recovering deployment killed at each point of its recovery in turn; the
+/// one after it must still leave one commit's files with its env.
+#[test]
+fn a_kill_at_any_point_of_a_recovery_leaves_one_commit_with_its_env() {
+    let c = commits();
+    for rev in [&c.one.0, &c.two.0, &c.one.0] {
+        c.deploy(rev, None).assert_ok();
+    }
+    let points = c.points(&c.two.0);
+    c.deploy(&c.one.0, None).assert_ok();
+    let switched = points
+        .iter()
+        .position(|p| p.ends_with("exchange env"))
+        .expect("a point at the env switch");
+    let mut now = c.one.0.clone();
+    // The commit point's write, then the first point after it.
+    for k in [switched + 2, switched + 3] {
+        let other = |now: &str| {
+            if now == c.one.0 {
+                c.two.0.clone()
+            } else {
+                c.one.0.clone()
+            }
+        };
+        let t = other(&now);
+        assert_eq!(c.deploy(&t, Some(&format!("kill:{k}"))).status, -1);
+        let file = c.s.root.join("recovery-points");
+        let _ = std::fs::remove_file(&file);
+        let count = format!("count:{}", file.display());
+        c.deploy(&c.bad, Some(&count)).assert_status(1);
+        let recovery = std::fs::read_to_string(&file).unwrap();
+        now = c.check(&t, None, &format!("recovered from kill at point {k}"));
+        for (r, name) in recovery.lines().enumerate() {
+            let t = other(&now);
+            let at = format!("kill at point {k}, then at recovery point {name}");
+            assert_eq!(c.deploy(&t, Some(&format!("kill:{k}"))).status, -1);
+            let killed = c.deploy(&c.bad, Some(&format!("kill:{}", r + 1)));
+            assert_eq!(killed.status, -1, "{at}: {killed}");
+            c.deploy(&c.bad, None).assert_status(1);
+            now = c.check(&t, None, &at);
+        }
+    }
+}
