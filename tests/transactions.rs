@@ -850,3 +850,63 @@ fn what_a_command_may_not_leave_in_its_target_fails_before_the_site_changes() {
     );
     assert_eq!(snapshot(&s.site), before);
 }
+
+/// Issue 15 item 21: uWSGI records the real path of `env/bin/uwsgi` and
+/// re-executes it at every graceful reload. A program started from
+/// `env/bin/python` that resolves its env's real path, as uWSGI does, and
+/// re-executes from it after a second and a third deployment (each with
+/// new packages, so each switches the env) must find that path valid.
+#[test]
+fn a_program_that_resolved_the_env_s_real_path_can_re_execute_after_two_deployments() {
+    let s = deployed_flask();
+    let resolved = s.root.join("resolved");
+    let go = s.root.join("go");
+    let ran = s.root.join("ran");
+    let reloader = s.root.join("reloader.py");
+    std::fs::write(
+        &reloader,
+        format!(
+            r#"import os, sys, time
+# The env's bin, resolved as uWSGI resolves its binary's path.
+bin = os.path.realpath(os.path.dirname(sys.executable))
+open({resolved:?}, "w").write(bin)
+while not os.path.exists({go:?}):
+    time.sleep(0.05)
+# The reload: execute the resolved path again.
+code = "import greeting; open(%r, 'w').write(greeting.__version__)" % {ran:?}
+python = os.path.join(bin, "python")
+os.execv(python, [python, "-c", code])
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(s.site.join("env/bin/python"))
+        .arg(&reloader)
+        .current_dir(&s.site)
+        .spawn()
+        .unwrap();
+    assert!(appears_within(&resolved, 60), "the program started");
+    let path = std::fs::read_to_string(&resolved).unwrap();
+    for version in ["2.0.0", "1.0.0"] {
+        s.write(
+            "requirements.txt",
+            &format!("greeting=={version}\ntinyweb==1.0.0\n"),
+        );
+        s.commit(&format!("greeting {version}"));
+        s.push(&[])
+            .assert_ok()
+            .assert_has("Switching env/ to the prepared virtual environment");
+    }
+    assert!(
+        Path::new(&path).is_dir(),
+        "the resolved path {path} is gone"
+    );
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the re-executed program failed: {status}");
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap(),
+        "1.0.0",
+        "it runs the deployed env"
+    );
+}
