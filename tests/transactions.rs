@@ -910,3 +910,54 @@ os.execv(python, [python, "-c", code])
         "it runs the deployed env"
     );
 }
+
+/// Issue 15 item 3, the running app: gunicorn, reloaded by `postDeploy`,
+/// with the deployment killed at a sample of its points (see
+/// tests/every_point.rs for all of them): in the sync, just before and just
+/// after the env switch, and just after the commit point. After the next
+/// deployment (which recovers, then fails in its plan), gunicorn serves the
+/// commit whose files and env the site holds, after a reload too.
+#[test]
+fn gunicorn_serves_the_commit_the_site_holds_after_a_kill_at_sampled_points() {
+    let app = serving_app();
+    app.s
+        .write("app.py", &app_py("v2", true))
+        .write("requirements.txt", NEW_REQUIREMENTS);
+    let v2 = app.s.commit("v2");
+    app.s.write("runtime.txt", "python-9.9\n");
+    let bad = app.s.commit("bad: no such Python");
+    app.s.update_without_deploy();
+    let deploy = |rev: &str, fault: &str| {
+        app.s
+            .pushdeploy_command(&["deploy", "--repo", app.s.repo.to_str().unwrap(), rev])
+            .envs(&[("PUSHDEPLOY_FAULT", fault)])
+            .run()
+    };
+    let file = app.s.root.join("points");
+    deploy(&v2, &format!("count:{}", file.display())).assert_ok();
+    let points: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let at = |name: &str| points.iter().position(|p| p.ends_with(name)).unwrap() + 1;
+    let switch = at("exchange env");
+    for k in [at("journal line"), switch, switch + 1, switch + 2] {
+        app.s.run("redeploy", &[&app.good_id]).assert_ok();
+        assert_eq!(app.page(), "v1 greeting 1.0.0");
+        assert_eq!(deploy(&v2, &format!("kill:{k}")).status, -1);
+        deploy(&bad, "").assert_status(1);
+        let name = &points[k - 1];
+        let (page, version) = if app_files(&app.s.site) == app.good {
+            ("v1 greeting 1.0.0", "1.0.0")
+        } else {
+            assert!(app.s.site_file("app.py").contains("v2"), "{name}");
+            ("v2 greeting 2.0.0", "2.0.0")
+        };
+        app.s
+            .env_python("import greeting; print(greeting.__version__)")
+            .assert_has(version);
+        assert_eq!(app.page(), page, "killed at {name}");
+        assert_eq!(app.reload(), page, "killed at {name}, after SIGHUP");
+    }
+}
