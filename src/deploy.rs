@@ -360,6 +360,9 @@ fn recover_site(settings: &Settings, repo: &Repository, report: &mut Report) -> 
     // What a killed command deployment or install left in pushdeploy's own place.
     let _ = fs_err::remove_dir_all(state_dir.join("tmp"));
     let switch = Switch::load(state_dir);
+    if let Some(built) = switch.as_ref().and_then(|s| s.built.as_deref()) {
+        env::complete_exchange(site, built)?;
+    }
     let stood = switch.as_ref().is_some_and(|s| s.stood);
     let files = if stood {
         crate::journal::recover_stood(repo, state_dir, site)?

@@ -420,9 +420,31 @@ fn exchange(site: &Path, dir: &Path) -> Result<()> {
         rustix::fs::RenameFlags::EXCHANGE,
     );
     if exchanged.is_err() {
-        let aside = dir.with_extension("swap");
+        let aside = swap_name(dir);
         fs_err::rename(&env, &aside)?;
         fs_err::rename(dir, &env)?;
+        fs_err::rename(&aside, dir)?;
+    }
+    Ok(())
+}
+
+/// Where the three renames of an exchange without RENAME_EXCHANGE keep `env`.
+fn swap_name(dir: &Path) -> PathBuf {
+    dir.with_extension("swap")
+}
+
+/// Completes an exchange of `env` and `dir` that was killed between its
+/// three renames (see [`exchange`]), so that `env` is there and `dir` holds
+/// the other env: called by a recovery before it reads where `env` is.
+pub fn complete_exchange(site: &Path, dir: &Path) -> Result<()> {
+    let aside = swap_name(dir);
+    if std::fs::symlink_metadata(&aside).is_err() {
+        return Ok(());
+    }
+    let env = site.join("env");
+    if std::fs::symlink_metadata(&env).is_err() {
+        fs_err::rename(&aside, &env)?;
+    } else if std::fs::symlink_metadata(dir).is_err() {
         fs_err::rename(&aside, dir)?;
     }
     Ok(())
@@ -602,6 +624,67 @@ pub fn delete(site: &Path, state_dir: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A site with `env` (holding `old`) and a prepared env (holding `new`).
+    fn site_with_two_envs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().to_path_buf();
+        std::fs::create_dir(site.join("env")).unwrap();
+        std::fs::write(site.join("env/which"), "old").unwrap();
+        let built = site.join(format!("{ENV_DIR_PREFIX}new"));
+        std::fs::create_dir(&built).unwrap();
+        std::fs::write(built.join("which"), "new").unwrap();
+        (dir, site, built)
+    }
+
+    fn which(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("which")).unwrap()
+    }
+
+    #[test]
+    fn the_switch_exchanges_directories_and_is_undone_by_identity() {
+        let (_dir, site, built) = site_with_two_envs();
+        let id = id(&built).unwrap();
+        assert!(!is_live(&site, id));
+        assert!(!unswitch(&site, &built, id).unwrap(), "nothing to undo");
+        assert_eq!(switch(&site, &built).unwrap(), Some(built.clone()));
+        assert!(is_live(&site, id));
+        assert!(
+            std::fs::symlink_metadata(site.join("env"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("new".into(), "old".into())
+        );
+        assert!(unswitch(&site, &built, id).unwrap());
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("old".into(), "new".into())
+        );
+    }
+
+    #[test]
+    fn an_exchange_killed_between_its_three_renames_is_completed() {
+        // Killed after `env` went aside: `env` comes back.
+        let (_dir, site, built) = site_with_two_envs();
+        std::fs::rename(site.join("env"), swap_name(&built)).unwrap();
+        complete_exchange(&site, &built).unwrap();
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("old".into(), "new".into())
+        );
+        // Killed after the new env became `env`: the old one takes its name.
+        let (_dir, site, built) = site_with_two_envs();
+        std::fs::rename(site.join("env"), swap_name(&built)).unwrap();
+        std::fs::rename(&built, site.join("env")).unwrap();
+        complete_exchange(&site, &built).unwrap();
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("new".into(), "old".into())
+        );
+    }
 
     #[test]
     fn replaces_whole_paths_only() {
