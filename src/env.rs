@@ -596,28 +596,27 @@ pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
 /// running. Returns whether there was one.
 pub fn delete(site: &Path, state_dir: &Path) -> Result<bool> {
     let env = site.join("env");
-    crate::fault::point("delete env")?;
-    let before = match std::fs::symlink_metadata(&env) {
-        Ok(meta) if meta.file_type().is_dir() => {
-            let aside = new_dir(site)?.keep();
-            fs_err::remove_dir(&aside)?;
-            fs_err::rename(&env, &aside)?;
-            Some(aside)
-        }
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = std::fs::read_link(&env).ok().map(|t| site.join(t));
-            fs_err::remove_file(&env)?;
-            target
-        }
-        Ok(_) => {
-            fs_err::remove_file(&env)?;
-            None
-        }
-        Err(_) => return Ok(false),
+    let Ok(meta) = std::fs::symlink_metadata(&env) else {
+        return Ok(false);
     };
+    // The directory is named a previous env before it goes aside, never
+    // after: killed in between, no sweep removes it under a running app.
     let mut kept = previous(site, state_dir);
-    kept.extend(before);
-    set_previous(site, state_dir, &kept)?;
+    if meta.file_type().is_dir() {
+        let aside = new_dir(site)?.keep();
+        fs_err::remove_dir(&aside)?;
+        kept.push(aside.clone());
+        set_previous(site, state_dir, &kept)?;
+        crate::fault::point("delete env")?;
+        fs_err::rename(&env, &aside)?;
+    } else {
+        if meta.file_type().is_symlink() {
+            kept.extend(std::fs::read_link(&env).ok().map(|t| site.join(t)));
+            set_previous(site, state_dir, &kept)?;
+        }
+        crate::fault::point("delete env")?;
+        fs_err::remove_file(&env)?;
+    }
     Ok(true)
 }
 

@@ -32,7 +32,8 @@ const KEPT: &[&str] = &["pip", "setuptools", "wheel"];
 /// What the requirements of the deployments into one env installed.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored {
-    /// The env's real directory.
+    /// The env's identity (device and inode, which the rename that makes a
+    /// prepared env `env` keeps): a rolled-back env's record is not the live one's.
     env: String,
     /// Names (normalised) that requirements needed, as of the last install.
     from_requirements: BTreeSet<String>,
@@ -45,10 +46,11 @@ fn store_path(state_dir: &Path) -> PathBuf {
 }
 
 fn real(env: &Path) -> String {
-    std::fs::canonicalize(env)
-        .unwrap_or_else(|_| env.to_path_buf())
-        .display()
-        .to_string()
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(env).map_or_else(
+        |_| env.display().to_string(),
+        |m| format!("{}:{}", m.dev(), m.ino()),
+    )
 }
 
 /// After `pip install -r requirements.txt` into `env_dir`: removes what
@@ -146,14 +148,6 @@ pub fn tidy(
             }
         }
     }
-    // An env prepared beside `env` becomes `env` by a rename: its record
-    // names it so.
-    let env = match Path::new(&env).parent() {
-        Some(dir) if dir == Path::new(&real(&settings.site)) => {
-            format!("{}/env", real(&settings.site))
-        }
-        _ => env,
-    };
     let stored = Stored {
         env,
         from_requirements,

@@ -258,3 +258,49 @@ fn a_kill_at_any_point_of_a_recovery_leaves_one_commit_with_its_env() {
         }
     }
 }
+
+/// `env delete` keeps the env's directory for an app that may still run on
+/// it, until the next successful deployment: killed at any of its points,
+/// the directory is either still `env` or kept, and a deployment that fails
+/// after its sweep leaves it there.
+#[test]
+fn env_delete_killed_at_any_point_keeps_the_env_s_directory() {
+    let c = commits();
+    c.deploy(&c.one.0, None).assert_ok();
+    let repo = c.s.repo.to_str().unwrap().to_string();
+    let file = c.s.root.join("points");
+    let count = format!("count:{}", file.display());
+    let delete = |fault: &str| {
+        c.s.pushdeploy_command(&["env", "delete", "--repo", &repo])
+            .envs(&[("PUSHDEPLOY_FAULT", fault)])
+            .run()
+    };
+    delete(&count).assert_ok();
+    c.deploy(&c.one.0, None).assert_ok();
+    let points = std::fs::read_to_string(&file).unwrap();
+    // A commit whose install fails, after the sweep of old env directories.
+    let runtime = crate::util::fixtures().join("apps/flask-app/runtime.txt");
+    c.s.write("runtime.txt", &std::fs::read_to_string(runtime).unwrap())
+        .write("requirements.txt", "greeting==1.0.0\nno-such-package==9\n");
+    let failing = c.s.commit("a requirement pip cannot find");
+    c.s.update_without_deploy();
+    for (n, name) in points.lines().enumerate() {
+        assert_eq!(delete(&format!("kill:{}", n + 1)).status, -1, "{name}");
+        c.deploy(&failing, None)
+            .assert_status(1)
+            .assert_has("no-such-package");
+        let kept: Vec<_> = std::fs::read_dir(&c.s.site)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("bin/python").exists())
+            .collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "killed at {name}: one env, as env/ or kept: {kept:?}"
+        );
+        // Back to a site with env/ for the next round.
+        c.deploy(&c.one.0, None).assert_ok();
+    }
+}
