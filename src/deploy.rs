@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use git2::Repository;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ use crate::exact;
 use crate::files::{remove_file_if_there, write_atomic};
 use crate::framework;
 use crate::health::{self, HealthCheck};
-use crate::installed::{self, PipDecision};
+use crate::installed::{self, Fingerprint, PipDecision};
 use crate::lock::Lock;
 use crate::lockfile;
 use crate::manifest;
@@ -31,6 +31,7 @@ use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
 use crate::process::{Limits, Runner};
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
+use crate::runtime::Version;
 use crate::settings::{POST_DEPLOY, Settings};
 use crate::sync::{self, Journal, Recovered};
 use crate::tools;
@@ -90,21 +91,8 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         crate::files::remove_state_temp_files(&dir, crate::files::ATOMIC_TEMP_PREFIX)?;
     }
     let records = Records::new(&settings.state_dir);
-    let stale = records.close_unfinished()?;
-    let rolled_back = recover(settings, repo, report)?;
+    recover(settings, repo, report)?;
     crate::command::sweep_lists(&settings.state_dir, &settings.site);
-    if let Some(mut stale) = stale {
-        if rolled_back {
-            stale.status = Status::RolledBack;
-            records.save(&stale)?;
-        }
-        report.header(format!(
-            "Deployment {} (#{}) did not finish; its record is marked {}",
-            short_id(&stale.id.to_string()),
-            stale.seq,
-            stale.status
-        ));
-    }
     // Pushes that waited for the lock deploy the branch as it is now, so the
     // last one to run leaves the site at the branch's head.
     let mut commit = first;
@@ -127,7 +115,8 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.site.display()
     ));
     let short = commit.info.short.clone();
-    let ending = execute(settings, repo, commit, &ref_name, report);
+    let mut finished = false;
+    let ending = execute(settings, repo, commit, &ref_name, &mut finished, report);
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
     let step = report.current.clone().unwrap_or_else(|| "plan".into());
     let (status, error) = match &ending {
@@ -169,7 +158,15 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     report.fill(&mut record);
     records.save(&record)?;
     match ending {
-        Ending::Success => Ok(()),
+        Ending::Success => {
+            // The record says success and nothing is left to finish: the
+            // note that let a recovery finish the deployment (and mark its
+            // record) has served.
+            if finished {
+                let _ = Switch::remove(&settings.state_dir);
+            }
+            Ok(())
+        }
         _ => Err(Failure.into()),
     }
 }
@@ -243,13 +240,21 @@ fn killed_outlook(settings: &Settings) -> Vec<String> {
         ));
     }
     let switch = Switch::load(state_dir);
+    let stood = switch.as_ref().is_some_and(|s| s.stood);
+    let env_switched = switch
+        .as_ref()
+        .and_then(|s| s.built_id)
+        .is_some_and(|id| env::is_live(&settings.site, id));
     match crate::journal::outlook(state_dir) {
+        _ if stood => lines.push(
+            "A deployment that succeeded was stopped while it cleaned up: the deployment finishes its cleanup first".into(),
+        ),
         Some(crate::journal::Outlook::Finish) => lines.push(
             "A deployment that succeeded was stopped while it cleaned up: the deployment finishes its cleanup first".into(),
         ),
         Some(crate::journal::Outlook::Undo { changes, .. }) => lines.push(format!(
             "A deployment was killed after it began to change the site: the deployment first puts back the last good deployment ({changes} file change(s) undone{}), then runs its postDeploy and health check again; the file counts below are planned from the site as it will be then",
-            if switch.as_ref().is_some_and(|s| s.env_switched) {
+            if env_switched {
                 ", env/ switched back"
             } else {
                 ""
@@ -266,18 +271,31 @@ fn killed_outlook(settings: &Settings) -> Vec<String> {
 /// What a deployment changed beside the files (which the sync's journal
 /// keeps), recorded in the state dir until it finishes or is put back, so
 /// that the next deployment can put back what a killed one changed.
+///
+/// Each field is written before what it announces is done, never after, so
+/// that the note cannot lag behind the disk; what the disk itself says (the
+/// journal, where `env` is) decides the rest. `stood` is the commit point.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Switch {
-    /// The env directory this deployment built or copied aside.
+    /// The env directory this deployment built or copied aside: `env` and it
+    /// exchange names at the switch.
     built: Option<PathBuf>,
-    /// Set once `env` leads to `built`.
-    env_switched: bool,
-    /// Where `env` led before the switch (none: there was no env).
-    env_before: Option<PathBuf>,
+    /// Its identity, which the renames keep: `env` is the new env exactly
+    /// when it has this identity (see [`env::is_live`]).
+    #[serde(default)]
+    built_id: Option<env::DirId>,
     /// The file switch began: `postDeploy` must run again after putting back.
     switched: bool,
     /// collectstatic of the new version ran: the old version's runs again.
     collectstatic: bool,
+    /// The commit point: every step succeeded with the new files and the
+    /// new env in place. Written before anything is finished; from here the
+    /// deployment stands, and a recovery finishes it instead of putting back.
+    #[serde(default)]
+    stood: bool,
+    /// What the install depended on, for the installer's record, when it ran.
+    #[serde(default)]
+    packages: Option<(Option<Fingerprint>, Version, String)>,
 }
 
 fn switch_file(state_dir: &Path) -> PathBuf {
@@ -299,47 +317,92 @@ impl Switch {
     }
 }
 
-/// Puts back what a killed deployment changed: its files (the sync's
-/// journal), `env`, then runs the old version's collectstatic, `postDeploy`
-/// and the health check again. Returns whether anything was put back.
-/// Called with the lock held, before anything changes.
-pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<bool> {
+/// Puts back what a killed deployment changed, or finishes it when it had
+/// passed its commit point, decided from the disk: the sync's journal, the
+/// note's commit point, and whether `env` is the env it built. Then marks
+/// its record (`running` while it ran) as what it now is: success when it
+/// stands, rolled back when something was put back, else failed. Called
+/// with the lock held (by a deployment and by `env delete`), before anything
+/// changes.
+pub fn recover(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<()> {
+    let state_dir = &settings.state_dir;
+    let outcome = recover_site(settings, repo, report)?;
+    let records = Records::new(state_dir);
+    if let Some(mut stale) = records.unfinished()? {
+        match outcome {
+            Outcome::Stood => {
+                stale.status = Status::Success;
+                stale.error = Some(format!(
+                    "the process (pid {}) ended while it cleaned up after succeeding; the next one finished the cleanup",
+                    stale.pid
+                ));
+            }
+            Outcome::PutBack => stale.status = Status::RolledBack,
+            Outcome::Unchanged => {}
+        }
+        records.save(&stale)?;
+        report.header(format!(
+            "Deployment {} (#{}) did not finish; its record is marked {}",
+            short_id(&stale.id.to_string()),
+            stale.seq,
+            stale.status
+        ));
+    }
+    // The record tells it now: the note has served.
+    Switch::remove(state_dir)
+}
+
+/// What a recovery found a killed deployment had done.
+enum Outcome {
+    /// Nothing of the site had changed.
+    Unchanged,
+    /// It had begun to change the site, and was put back.
+    PutBack,
+    /// It had passed its commit point: it was finished, and stands.
+    Stood,
+}
+
+fn recover_site(settings: &Settings, repo: &Repository, report: &mut Report) -> Result<Outcome> {
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     // What a killed command deployment or install left in pushdeploy's own place.
     let _ = fs_err::remove_dir_all(state_dir.join("tmp"));
-    let files = sync::recover(repo, state_dir, site)?;
     let switch = Switch::load(state_dir);
-    if let Some(Recovered::Finished) = &files {
+    if let Some(built) = switch.as_ref().and_then(|s| s.built.as_deref()) {
+        env::complete_exchange(site, built)?;
+    }
+    let stood = switch.as_ref().is_some_and(|s| s.stood);
+    let files = if stood {
+        crate::journal::recover_stood(repo, state_dir, site)?
+    } else {
+        sync::recover(repo, state_dir, site)?
+    };
+    if stood || matches!(files, Some(Recovered::Finished)) {
         // It had succeeded: only its cleanup was left.
         report.header(Recovered::Finished.to_string());
-        if let Some(switch) = switch {
-            finish_env(settings, &switch, report)?;
-            Switch::remove(state_dir)?;
+        if let Some(switch) = &switch {
+            finish_after_stood(settings, switch, report)?;
         }
-        return Ok(false);
+        return Ok(Outcome::Stood);
     }
-    if files.is_none() && switch.as_ref().is_none_or(|s| !s.switched) {
-        if let Some(switch) = switch {
-            discard_built(site, &switch);
-            Switch::remove(state_dir)?;
-        }
-        return Ok(false);
+    let switch = switch.unwrap_or_default();
+    let env_switched = switch.built_id.is_some_and(|id| env::is_live(site, id));
+    if files.is_none() && !switch.switched && !env_switched {
+        discard_built(site, &switch)?;
+        return Ok(Outcome::Unchanged);
     }
     report.header("A deployment was killed after it began to change the site: putting back the last good deployment");
     if let Some(recovered) = &files {
         report.detail(recovered.to_string());
     }
-    let switch = switch.unwrap_or_default();
     put_back_env(site, &switch, report)?;
-    Switch::remove(state_dir)?;
     let runner = old_version_runner(settings, repo);
     if let Err(e) = run_old_version(settings, &switch, &runner, report) {
         report.header(format!(
             "The last good deployment's files and env are back, but the site may be down: {e:#}"
         ));
     }
-    Ok(true)
+    Ok(Outcome::PutBack)
 }
 
 fn execute(
@@ -347,6 +410,7 @@ fn execute(
     repo: &Repository,
     commit: Commit,
     ref_name: &str,
+    finished: &mut bool,
     report: &mut Report,
 ) -> Ending {
     // The deployment's time limit counts from here: the plan's programs too.
@@ -376,7 +440,9 @@ fn execute(
     let sync_plan = match &plan.deploy {
         Deploy::Sync(sync) => sync,
         Deploy::Command(command) => {
-            return run_command(&plan, command, &commit, settings, repo, &runner, report);
+            return run_command(
+                &plan, command, &commit, settings, repo, &runner, finished, report,
+            );
         }
     };
     let mut switch = Switch::default();
@@ -387,6 +453,7 @@ fn execute(
         Err(e) => return Ending::Failed(e),
     };
     switch.built = prepared.as_ref().map(|p| p.dir.clone());
+    switch.built_id = switch.built.as_deref().and_then(env::id);
     // 2. Switch, and 3. the steps after it.
     let mut journal = None;
     let result = switch_and_after(
@@ -400,16 +467,36 @@ fn execute(
         &mut journal,
         report,
     );
+    // The commit point: once it is written, the deployment stands.
+    let result = result.and_then(|()| {
+        if let Python::Run {
+            pip: PipDecision::Run { .. },
+            fingerprint,
+            runtime,
+            ..
+        } = &plan.python
+        {
+            switch.packages = Some((
+                fingerprint.clone(),
+                runtime.interpreter.version,
+                plan.commit.id.clone(),
+            ));
+        }
+        switch.stood = true;
+        switch.save(state_dir).map_err(|e| {
+            switch.stood = false;
+            e.context("recording that the deployment succeeded")
+        })
+    });
+    let env_switched = switch.built_id.is_some_and(|id| env::is_live(site, id));
     match result {
-        Ok(()) => match timed(report, "finish", |r| {
-            finish(settings, &plan, journal, &switch, r)
-        }) {
-            Ok(()) => Ending::Success,
-            Err(e) => Ending::Failed(e.context("finishing the deployment")),
-        },
-        Err(error) if !switch.switched || (journal.is_none() && !switch.env_switched) => {
+        Ok(()) => {
+            *finished = timed(report, "finish", |r| finish(settings, journal, &switch, r));
+            Ending::Success
+        }
+        Err(error) if !switch.switched || (journal.is_none() && !env_switched) => {
             // Nothing of the site changed (a failed sync puts back its own part).
-            discard_built(site, &switch);
+            let _ = discard_built(site, &switch);
             let _ = Switch::remove(state_dir);
             Ending::Failed(error)
         }
@@ -724,14 +811,13 @@ fn switch_and_after<'r>(
                 report,
             )?;
         }
-        let before = report.step(
+        // The note names the built env (and its identity) already: a kill
+        // after this rename is read from the disk.
+        report.step(
             "switch",
             "Switching env/ to the prepared virtual environment",
             |_| env::switch(site, &prepared.dir),
         )?;
-        switch.env_switched = true;
-        switch.env_before = before;
-        switch.save(state_dir)?;
         if let Some((from, to)) = &prepared.new_python {
             report.header(format!(
                 "Python changes from {from} to {to}: the app server needs a full restart (a graceful reload keeps the old interpreter)"
@@ -829,53 +915,54 @@ fn post_build(words: &[String], site: &Path, runner: &Runner, report: &mut Repor
     )
 }
 
-/// After every step succeeded: the files' journal finished (the kept old
-/// files go), the replaced env kept as the previous one, older envs swept.
+/// After the commit point: the files' journal finished (the deployed commit
+/// recorded, the kept old files gone), the installer's record, the replaced
+/// env kept as the previous one, older envs swept. The deployment stands
+/// whatever happens here: what fails is said, and the next deployment (or
+/// `env delete`) finishes it from the note.
+/// Says whether all of it was done.
 fn finish(
     settings: &Settings,
-    plan: &Plan,
     journal: Option<Journal>,
     switch: &Switch,
     report: &mut Report,
-) -> Result<()> {
-    if let Some(journal) = journal {
-        journal.finish()?;
+) -> bool {
+    let done = match journal {
+        Some(journal) => journal.finish(),
+        None => Ok(()),
     }
-    if matches!(
-        &plan.python,
-        Python::Run {
-            pip: PipDecision::Run { .. },
-            ..
-        }
-    ) {
-        remember_packages(settings, plan)?;
+    .and_then(|()| finish_after_stood(settings, switch, report));
+    if let Err(e) = &done {
+        report.header(format!(
+            "The deployment stands, but its cleanup did not finish ({e:#}): the next deployment finishes it"
+        ));
     }
-    finish_env(settings, switch, report)?;
-    Switch::remove(&settings.state_dir)
+    done.is_ok()
 }
 
-/// Records what the install depended on, with the env as it is now.
-fn remember_packages(settings: &Settings, plan: &Plan) -> Result<()> {
-    let store = installed::Store::new(&settings.state_dir);
-    match &plan.python {
-        Python::Run {
-            fingerprint,
-            runtime,
-            ..
-        } => store.installed(
+/// The part of finishing that a recovery does again: each step can be done
+/// twice.
+fn finish_after_stood(settings: &Settings, switch: &Switch, report: &mut Report) -> Result<()> {
+    if let Some((fingerprint, version, deployment)) = &switch.packages {
+        installed::Store::new(&settings.state_dir).installed(
             fingerprint.as_ref(),
             &settings.site.join("env"),
-            runtime.interpreter.version,
-            &plan.commit.id,
-        ),
-        Python::Skip { .. } => store.forget(),
+            *version,
+            deployment,
+        )?;
     }
+    finish_env(settings, switch, report)
 }
 
+/// The env that `env` replaced becomes the previous one (read from the
+/// disk: what is at the built env's name now), and older ones go.
 fn finish_env(settings: &Settings, switch: &Switch, report: &mut Report) -> Result<()> {
-    if switch.env_switched {
-        let before: Vec<PathBuf> = switch.env_before.iter().cloned().collect();
-        env::set_previous(&settings.site, &settings.state_dir, &before)?;
+    let site = &settings.site;
+    if let (Some(built), Some(id)) = (&switch.built, switch.built_id)
+        && env::is_live(site, id)
+    {
+        let before: Vec<PathBuf> = env::replaced(site, built).into_iter().collect();
+        env::set_previous(site, &settings.state_dir, &before)?;
         sweep_envs(settings, report);
     }
     Ok(())
@@ -935,26 +1022,30 @@ fn sweep_envs(settings: &Settings, report: &mut Report) {
     }
 }
 
-/// Removes the env this deployment prepared, if `env` does not lead to it.
-fn discard_built(site: &Path, switch: &Switch) {
-    if let Some(dir) = &switch.built
-        && env::current(site).as_ref() != Some(dir)
+/// Removes the env this deployment prepared, if it is not `env` (decided by
+/// its identity: after the switch, its name holds the env it replaced).
+fn discard_built(site: &Path, switch: &Switch) -> Result<()> {
+    if let (Some(dir), Some(id)) = (&switch.built, switch.built_id)
+        && env::id(dir) == Some(id)
     {
-        let _ = env::remove_dir(site, dir);
+        env::remove_dir(site, dir)?;
     }
+    Ok(())
 }
 
-/// `env` back to where it led before the switch.
+/// `env` back to the env it replaced, when it is the one this deployment
+/// built (read from the disk, not from a note), and the built one removed.
 fn put_back_env(site: &Path, switch: &Switch, report: &mut Report) -> Result<()> {
-    if switch.env_switched {
-        env::point_back(site, switch.env_before.as_deref())?;
-        report.detail(match switch.env_before {
-            Some(_) => "env/ leads to the previous env again",
-            None => "env/ removed: there was none before",
+    if let (Some(built), Some(id)) = (&switch.built, switch.built_id)
+        && env::unswitch(site, built, id)?
+    {
+        report.detail(if std::fs::symlink_metadata(site.join("env")).is_ok() {
+            "env/ is the previous env again"
+        } else {
+            "env/ removed: there was none before"
         });
     }
-    discard_built(site, switch);
-    Ok(())
+    discard_built(site, switch)
 }
 
 /// Puts the files and the env back, then makes the old version run again.
@@ -1065,6 +1156,7 @@ fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
 /// `POST_BUILD_COMMAND`, `postDeploy` and the health check follow. A
 /// failure before the sync leaves the site untouched; after it, the files
 /// are put back and the old version runs again, as for a built-in one.
+#[expect(clippy::too_many_arguments, reason = "the parts of one transaction")]
 fn run_command(
     plan: &Plan,
     command: &plan::CustomCommand,
@@ -1072,6 +1164,7 @@ fn run_command(
     settings: &Settings,
     repo: &Repository,
     runner: &Runner,
+    finished: &mut bool,
     report: &mut Report,
 ) -> Ending {
     let site = &settings.site;
@@ -1110,21 +1203,30 @@ fn run_command(
                 )
             },
         )?);
-        after_the_build(plan, site, runner, report)
+        after_the_build(plan, site, runner, report)?;
+        // The commit point, as for a built-in deployment.
+        Switch {
+            stood: true,
+            ..Switch::default()
+        }
+        .save(state_dir)
+        .context("recording that the deployment succeeded")
     })();
     let ending = match result {
         Ok(()) => {
-            let finished = (|| {
+            let done = (|| {
                 if let Some(journal) = journal {
                     journal.finish()?;
                 }
-                staged.finish()?;
-                Switch::remove(state_dir)
+                staged.finish()
             })();
-            match finished {
-                Ok(()) => Ending::Success,
-                Err(e) => Ending::Failed(e.context("finishing the deployment")),
+            match done {
+                Ok(()) => *finished = true,
+                Err(e) => report.header(format!(
+                    "The deployment stands, but its cleanup did not finish ({e:#}): the next deployment finishes it"
+                )),
             }
+            Ending::Success
         }
         Err(error) if journal.is_none() => {
             // A sync that failed half-way put back its own part.

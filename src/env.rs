@@ -1,22 +1,23 @@
 //! The virtual environment at `<site>/env`: whether it fits the runtime, and
 //! recreating it without downtime.
 //!
-//! `env` is a symlink to a versioned directory beside it
-//! (`.pushdeploy-env-<n>`). A new env, or a copy of the live one when only
-//! packages change, is prepared in a new directory while the live one stays
-//! in use and is never written; `env` is switched to it by one rename. The
-//! env's own paths (scripts, `pyvenv.cfg`, `activate`) lead through
-//! `<site>/env`, so a server started from `env/bin/...` follows the switch
-//! when it reloads. The env it replaced is kept until the next successful
-//! deployment; `sweep` removes older ones and never fails. An `env` that is
-//! a plain directory (made by Kudu or by hand) is checked the same way and
-//! exchanged with the new link in one rename.
+//! `env` is a real directory. A new env, or a copy of the live one when only
+//! packages change, is prepared in a new directory beside it
+//! (`.pushdeploy-env-<n>`) while the live one stays in use and is never
+//! written; the two then exchange names in one rename (RENAME_EXCHANGE). The
+//! env's own paths (scripts, `pyvenv.cfg`, `activate`) name `<site>/env`, so a
+//! server started from `env/bin/...` follows the switch when it reloads, and
+//! a path it resolved (its real path) never names a directory that a later
+//! deployment removes. The env it replaced is kept, under the prepared one's
+//! name, until the next successful deployment; `sweep` removes older ones
+//! and never fails. An `env` that is a symlink (made by earlier versions) is
+//! exchanged the same way, and the directory it led to is kept.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::files::{Files, copy_tree};
 use crate::report::Report;
@@ -285,6 +286,7 @@ pub fn build(
 
 /// A new, empty directory for an env, beside `env`.
 fn new_dir(site: &Path) -> Result<tempfile::TempDir> {
+    crate::fault::point("make env directory")?;
     tempfile::Builder::new()
         .prefix(ENV_DIR_PREFIX)
         .tempdir_in(site)
@@ -365,7 +367,8 @@ pub fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The directory `env` leads to now, if `env` is there.
+/// The directory `env` leads to now, if `env` is there: `env` itself, or
+/// where a symlink `env` (the layout of earlier versions) leads.
 pub fn current(site: &Path) -> Option<PathBuf> {
     let env = site.join("env");
     let meta = std::fs::symlink_metadata(&env).ok()?;
@@ -376,78 +379,124 @@ pub fn current(site: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Points `env` at `new_dir` in one step and returns the directory it led
-/// to before (kept: an app may still run on it), if any. A plain-directory
-/// `env` (Kudu's, or made by hand) is exchanged with the new link in one
-/// rename (RENAME_EXCHANGE), so there is no moment without `env`; it then
-/// lives on beside it under a name of ours.
+/// A directory's identity, which a rename keeps: how the transaction tells,
+/// from the disk alone, which env is at `env` now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirId {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity of what is at `path` (not followed, if a symlink).
+pub fn id(path: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(DirId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Whether `env` is the directory `built` is.
+pub fn is_live(site: &Path, built: DirId) -> bool {
+    id(&site.join("env")) == Some(built)
+}
+
+/// Exchanges `env` and `dir` (both there) in one rename. A file system
+/// without RENAME_EXCHANGE gets three renames, with a moment without `env`.
+fn exchange(site: &Path, dir: &Path) -> Result<()> {
+    let env = site.join("env");
+    crate::fault::point("exchange env")?;
+    let exchanged = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        dir,
+        rustix::fs::CWD,
+        &env,
+        rustix::fs::RenameFlags::EXCHANGE,
+    );
+    if exchanged.is_err() {
+        let aside = swap_name(dir);
+        fs_err::rename(&env, &aside)?;
+        fs_err::rename(dir, &env)?;
+        fs_err::rename(&aside, dir)?;
+    }
+    Ok(())
+}
+
+/// Where the three renames of an exchange without RENAME_EXCHANGE keep `env`.
+fn swap_name(dir: &Path) -> PathBuf {
+    dir.with_extension("swap")
+}
+
+/// Completes an exchange of `env` and `dir` that was killed between its
+/// three renames (see [`exchange`]), so that `env` is there and `dir` holds
+/// the other env: called by a recovery before it reads where `env` is.
+pub fn complete_exchange(site: &Path, dir: &Path) -> Result<()> {
+    let aside = swap_name(dir);
+    if std::fs::symlink_metadata(&aside).is_err() {
+        return Ok(());
+    }
+    let env = site.join("env");
+    if std::fs::symlink_metadata(&env).is_err() {
+        fs_err::rename(&aside, &env)?;
+    } else if std::fs::symlink_metadata(dir).is_err() {
+        fs_err::rename(&aside, dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the prepared env at `new_dir` the live one: `env` and `new_dir`
+/// exchange places in one rename (or `new_dir` becomes `env` when there is
+/// none), so `env` is a real directory at every instant and a path a running
+/// program resolved (uWSGI re-executes the real path of `env/bin/uwsgi` on
+/// every reload) stays valid: it is `<site>/env/...`, never the name of a
+/// directory a later deployment removes. The old env then lives on at
+/// `new_dir`'s name; returns the env directory it replaced (kept: an app may
+/// still run on it), if any. The switch is its own undo: [`unswitch`].
 pub fn switch(site: &Path, new_dir: &Path) -> Result<Option<PathBuf>> {
     // Scripts the installer wrote name the directory they were installed in.
     lead_through_env(new_dir, site, &[])?;
     let env = site.join("env");
-    let name = new_dir
-        .file_name()
-        .context("new env directory has no name")?;
-    let link = tempfile::Builder::new()
-        .prefix(ENV_DIR_PREFIX)
-        .make_in(site, |p| std::os::unix::fs::symlink(name, p))?;
-    let link = link.into_temp_path();
-    match std::fs::symlink_metadata(&env) {
-        Ok(meta) if meta.file_type().is_dir() => {
-            let exchanged = rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &*link,
-                rustix::fs::CWD,
-                &env,
-                rustix::fs::RenameFlags::EXCHANGE,
-            );
-            let aside = link.keep()?;
-            match exchanged {
-                Ok(()) => Ok(Some(aside)),
-                Err(_) => {
-                    // A file system without RENAME_EXCHANGE: two renames.
-                    let old = aside.with_extension("old");
-                    fs_err::rename(&env, &old)?;
-                    fs_err::rename(&aside, &env)?;
-                    Ok(Some(old))
-                }
-            }
-        }
-        Ok(meta) => {
-            let before = meta
-                .file_type()
-                .is_symlink()
-                .then(|| std::fs::read_link(&env).ok().map(|t| site.join(t)))
-                .flatten();
-            fs_err::rename(&*link, &env)
-                .with_context(|| format!("switching {} to the new env", env.display()))?;
-            let _ = link.keep();
-            Ok(before)
-        }
-        Err(_) => {
-            fs_err::rename(&*link, &env)
-                .with_context(|| format!("switching {} to the new env", env.display()))?;
-            let _ = link.keep();
-            Ok(None)
-        }
+    if std::fs::symlink_metadata(&env).is_err() {
+        crate::fault::point("rename env")?;
+        fs_err::rename(new_dir, &env)
+            .with_context(|| format!("switching {} to the new env", env.display()))?;
+        return Ok(None);
+    }
+    exchange(site, new_dir)
+        .with_context(|| format!("switching {} to the new env", env.display()))?;
+    Ok(replaced(site, new_dir))
+}
+
+/// The env directory that a switch to `built` replaced, read from the disk:
+/// what is at `built`'s name now, or where it leads when it is the symlink
+/// `env` of earlier versions (then removed by the sweep).
+pub fn replaced(site: &Path, built: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(built).ok()?;
+    if meta.file_type().is_symlink() {
+        std::fs::read_link(built).ok().map(|t| site.join(t))
+    } else {
+        Some(built.to_path_buf())
     }
 }
 
-/// Points `env` back at `before` (or removes it, when there was none), in
-/// one rename.
-pub fn point_back(site: &Path, before: Option<&Path>) -> Result<()> {
-    let env = site.join("env");
-    match before.and_then(Path::file_name) {
-        Some(name) => {
-            let link = tempfile::Builder::new()
-                .prefix(ENV_DIR_PREFIX)
-                .make_in(site, |p| std::os::unix::fs::symlink(name, p))?;
-            link.persist(&env)
-                .with_context(|| format!("pointing {} back", env.display()))?;
-        }
-        None => crate::files::remove_file_if_there(&env)?,
+/// Undoes [`switch`] when `env` is the env `built` (whose identity is
+/// `built_id`), decided from the disk alone: the env at `built`'s name (the
+/// one replaced) becomes `env` again, in one rename; with none there (there
+/// was no env before), `env` goes back to `built`'s name. Says whether
+/// anything changed.
+pub fn unswitch(site: &Path, built: &Path, built_id: DirId) -> Result<bool> {
+    if !is_live(site, built_id) {
+        return Ok(false);
     }
-    Ok(())
+    let env = site.join("env");
+    if std::fs::symlink_metadata(built).is_ok() {
+        exchange(site, built).with_context(|| format!("putting back {}", env.display()))?;
+    } else {
+        crate::fault::point("rename env back")?;
+        fs_err::rename(&env, built).with_context(|| format!("putting back {}", env.display()))?;
+    }
+    Ok(true)
 }
 
 /// Whether `dir` is one of our env directories in the site.
@@ -462,6 +511,7 @@ fn ours(site: &Path, dir: &Path) -> bool {
 /// Removes an env directory of ours; one already gone is fine.
 pub fn remove_dir(site: &Path, dir: &Path) -> Result<()> {
     if ours(site, dir) {
+        crate::fault::point("remove env directory")?;
         match fs_err::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
@@ -487,6 +537,7 @@ pub fn previous(site: &Path, state_dir: &Path) -> Vec<PathBuf> {
 
 /// Makes `dirs` the previous envs.
 pub fn set_previous(site: &Path, state_dir: &Path, dirs: &[PathBuf]) -> Result<()> {
+    crate::fault::point("previous envs")?;
     let names: Vec<String> = dirs
         .iter()
         .filter(|d| ours(site, d))
@@ -540,33 +591,94 @@ pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
 /// running. Returns whether there was one.
 pub fn delete(site: &Path, state_dir: &Path) -> Result<bool> {
     let env = site.join("env");
-    let before = match std::fs::symlink_metadata(&env) {
-        Ok(meta) if meta.file_type().is_dir() => {
-            let aside = new_dir(site)?.keep();
-            fs_err::remove_dir(&aside)?;
-            fs_err::rename(&env, &aside)?;
-            Some(aside)
-        }
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = std::fs::read_link(&env).ok().map(|t| site.join(t));
-            fs_err::remove_file(&env)?;
-            target
-        }
-        Ok(_) => {
-            fs_err::remove_file(&env)?;
-            None
-        }
-        Err(_) => return Ok(false),
+    let Ok(meta) = std::fs::symlink_metadata(&env) else {
+        return Ok(false);
     };
+    // The directory is named a previous env before it goes aside, never
+    // after: killed in between, no sweep removes it under a running app.
     let mut kept = previous(site, state_dir);
-    kept.extend(before);
-    set_previous(site, state_dir, &kept)?;
+    if meta.file_type().is_dir() {
+        let aside = new_dir(site)?.keep();
+        fs_err::remove_dir(&aside)?;
+        kept.push(aside.clone());
+        set_previous(site, state_dir, &kept)?;
+        crate::fault::point("delete env")?;
+        fs_err::rename(&env, &aside)?;
+    } else {
+        if meta.file_type().is_symlink() {
+            kept.extend(std::fs::read_link(&env).ok().map(|t| site.join(t)));
+            set_previous(site, state_dir, &kept)?;
+        }
+        crate::fault::point("delete env")?;
+        fs_err::remove_file(&env)?;
+    }
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A site with `env` (holding `old`) and a prepared env (holding `new`).
+    fn site_with_two_envs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().to_path_buf();
+        std::fs::create_dir(site.join("env")).unwrap();
+        std::fs::write(site.join("env/which"), "old").unwrap();
+        let built = site.join(format!("{ENV_DIR_PREFIX}new"));
+        std::fs::create_dir(&built).unwrap();
+        std::fs::write(built.join("which"), "new").unwrap();
+        (dir, site, built)
+    }
+
+    fn which(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("which")).unwrap()
+    }
+
+    #[test]
+    fn the_switch_exchanges_directories_and_is_undone_by_identity() {
+        let (_dir, site, built) = site_with_two_envs();
+        let id = id(&built).unwrap();
+        assert!(!is_live(&site, id));
+        assert!(!unswitch(&site, &built, id).unwrap(), "nothing to undo");
+        assert_eq!(switch(&site, &built).unwrap(), Some(built.clone()));
+        assert!(is_live(&site, id));
+        assert!(
+            std::fs::symlink_metadata(site.join("env"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("new".into(), "old".into())
+        );
+        assert!(unswitch(&site, &built, id).unwrap());
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("old".into(), "new".into())
+        );
+    }
+
+    #[test]
+    fn an_exchange_killed_between_its_three_renames_is_completed() {
+        // Killed after `env` went aside: `env` comes back.
+        let (_dir, site, built) = site_with_two_envs();
+        std::fs::rename(site.join("env"), swap_name(&built)).unwrap();
+        complete_exchange(&site, &built).unwrap();
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("old".into(), "new".into())
+        );
+        // Killed after the new env became `env`: the old one takes its name.
+        let (_dir, site, built) = site_with_two_envs();
+        std::fs::rename(site.join("env"), swap_name(&built)).unwrap();
+        std::fs::rename(&built, site.join("env")).unwrap();
+        complete_exchange(&site, &built).unwrap();
+        assert_eq!(
+            (which(&site.join("env")), which(&built)),
+            ("new".into(), "old".into())
+        );
+    }
 
     #[test]
     fn replaces_whole_paths_only() {

@@ -32,7 +32,8 @@ const KEPT: &[&str] = &["pip", "setuptools", "wheel"];
 /// What the requirements of the deployments into one env installed.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored {
-    /// The env's real directory.
+    /// The env's identity (device and inode, which the rename that makes a
+    /// prepared env `env` keeps): a rolled-back env's record is not the live one's.
     env: String,
     /// Names (normalised) that requirements needed, as of the last install.
     from_requirements: BTreeSet<String>,
@@ -45,10 +46,11 @@ fn store_path(state_dir: &Path) -> PathBuf {
 }
 
 fn real(env: &Path) -> String {
-    std::fs::canonicalize(env)
-        .unwrap_or_else(|_| env.to_path_buf())
-        .display()
-        .to_string()
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(env).map_or_else(
+        |_| env.display().to_string(),
+        |m| format!("{}:{}", m.dev(), m.ino()),
+    )
 }
 
 /// After `pip install -r requirements.txt` into `env_dir`: removes what

@@ -27,6 +27,13 @@ pub const ATOMIC_TEMP_PREFIX: &str = ".tmp-";
 /// Writes a file so that a reader sees the old or the new content, never half:
 /// a temp file beside it, synced, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::fault::point(&format!("write {}", path.display()))?;
+    write_cache(path, bytes)
+}
+
+/// [`write_atomic`] for a cache, which is no part of any deployment's
+/// transaction (and is written or not depending on its age): no fault point.
+pub fn write_cache(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .context("a file to write has no parent directory")?;
@@ -44,6 +51,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Removes a file; one that is not there is fine.
 pub fn remove_file_if_there(path: &Path) -> Result<()> {
+    crate::fault::point(&format!("delete {}", path.display()))?;
     match fs_err::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),

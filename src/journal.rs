@@ -118,6 +118,7 @@ impl<'r> Journal<'r> {
         manifest: &Manifest,
     ) -> Result<Journal<'r>> {
         let path = journal_path(state_dir);
+        crate::fault::point("journal create")?;
         let mut file = File::options()
             .append(true)
             .create_new(true)
@@ -153,6 +154,7 @@ impl<'r> Journal<'r> {
     /// Appends one change, before it is made: one write, so that a killed
     /// process leaves it whole or not at all.
     pub(crate) fn log(&mut self, action: &Action) -> Result<()> {
+        crate::fault::point("journal line")?;
         let mut line = serde_json::to_vec(action)?;
         line.push(b'\n');
         self.file
@@ -194,6 +196,7 @@ impl<'r> Journal<'r> {
         if names.is_empty() {
             return Ok(());
         }
+        crate::fault::point("journal lines")?;
         let mut lines = Vec::new();
         for name in names {
             serde_json::to_writer(
@@ -301,6 +304,25 @@ fn move_into(dir: &Dir, name: &str, to: &Dir, to_name: &str) -> Result<()> {
 /// deployment under the lock, before it changes anything. `None` when there
 /// is none.
 pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Option<Recovered>> {
+    recover_as(repo, state_dir, site, false)
+}
+
+/// [`recover`] for a deployment that had passed its commit point (see
+/// `deploy`): its journal is completed, whether its last line says so or not.
+pub fn recover_stood(
+    repo: &Repository,
+    state_dir: &Path,
+    site: &Path,
+) -> Result<Option<Recovered>> {
+    recover_as(repo, state_dir, site, true)
+}
+
+fn recover_as(
+    repo: &Repository,
+    state_dir: &Path,
+    site: &Path,
+    stood: bool,
+) -> Result<Option<Recovered>> {
     let path = journal_path(state_dir);
     let file = match File::open(&path) {
         Ok(file) => file,
@@ -329,9 +351,10 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
             site.display()
         );
     }
-    let finished = lines
-        .map_while(|l| l.ok())
-        .any(|l| matches!(serde_json::from_str(&l), Ok(Action::Finished)));
+    let finished = stood
+        || lines
+            .map_while(|l| l.ok())
+            .any(|l| matches!(serde_json::from_str(&l), Ok(Action::Finished)));
     let site_dir = SiteDir::open(site)?;
     if finished {
         complete(repo, state_dir, &site_dir, &header)?;
@@ -398,6 +421,7 @@ fn sweep_aside(site: &Path) -> Result<()> {
 fn complete(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) -> Result<()> {
     let store = manifest::Store::new(state_dir);
     let id = Oid::from_str(&header.manifest.commit)?;
+    crate::fault::point("deployed ref")?;
     repo.reference(DEPLOYED_REF, id, true, "pushdeploy: deployed")
         .with_context(|| format!("writing ref {DEPLOYED_REF}"))?;
     store.commit(&header.manifest)?;
@@ -405,11 +429,14 @@ fn complete(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header
     crate::files::remove_file_if_there(&journal_path(state_dir))?;
     // The deployment stands whatever happens here: kept copies that cannot
     // be removed now are swept before the next deployment.
-    let _ = site.root().remove_all(&header.aside);
+    if crate::fault::point("remove kept copies").is_ok() {
+        let _ = site.root().remove_all(&header.aside);
+    }
     Ok(())
 }
 
 fn unpin(repo: &Repository, name: &str) -> Result<()> {
+    crate::fault::point("unpin ref")?;
     match repo.find_reference(name) {
         Ok(mut reference) => reference
             .delete()
@@ -433,6 +460,10 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
     let mut done = Rollback::default();
     let mut touched = std::collections::BTreeSet::new();
     for action in actions.iter().rev() {
+        if let Err(e) = crate::fault::point("undo") {
+            done.problems.push(format!("{e:#}"));
+            continue;
+        }
         let result = match action {
             Action::Add { path } => {
                 touched.insert(split(path).0.to_string());

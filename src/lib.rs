@@ -36,6 +36,7 @@ mod tools; // uv and Poetry at pinned versions
 
 // Running programs and showing what happens.
 pub mod error; // errors and the exit status they give
+mod fault; // test-only fault injection at every change a deployment makes
 mod process; // every program a deployment runs: process groups, timeouts
 mod report; // what the pusher sees: step headers, indented output, times
 

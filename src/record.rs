@@ -231,7 +231,9 @@ impl Records {
     /// The record a killed deployment left as running, now marked failed.
     /// Called under the lock, so no other deployment is running; only the
     /// newest record can be one, as each deployment closes the one before it.
-    pub fn close_unfinished(&self) -> Result<Option<Record>> {
+    /// Not saved: the caller decides its status first (and saves it once,
+    /// so that a recovery killed half-way finds it still running).
+    pub fn unfinished(&self) -> Result<Option<Record>> {
         let Some(mut record) = self.newest()?.filter(|r| r.status == Status::Running) else {
             return Ok(None);
         };
@@ -240,7 +242,6 @@ impl Records {
             "did not finish: the process (pid {}) ended during the deployment",
             record.pid
         ));
-        self.save(&record)?;
         Ok(Some(record))
     }
 

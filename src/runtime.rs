@@ -244,7 +244,7 @@ impl Probes {
         if !self.changed.get() {
             return Ok(());
         }
-        crate::files::write_atomic(&self.path, &serde_json::to_vec(&*self.known.borrow())?)
+        crate::files::write_cache(&self.path, &serde_json::to_vec(&*self.known.borrow())?)
     }
 
     /// What identifies an interpreter's behaviour: its path, the file it

@@ -168,7 +168,7 @@ fn cached_version(settings: &Settings, path: &Path, runner: &Runner) -> Option<S
     known.insert(key, version.clone());
     if let Ok(bytes) = serde_json::to_vec(&known) {
         let _ = fs_err::create_dir_all(file.parent().expect("a file in a dir"));
-        let _ = crate::files::write_atomic(&file, &bytes);
+        let _ = crate::files::write_cache(&file, &bytes);
     }
     Some(version)
 }

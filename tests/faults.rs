@@ -133,11 +133,10 @@ fn app_files(dir: &Path) -> BTreeMap<String, String> {
 /// What a killed deployment may leave at the top of the site (env
 /// directories a killed build was making, temp files of a killed sync).
 fn leftovers(site: &Path) -> Vec<String> {
-    let env = std::fs::read_link(site.join("env")).unwrap();
     std::fs::read_dir(site)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".pushdeploy-") && Path::new(n) != env)
+        .filter(|n| n.starts_with(".pushdeploy-"))
         .collect()
 }
 
@@ -520,7 +519,28 @@ fn killed_while_writing_the_record() {
         "the work was done, only the record was not: {output:?}"
     );
 
-    recovers(&s, &id, &[]);
+    // Issue 15 item 1: it had passed its commit point, so it stands: the
+    // next deployment finishes it and marks its record a success.
+    assert!(lock_is_free(&s));
+    let seq = s.records()[0]["seq"].as_u64().unwrap();
+    let next = s.run("deploy", &[]);
+    next.assert_ok().assert_has(&format!(
+        "Deployment {} (#{seq}) did not finish; its record is marked success",
+        &id[..7]
+    ));
+    assert!(!next.has("putting back"), "{next}");
+    let records = s.records();
+    let old = records
+        .iter()
+        .find(|r| r["seq"].as_u64() == Some(seq))
+        .unwrap();
+    assert_eq!(old["status"], "success", "{old}");
+    assert_eq!(
+        app_files(&s.site),
+        app_files(&s.work),
+        "the site is the commit"
+    );
+    s.env_python("import greeting").assert_ok();
 }
 
 /// A second server setting that is wrong, and the one line that says so.

@@ -6,6 +6,7 @@ mod util;
 mod bad_input;
 mod customise;
 mod demo;
+mod every_point;
 mod faults;
 mod history;
 mod hostile;

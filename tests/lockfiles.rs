@@ -1010,7 +1010,7 @@ fn failing_install_leaves_the_site(s: &Server, step: &str, good: &[&str]) {
         "the site's files and env are the last good deployment's"
     );
     assert_eq!(env_packages(s), good);
-    assert_eq!(s.env_dirs(), 1, "the env prepared aside is gone");
+    assert_eq!(s.env_dirs(), 0, "the env prepared aside is gone");
 }
 
 /// The install's line comes before the file sync's.

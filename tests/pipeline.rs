@@ -163,7 +163,7 @@ fn runtime_change_recreates_env_with_reason() {
         .assert_has("(3, 12)");
     assert_eq!(
         s.env_dirs(),
-        2,
+        1,
         "the old env directory is kept until the next successful deployment"
     );
     push.assert_has(

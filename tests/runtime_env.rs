@@ -75,7 +75,11 @@ fn python_2_without_virtualenv_is_a_clear_error_in_the_plan() {
 #[test]
 fn every_way_of_forcing_a_new_env_says_what_forced_it() {
     let s = deployed_flask();
-    let marker = |s: &Server| std::fs::read_link(s.site.join("env")).unwrap();
+    // env is a directory that the prepared one exchanges places with: a
+    // new env is a new inode at `env`.
+    let marker = |s: &Server| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.site.join("env")).unwrap())
+    };
     let first = marker(&s);
 
     s.run("deploy", &["--recreate-env"]).assert_ok().assert_has(
@@ -116,23 +120,30 @@ fn every_way_of_forcing_a_new_env_says_what_forced_it() {
         .assert_ok()
         .assert_has("Creating virtual environment env/ with python-3.11: no env yet");
     s.env_python("import greeting").assert_ok();
-    assert_eq!(s.env_dirs(), 1, "the deleted env's directory is gone");
+    assert_eq!(
+        s.env_dirs(),
+        0,
+        "the deleted env's directory is gone, and there was no env to replace"
+    );
 }
 
 #[test]
 fn a_failed_recreation_leaves_the_old_env_working() {
     let s = deployed_flask();
-    let before = std::fs::read_link(s.site.join("env")).unwrap();
+    let inode = |s: &Server| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(s.site.join("env")).unwrap())
+    };
+    let before = inode(&s);
     s.write("runtime.txt", "python-3.12\n")
         .write("requirements.txt", "greeting==1.0.0\nno-such-package==9\n");
     s.commit("3.12 with a bad requirement");
     s.push(&[])
         .assert_has("runtime changed from python-3.11 to python-3.12")
         .assert_has("failed in step pip");
-    assert_eq!(std::fs::read_link(s.site.join("env")).unwrap(), before);
+    assert_eq!(inode(&s), before);
     assert!(env_version(&s).starts_with("3.11."));
     s.env_python("import greeting, tinyweb").assert_ok();
-    assert_eq!(s.env_dirs(), 1, "the half-built env was removed");
+    assert_eq!(s.env_dirs(), 0, "the half-built env was removed");
 }
 
 #[test]
@@ -164,7 +175,7 @@ fn an_env_made_by_kudu_is_recognised_and_a_hand_made_one_replaced() {
         .assert_ok()
         .assert_has("Found compatible virtual environment env/ (python-3.11)")
         .assert_has("Copying env/ aside for the install");
-    // Installed into a copy, switched to it with one rename; the plain env
+    // Installed into a copy, exchanged with it in one rename; the plain env
     // is kept beside it until the next successful deployment.
     assert!(
         s.site
@@ -172,9 +183,9 @@ fn an_env_made_by_kudu_is_recognised_and_a_hand_made_one_replaced() {
             .symlink_metadata()
             .unwrap()
             .file_type()
-            .is_symlink()
+            .is_dir()
     );
-    assert_eq!(s.env_dirs(), 2);
+    assert_eq!(s.env_dirs(), 1);
     s.env_python("import greeting").assert_ok();
 
     std::fs::remove_file(s.site.join("env/azure.env.python-3.11.txt")).unwrap();
@@ -187,11 +198,11 @@ fn an_env_made_by_kudu_is_recognised_and_a_hand_made_one_replaced() {
             .symlink_metadata()
             .unwrap()
             .file_type()
-            .is_symlink()
+            .is_dir()
     );
     assert_eq!(
         s.env_dirs(),
-        2,
+        1,
         "the env replaced two deployments ago was removed; the last one is kept"
     );
     // The env works through the path `env`, activate script included.

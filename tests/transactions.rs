@@ -852,3 +852,114 @@ fn what_a_command_may_not_leave_in_its_target_fails_before_the_site_changes() {
     );
     assert_eq!(snapshot(&s.site), before);
 }
+
+/// Issue 15 item 21: uWSGI records the real path of `env/bin/uwsgi` and
+/// re-executes it at every graceful reload. A program started from
+/// `env/bin/python` that resolves its env's real path, as uWSGI does, and
+/// re-executes from it after a second and a third deployment (each with
+/// new packages, so each switches the env) must find that path valid.
+#[test]
+fn a_program_that_resolved_the_env_s_real_path_can_re_execute_after_two_deployments() {
+    let s = deployed_flask();
+    let resolved = s.root.join("resolved");
+    let go = s.root.join("go");
+    let ran = s.root.join("ran");
+    let reloader = s.root.join("reloader.py");
+    std::fs::write(
+        &reloader,
+        format!(
+            r#"import os, sys, time
+# The env's bin, resolved as uWSGI resolves its binary's path.
+bin = os.path.realpath(os.path.dirname(sys.executable))
+open({resolved:?}, "w").write(bin)
+while not os.path.exists({go:?}):
+    time.sleep(0.05)
+# The reload: execute the resolved path again.
+code = "import greeting; open(%r, 'w').write(greeting.__version__)" % {ran:?}
+python = os.path.join(bin, "python")
+os.execv(python, [python, "-c", code])
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(s.site.join("env/bin/python"))
+        .arg(&reloader)
+        .current_dir(&s.site)
+        .spawn()
+        .unwrap();
+    assert!(appears_within(&resolved, 60), "the program started");
+    let path = std::fs::read_to_string(&resolved).unwrap();
+    for version in ["2.0.0", "1.0.0"] {
+        s.write(
+            "requirements.txt",
+            &format!("greeting=={version}\ntinyweb==1.0.0\n"),
+        );
+        s.commit(&format!("greeting {version}"));
+        s.push(&[])
+            .assert_ok()
+            .assert_has("Switching env/ to the prepared virtual environment");
+    }
+    assert!(
+        Path::new(&path).is_dir(),
+        "the resolved path {path} is gone"
+    );
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the re-executed program failed: {status}");
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap(),
+        "1.0.0",
+        "it runs the deployed env"
+    );
+}
+
+/// Issue 15 item 3, the running app: gunicorn, reloaded by `postDeploy`,
+/// with the deployment killed at a sample of its points (see
+/// tests/every_point.rs for all of them): in the sync, just before and just
+/// after the env switch, and just after the commit point. After the next
+/// deployment (which recovers, then fails in its plan), gunicorn serves the
+/// commit whose files and env the site holds, after a reload too.
+#[test]
+fn gunicorn_serves_the_commit_the_site_holds_after_a_kill_at_sampled_points() {
+    let app = serving_app();
+    app.s
+        .write("app.py", &app_py("v2", true))
+        .write("requirements.txt", NEW_REQUIREMENTS);
+    let v2 = app.s.commit("v2");
+    app.s.write("runtime.txt", "python-9.9\n");
+    let bad = app.s.commit("bad: no such Python");
+    app.s.update_without_deploy();
+    let deploy = |rev: &str, fault: &str| {
+        app.s
+            .pushdeploy_command(&["deploy", "--repo", app.s.repo.to_str().unwrap(), rev])
+            .envs(&[("PUSHDEPLOY_FAULT", fault)])
+            .run()
+    };
+    let file = app.s.root.join("points");
+    deploy(&v2, &format!("count:{}", file.display())).assert_ok();
+    let points: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let at = |name: &str| points.iter().position(|p| p.ends_with(name)).unwrap() + 1;
+    let switch = at("exchange env");
+    for k in [at("journal line"), switch, switch + 1, switch + 2] {
+        app.s.run("redeploy", &[&app.good_id]).assert_ok();
+        assert_eq!(app.page(), "v1 greeting 1.0.0");
+        assert_eq!(deploy(&v2, &format!("kill:{k}")).status, -1);
+        deploy(&bad, "").assert_status(1);
+        let name = &points[k - 1];
+        let (page, version) = if app_files(&app.s.site) == app.good {
+            ("v1 greeting 1.0.0", "1.0.0")
+        } else {
+            assert!(app.s.site_file("app.py").contains("v2"), "{name}");
+            ("v2 greeting 2.0.0", "2.0.0")
+        };
+        app.s
+            .env_python("import greeting; print(greeting.__version__)")
+            .assert_has(version);
+        assert_eq!(app.page(), page, "killed at {name}");
+        assert_eq!(app.reload(), page, "killed at {name}, after SIGHUP");
+    }
+}
