@@ -10,7 +10,9 @@
 //! cache, which outlives it.
 //!
 //! Undoing is the journal read backwards, through the same site walk as the
-//! sync ([`crate::site_dir`]): added files are deleted, kept files renamed
+//! sync ([`crate::site_dir`]): added files are deleted (the very files the
+//! sync made, known by their inode, which is journaled before a new file
+//! takes its name: never one that the app put there), kept files renamed
 //! back (renames, not copies: the restore costs about what the sync did),
 //! directories the sync made are removed (unless something else was put
 //! in them meanwhile) and directories it removed are made again with their
@@ -54,8 +56,16 @@ struct Header {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Action {
-    /// A file or symlink made where nothing was.
+    /// A file or symlink to be made where nothing was (written before it is
+    /// made, maybe with others of its directory).
     Add { path: String },
+    /// The file or symlink that the sync is about to move to `path` (after
+    /// an `Add`), made aside first, is the inode `ino`: an undo removes that
+    /// file and no other, never one that the app put at the same name.
+    Made { path: String, ino: u64 },
+    /// The sync did not make `path` after all: something else was there
+    /// first (after an `Add`). An undo leaves it.
+    NotAdded { path: String },
     /// The file at `path` kept as `slot` in the aside directory, then replaced.
     Replace { path: String, slot: u64 },
     /// The file at `path` moved to `slot` in the aside directory.
@@ -207,6 +217,23 @@ impl<'r> Journal<'r> {
         self.file
             .write_all(&lines)
             .context("writing the sync journal")
+    }
+
+    /// Notes that the file the sync moves to `name` in `dir` (noted as
+    /// added before) is the inode `ino`, before it is moved there.
+    pub(crate) fn made(&mut self, dir: &Dir, name: &str, ino: u64) -> Result<()> {
+        self.log(&Action::Made {
+            path: dir.rel_of(name),
+            ino,
+        })
+    }
+
+    /// Notes that `name` in `dir`, noted as added, was not made: something
+    /// else took the name first.
+    pub(crate) fn not_added(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        self.log(&Action::NotAdded {
+            path: dir.rel_of(name),
+        })
     }
 
     /// Keeps the file `name` in `dir` aside (a second name for it), before
@@ -362,7 +389,7 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
     let file = File::open(journal_path(state_dir)).ok()?;
     let mut lines = BufReader::new(file).lines().map_while(|l| l.ok());
     serde_json::from_str::<Header>(&lines.next()?).ok()?;
-    let mut changes = 0;
+    let mut changes: usize = 0;
     let mut added = std::collections::HashSet::new();
     for line in lines {
         match serde_json::from_str(&line) {
@@ -370,6 +397,10 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
             Ok(Action::Add { path }) => {
                 changes += 1;
                 added.insert(path);
+            }
+            Ok(Action::NotAdded { path }) => {
+                changes = changes.saturating_sub(1);
+                added.remove(&path);
             }
             Ok(Action::Replace { .. } | Action::Delete { .. }) => changes += 1,
             _ => {}
@@ -429,15 +460,36 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
             Err(_) => break,
         }
     }
+    // Which file the sync made at each name it added, and the names it
+    // found taken: an undo removes only the files it made.
+    let mut made = std::collections::HashMap::new();
+    let mut not_added = std::collections::HashSet::new();
+    for action in &actions {
+        match action {
+            Action::Made { path, ino } => {
+                made.insert(path.as_str(), *ino);
+            }
+            Action::NotAdded { path } => {
+                not_added.insert(path.as_str());
+            }
+            _ => {}
+        }
+    }
     let aside = site.root().open_dir(&header.aside)?;
     let mut done = Rollback::default();
     let mut touched = std::collections::BTreeSet::new();
     for action in actions.iter().rev() {
         let result = match action {
+            Action::Add { path }
+                if not_added.contains(path.as_str()) && !made.contains_key(path.as_str()) =>
+            {
+                Ok(())
+            }
             Action::Add { path } => {
                 touched.insert(split(path).0.to_string());
-                undo_add(site, path).map(|n| done.restored += n)
+                undo_add(site, path, made.get(path.as_str()).copied()).map(|n| done.restored += n)
             }
+            Action::Made { .. } | Action::NotAdded { .. } => Ok(()),
             Action::Replace { path, slot } | Action::Delete { path, slot } => {
                 touched.insert(split(path).0.to_string());
                 match &aside {
@@ -481,16 +533,20 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
     Ok(done)
 }
 
-fn undo_add(site: &SiteDir, path: &str) -> Result<usize> {
+/// Removes the file the sync added at `path`: the inode `made`, never
+/// another file at that name (one the app put there).
+fn undo_add(site: &SiteDir, path: &str, made: Option<u64>) -> Result<usize> {
     let Some((dir, name)) = site.parent(path)? else {
         return Ok(0);
     };
-    match dir.meta(name)? {
-        Some(meta) if meta.kind != Kind::Dir => {
+    match (dir.meta(name)?, made) {
+        (Some(meta), Some(ino)) if meta.kind != Kind::Dir && meta.ino == ino => {
             dir.unlink(name)
                 .with_context(|| format!("removing {path}, which the sync added"))?;
             Ok(1)
         }
+        // Nothing there, a directory, or a file the sync did not make (no
+        // file of its own takes a name before its inode is journaled).
         _ => Ok(0),
     }
 }

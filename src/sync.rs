@@ -155,6 +155,11 @@ pub struct SyncPlan {
     /// temp files may be left.
     #[serde(skip)]
     pub sweep: BTreeSet<String>,
+    /// Whether a file that appears where the plan saw none, before the sync
+    /// writes there, is replaced (`takeOverFiles`, or a custom command's
+    /// output) or refused.
+    #[serde(skip)]
+    pub take_over: bool,
 }
 
 impl SyncPlan {
@@ -353,6 +358,7 @@ fn diff_plan(
         refused: Vec::new(),
         skipped: changes.skipped,
         sweep: BTreeSet::new(),
+        take_over: before.take_over,
     };
     for (entry, added) in changes.changed {
         check_entry(commit, &entry)?;
@@ -393,6 +399,7 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         refused: Vec::new(),
         skipped,
         sweep: BTreeSet::new(),
+        take_over: before.take_over,
     };
     let mut wanted = HashSet::new();
     for entry in entries {
@@ -530,19 +537,18 @@ fn output_matches_site(output: &Path, entry: &Entry, site: &SiteDir) -> Result<b
                     fs_err::read_link(&ours).is_ok_and(|o| o.as_os_str().as_bytes() == t)
                 })
         }
-        Kind::File | Kind::Executable => {
+        // Opened first, then checked (see `Dir::open_file`): the type seen
+        // by the stat above may have changed since.
+        Kind::File | Kind::Executable => dir.open_file(name).is_ok_and(|(file, meta)| {
             let executable = meta.mode & 0o111 != 0;
-            meta.kind == site_dir::Kind::File
-                && executable == (entry.kind == Kind::Executable)
-                && dir
-                    .open_file(name)
-                    .is_ok_and(|file| same_file_bytes(&ours, file).unwrap_or(false))
-        }
+            executable == (entry.kind == Kind::Executable)
+                && same_file_bytes(&ours, file).unwrap_or(false)
+        }),
     })
 }
 
 fn same_file_bytes(ours: &Path, theirs: std::fs::File) -> Result<bool> {
-    let ours = fs_err::File::open(ours)?;
+    let ours = site_dir::open_regular(ours)?;
     if ours.metadata()?.len() != theirs.metadata()?.len() {
         return Ok(false);
     }
@@ -583,6 +589,8 @@ pub fn plan_output(
         refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
+        // The output replaces the app's files at its names (see above).
+        take_over: true,
     };
     let mut paths = Vec::new();
     for entry in output_entries(output)? {
@@ -633,7 +641,7 @@ pub fn copy_owned(site: &Path, owned: &BTreeSet<String>, to: &Path) -> Result<()
                 if let Some(parent) = dest.parent() {
                     fs_err::create_dir_all(parent)?;
                 }
-                let mut from = dir.open_file(name)?;
+                let (mut from, _) = dir.open_file(name)?;
                 // std's File on both sides: io::copy then uses copy_file_range.
                 let mut file = std::fs::File::create(&dest)
                     .with_context(|| format!("creating {}", dest.display()))?;
@@ -683,14 +691,11 @@ fn matches_site(commit: &Commit, entry: &Entry, site: &SiteDir) -> Result<bool> 
                         .is_ok_and(|b| b.content() == t.as_slice())
                 })
         }
-        Kind::File | Kind::Executable => {
+        // Opened first, then checked (see `Dir::open_file`).
+        Kind::File | Kind::Executable => dir.open_file(name).is_ok_and(|(file, meta)| {
             let executable = meta.mode & 0o111 != 0;
-            meta.kind == site_dir::Kind::File
-                && executable == (entry.kind == Kind::Executable)
-                && dir
-                    .open_file(name)
-                    .is_ok_and(|file| same_bytes(commit, &entry.blob, file))
-        }
+            executable == (entry.kind == Kind::Executable) && same_bytes(commit, &entry.blob, file)
+        }),
     })
 }
 
@@ -986,6 +991,7 @@ pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
         refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
+        take_over: false,
         basis: Basis::First,
     };
     let site = SiteDir::open(dir)?;
@@ -1056,6 +1062,7 @@ fn apply(plan: &SyncPlan, source: Source, target: Target, hook: TestHook) -> Res
         cached: None,
         hook,
         changes: 0,
+        take_over: plan.take_over,
     };
     writer.sweep_temp_files(plan)?;
     for path in &plan.delete {
@@ -1100,7 +1107,7 @@ impl Source<'_, '_> {
                 // A file to file copy: copy_file_range, which shares the
                 // blocks (a reflink) where the file system can.
                 let path = dir.join(&change.path);
-                let mut from = std::fs::File::open(&path)
+                let mut from = site_dir::open_regular(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
                 io::copy(&mut from, file)?;
                 Ok(())
@@ -1118,6 +1125,8 @@ struct Writer<'a, 'c, 'j> {
     cached: Option<Dir>,
     hook: TestHook,
     changes: usize,
+    /// See [`SyncPlan::take_over`].
+    take_over: bool,
 }
 
 impl Writer<'_, '_, '_> {
@@ -1279,6 +1288,11 @@ impl Writer<'_, '_, '_> {
         change: &Change,
         mut existing: Option<site_dir::Meta>,
     ) -> Result<()> {
+        // Decided again now, not only in the plan: a file that appeared
+        // where the plan saw none (the app wrote it meanwhile) is the app's.
+        if change.why == Why::Added && existing.is_some_and(|m| m.kind != site_dir::Kind::Dir) {
+            self.appeared(change)?;
+        }
         let mut removed_dir = false;
         // A directory where the commit now has a file: it must be empty by now.
         if let Some(meta) = existing.filter(|m| m.kind == site_dir::Kind::Dir) {
@@ -1304,14 +1318,10 @@ impl Writer<'_, '_, '_> {
                 let (temp, ()) = dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.symlink(link, n))?;
                 temp
             }
-            Kind::File | Kind::Executable if existing.is_none() => {
-                // Nothing to replace: written in place, no copy. create_new
-                // never follows a symlink. A sync killed half-way leaves a
-                // short file, which its rollback deletes. Journaled with its
-                // group, unless a directory stood there.
-                if let (Target::Journal(journal), true) = (&mut self.target, removed_dir) {
-                    journal.added(dir, name)?;
-                }
+            Kind::File | Kind::Executable
+                if existing.is_none() && matches!(self.target, Target::Plain(_)) =>
+            {
+                // A checkout into an empty directory: written in place.
                 let mut file = dir.create_new(name, change.kind.mode())?;
                 return self.source.write(change, &mut file);
             }
@@ -1322,15 +1332,51 @@ impl Writer<'_, '_, '_> {
                 temp
             }
         };
-        if let Target::Journal(journal) = &mut self.target {
-            match existing {
-                Some(_) => journal.keep_replaced(dir, name)?,
-                None => journal.added(dir, name)?,
+        let Some(_) = existing else {
+            // A new name: written aside too, so that the journal knows the
+            // file by its inode before it takes the name (an undo removes
+            // that file, never one the app put there), and moved in only
+            // where nothing appeared meanwhile. Its name was journaled with
+            // its group, unless it is a symlink or a directory stood there.
+            if let Target::Journal(journal) = &mut self.target {
+                let ino = dir.meta(&temp)?.context("the temp file vanished")?.ino;
+                if change.kind == Kind::Symlink || removed_dir {
+                    journal.added(dir, name)?;
+                }
+                journal.made(dir, name, ino)?;
             }
+            return match dir.rename_new(&temp, dir, name) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let _ = dir.unlink(&temp);
+                    if let Target::Journal(journal) = &mut self.target {
+                        journal.not_added(dir, name)?;
+                    }
+                    self.appeared(change)?;
+                    let meta = dir.meta(name)?;
+                    self.write_in(dir, name, change, meta)
+                }
+                other => Ok(other?),
+            };
+        };
+        if let Target::Journal(journal) = &mut self.target {
+            journal.keep_replaced(dir, name)?;
         }
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;
         Ok(())
+    }
+
+    /// A file appeared at `name`, which the plan saw free and the commit
+    /// adds: refused, unless files are taken over (then the caller replaces
+    /// it, kept until the deployment succeeds, as any file it replaces).
+    fn appeared(&self, change: &Change) -> Result<()> {
+        if self.take_over {
+            return Ok(());
+        }
+        bail!(
+            "commit entry {}: the site has this file, which pushdeploy did not write: it appeared after the plan (the app made it while the deployment ran); move it away, or deploy with -c takeOverFiles=true (or git config deploy.takeOverFiles true) to replace it with the commit's",
+            change.path
+        )
     }
 }
 #[cfg(test)]

@@ -435,3 +435,130 @@ fn a_deployment_killed_while_cleaning_up_after_success_is_finished_by_the_next()
     assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
     assert_nothing_kept(&s);
 }
+
+/// Runs a deployment paused by the hook before change `at`, calls `during`
+/// there (the app at work), and lets it go on.
+fn deploy_paused(s: &Server, at: usize, args: &[&str], during: impl FnOnce()) -> Run {
+    let pause = s.root.join("paused");
+    let hook = format!("pause:{at}:{}", pause.display());
+    std::thread::scope(|scope| {
+        let deploy = scope.spawn(|| {
+            s.pushdeploy_with(
+                &[&["deploy", "--repo", s.repo.to_str().unwrap()], args].concat(),
+                &[(HOOK, &hook)],
+            )
+        });
+        wait_for(&pause);
+        during();
+        std::fs::remove_file(&pause).unwrap();
+        deploy.join().unwrap()
+    })
+}
+
+/// Issue 15, item 5: the sync decides at write time, not only in its plan.
+/// A file the app makes at a name the commit adds, after the plan, is the
+/// app's: refused (unless `takeOverFiles`), and the undo never removes it.
+#[test]
+fn a_file_the_app_makes_after_the_plan_is_refused_and_never_removed() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n").write("a/x.txt", "x1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    // Changes in order: a/x.txt, then the top folder's app.py, b.txt, c.txt
+    // (whose names the sync looks at together, before app.py).
+    s.write("a/x.txt", "x2\n")
+        .write("app.py", "print('v2')\n")
+        .write("b.txt", "the commit's b\n")
+        .write("c.txt", "the commit's c\n");
+    s.commit("adds b.txt and c.txt");
+    s.update_without_deploy();
+    let refused = |run: &Run, name: &str| {
+        assert_eq!(run.status, 1, "{}", run.all());
+        run.assert_has(&format!(
+            "commit entry {name}: the site has this file, which pushdeploy did not write: it appeared after the plan"
+        ))
+        .assert_has("the site's files are as they were before it");
+    };
+
+    // Made before the sync looks at the top folder: seen there, refused.
+    let before = snapshot(&s.site);
+    let run = deploy_paused(&s, 1, &[], || {
+        std::fs::write(s.site.join("b.txt"), "the app's b").unwrap();
+    });
+    refused(&run, "b.txt");
+    assert_eq!(s.site_file("b.txt"), "the app's b");
+    std::fs::remove_file(s.site.join("b.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // Made after the sync looked, as it is about to write there: its
+    // create finds the name taken; the undo removes the b.txt it wrote,
+    // not the app's c.txt.
+    let run = deploy_paused(&s, 4, &[], || {
+        std::fs::write(s.site.join("c.txt"), "the app's c").unwrap();
+    });
+    refused(&run, "c.txt");
+    assert_eq!(s.site_file("c.txt"), "the app's c");
+    std::fs::remove_file(s.site.join("c.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // Killed there instead, and the app makes c.txt before the next
+    // deployment puts the killed sync back: the b.txt the sync wrote goes,
+    // the app's c.txt stays.
+    kill_paused_deployment(&s, 4);
+    std::fs::write(s.site.join("c.txt"), "the app's c").unwrap();
+    let next = deploy_with(&s, &[(HOOK, "fail:1")]);
+    next.assert_has("A sync that did not finish was undone");
+    assert_eq!(s.site_file("c.txt"), "the app's c");
+    std::fs::remove_file(s.site.join("c.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // With takeOverFiles, the app's file is replaced by the commit's.
+    let run = deploy_paused(&s, 1, &["-c", "takeOverFiles=true"], || {
+        std::fs::write(s.site.join("b.txt"), "the app's b").unwrap();
+    });
+    run.assert_ok();
+    assert_eq!(s.site_file("b.txt"), "the commit's b\n");
+    assert_eq!(s.site_file("c.txt"), "the commit's c\n");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_nothing_kept(&s);
+}
+
+/// Issue 15, item 7: a FIFO where the commit has a file (a local user's,
+/// in a folder the app writes) is never read as one: the plan opens without
+/// blocking and checks what it opened. The commit's own file is repaired,
+/// one the app's folder holds at a new name is refused.
+#[test]
+fn a_fifo_where_the_commit_has_a_file_never_holds_a_deployment() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("data/seed.txt", "seed\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let fifo = |rel: &str| {
+        let path = s.site.join(rel);
+        let _ = std::fs::remove_file(&path);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    };
+    fifo("data/seed.txt");
+    fifo("data/new.txt");
+    s.write("data/new.txt", "new\n");
+    s.commit("adds data/new.txt");
+    s.update_without_deploy();
+    let run = s.run("deploy", &["--verify"]);
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has(
+        "commit entry data/new.txt: the site has this file, which pushdeploy did not write",
+    );
+    std::fs::remove_file(s.site.join("data/new.txt")).unwrap();
+    s.run("deploy", &["--verify"]).assert_ok();
+    assert_eq!(s.site_file("data/seed.txt"), "seed\n");
+    assert_eq!(s.site_file("data/new.txt"), "new\n");
+}
