@@ -93,6 +93,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     let stale = records.close_unfinished()?;
     let rolled_back = recover(settings, repo, report)?;
     crate::command::sweep_lists(&settings.state_dir, &settings.site);
+    crate::init::claim_site(&settings.site, repo, &settings.state_dir, report);
     if let Some(mut stale) = stale {
         if rolled_back {
             stale.status = Status::RolledBack;

@@ -42,6 +42,30 @@ pub const PENDING_REF: &str = "refs/pushdeploy/pending";
 /// The ref that keeps the deployed commit, whose files are in the site.
 pub const DEPLOYED_REF: &str = "refs/pushdeploy/deployed";
 
+/// The part of the names of kept copies and temp files in the site that
+/// says which repository (which state dir) made them: two repositories that
+/// deploy into one site never sweep each other's.
+pub fn owner_tag(state_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    // FNV-1a: the same for a state dir in every run and every version.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+/// Whether `name` (a kept copy or temp file, starting with `prefix`) is
+/// the repository of `tag`'s: its tag follows the prefix (`<prefix><tag>-`),
+/// or it has none (made by a version before tags, and swept as then).
+pub fn is_ours(name: &str, prefix: &str, tag: &str) -> bool {
+    match name.strip_prefix(prefix) {
+        Some(rest) => rest.split_once('-').is_none_or(|(theirs, _)| theirs == tag),
+        None => false,
+    }
+}
+
 /// The first line of a journal.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -88,6 +112,8 @@ pub struct Journal<'r> {
     file: File,
     site: SiteDir,
     header: Header,
+    /// See [`owner_tag`].
+    tag: String,
     aside: Option<Dir>,
     next_slot: u64,
     /// Test-only (see `sync::TEST_HOOK`): a pause in `finish`.
@@ -133,9 +159,10 @@ impl<'r> Journal<'r> {
             .create_new(true)
             .open(&path)
             .with_context(|| format!("{}: cannot create the sync journal", path.display()))?;
+        let tag = owner_tag(state_dir);
         let header = Header {
             site: site.path().to_path_buf(),
-            aside: format!("{ASIDE_PREFIX}{}", crate::site_dir::unique()),
+            aside: format!("{ASIDE_PREFIX}{tag}-{}", crate::site_dir::unique()),
             manifest: manifest.clone(),
         };
         let mut line = serde_json::to_vec(&header)?;
@@ -150,6 +177,7 @@ impl<'r> Journal<'r> {
             file,
             site,
             header,
+            tag,
             aside: None,
             next_slot: 0,
             pause_in_finish: None,
@@ -158,6 +186,11 @@ impl<'r> Journal<'r> {
 
     pub fn site(&self) -> &SiteDir {
         &self.site
+    }
+
+    /// See [`owner_tag`].
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// Appends one change, before it is made: one write, so that a killed
@@ -332,7 +365,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            sweep_aside(site)?;
+            sweep_aside(site, &owner_tag(state_dir))?;
             return Ok(None);
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
@@ -345,7 +378,7 @@ pub fn recover(repo: &Repository, state_dir: &Path, site: &Path) -> Result<Optio
     let Some(header) = header else {
         // Killed while the header was written: nothing was changed yet.
         crate::files::remove_file_if_there(&path)?;
-        sweep_aside(site)?;
+        sweep_aside(site, &owner_tag(state_dir))?;
         return Ok(None);
     };
     if header.site != site {
@@ -409,15 +442,16 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
     Some(Outlook::Undo { changes, added })
 }
 
-/// Removes aside directories that no journal names (a process killed after
-/// removing its journal, before removing its kept files).
-/// Never fails: what cannot be removed now is tried again next time.
-fn sweep_aside(site: &Path) -> Result<()> {
+/// Removes this repository's aside directories that no journal names (a
+/// process killed after removing its journal, before removing its kept
+/// files); another repository's, which its own rollback may still need,
+/// stay. Never fails: what cannot be removed now is tried again next time.
+fn sweep_aside(site: &Path, tag: &str) -> Result<()> {
     let Ok(site) = SiteDir::open(site) else {
         return Ok(());
     };
     for (name, kind) in site.root().entries().unwrap_or_default() {
-        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) {
+        if kind == Kind::Dir && is_ours(&name, ASIDE_PREFIX, tag) {
             let _ = site.root().remove_all(&name);
         }
     }
@@ -506,9 +540,10 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
         }
     }
     // Temp files of a write that was under way when the sync stopped.
+    let tag = owner_tag(state_dir);
     for dir in touched {
         if let Ok(Some(dir)) = site.dir(&dir) {
-            let _ = dir.remove_temp_files(crate::sync::SYNC_TEMP_PREFIX);
+            let _ = dir.remove_temp_files(|n| is_ours(n, crate::sync::SYNC_TEMP_PREFIX, &tag));
         }
     }
     let store = manifest::Store::new(state_dir);

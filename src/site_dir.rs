@@ -402,11 +402,11 @@ impl Dir {
         }
     }
 
-    /// Removes the files (any entry but a directory) whose names start with
-    /// `prefix`: the temp files of a process that was killed half-way.
-    pub fn remove_temp_files(&self, prefix: &str) -> io::Result<()> {
+    /// Removes the files (any entry but a directory) whose names `ours`
+    /// accepts: the temp files of a process that was killed half-way.
+    pub fn remove_temp_files(&self, ours: impl Fn(&str) -> bool) -> io::Result<()> {
         for (name, kind) in self.entries()? {
-            if name.starts_with(prefix) && kind != Kind::Dir {
+            if ours(&name) && kind != Kind::Dir {
                 match self.unlink(&name) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}

@@ -852,7 +852,8 @@ fn check_files_in_the_way(plan: &SyncPlan, site: &SiteDir) -> Result<()> {
 /// long for the file system: the commit's paths were checked on their own,
 /// the site's path adds to them. A temp file beside each file must fit too.
 fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
-    const TEMP_NAME: usize = 32;
+    // `.pushdeploy-tmp-<tag>-<unique>`: 16 + 9 + up to 23.
+    const TEMP_NAME: usize = 48;
     for change in &plan.write {
         let path = site.join(&change.path);
         let dir = path.parent().unwrap_or(site);
@@ -1056,9 +1057,15 @@ pub(crate) fn pause_at(file: &Path) -> Result<()> {
 /// Carries out the plan: temp files a killed sync left first, then
 /// deletions (a file may become a directory), then writes.
 fn apply(plan: &SyncPlan, source: Source, target: Target, hook: TestHook) -> Result<()> {
+    // Temp names carry the repository's tag (see `journal::owner_tag`).
+    let temp_prefix = match &target {
+        Target::Journal(journal) => format!("{SYNC_TEMP_PREFIX}{}-", journal.tag()),
+        Target::Plain(_) => SYNC_TEMP_PREFIX.to_string(),
+    };
     let mut writer = Writer {
         source,
         target,
+        temp_prefix,
         cached: None,
         hook,
         changes: 0,
@@ -1127,6 +1134,7 @@ struct Writer<'a, 'c, 'j> {
     changes: usize,
     /// See [`SyncPlan::take_over`].
     take_over: bool,
+    temp_prefix: String,
 }
 
 impl Writer<'_, '_, '_> {
@@ -1146,6 +1154,12 @@ impl Writer<'_, '_, '_> {
     /// this one writes to or deletes from, and after an interrupted sync in
     /// every directory of the commit.
     fn sweep_temp_files(&self, plan: &SyncPlan) -> Result<()> {
+        // Only this repository's: another one that deploys into the same
+        // site may be writing its own meanwhile.
+        let Target::Journal(journal) = &self.target else {
+            return Ok(()); // A new directory: nothing to sweep.
+        };
+        let tag = journal.tag();
         let dirs: BTreeSet<&str> = plan
             .write
             .iter()
@@ -1156,7 +1170,7 @@ impl Writer<'_, '_, '_> {
             .collect();
         for dir in dirs {
             if let Some(dir) = self.site().dir(dir)? {
-                dir.remove_temp_files(SYNC_TEMP_PREFIX)?;
+                dir.remove_temp_files(|n| crate::journal::is_ours(n, SYNC_TEMP_PREFIX, tag))?;
             }
         }
         Ok(())
@@ -1315,7 +1329,7 @@ impl Writer<'_, '_, '_> {
                 let link = std::ffi::OsStr::new(
                     std::str::from_utf8(&target).context("symlink target is not UTF-8")?,
                 );
-                let (temp, ()) = dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.symlink(link, n))?;
+                let (temp, ()) = dir.make_temp(&self.temp_prefix, |n| dir.symlink(link, n))?;
                 temp
             }
             Kind::File | Kind::Executable
@@ -1327,7 +1341,7 @@ impl Writer<'_, '_, '_> {
             }
             Kind::File | Kind::Executable => {
                 let (temp, mut file) =
-                    dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.create_new(n, change.kind.mode()))?;
+                    dir.make_temp(&self.temp_prefix, |n| dir.create_new(n, change.kind.mode()))?;
                 self.source.write(change, &mut file)?;
                 temp
             }

@@ -208,7 +208,7 @@ fn assert_nothing_kept(s: &Server) {
     let ours: Vec<String> = std::fs::read_dir(&s.site)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".pushdeploy-"))
+        .filter(|n| n.starts_with(".pushdeploy-") && n != ".pushdeploy-repository")
         .collect();
     assert!(ours.is_empty(), "{ours:?}");
 }
@@ -449,9 +449,14 @@ fn deploy_paused(s: &Server, at: usize, args: &[&str], during: impl FnOnce()) ->
             )
         });
         wait_for(&pause);
-        during();
+        // Let go even when a check in `during` fails, or the test hangs.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(during));
         std::fs::remove_file(&pause).unwrap();
-        deploy.join().unwrap()
+        let run = deploy.join().unwrap();
+        if let Err(panic) = checked {
+            std::panic::resume_unwind(panic);
+        }
+        run
     })
 }
 
@@ -561,4 +566,89 @@ fn a_fifo_where_the_commit_has_a_file_never_holds_a_deployment() {
     s.run("deploy", &["--verify"]).assert_ok();
     assert_eq!(s.site_file("data/seed.txt"), "seed\n");
     assert_eq!(s.site_file("data/new.txt"), "new\n");
+}
+
+/// Issue 15, item 4: two repositories that deploy into one site (set up by
+/// hand, past `init`'s refusal) never sweep each other's kept copies or
+/// temp files: one's rollback still puts back the file it deleted, after
+/// the other deployed meanwhile.
+#[test]
+fn two_repositories_in_one_site_never_sweep_each_others_kept_files() {
+    let a = Server::new();
+    a.write("app.py", "print('a')\n").write("x.txt", "a's x\n");
+    a.commit("first");
+    a.push(&[]).assert_ok();
+    // Repository b, made for a site of its own, then pointed at a's site.
+    let b_repo = a.root.join("b.git");
+    let b_site = a.root.join("b-site");
+    a.init_at(&b_repo, &b_site).assert_ok();
+    crate::util::git_in(&a.root)
+        .args([
+            "--git-dir",
+            b_repo.to_str().unwrap(),
+            "config",
+            "deploy.site",
+        ])
+        .args([a.site.to_str().unwrap()])
+        .run()
+        .assert_ok();
+    let b_work = a.root.join("b-work");
+    std::fs::create_dir(&b_work).unwrap();
+    std::fs::write(b_work.join("b.txt"), "b's\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "b"],
+    ] {
+        crate::util::git_in(&b_work).args(args).run().assert_ok();
+    }
+    crate::util::git_in(&a.root)
+        .args(["--git-dir", b_repo.to_str().unwrap(), "fetch", "-q"])
+        .args([b_work.to_str().unwrap()])
+        .args(["+main:main"])
+        .run()
+        .assert_ok();
+
+    // a's next commit deletes x.txt and adds y.txt; its deployment fails
+    // after the sync (postDeploy), so it puts x.txt back.
+    a.remove("x.txt").write("y.txt", "a's y\n");
+    a.commit("second");
+    a.update_without_deploy();
+    a.config(&["deploy.postDeploy", "false"]);
+    let run = deploy_paused(&a, 2, &[], || {
+        // x.txt is kept aside, under a name that says whose it is; a's
+        // write of a temp file there is under way.
+        let aside: Vec<String> = std::fs::read_dir(&a.site)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pushdeploy-old-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        let tag = aside[0]["pushdeploy-old-".len() + 1..]
+            .split('-')
+            .next()
+            .unwrap()
+            .to_string();
+        let temp = a.site.join(format!(".pushdeploy-tmp-{tag}-1234"));
+        std::fs::write(&temp, "a's temp").unwrap();
+        // Meanwhile b deploys into the same site (its own lock).
+        let b = a.pushdeploy(&["deploy", "--repo", b_repo.to_str().unwrap()]);
+        b.assert_ok().assert_has(&format!(
+            "warning: repository {} deploys to this site too",
+            std::fs::canonicalize(&a.repo).unwrap().display()
+        ));
+        assert_eq!(a.site_file("b.txt"), "b's\n");
+        assert!(a.site.join(&aside[0]).is_dir(), "b swept a's kept files");
+        assert!(temp.exists(), "b swept a's temp file");
+    });
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("Files put back as they were before the sync");
+    assert_eq!(a.site_file("x.txt"), "a's x\n");
+    assert!(!a.site.join("y.txt").exists());
+    // a's own sweeps take its temp file; b's file stays.
+    a.config(&["--unset", "deploy.postDeploy"]);
+    a.run("deploy", &[]).assert_ok();
+    assert!(!a.site.join("x.txt").exists());
+    assert_eq!(a.site_file("b.txt"), "b's\n");
+    assert_nothing_kept(&a);
 }
