@@ -90,8 +90,15 @@ pub enum Action {
     /// The sync did not make `path` after all: something else was there
     /// first (after an `Add`). An undo leaves it.
     NotAdded { path: String },
-    /// The file at `path` kept as `slot` in the aside directory, then replaced.
-    Replace { path: String, slot: u64 },
+    /// The file at `path` kept as `slot` in the aside directory, then
+    /// replaced by the file whose inode is `ino`: an undo puts the kept one
+    /// back over that file, never over one the app put there since.
+    Replace {
+        path: String,
+        slot: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
+    },
     /// The file at `path` moved to `slot` in the aside directory.
     Delete { path: String, slot: u64 },
     /// A directory made.
@@ -270,14 +277,15 @@ impl<'r> Journal<'r> {
     }
 
     /// Keeps the file `name` in `dir` aside (a second name for it), before
-    /// the caller renames its replacement over it. Where the file system
-    /// refuses hard links, it is moved instead, and for a moment the name is
-    /// missing.
-    pub(crate) fn keep_replaced(&mut self, dir: &Dir, name: &str) -> Result<()> {
+    /// the caller renames its replacement (the inode `ino`) over it. Where
+    /// the file system refuses hard links, it is moved instead, and for a
+    /// moment the name is missing.
+    pub(crate) fn keep_replaced(&mut self, dir: &Dir, name: &str, ino: u64) -> Result<()> {
         let slot = self.slot();
         self.log(&Action::Replace {
             path: dir.rel_of(name),
             slot,
+            ino: Some(ino),
         })?;
         let aside = self.aside()?;
         let slot = slot.to_string();
@@ -524,10 +532,22 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
                 undo_add(site, path, made.get(path.as_str()).copied()).map(|n| done.restored += n)
             }
             Action::Made { .. } | Action::NotAdded { .. } => Ok(()),
-            Action::Replace { path, slot } | Action::Delete { path, slot } => {
+            Action::Replace { path, slot, ino } => {
+                touched.insert(split(path).0.to_string());
+                // Written by a version that did not journal the inode: as then.
+                let there = ino.map_or(There::Any, There::File);
+                match &aside {
+                    Some(aside) => {
+                        restore(site, aside, path, *slot, there).map(|n| done.restored += n)
+                    }
+                    None => Ok(()),
+                }
+            }
+            Action::Delete { path, slot } => {
                 touched.insert(split(path).0.to_string());
                 match &aside {
-                    Some(aside) => restore(site, aside, path, *slot).map(|n| done.restored += n),
+                    Some(aside) => restore(site, aside, path, *slot, There::Nothing)
+                        .map(|n| done.restored += n),
                     None => Ok(()),
                 }
             }
@@ -586,17 +606,49 @@ fn undo_add(site: &SiteDir, path: &str, made: Option<u64>) -> Result<usize> {
     }
 }
 
-fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64) -> Result<usize> {
+/// What the sync left at a name whose file it kept aside: what a restore
+/// may put the kept file back over.
+#[derive(Clone, Copy)]
+enum There {
+    /// Nothing: the file was deleted.
+    Nothing,
+    /// The file that replaced it, the inode journaled.
+    File(u64),
+    /// A journal without the inode: whatever is there.
+    Any,
+}
+
+/// Puts the kept file `slot` back at `path`, over what the sync left there
+/// only: a file the app put there since stays, and the kept one is left
+/// for a person (a problem of the rollback).
+fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64, there: There) -> Result<usize> {
     let slot = slot.to_string();
-    if aside.meta(&slot)?.is_none() {
+    let Some(kept) = aside.meta(&slot)? else {
         return Ok(0); // The change was never made.
-    }
+    };
     let Some((dir, name)) = site.parent(path)? else {
         bail!("{path}: its directory is gone or is no longer a directory (kept as number {slot})");
     };
-    aside
-        .rename(&slot, &dir, name)
-        .with_context(|| format!("putting back {path}"))?;
+    let now = dir.meta(name)?;
+    let put_back = match (now, there) {
+        // Killed before its replacement was moved in: still the kept file.
+        (Some(now), _) if now.ino == kept.ino => return Ok(1),
+        (None, _) => aside.rename_new(&slot, &dir, name),
+        (Some(now), There::File(ino)) if now.ino == ino => aside.rename(&slot, &dir, name),
+        (Some(_), There::Any) => aside.rename(&slot, &dir, name),
+        (Some(_), _) => bail!(
+            "{path}: a file the sync did not write is there now (made since it ran), and stays; the one the deployment had is kept as number {slot}"
+        ),
+    };
+    put_back.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{path}: a file the sync did not write appeared there, and stays; the one the deployment had is kept as number {slot}"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("putting back {path}"))
+        }
+    })?;
     Ok(1)
 }
 
@@ -652,5 +704,34 @@ impl std::fmt::Display for Recovered {
                 "A deployment that succeeded was stopped while it cleaned up: its cleanup is done"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_which_repository_made_them() {
+        let tag = owner_tag(Path::new("/srv/git/a.git/pushdeploy"));
+        assert_eq!(tag, owner_tag(Path::new("/srv/git/a.git/pushdeploy")));
+        assert_ne!(tag, owner_tag(Path::new("/srv/git/b.git/pushdeploy")));
+        assert_eq!(tag.len(), 8);
+        let prefix = crate::sync::SYNC_TEMP_PREFIX;
+        assert!(is_ours(&format!("{prefix}{tag}-1a2b"), prefix, &tag));
+        assert!(!is_ours(&format!("{prefix}0badcafe-1a2b"), prefix, &tag));
+        // Made before names had tags: swept as then.
+        assert!(is_ours(&format!("{prefix}1a2b3c"), prefix, &tag));
+        assert!(!is_ours("app.py", prefix, &tag));
+        assert!(is_ours(
+            &format!("{ASIDE_PREFIX}{tag}-9"),
+            ASIDE_PREFIX,
+            &tag
+        ));
+        assert!(!is_ours(
+            &format!("{UNRESTORED_PREFIX}{tag}-9"),
+            ASIDE_PREFIX,
+            &tag
+        ));
     }
 }

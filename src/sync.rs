@@ -1373,7 +1373,8 @@ impl Writer<'_, '_, '_> {
             };
         };
         if let Target::Journal(journal) = &mut self.target {
-            journal.keep_replaced(dir, name)?;
+            let ino = dir.meta(&temp)?.context("the temp file vanished")?.ino;
+            journal.keep_replaced(dir, name, ino)?;
         }
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;

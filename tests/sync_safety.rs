@@ -652,3 +652,50 @@ fn two_repositories_in_one_site_never_sweep_each_others_kept_files() {
     assert_eq!(a.site_file("b.txt"), "b's\n");
     assert_nothing_kept(&a);
 }
+
+/// Issue 15, item 5, the same for files the sync deleted or replaced: when
+/// the app writes a new file at such a name after the sync, the rollback
+/// leaves the app's file and keeps the deployment's for a person, instead
+/// of putting it back over the app's.
+#[test]
+fn a_rollback_never_puts_a_kept_file_over_one_the_app_wrote_since() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("d.txt", "ours d\n")
+        .write("e.txt", "ours e1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    // Changes: delete d.txt, then write e.txt, then f.txt.
+    s.remove("d.txt")
+        .write("e.txt", "ours e2\n")
+        .write("f.txt", "ours f\n");
+    s.commit("second");
+    s.update_without_deploy();
+    s.config(&["deploy.postDeploy", "false"]);
+    let run = deploy_paused(&s, 3, &[], || {
+        std::fs::write(s.site.join("d.txt"), "the app's d").unwrap();
+        // A new file renamed over the sync's e.txt, as editors and apps do.
+        std::fs::write(s.root.join("e.new"), "the app's e").unwrap();
+        std::fs::rename(s.root.join("e.new"), s.site.join("e.txt")).unwrap();
+    });
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("d.txt: a file the sync did not write is there now")
+        .assert_has("e.txt: a file the sync did not write is there now");
+    assert_eq!(s.site_file("d.txt"), "the app's d");
+    assert_eq!(s.site_file("e.txt"), "the app's e");
+    assert!(!s.site.join("f.txt").exists());
+    // The deployment's own copies are kept for a person to look at.
+    let kept: Vec<String> = std::fs::read_dir(&s.site)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pushdeploy-unrestored-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let contents: std::collections::BTreeSet<String> =
+        snapshot(&s.site.join(&kept[0])).into_values().collect();
+    assert!(
+        contents.iter().any(|c| c.contains("ours d"))
+            && contents.iter().any(|c| c.contains("ours e1")),
+        "{contents:?}"
+    );
+}
