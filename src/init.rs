@@ -134,18 +134,21 @@ fn set_up(
         }
     };
     let made = changes.iter().any(|c| c.starts_with("created bare"));
-    let result = configure(&repo, &site, branch, &mut changes);
+    let result = configure(&repo, &site, branch, &mut changes).and_then(|()| {
+        let repo_path = repo.path();
+        if owner(&site).is_none_or(|named| !same_path(&named, repo_path)) {
+            // The state dir's default place: only the temp file's name uses it.
+            mark(&site, repo_path, &repo_path.join("pushdeploy"))?;
+            changes.push(format!("wrote {}/{OWNER_FILE}", site.display()));
+        }
+        Ok(())
+    });
     if result.is_err() && made {
         // Remove the half-made repository this run created.
         let _ = fs_err::remove_dir_all(repo.path());
     }
     result?;
     let repo_path = repo.path().to_path_buf();
-    if owner(&site).is_none_or(|named| !same_path(&named, &repo_path)) {
-        // The state dir's default place: only the temp file's name uses it.
-        mark(&site, &repo_path, &repo_path.join("pushdeploy"))?;
-        changes.push(format!("wrote {}/{OWNER_FILE}", site.display()));
-    }
 
     if changes.is_empty() {
         report.header(format!(
