@@ -699,3 +699,63 @@ fn a_rollback_never_puts_a_kept_file_over_one_the_app_wrote_since() {
         "{contents:?}"
     );
 }
+
+/// Issue 15, item 7, where the sync reads a file by its path: a custom
+/// command's output. A file of it swapped for a FIFO after the plan (by a
+/// process the command left behind) is refused when the sync opens it,
+/// and the sync is undone; it is never read as the file, nor waited on.
+#[test]
+fn a_fifo_swapped_into_a_commands_output_is_refused_not_read() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let noted = s.root.join("target-path");
+    s.write(".deployment", "[config]\ncommand = build.sh\n").write(
+        "build.sh",
+        &format!(
+            "#!/bin/sh\necho \"$DEPLOYMENT_TARGET\" > '{}'\necho one > \"$DEPLOYMENT_TARGET/a.txt\"\necho two > \"$DEPLOYMENT_TARGET/b.txt\"\n",
+            noted.display()
+        ),
+    );
+    std::fs::set_permissions(
+        s.work.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.commit("custom command");
+    s.update_without_deploy();
+    // A FIFO with a second name outside the output, to reach it whatever
+    // becomes of the output directory.
+    let fifo = s.root.join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let run = deploy_paused(&s, 2, &[], || {
+        let target = PathBuf::from(std::fs::read_to_string(&noted).unwrap().trim_end());
+        std::fs::remove_file(target.join("b.txt")).unwrap();
+        std::fs::hard_link(&fifo, target.join("b.txt")).unwrap();
+        // A writer that feeds whoever opens it for reading.
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(fifo) {
+                let _ = w.write_all(b"from the fifo\n");
+            }
+        });
+    });
+    // Lets the writer go if nothing opened the FIFO.
+    let _reader = rustix::fs::open(
+        &fifo,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    );
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("b.txt: not a regular file");
+    assert!(!s.site.join("a.txt").exists() && !s.site.join("b.txt").exists());
+    assert_eq!(s.site_file("app.py"), "print('v1')\n");
+    assert_nothing_kept(&s);
+}
