@@ -93,6 +93,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     let records = Records::new(&settings.state_dir);
     recover(settings, repo, report)?;
     crate::command::sweep_lists(&settings.state_dir, &settings.site);
+    crate::init::claim_site(&settings.site, repo, &settings.state_dir, report);
     // Pushes that waited for the lock deploy the branch as it is now, so the
     // last one to run leaves the site at the branch's head.
     let mut commit = first;

@@ -257,7 +257,7 @@ fn top_level(site: &Path) -> Option<Vec<String>> {
         if seen.len() > MAX_FILES {
             return None;
         }
-        let text = std::fs::read_to_string(site.join(&name)).ok()?;
+        let text = crate::site_dir::read_text(&site.join(&name)).ok()?;
         let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir);
         for (_, line) in requirements::logical_lines(&text) {
             match requirements::classify(&line).ok()? {

@@ -10,6 +10,12 @@ use git2::{Repository, RepositoryInitOptions};
 use crate::error::usage;
 use crate::report::Report;
 
+/// The file at the top of a site that names the repository deploying into
+/// it (written by `init` and by each deployment), so that `init` of another
+/// repository onto the same site is refused. It only points: the named
+/// repository's own `deploy.site` says whether it still deploys there.
+pub const OWNER_FILE: &str = ".pushdeploy-repository";
+
 /// The hook script kept in this repository's `hooks/` folder.
 const HOOK_TEMPLATE: &str = include_str!("../hooks/post-receive");
 
@@ -96,6 +102,20 @@ fn set_up(
         }
     }
 
+    // A site that another repository deploys into: both would deploy at
+    // once (each has its own lock), and each would undo the other's files.
+    if let Some(other) = other_owner(site, repo_path) {
+        return Err(usage(format!(
+            "site {}: repository {} deploys to it (named in {}/{OWNER_FILE}, and its \
+             deploy.site is this site); give another site, or move that repository's \
+             with `pushdeploy init {} --site <dir> --move-site`",
+            site.display(),
+            other.display(),
+            site.display(),
+            other.display()
+        )));
+    }
+
     // The site first: when it cannot be made, no repository is left behind.
     if !site.exists() {
         fs_err::create_dir_all(site)?;
@@ -114,7 +134,15 @@ fn set_up(
         }
     };
     let made = changes.iter().any(|c| c.starts_with("created bare"));
-    let result = configure(&repo, &site, branch, &mut changes);
+    let result = configure(&repo, &site, branch, &mut changes).and_then(|()| {
+        let repo_path = repo.path();
+        if owner(&site).is_none_or(|named| !same_path(&named, repo_path)) {
+            // The state dir's default place: only the temp file's name uses it.
+            mark(&site, repo_path, &repo_path.join("pushdeploy"))?;
+            changes.push(format!("wrote {}/{OWNER_FILE}", site.display()));
+        }
+        Ok(())
+    });
     if result.is_err() && made {
         // Remove the half-made repository this run created.
         let _ = fs_err::remove_dir_all(repo.path());
@@ -198,4 +226,81 @@ fn configure(
         crate::manifest::Store::new(&settings.state_dir).forget()?;
     }
     Ok(())
+}
+
+/// The repository that the site's marker names, if it names one.
+fn owner(site: &Path) -> Option<std::path::PathBuf> {
+    use std::io::Read;
+    // Opened as any file in the site: no symlink followed, never blocking.
+    let dir = crate::site_dir::SiteDir::open(site).ok()?;
+    let (mut file, _) = dir.root().open_file(OWNER_FILE).ok()?;
+    let mut text = String::new();
+    file.by_ref().take(4096).read_to_string(&mut text).ok()?;
+    let path = text.strip_suffix('\n').unwrap_or(&text);
+    (!path.is_empty()).then(|| path.into())
+}
+
+/// The same path, whichever way it is written.
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| fs_err::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(a) == canonical(b)
+}
+
+/// The repository other than `repo_path` that deploys into `site`: the one
+/// the site's marker names, if it is still a repository whose `deploy.site`
+/// is this site (a marker left by a repository that moved or is gone names
+/// none).
+pub fn other_owner(site: &Path, repo_path: &Path) -> Option<std::path::PathBuf> {
+    let named = owner(site)?;
+    if same_path(&named, repo_path) {
+        return None;
+    }
+    let repo = Repository::open_bare(&named).ok()?;
+    if same_path(repo.path(), repo_path) {
+        return None;
+    }
+    let theirs = repo.config().ok()?.get_string("deploy.site").ok()?;
+    same_path(Path::new(&theirs), site).then(|| repo.path().components().as_path().to_path_buf())
+}
+
+/// Writes the site's marker naming `repo_path` (a temp file renamed over it,
+/// through the site's handle: a symlink there is replaced, not followed).
+fn mark(site: &Path, repo_path: &Path, state_dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let dir = crate::site_dir::SiteDir::open(site)?;
+    let root = dir.root();
+    // A temp file of this repository's, which only its own sweeps remove.
+    let tag = crate::journal::owner_tag(state_dir);
+    let prefix = format!("{}{tag}-", crate::sync::SYNC_TEMP_PREFIX);
+    let (temp, mut file) = root.make_temp(&prefix, |n| root.create_new(n, 0o644))?;
+    // libgit2 ends a repository's path with `/`.
+    let named = repo_path.components().as_path().display();
+    let written = file
+        .write_all(format!("{named}\n").as_bytes())
+        .and_then(|()| root.rename(&temp, root, OWNER_FILE));
+    if written.is_err() {
+        let _ = root.unlink(&temp);
+    }
+    written.with_context(|| format!("writing {}/{OWNER_FILE}", site.display()))
+}
+
+/// At each deployment, under the lock: the site's marker names this
+/// repository, unless another one that still deploys there is named (then
+/// the pusher is told, and the marker left). Never fails the deployment.
+pub fn claim_site(site: &Path, repo: &Repository, state_dir: &Path, report: &mut Report) {
+    let repo_path = repo.path();
+    if let Some(other) = other_owner(site, repo_path) {
+        report.detail(format!(
+            "warning: repository {} deploys to this site too; two repositories deploying \
+             into one site replace each other's files (move one with `pushdeploy init \
+             <repository> --site <dir> --move-site`)",
+            other.display()
+        ));
+        return;
+    }
+    if owner(site).is_none_or(|named| !same_path(&named, repo_path))
+        && let Err(e) = mark(site, repo_path, state_dir)
+    {
+        report.detail(format!("warning: {e:#}"));
+    }
 }

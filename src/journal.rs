@@ -10,7 +10,9 @@
 //! cache, which outlives it.
 //!
 //! Undoing is the journal read backwards, through the same site walk as the
-//! sync ([`crate::site_dir`]): added files are deleted, kept files renamed
+//! sync ([`crate::site_dir`]): added files are deleted (the very files the
+//! sync made, known by their inode, which is journaled before a new file
+//! takes its name: never one that the app put there), kept files renamed
 //! back (renames, not copies: the restore costs about what the sync did),
 //! directories the sync made are removed (unless something else was put
 //! in them meanwhile) and directories it removed are made again with their
@@ -40,6 +42,30 @@ pub const PENDING_REF: &str = "refs/pushdeploy/pending";
 /// The ref that keeps the deployed commit, whose files are in the site.
 pub const DEPLOYED_REF: &str = "refs/pushdeploy/deployed";
 
+/// The part of the names of kept copies and temp files in the site that
+/// says which repository (which state dir) made them: two repositories that
+/// deploy into one site never sweep each other's.
+pub fn owner_tag(state_dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    // FNV-1a: the same for a state dir in every run and every version.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+/// Whether `name` (a kept copy or temp file, starting with `prefix`) is
+/// the repository of `tag`'s: its tag follows the prefix (`<prefix><tag>-`),
+/// or it has none (made by a version before tags, and swept as then).
+pub fn is_ours(name: &str, prefix: &str, tag: &str) -> bool {
+    match name.strip_prefix(prefix) {
+        Some(rest) => rest.split_once('-').is_none_or(|(theirs, _)| theirs == tag),
+        None => false,
+    }
+}
+
 /// The first line of a journal.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -54,10 +80,25 @@ struct Header {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Action {
-    /// A file or symlink made where nothing was.
+    /// A file or symlink to be made where nothing was (written before it is
+    /// made, maybe with others of its directory).
     Add { path: String },
-    /// The file at `path` kept as `slot` in the aside directory, then replaced.
-    Replace { path: String, slot: u64 },
+    /// The file or symlink that the sync is about to move to `path` (after
+    /// an `Add`), made aside first, is the inode `ino`: an undo removes that
+    /// file and no other, never one that the app put at the same name.
+    Made { path: String, ino: u64 },
+    /// The sync did not make `path` after all: something else was there
+    /// first (after an `Add`). An undo leaves it.
+    NotAdded { path: String },
+    /// The file at `path` kept as `slot` in the aside directory, then
+    /// replaced by the file whose inode is `ino`: an undo puts the kept one
+    /// back over that file, never over one the app put there since.
+    Replace {
+        path: String,
+        slot: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
+    },
     /// The file at `path` moved to `slot` in the aside directory.
     Delete { path: String, slot: u64 },
     /// A directory made.
@@ -78,6 +119,8 @@ pub struct Journal<'r> {
     file: File,
     site: SiteDir,
     header: Header,
+    /// See [`owner_tag`].
+    tag: String,
     aside: Option<Dir>,
     next_slot: u64,
     /// Test-only (see `sync::TEST_HOOK`): a pause in `finish`.
@@ -124,9 +167,10 @@ impl<'r> Journal<'r> {
             .create_new(true)
             .open(&path)
             .with_context(|| format!("{}: cannot create the sync journal", path.display()))?;
+        let tag = owner_tag(state_dir);
         let header = Header {
             site: site.path().to_path_buf(),
-            aside: format!("{ASIDE_PREFIX}{}", crate::site_dir::unique()),
+            aside: format!("{ASIDE_PREFIX}{tag}-{}", crate::site_dir::unique()),
             manifest: manifest.clone(),
         };
         let mut line = serde_json::to_vec(&header)?;
@@ -141,6 +185,7 @@ impl<'r> Journal<'r> {
             file,
             site,
             header,
+            tag,
             aside: None,
             next_slot: 0,
             pause_in_finish: None,
@@ -149,6 +194,11 @@ impl<'r> Journal<'r> {
 
     pub fn site(&self) -> &SiteDir {
         &self.site
+    }
+
+    /// See [`owner_tag`].
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// Appends one change, before it is made: one write, so that a killed
@@ -212,15 +262,33 @@ impl<'r> Journal<'r> {
             .context("writing the sync journal")
     }
 
+    /// Notes that the file the sync moves to `name` in `dir` (noted as
+    /// added before) is the inode `ino`, before it is moved there.
+    pub(crate) fn made(&mut self, dir: &Dir, name: &str, ino: u64) -> Result<()> {
+        self.log(&Action::Made {
+            path: dir.rel_of(name),
+            ino,
+        })
+    }
+
+    /// Notes that `name` in `dir`, noted as added, was not made: something
+    /// else took the name first.
+    pub(crate) fn not_added(&mut self, dir: &Dir, name: &str) -> Result<()> {
+        self.log(&Action::NotAdded {
+            path: dir.rel_of(name),
+        })
+    }
+
     /// Keeps the file `name` in `dir` aside (a second name for it), before
-    /// the caller renames its replacement over it. Where the file system
-    /// refuses hard links, it is moved instead, and for a moment the name is
-    /// missing.
-    pub(crate) fn keep_replaced(&mut self, dir: &Dir, name: &str) -> Result<()> {
+    /// the caller renames its replacement (the inode `ino`) over it. Where
+    /// the file system refuses hard links, it is moved instead, and for a
+    /// moment the name is missing.
+    pub(crate) fn keep_replaced(&mut self, dir: &Dir, name: &str, ino: u64) -> Result<()> {
         let slot = self.slot();
         self.log(&Action::Replace {
             path: dir.rel_of(name),
             slot,
+            ino: Some(ino),
         })?;
         let aside = self.aside()?;
         let slot = slot.to_string();
@@ -327,7 +395,7 @@ fn recover_as(
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            sweep_aside(site)?;
+            sweep_aside(site, &owner_tag(state_dir))?;
             return Ok(None);
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
@@ -340,7 +408,7 @@ fn recover_as(
     let Some(header) = header else {
         // Killed while the header was written: nothing was changed yet.
         crate::files::remove_file_if_there(&path)?;
-        sweep_aside(site)?;
+        sweep_aside(site, &owner_tag(state_dir))?;
         return Ok(None);
     };
     if header.site != site {
@@ -385,7 +453,7 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
     let file = File::open(journal_path(state_dir)).ok()?;
     let mut lines = BufReader::new(file).lines().map_while(|l| l.ok());
     serde_json::from_str::<Header>(&lines.next()?).ok()?;
-    let mut changes = 0;
+    let mut changes: usize = 0;
     let mut added = std::collections::HashSet::new();
     for line in lines {
         match serde_json::from_str(&line) {
@@ -394,6 +462,10 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
                 changes += 1;
                 added.insert(path);
             }
+            Ok(Action::NotAdded { path }) => {
+                changes = changes.saturating_sub(1);
+                added.remove(&path);
+            }
             Ok(Action::Replace { .. } | Action::Delete { .. }) => changes += 1,
             _ => {}
         }
@@ -401,15 +473,16 @@ pub fn outlook(state_dir: &Path) -> Option<Outlook> {
     Some(Outlook::Undo { changes, added })
 }
 
-/// Removes aside directories that no journal names (a process killed after
-/// removing its journal, before removing its kept files).
-/// Never fails: what cannot be removed now is tried again next time.
-fn sweep_aside(site: &Path) -> Result<()> {
+/// Removes this repository's aside directories that no journal names (a
+/// process killed after removing its journal, before removing its kept
+/// files); another repository's, which its own rollback may still need,
+/// stay. Never fails: what cannot be removed now is tried again next time.
+fn sweep_aside(site: &Path, tag: &str) -> Result<()> {
     let Ok(site) = SiteDir::open(site) else {
         return Ok(());
     };
     for (name, kind) in site.root().entries().unwrap_or_default() {
-        if kind == Kind::Dir && name.starts_with(ASIDE_PREFIX) {
+        if kind == Kind::Dir && is_ours(&name, ASIDE_PREFIX, tag) {
             let _ = site.root().remove_all(&name);
         }
     }
@@ -456,6 +529,21 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
             Err(_) => break,
         }
     }
+    // Which file the sync made at each name it added, and the names it
+    // found taken: an undo removes only the files it made.
+    let mut made = std::collections::HashMap::new();
+    let mut not_added = std::collections::HashSet::new();
+    for action in &actions {
+        match action {
+            Action::Made { path, ino } => {
+                made.insert(path.as_str(), *ino);
+            }
+            Action::NotAdded { path } => {
+                not_added.insert(path.as_str());
+            }
+            _ => {}
+        }
+    }
     let aside = site.root().open_dir(&header.aside)?;
     let mut done = Rollback::default();
     let mut touched = std::collections::BTreeSet::new();
@@ -465,14 +553,32 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
             continue;
         }
         let result = match action {
+            Action::Add { path }
+                if not_added.contains(path.as_str()) && !made.contains_key(path.as_str()) =>
+            {
+                Ok(())
+            }
             Action::Add { path } => {
                 touched.insert(split(path).0.to_string());
-                undo_add(site, path).map(|n| done.restored += n)
+                undo_add(site, path, made.get(path.as_str()).copied()).map(|n| done.restored += n)
             }
-            Action::Replace { path, slot } | Action::Delete { path, slot } => {
+            Action::Made { .. } | Action::NotAdded { .. } => Ok(()),
+            Action::Replace { path, slot, ino } => {
+                touched.insert(split(path).0.to_string());
+                // Written by a version that did not journal the inode: as then.
+                let there = ino.map_or(There::Any, There::File);
+                match &aside {
+                    Some(aside) => {
+                        restore(site, aside, path, *slot, there).map(|n| done.restored += n)
+                    }
+                    None => Ok(()),
+                }
+            }
+            Action::Delete { path, slot } => {
                 touched.insert(split(path).0.to_string());
                 match &aside {
-                    Some(aside) => restore(site, aside, path, *slot).map(|n| done.restored += n),
+                    Some(aside) => restore(site, aside, path, *slot, There::Nothing)
+                        .map(|n| done.restored += n),
                     None => Ok(()),
                 }
             }
@@ -485,9 +591,10 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
         }
     }
     // Temp files of a write that was under way when the sync stopped.
+    let tag = owner_tag(state_dir);
     for dir in touched {
         if let Ok(Some(dir)) = site.dir(&dir) {
-            let _ = dir.remove_temp_files(crate::sync::SYNC_TEMP_PREFIX);
+            let _ = dir.remove_temp_files(|n| is_ours(n, crate::sync::SYNC_TEMP_PREFIX, &tag));
         }
     }
     let store = manifest::Store::new(state_dir);
@@ -512,31 +619,67 @@ fn undo(repo: &Repository, state_dir: &Path, site: &SiteDir, header: &Header) ->
     Ok(done)
 }
 
-fn undo_add(site: &SiteDir, path: &str) -> Result<usize> {
+/// Removes the file the sync added at `path`: the inode `made`, never
+/// another file at that name (one the app put there).
+fn undo_add(site: &SiteDir, path: &str, made: Option<u64>) -> Result<usize> {
     let Some((dir, name)) = site.parent(path)? else {
         return Ok(0);
     };
-    match dir.meta(name)? {
-        Some(meta) if meta.kind != Kind::Dir => {
+    match (dir.meta(name)?, made) {
+        (Some(meta), Some(ino)) if meta.kind != Kind::Dir && meta.ino == ino => {
             dir.unlink(name)
                 .with_context(|| format!("removing {path}, which the sync added"))?;
             Ok(1)
         }
+        // Nothing there, a directory, or a file the sync did not make (no
+        // file of its own takes a name before its inode is journaled).
         _ => Ok(0),
     }
 }
 
-fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64) -> Result<usize> {
+/// What the sync left at a name whose file it kept aside: what a restore
+/// may put the kept file back over.
+#[derive(Clone, Copy)]
+enum There {
+    /// Nothing: the file was deleted.
+    Nothing,
+    /// The file that replaced it, the inode journaled.
+    File(u64),
+    /// A journal without the inode: whatever is there.
+    Any,
+}
+
+/// Puts the kept file `slot` back at `path`, over what the sync left there
+/// only: a file the app put there since stays, and the kept one is left
+/// for a person (a problem of the rollback).
+fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64, there: There) -> Result<usize> {
     let slot = slot.to_string();
-    if aside.meta(&slot)?.is_none() {
+    let Some(kept) = aside.meta(&slot)? else {
         return Ok(0); // The change was never made.
-    }
+    };
     let Some((dir, name)) = site.parent(path)? else {
         bail!("{path}: its directory is gone or is no longer a directory (kept as number {slot})");
     };
-    aside
-        .rename(&slot, &dir, name)
-        .with_context(|| format!("putting back {path}"))?;
+    let now = dir.meta(name)?;
+    let put_back = match (now, there) {
+        // Killed before its replacement was moved in: still the kept file.
+        (Some(now), _) if now.ino == kept.ino => return Ok(1),
+        (None, _) => aside.rename_new(&slot, &dir, name),
+        (Some(now), There::File(ino)) if now.ino == ino => aside.rename(&slot, &dir, name),
+        (Some(_), There::Any) => aside.rename(&slot, &dir, name),
+        (Some(_), _) => bail!(
+            "{path}: a file the sync did not write is there now (made since it ran), and stays; the one the deployment had is kept as number {slot}"
+        ),
+    };
+    put_back.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{path}: a file the sync did not write appeared there, and stays; the one the deployment had is kept as number {slot}"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("putting back {path}"))
+        }
+    })?;
     Ok(1)
 }
 
@@ -592,5 +735,34 @@ impl std::fmt::Display for Recovered {
                 "A deployment that succeeded was stopped while it cleaned up: its cleanup is done"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_which_repository_made_them() {
+        let tag = owner_tag(Path::new("/srv/git/a.git/pushdeploy"));
+        assert_eq!(tag, owner_tag(Path::new("/srv/git/a.git/pushdeploy")));
+        assert_ne!(tag, owner_tag(Path::new("/srv/git/b.git/pushdeploy")));
+        assert_eq!(tag.len(), 8);
+        let prefix = crate::sync::SYNC_TEMP_PREFIX;
+        assert!(is_ours(&format!("{prefix}{tag}-1a2b"), prefix, &tag));
+        assert!(!is_ours(&format!("{prefix}0badcafe-1a2b"), prefix, &tag));
+        // Made before names had tags: swept as then.
+        assert!(is_ours(&format!("{prefix}1a2b3c"), prefix, &tag));
+        assert!(!is_ours("app.py", prefix, &tag));
+        assert!(is_ours(
+            &format!("{ASIDE_PREFIX}{tag}-9"),
+            ASIDE_PREFIX,
+            &tag
+        ));
+        assert!(!is_ours(
+            &format!("{UNRESTORED_PREFIX}{tag}-9"),
+            ASIDE_PREFIX,
+            &tag
+        ));
     }
 }

@@ -50,11 +50,14 @@ pub enum Kind {
     Other,
 }
 
-/// A name's kind and permission bits.
+/// A name's kind, permission bits and inode number.
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
     pub kind: Kind,
     pub mode: u32,
+    /// Which file it is: the journal tells the files the sync made from
+    /// ones put at the same name by someone else.
+    pub ino: u64,
 }
 
 impl Meta {
@@ -68,6 +71,7 @@ impl Meta {
         Meta {
             kind,
             mode: stat.st_mode & 0o7777,
+            ino: stat.st_ino,
         }
     }
 }
@@ -87,6 +91,46 @@ fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
         Err(e) if is_absent(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The error for a name that is not a regular file where one is read.
+fn not_regular(rel: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{rel}: not a regular file (a FIFO, socket or device?)"),
+    )
+}
+
+/// Opens a regular file outside the site (a custom command's output) for
+/// reading the same way as [`Dir::open_file`]: no symlink followed, never
+/// blocking, and refused unless what was opened is a regular file.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Err(not_regular(&path.display().to_string()));
+    }
+    Ok(File::from(fd))
+}
+
+/// Reads a text file that is the site's (a symlink followed, as a program
+/// would) without ever blocking: a FIFO or device there is refused, not read.
+pub fn read_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Err(not_regular(&path.display().to_string()));
+    }
+    let mut text = String::new();
+    File::from(fd).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Splits `a/b/c` into `("a/b", "c")`, and `c` into `("", "c")`.
@@ -247,6 +291,21 @@ impl Dir {
         Ok(rustix::fs::renameat(&self.fd, name, &to.fd, to_name)?)
     }
 
+    /// Renames `name` here to `to_name` in `to` unless `to_name` exists
+    /// (then `AlreadyExists`): a file that appeared there is never replaced.
+    pub fn rename_new(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+        use rustix::fs::RenameFlags;
+        match rustix::fs::renameat_with(&self.fd, name, &to.fd, to_name, RenameFlags::NOREPLACE) {
+            // A file system without RENAME_NOREPLACE: a hard link fails the
+            // same way when the name is taken.
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                self.link(name, to, to_name)?;
+                self.unlink(name)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// A second name `to_name` in `to` for the file `name` (not followed).
     pub fn link(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
         Ok(rustix::fs::linkat(
@@ -266,15 +325,23 @@ impl Dir {
         Ok(rustix::fs::readlinkat(&self.fd, name, Vec::new())?.into_bytes())
     }
 
-    /// Opens the file `name` for reading; a symlink there is not followed.
-    pub fn open_file(&self, name: &str) -> io::Result<File> {
+    /// Opens the regular file `name` for reading, with its meta. Opened
+    /// first, then checked: a symlink there is not followed, and a FIFO,
+    /// socket or device (which a stat before the open cannot rule out: it
+    /// can be swapped in meanwhile) is opened without blocking and refused
+    /// as not a regular file, so that reading it can never hold a deployment.
+    pub fn open_file(&self, name: &str) -> io::Result<(File, Meta)> {
         let fd = rustix::fs::openat(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(File::from(fd))
+        let meta = Meta::of(&rustix::fs::fstat(&fd)?);
+        if meta.kind != Kind::File {
+            return Err(not_regular(&self.rel_of(name)));
+        }
+        Ok((File::from(fd), meta))
     }
 
     /// Creates the file `name`, which must not exist (a symlink there
@@ -352,11 +419,11 @@ impl Dir {
         }
     }
 
-    /// Removes the files (any entry but a directory) whose names start with
-    /// `prefix`: the temp files of a process that was killed half-way.
-    pub fn remove_temp_files(&self, prefix: &str) -> io::Result<()> {
+    /// Removes the files (any entry but a directory) whose names `ours`
+    /// accepts: the temp files of a process that was killed half-way.
+    pub fn remove_temp_files(&self, ours: impl Fn(&str) -> bool) -> io::Result<()> {
         for (name, kind) in self.entries()? {
-            if name.starts_with(prefix) && kind != Kind::Dir {
+            if ours(&name) && kind != Kind::Dir {
                 match self.unlink(&name) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -410,5 +477,35 @@ mod tests {
         real.create_new("f", 0o644).unwrap();
         assert!(site.join("moved/f").exists());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn reading_a_fifo_never_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("data.txt");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o644)).unwrap();
+        let site = SiteDir::open(tmp.path()).unwrap();
+        // A writer waits for a reader: an open that blocks returns once it
+        // came, and then hands back the FIFO as if it were a file.
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+        };
+        let opened = site.root().open_file("data.txt");
+        let outside = open_regular(&fifo);
+        let text = read_text(&fifo);
+        // Lets the writer go, whichever way the opens went.
+        let _reader = rustix::fs::open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty());
+        writer.join().unwrap().unwrap();
+        let err = opened.map(|_| ()).unwrap_err();
+        assert!(
+            err.to_string().contains("data.txt: not a regular file"),
+            "{err}"
+        );
+        assert!(outside.is_err() && text.is_err());
+        // A regular file opens, with its meta.
+        std::fs::write(tmp.path().join("file.txt"), "x").unwrap();
+        let (_, meta) = site.root().open_file("file.txt").unwrap();
+        assert_eq!(meta.kind, Kind::File);
     }
 }

@@ -155,6 +155,11 @@ pub struct SyncPlan {
     /// temp files may be left.
     #[serde(skip)]
     pub sweep: BTreeSet<String>,
+    /// Whether a file that appears where the plan saw none, before the sync
+    /// writes there, is replaced (`takeOverFiles`, or a custom command's
+    /// output) or refused.
+    #[serde(skip)]
+    pub take_over: bool,
 }
 
 impl SyncPlan {
@@ -353,6 +358,7 @@ fn diff_plan(
         refused: Vec::new(),
         skipped: changes.skipped,
         sweep: BTreeSet::new(),
+        take_over: before.take_over,
     };
     for (entry, added) in changes.changed {
         check_entry(commit, &entry)?;
@@ -393,6 +399,7 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         refused: Vec::new(),
         skipped,
         sweep: BTreeSet::new(),
+        take_over: before.take_over,
     };
     let mut wanted = HashSet::new();
     for entry in entries {
@@ -530,19 +537,18 @@ fn output_matches_site(output: &Path, entry: &Entry, site: &SiteDir) -> Result<b
                     fs_err::read_link(&ours).is_ok_and(|o| o.as_os_str().as_bytes() == t)
                 })
         }
-        Kind::File | Kind::Executable => {
+        // Opened first, then checked (see `Dir::open_file`): the type seen
+        // by the stat above may have changed since.
+        Kind::File | Kind::Executable => dir.open_file(name).is_ok_and(|(file, meta)| {
             let executable = meta.mode & 0o111 != 0;
-            meta.kind == site_dir::Kind::File
-                && executable == (entry.kind == Kind::Executable)
-                && dir
-                    .open_file(name)
-                    .is_ok_and(|file| same_file_bytes(&ours, file).unwrap_or(false))
-        }
+            executable == (entry.kind == Kind::Executable)
+                && same_file_bytes(&ours, file).unwrap_or(false)
+        }),
     })
 }
 
 fn same_file_bytes(ours: &Path, theirs: std::fs::File) -> Result<bool> {
-    let ours = fs_err::File::open(ours)?;
+    let ours = site_dir::open_regular(ours)?;
     if ours.metadata()?.len() != theirs.metadata()?.len() {
         return Ok(false);
     }
@@ -583,6 +589,8 @@ pub fn plan_output(
         refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
+        // The output replaces the app's files at its names (see above).
+        take_over: true,
     };
     let mut paths = Vec::new();
     for entry in output_entries(output)? {
@@ -633,7 +641,7 @@ pub fn copy_owned(site: &Path, owned: &BTreeSet<String>, to: &Path) -> Result<()
                 if let Some(parent) = dest.parent() {
                     fs_err::create_dir_all(parent)?;
                 }
-                let mut from = dir.open_file(name)?;
+                let (mut from, _) = dir.open_file(name)?;
                 // std's File on both sides: io::copy then uses copy_file_range.
                 let mut file = std::fs::File::create(&dest)
                     .with_context(|| format!("creating {}", dest.display()))?;
@@ -683,14 +691,11 @@ fn matches_site(commit: &Commit, entry: &Entry, site: &SiteDir) -> Result<bool> 
                         .is_ok_and(|b| b.content() == t.as_slice())
                 })
         }
-        Kind::File | Kind::Executable => {
+        // Opened first, then checked (see `Dir::open_file`).
+        Kind::File | Kind::Executable => dir.open_file(name).is_ok_and(|(file, meta)| {
             let executable = meta.mode & 0o111 != 0;
-            meta.kind == site_dir::Kind::File
-                && executable == (entry.kind == Kind::Executable)
-                && dir
-                    .open_file(name)
-                    .is_ok_and(|file| same_bytes(commit, &entry.blob, file))
-        }
+            executable == (entry.kind == Kind::Executable) && same_bytes(commit, &entry.blob, file)
+        }),
     })
 }
 
@@ -847,7 +852,8 @@ fn check_files_in_the_way(plan: &SyncPlan, site: &SiteDir) -> Result<()> {
 /// long for the file system: the commit's paths were checked on their own,
 /// the site's path adds to them. A temp file beside each file must fit too.
 fn check_lengths(plan: &SyncPlan, site: &Path) -> Result<()> {
-    const TEMP_NAME: usize = 32;
+    // `.pushdeploy-tmp-<tag>-<unique>`: 16 + 9 + up to 23.
+    const TEMP_NAME: usize = 48;
     for change in &plan.write {
         let path = site.join(&change.path);
         let dir = path.parent().unwrap_or(site);
@@ -986,6 +992,7 @@ pub fn checkout(commit: &Commit, dir: &Path) -> Result<()> {
         refused: Vec::new(),
         skipped: Vec::new(),
         sweep: BTreeSet::new(),
+        take_over: false,
         basis: Basis::First,
     };
     let site = SiteDir::open(dir)?;
@@ -1050,12 +1057,19 @@ pub(crate) fn pause_at(file: &Path) -> Result<()> {
 /// Carries out the plan: temp files a killed sync left first, then
 /// deletions (a file may become a directory), then writes.
 fn apply(plan: &SyncPlan, source: Source, target: Target, hook: TestHook) -> Result<()> {
+    // Temp names carry the repository's tag (see `journal::owner_tag`).
+    let temp_prefix = match &target {
+        Target::Journal(journal) => format!("{SYNC_TEMP_PREFIX}{}-", journal.tag()),
+        Target::Plain(_) => SYNC_TEMP_PREFIX.to_string(),
+    };
     let mut writer = Writer {
         source,
         target,
+        temp_prefix,
         cached: None,
         hook,
         changes: 0,
+        take_over: plan.take_over,
     };
     writer.sweep_temp_files(plan)?;
     for path in &plan.delete {
@@ -1100,7 +1114,7 @@ impl Source<'_, '_> {
                 // A file to file copy: copy_file_range, which shares the
                 // blocks (a reflink) where the file system can.
                 let path = dir.join(&change.path);
-                let mut from = std::fs::File::open(&path)
+                let mut from = site_dir::open_regular(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
                 io::copy(&mut from, file)?;
                 Ok(())
@@ -1118,6 +1132,9 @@ struct Writer<'a, 'c, 'j> {
     cached: Option<Dir>,
     hook: TestHook,
     changes: usize,
+    /// See [`SyncPlan::take_over`].
+    take_over: bool,
+    temp_prefix: String,
 }
 
 impl Writer<'_, '_, '_> {
@@ -1137,6 +1154,12 @@ impl Writer<'_, '_, '_> {
     /// this one writes to or deletes from, and after an interrupted sync in
     /// every directory of the commit.
     fn sweep_temp_files(&self, plan: &SyncPlan) -> Result<()> {
+        // Only this repository's: another one that deploys into the same
+        // site may be writing its own meanwhile.
+        let Target::Journal(journal) = &self.target else {
+            return Ok(()); // A new directory: nothing to sweep.
+        };
+        let tag = journal.tag();
         let dirs: BTreeSet<&str> = plan
             .write
             .iter()
@@ -1147,7 +1170,7 @@ impl Writer<'_, '_, '_> {
             .collect();
         for dir in dirs {
             if let Some(dir) = self.site().dir(dir)? {
-                dir.remove_temp_files(SYNC_TEMP_PREFIX)?;
+                dir.remove_temp_files(|n| crate::journal::is_ours(n, SYNC_TEMP_PREFIX, tag))?;
             }
         }
         Ok(())
@@ -1279,6 +1302,11 @@ impl Writer<'_, '_, '_> {
         change: &Change,
         mut existing: Option<site_dir::Meta>,
     ) -> Result<()> {
+        // Decided again now, not only in the plan: a file that appeared
+        // where the plan saw none (the app wrote it meanwhile) is the app's.
+        if change.why == Why::Added && existing.is_some_and(|m| m.kind != site_dir::Kind::Dir) {
+            self.appeared(change)?;
+        }
         let mut removed_dir = false;
         // A directory where the commit now has a file: it must be empty by now.
         if let Some(meta) = existing.filter(|m| m.kind == site_dir::Kind::Dir) {
@@ -1301,36 +1329,69 @@ impl Writer<'_, '_, '_> {
                 let link = std::ffi::OsStr::new(
                     std::str::from_utf8(&target).context("symlink target is not UTF-8")?,
                 );
-                let (temp, ()) = dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.symlink(link, n))?;
+                let (temp, ()) = dir.make_temp(&self.temp_prefix, |n| dir.symlink(link, n))?;
                 temp
             }
-            Kind::File | Kind::Executable if existing.is_none() => {
-                // Nothing to replace: written in place, no copy. create_new
-                // never follows a symlink. A sync killed half-way leaves a
-                // short file, which its rollback deletes. Journaled with its
-                // group, unless a directory stood there.
-                if let (Target::Journal(journal), true) = (&mut self.target, removed_dir) {
-                    journal.added(dir, name)?;
-                }
+            Kind::File | Kind::Executable
+                if existing.is_none() && matches!(self.target, Target::Plain(_)) =>
+            {
+                // A checkout into an empty directory: written in place.
                 let mut file = dir.create_new(name, change.kind.mode())?;
                 return self.source.write(change, &mut file);
             }
             Kind::File | Kind::Executable => {
                 let (temp, mut file) =
-                    dir.make_temp(SYNC_TEMP_PREFIX, |n| dir.create_new(n, change.kind.mode()))?;
+                    dir.make_temp(&self.temp_prefix, |n| dir.create_new(n, change.kind.mode()))?;
                 self.source.write(change, &mut file)?;
                 temp
             }
         };
-        if let Target::Journal(journal) = &mut self.target {
-            match existing {
-                Some(_) => journal.keep_replaced(dir, name)?,
-                None => journal.added(dir, name)?,
+        let Some(_) = existing else {
+            // A new name: written aside too, so that the journal knows the
+            // file by its inode before it takes the name (an undo removes
+            // that file, never one the app put there), and moved in only
+            // where nothing appeared meanwhile. Its name was journaled with
+            // its group, unless it is a symlink or a directory stood there.
+            if let Target::Journal(journal) = &mut self.target {
+                let ino = dir.meta(&temp)?.context("the temp file vanished")?.ino;
+                if change.kind == Kind::Symlink || removed_dir {
+                    journal.added(dir, name)?;
+                }
+                journal.made(dir, name, ino)?;
             }
+            return match dir.rename_new(&temp, dir, name) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let _ = dir.unlink(&temp);
+                    if let Target::Journal(journal) = &mut self.target {
+                        journal.not_added(dir, name)?;
+                    }
+                    self.appeared(change)?;
+                    let meta = dir.meta(name)?;
+                    self.write_in(dir, name, change, meta)
+                }
+                other => Ok(other?),
+            };
+        };
+        if let Target::Journal(journal) = &mut self.target {
+            let ino = dir.meta(&temp)?.context("the temp file vanished")?.ino;
+            journal.keep_replaced(dir, name, ino)?;
         }
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;
         Ok(())
+    }
+
+    /// A file appeared at `name`, which the plan saw free and the commit
+    /// adds: refused, unless files are taken over (then the caller replaces
+    /// it, kept until the deployment succeeds, as any file it replaces).
+    fn appeared(&self, change: &Change) -> Result<()> {
+        if self.take_over {
+            return Ok(());
+        }
+        bail!(
+            "commit entry {}: the site has this file, which pushdeploy did not write: it appeared after the plan (the app made it while the deployment ran); move it away, or deploy with -c takeOverFiles=true (or git config deploy.takeOverFiles true) to replace it with the commit's",
+            change.path
+        )
     }
 }
 #[cfg(test)]

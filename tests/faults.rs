@@ -125,7 +125,10 @@ fn app_files(dir: &Path) -> BTreeMap<String, String> {
         .into_iter()
         .filter(|(path, _)| {
             let top = path.split('/').next().unwrap();
-            top != "env" && top != ".git" && !top.starts_with(".pushdeploy-env-")
+            top != "env"
+                && top != ".git"
+                && !top.starts_with(".pushdeploy-env-")
+                && top != ".pushdeploy-repository"
         })
         .collect()
 }
@@ -137,6 +140,7 @@ fn leftovers(site: &Path) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".pushdeploy-"))
+        .filter(|n| n != ".pushdeploy-repository")
         .collect()
 }
 

@@ -148,7 +148,9 @@ impl Tree {
 fn deployed(site: &Path) -> BTreeMap<String, String> {
     snapshot(site)
         .into_iter()
-        .filter(|(path, _)| path != "env" && !path.starts_with("env/"))
+        .filter(|(path, _)| {
+            path != "env" && !path.starts_with("env/") && path != ".pushdeploy-repository"
+        })
         .map(|(path, what)| {
             let what = if what.starts_with("dir ") {
                 "dir".to_string()

@@ -28,11 +28,12 @@ fn init_twice_changes_nothing_and_says_so() {
 fn init_with_a_branch_deploys_that_branch() {
     let s = Server::new();
     let repo = s.root.join("other.git");
+    let site = s.root.join("other-site");
     s.pushdeploy(&[
         "init",
         repo.to_str().unwrap(),
         "--site",
-        s.site.to_str().unwrap(),
+        site.to_str().unwrap(),
         "--branch",
         "production",
     ])
@@ -42,11 +43,11 @@ fn init_with_a_branch_deploys_that_branch() {
     let push = s.git(&["push", repo.to_str().unwrap(), "main"]);
     push.assert_ok()
         .assert_has("Ignored: ref refs/heads/main is not the deployment branch production");
-    assert!(!s.site.join("app.py").exists());
+    assert!(!site.join("app.py").exists());
     s.git(&["push", repo.to_str().unwrap(), "main:production"])
         .assert_ok()
         .assert_has("successful");
-    assert!(s.site.join("app.py").exists());
+    assert!(site.join("app.py").exists());
 }
 
 #[test]
@@ -251,4 +252,47 @@ fn config_describes_the_default_poetry() {
     s.run("config", &[])
         .assert_ok()
         .assert_has("(Poetry poetryVersion, on PATH or installed into the cache dir)");
+}
+
+/// Issue 15, item 4: `init` refuses a site that another repository deploys
+/// to, naming it; once that repository deploys elsewhere, the site is free.
+#[test]
+fn init_refuses_a_site_another_repository_deploys_to() {
+    let s = Server::new();
+    let other = s.root.join("other.git");
+    let refused = s.init_at(&other, &s.site);
+    refused
+        .assert_status(2)
+        .assert_has(&format!(
+            "site {}: repository {} deploys to it",
+            s.site.display(),
+            std::fs::canonicalize(&s.repo).unwrap().display()
+        ))
+        .assert_has("--move-site");
+    assert!(!other.exists(), "a refused init made the repository");
+    // Through another spelling of the site's path too.
+    let spelled = s.root.join("link-to-site");
+    std::os::unix::fs::symlink(&s.site, &spelled).unwrap();
+    s.init_at(&other, &spelled).assert_status(2);
+    // The first repository moves to another site: the old one is free.
+    let moved = s.root.join("moved-site");
+    s.pushdeploy(&[
+        "init",
+        s.repo.to_str().unwrap(),
+        "--site",
+        moved.to_str().unwrap(),
+        "--move-site",
+    ])
+    .assert_ok();
+    s.init_at(&other, &s.site).assert_ok();
+    // Now the other one deploys there: the first cannot come back silently.
+    s.pushdeploy(&[
+        "init",
+        s.repo.to_str().unwrap(),
+        "--site",
+        s.site.to_str().unwrap(),
+        "--move-site",
+    ])
+    .assert_status(2)
+    .assert_has("other.git deploys to it");
 }

@@ -208,7 +208,7 @@ fn assert_nothing_kept(s: &Server) {
     let ours: Vec<String> = std::fs::read_dir(&s.site)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".pushdeploy-"))
+        .filter(|n| n.starts_with(".pushdeploy-") && n != ".pushdeploy-repository")
         .collect();
     assert!(ours.is_empty(), "{ours:?}");
 }
@@ -433,5 +433,329 @@ fn a_deployment_killed_while_cleaning_up_after_success_is_finished_by_the_next()
         .assert_has("Syncing files: 0 to write, 0 to delete (changes since ");
     assert_eq!(s.site_file("app.py"), "print('v2')\n");
     assert_eq!(s.site_file("uploads/photo.jpg"), "app data");
+    assert_nothing_kept(&s);
+}
+
+/// Runs a deployment paused by the hook before change `at`, calls `during`
+/// there (the app at work), and lets it go on.
+fn deploy_paused(s: &Server, at: usize, args: &[&str], during: impl FnOnce()) -> Run {
+    let pause = s.root.join("paused");
+    let hook = format!("pause:{at}:{}", pause.display());
+    std::thread::scope(|scope| {
+        let deploy = scope.spawn(|| {
+            s.pushdeploy_with(
+                &[&["deploy", "--repo", s.repo.to_str().unwrap()], args].concat(),
+                &[(HOOK, &hook)],
+            )
+        });
+        wait_for(&pause);
+        // Let go even when a check in `during` fails, or the test hangs.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(during));
+        std::fs::remove_file(&pause).unwrap();
+        let run = deploy.join().unwrap();
+        if let Err(panic) = checked {
+            std::panic::resume_unwind(panic);
+        }
+        run
+    })
+}
+
+/// Issue 15, item 5: the sync decides at write time, not only in its plan.
+/// A file the app makes at a name the commit adds, after the plan, is the
+/// app's: refused (unless `takeOverFiles`), and the undo never removes it.
+#[test]
+fn a_file_the_app_makes_after_the_plan_is_refused_and_never_removed() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n").write("a/x.txt", "x1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    // Changes in order: a/x.txt, then the top folder's app.py, b.txt, c.txt
+    // (whose names the sync looks at together, before app.py).
+    s.write("a/x.txt", "x2\n")
+        .write("app.py", "print('v2')\n")
+        .write("b.txt", "the commit's b\n")
+        .write("c.txt", "the commit's c\n");
+    s.commit("adds b.txt and c.txt");
+    s.update_without_deploy();
+    let refused = |run: &Run, name: &str| {
+        assert_eq!(run.status, 1, "{}", run.all());
+        run.assert_has(&format!(
+            "commit entry {name}: the site has this file, which pushdeploy did not write: it appeared after the plan"
+        ))
+        .assert_has("the site's files are as they were before it");
+    };
+
+    // Made before the sync looks at the top folder: seen there, refused.
+    let before = snapshot(&s.site);
+    let run = deploy_paused(&s, 1, &[], || {
+        std::fs::write(s.site.join("b.txt"), "the app's b").unwrap();
+    });
+    refused(&run, "b.txt");
+    assert_eq!(s.site_file("b.txt"), "the app's b");
+    std::fs::remove_file(s.site.join("b.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // Made after the sync looked, as it is about to write there: its
+    // create finds the name taken; the undo removes the b.txt it wrote,
+    // not the app's c.txt.
+    let run = deploy_paused(&s, 4, &[], || {
+        std::fs::write(s.site.join("c.txt"), "the app's c").unwrap();
+    });
+    refused(&run, "c.txt");
+    assert_eq!(s.site_file("c.txt"), "the app's c");
+    std::fs::remove_file(s.site.join("c.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // Killed there instead, and the app makes c.txt before the next
+    // deployment puts the killed sync back: the b.txt the sync wrote goes,
+    // the app's c.txt stays.
+    kill_paused_deployment(&s, 4);
+    std::fs::write(s.site.join("c.txt"), "the app's c").unwrap();
+    let next = deploy_with(&s, &[(HOOK, "fail:1")]);
+    next.assert_has("A sync that did not finish was undone");
+    assert_eq!(s.site_file("c.txt"), "the app's c");
+    std::fs::remove_file(s.site.join("c.txt")).unwrap();
+    assert_eq!(snapshot(&s.site), before);
+    assert_nothing_kept(&s);
+
+    // With takeOverFiles, the app's file is replaced by the commit's.
+    let run = deploy_paused(&s, 1, &["-c", "takeOverFiles=true"], || {
+        std::fs::write(s.site.join("b.txt"), "the app's b").unwrap();
+    });
+    run.assert_ok();
+    assert_eq!(s.site_file("b.txt"), "the commit's b\n");
+    assert_eq!(s.site_file("c.txt"), "the commit's c\n");
+    assert_eq!(s.site_file("app.py"), "print('v2')\n");
+    assert_nothing_kept(&s);
+}
+
+/// Issue 15, item 7: a FIFO where the commit has a file (a local user's,
+/// in a folder the app writes) is never read as one: the plan opens without
+/// blocking and checks what it opened. The commit's own file is repaired,
+/// one the app's folder holds at a new name is refused.
+#[test]
+fn a_fifo_where_the_commit_has_a_file_never_holds_a_deployment() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("data/seed.txt", "seed\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let fifo = |rel: &str| {
+        let path = s.site.join(rel);
+        let _ = std::fs::remove_file(&path);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+    };
+    fifo("data/seed.txt");
+    fifo("data/new.txt");
+    s.write("data/new.txt", "new\n");
+    s.commit("adds data/new.txt");
+    s.update_without_deploy();
+    let run = s.run("deploy", &["--verify"]);
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has(
+        "commit entry data/new.txt: the site has this file, which pushdeploy did not write",
+    );
+    std::fs::remove_file(s.site.join("data/new.txt")).unwrap();
+    s.run("deploy", &["--verify"]).assert_ok();
+    assert_eq!(s.site_file("data/seed.txt"), "seed\n");
+    assert_eq!(s.site_file("data/new.txt"), "new\n");
+}
+
+/// Issue 15, item 4: two repositories that deploy into one site (set up by
+/// hand, past `init`'s refusal) never sweep each other's kept copies or
+/// temp files: one's rollback still puts back the file it deleted, after
+/// the other deployed meanwhile.
+#[test]
+fn two_repositories_in_one_site_never_sweep_each_others_kept_files() {
+    let a = Server::new();
+    a.write("app.py", "print('a')\n").write("x.txt", "a's x\n");
+    a.commit("first");
+    a.push(&[]).assert_ok();
+    // Repository b, made for a site of its own, then pointed at a's site.
+    let b_repo = a.root.join("b.git");
+    let b_site = a.root.join("b-site");
+    a.init_at(&b_repo, &b_site).assert_ok();
+    crate::util::git_in(&a.root)
+        .args([
+            "--git-dir",
+            b_repo.to_str().unwrap(),
+            "config",
+            "deploy.site",
+        ])
+        .args([a.site.to_str().unwrap()])
+        .run()
+        .assert_ok();
+    let b_work = a.root.join("b-work");
+    std::fs::create_dir(&b_work).unwrap();
+    std::fs::write(b_work.join("b.txt"), "b's\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "b"],
+    ] {
+        crate::util::git_in(&b_work).args(args).run().assert_ok();
+    }
+    crate::util::git_in(&a.root)
+        .args(["--git-dir", b_repo.to_str().unwrap(), "fetch", "-q"])
+        .args([b_work.to_str().unwrap()])
+        .args(["+main:main"])
+        .run()
+        .assert_ok();
+
+    // a's next commit deletes x.txt and adds y.txt; its deployment fails
+    // after the sync (postDeploy), so it puts x.txt back.
+    a.remove("x.txt").write("y.txt", "a's y\n");
+    a.commit("second");
+    a.update_without_deploy();
+    a.config(&["deploy.postDeploy", "false"]);
+    let run = deploy_paused(&a, 2, &[], || {
+        // x.txt is kept aside, under a name that says whose it is; a's
+        // write of a temp file there is under way.
+        let aside: Vec<String> = std::fs::read_dir(&a.site)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pushdeploy-old-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        let tag = aside[0]["pushdeploy-old-".len() + 1..]
+            .split('-')
+            .next()
+            .unwrap()
+            .to_string();
+        let temp = a.site.join(format!(".pushdeploy-tmp-{tag}-1234"));
+        std::fs::write(&temp, "a's temp").unwrap();
+        // Meanwhile b deploys into the same site (its own lock).
+        let b = a.pushdeploy(&["deploy", "--repo", b_repo.to_str().unwrap()]);
+        b.assert_ok().assert_has(&format!(
+            "warning: repository {} deploys to this site too",
+            std::fs::canonicalize(&a.repo).unwrap().display()
+        ));
+        assert_eq!(a.site_file("b.txt"), "b's\n");
+        assert!(a.site.join(&aside[0]).is_dir(), "b swept a's kept files");
+        assert!(temp.exists(), "b swept a's temp file");
+    });
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("Files put back as they were before the sync");
+    assert_eq!(a.site_file("x.txt"), "a's x\n");
+    assert!(!a.site.join("y.txt").exists());
+    // a's own sweeps take its temp file; b's file stays.
+    a.config(&["--unset", "deploy.postDeploy"]);
+    a.run("deploy", &[]).assert_ok();
+    assert!(!a.site.join("x.txt").exists());
+    assert_eq!(a.site_file("b.txt"), "b's\n");
+    assert_nothing_kept(&a);
+}
+
+/// Issue 15, item 5, the same for files the sync deleted or replaced: when
+/// the app writes a new file at such a name after the sync, the rollback
+/// leaves the app's file and keeps the deployment's for a person, instead
+/// of putting it back over the app's.
+#[test]
+fn a_rollback_never_puts_a_kept_file_over_one_the_app_wrote_since() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n")
+        .write("d.txt", "ours d\n")
+        .write("e.txt", "ours e1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    // Changes: delete d.txt, then write e.txt, then f.txt.
+    s.remove("d.txt")
+        .write("e.txt", "ours e2\n")
+        .write("f.txt", "ours f\n");
+    s.commit("second");
+    s.update_without_deploy();
+    s.config(&["deploy.postDeploy", "false"]);
+    let run = deploy_paused(&s, 3, &[], || {
+        std::fs::write(s.site.join("d.txt"), "the app's d").unwrap();
+        // A new file renamed over the sync's e.txt, as editors and apps do.
+        std::fs::write(s.root.join("e.new"), "the app's e").unwrap();
+        std::fs::rename(s.root.join("e.new"), s.site.join("e.txt")).unwrap();
+    });
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("d.txt: a file the sync did not write is there now")
+        .assert_has("e.txt: a file the sync did not write is there now");
+    assert_eq!(s.site_file("d.txt"), "the app's d");
+    assert_eq!(s.site_file("e.txt"), "the app's e");
+    assert!(!s.site.join("f.txt").exists());
+    // The deployment's own copies are kept for a person to look at.
+    let kept: Vec<String> = std::fs::read_dir(&s.site)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pushdeploy-unrestored-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let contents: std::collections::BTreeSet<String> =
+        snapshot(&s.site.join(&kept[0])).into_values().collect();
+    assert!(
+        contents.iter().any(|c| c.contains("ours d"))
+            && contents.iter().any(|c| c.contains("ours e1")),
+        "{contents:?}"
+    );
+}
+
+/// Issue 15, item 7, where the sync reads a file by its path: a custom
+/// command's output. A file of it swapped for a FIFO after the plan (by a
+/// process the command left behind) is refused when the sync opens it,
+/// and the sync is undone; it is never read as the file, nor waited on.
+#[test]
+fn a_fifo_swapped_into_a_commands_output_is_refused_not_read() {
+    let s = Server::new();
+    s.write("app.py", "print('v1')\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let noted = s.root.join("target-path");
+    s.write(".deployment", "[config]\ncommand = build.sh\n").write(
+        "build.sh",
+        &format!(
+            "#!/bin/sh\necho \"$DEPLOYMENT_TARGET\" > '{}'\necho one > \"$DEPLOYMENT_TARGET/a.txt\"\necho two > \"$DEPLOYMENT_TARGET/b.txt\"\n",
+            noted.display()
+        ),
+    );
+    std::fs::set_permissions(
+        s.work.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    s.commit("custom command");
+    s.update_without_deploy();
+    // A FIFO with a second name outside the output, to reach it whatever
+    // becomes of the output directory.
+    let fifo = s.root.join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let run = deploy_paused(&s, 2, &[], || {
+        let target = PathBuf::from(std::fs::read_to_string(&noted).unwrap().trim_end());
+        std::fs::remove_file(target.join("b.txt")).unwrap();
+        std::fs::hard_link(&fifo, target.join("b.txt")).unwrap();
+        // A writer that feeds whoever opens it for reading.
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            if let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(fifo) {
+                let _ = w.write_all(b"from the fifo\n");
+            }
+        });
+    });
+    // Lets the writer go if nothing opened the FIFO.
+    let _reader = rustix::fs::open(
+        &fifo,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    );
+    assert_eq!(run.status, 1, "{}", run.all());
+    run.assert_has("b.txt: not a regular file");
+    assert!(!s.site.join("a.txt").exists() && !s.site.join("b.txt").exists());
+    assert_eq!(s.site_file("app.py"), "print('v1')\n");
     assert_nothing_kept(&s);
 }
