@@ -6,7 +6,8 @@
 //! version fits is taken: the `pythonPath` directories; `pythonX.Y` on PATH;
 //! pyenv's `versions/*` (newest patch first); `python3` and `python` on PATH.
 //! A version range of the project's own (`requires-python`) is searched as
-//! the project's tool searches: `python3` on PATH first ([`first_fitting`]).
+//! the project's tool searches: `python3` on PATH first, pyenv's shim
+//! included ([`first_fitting`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -269,6 +270,11 @@ impl Probes {
 
     /// The interpreter's version and real path: from the cache, or by running it.
     pub fn probe(&self, path: &Path) -> Option<Interpreter> {
+        // A pyenv shim answers with whatever version pyenv's settings name
+        // now (`pyenv global`), which its file's stamp does not show.
+        if is_pyenv_shim(path) {
+            return probe(path);
+        }
         let key = Self::key(path)?;
         // Entries of an older cache lack the prefixes: asked again once.
         if let Some(known) = self.known.borrow().get(&key)
@@ -281,6 +287,14 @@ impl Probes {
         self.changed.set(true);
         Some(found)
     }
+}
+
+/// A program in pyenv's `shims` directory (beside its `versions`).
+fn is_pyenv_shim(path: &Path) -> bool {
+    path.parent()
+        .filter(|dir| dir.file_name().is_some_and(|n| n == "shims"))
+        .and_then(Path::parent)
+        .is_some_and(|root| root.join("versions").is_dir())
 }
 
 /// Runs an interpreter once and asks for its version and real path.
@@ -497,8 +511,10 @@ pub fn first_fitting(
     fits: &dyn Fn(Version) -> bool,
 ) -> Option<Interpreter> {
     let mut paths = Vec::new();
+    // pyenv's shims included here: `python3` is what the tools run (Poetry,
+    // Pipenv, uv, and the default `python` setting), pyenv's choice of it too.
     for name in ["python3", "python"] {
-        paths.extend(on_path(name, search));
+        paths.extend(search.env.which_all(name));
     }
     let versioned: Vec<String> = (0..=20).rev().map(|m| format!("python3.{m}")).collect();
     for dir in search.python_path {
@@ -722,5 +738,60 @@ mod looked_in_tests {
         let text = search.looked_in_reading(&missing);
         assert!(!text.contains("/root/.pyenv:"), "{text}");
         assert!(text.contains("/opt/pythons (missing)"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod shim_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake interpreter: a script that answers the probe with the
+    /// version in `answer_file` (so that it can change without the script).
+    fn fake_python(path: &Path, answer_file: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let script = format!(
+            "#!/bin/sh\nv=$(cat {})\nprintf '%s\\n{}\\n/p\\n/p\\n' \"$v\"\n",
+            answer_file.display(),
+            path.display()
+        );
+        std::fs::write(path, script).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// With pyenv on PATH, `python3` is pyenv's shim, and that is the
+    /// `python3` Poetry, Pipenv and uv run: the first fitting interpreter
+    /// is the one it answers with, not a `python3` further along PATH.
+    #[test]
+    fn first_fitting_takes_pyenvs_python3_shim_as_the_tools_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("pyenv");
+        std::fs::create_dir_all(root.join("versions")).unwrap();
+        let (shim_v, later_v) = (tmp.path().join("shim.v"), tmp.path().join("later.v"));
+        std::fs::write(&shim_v, "3.12.7").unwrap();
+        std::fs::write(&later_v, "3.11.2").unwrap();
+        fake_python(&root.join("shims/python3"), &shim_v);
+        fake_python(&tmp.path().join("usr/bin/python3"), &later_v);
+        let path = format!(
+            "{}:{}",
+            root.join("shims").display(),
+            tmp.path().join("usr/bin").display()
+        );
+        let env = Environment::from_pairs([("PATH", path.as_str())]);
+        let search = Search {
+            python_path: &[],
+            pyenv_root: &root,
+            env: &env,
+        };
+        let probes = Probes::load(tmp.path());
+        let found = first_fitting(&search, &probes, &|v| v.major == 3 && v.minor >= 11).unwrap();
+        assert_eq!(found.path, root.join("shims/python3"));
+        assert_eq!((found.version.minor, found.version.patch), (12, 7));
+
+        // `pyenv global 3.13` changes the shim's answer, not the shim: the
+        // next deployment sees the new version, not a cached one.
+        std::fs::write(&shim_v, "3.13.1").unwrap();
+        let found = first_fitting(&search, &probes, &|v| v.major == 3 && v.minor >= 11).unwrap();
+        assert_eq!((found.version.minor, found.version.patch), (13, 1));
     }
 }

@@ -55,14 +55,10 @@ fn uv_lock_from(s: &Server, wheels: &std::path::Path) {
     );
 }
 
-/// The `X.Y` of `python3` on PATH, as pushdeploy finds it (pyenv's shims
-/// left out).
+/// The `X.Y` of `python3` on PATH, as pushdeploy finds it (pyenv's shim
+/// included, as the tools run it).
 fn python3_on_path() -> String {
-    let shims = crate::util::home().join(".pyenv/shims");
-    let python3 = which::which_all("python3")
-        .unwrap()
-        .find(|p| p.parent() != Some(shims.as_path()))
-        .expect("python3 on PATH");
+    let python3 = which::which("python3").expect("python3 on PATH");
     let out = Command::new(python3)
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
         .output()
