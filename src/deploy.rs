@@ -1067,7 +1067,7 @@ fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
 /// are put back and the old version runs again, as for a built-in one.
 fn run_command(
     plan: &Plan,
-    command: &plan::CustomCommand,
+    command: &crate::command::CustomCommand,
     commit: &Commit,
     settings: &Settings,
     repo: &Repository,
