@@ -129,3 +129,29 @@ fn the_table_names_real_modules() {
         assert!(modules.contains(*module), "src/{module}.rs is gone");
     }
 }
+
+/// The table is the map's order: a module of a later layer is in the same
+/// group of `lib.rs` or a later one.
+#[test]
+fn the_table_follows_the_map() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    // The groups of `mod` lines, separated by blank lines.
+    let group = |module: &str| {
+        lib.split("\n\n").position(|g| {
+            g.lines().any(|l| {
+                let l = l.trim_start_matches("pub ");
+                l.starts_with(&format!("mod {module};"))
+            })
+        })
+    };
+    let mut last = 0;
+    for module in LAYERS.iter().flat_map(|l| l.iter()) {
+        let at = group(module).unwrap_or_else(|| panic!("lib.rs has no mod {module}"));
+        assert!(
+            at >= last,
+            "lib.rs lists {module} above a module of an earlier layer"
+        );
+        last = at;
+    }
+}

@@ -6,7 +6,8 @@
 //! user with the interpreter's pip from the index pip uses with the server's
 //! own settings, under a lock so that two deployments do not install at once.
 //! Pinning matters: a tool that changed its options under a deployment (as
-//! Poetry 2.0 did) must not break it.
+//! Poetry 2.0 did) must not break it. The pins are the defaults of the
+//! `uvVersion` and `poetryVersion` settings, in the settings table.
 
 use std::fmt;
 use std::fs::OpenOptions;
