@@ -479,9 +479,9 @@ fn choose_runtime_for(
         return Ok(choice);
     }
     let fits = |v| managers::satisfies(&specs, v);
-    let Some(interpreter) = runtime::first_fitting(&runtime::Search::of(settings), probes, &fits)
-    else {
-        let found = runtime::all_found(&runtime::Search::of(settings), probes);
+    let search = runtime::Search::of(settings);
+    let Some(interpreter) = runtime::first_fitting(&search, probes, &fits) else {
+        let found = runtime::all_found(&search, probes);
         bail!(
             "{what}: no installed interpreter satisfies it; found: {}",
             found
