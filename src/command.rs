@@ -16,18 +16,27 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tempfile::TempDir;
 
 use crate::commit::Commit;
 use crate::files::{remove_file_if_there, write_atomic};
 use crate::manifest::{self, Manifest};
-use crate::plan::CustomCommand;
 use crate::report::Report;
+use crate::runtime::Choice;
 use crate::sync;
 
 /// The start of the names of the lists of files that command deployments
 /// left in the site, in the state dir.
 const LIST_PREFIX: &str = "command-files-";
+
+/// `.deployment`'s `command`: a script of the commit, run instead of the
+/// built-in steps, in a checkout of the whole commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomCommand {
+    pub path: String,
+    pub runtime: Choice,
+}
 
 /// A command that ran and succeeded: its output, waiting to be synced.
 pub struct Staged {

@@ -1160,7 +1160,7 @@ fn os_pairs(pairs: &[(String, String)]) -> Vec<(OsString, OsString)> {
 #[expect(clippy::too_many_arguments, reason = "the parts of one transaction")]
 fn run_command(
     plan: &Plan,
-    command: &plan::CustomCommand,
+    command: &crate::command::CustomCommand,
     commit: &Commit,
     settings: &Settings,
     repo: &Repository,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use crate::command::CustomCommand;
 use crate::commit::short_id;
 use crate::commit::{Commit, CommitInfo, Kind};
 use crate::deployment_file::{self, DeploymentFile};
@@ -110,14 +111,6 @@ pub enum Framework {
     Collectstatic {
         strict: bool,
     },
-}
-
-/// `.deployment`'s `command`: a script of the commit, run instead of the
-/// built-in steps, in a checkout of the whole commit.
-#[derive(Debug, Clone, Serialize)]
-pub struct CustomCommand {
-    pub path: String,
-    pub runtime: Choice,
 }
 
 /// What forces a new env, if anything: `--recreate-env`, the push option,
@@ -450,7 +443,7 @@ fn choose_runtime(
         runtime_txt.as_deref(),
         python_version.as_deref(),
         values.python(),
-        &settings.search(),
+        &runtime::Search::of(settings),
         probes,
     )
 }
@@ -486,8 +479,9 @@ fn choose_runtime_for(
         return Ok(choice);
     }
     let fits = |v| managers::satisfies(&specs, v);
-    let Some(interpreter) = runtime::first_fitting(&settings.search(), probes, &fits) else {
-        let found = runtime::all_found(&settings.search(), probes);
+    let search = runtime::Search::of(settings);
+    let Some(interpreter) = runtime::first_fitting(&search, probes, &fits) else {
+        let found = runtime::all_found(&search, probes);
         bail!(
             "{what}: no installed interpreter satisfies it; found: {}",
             found

@@ -18,75 +18,13 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::error::shown;
-use crate::settings::{Environment, Origin, PythonChoice, Setting};
-
-/// A wanted Python version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Request {
-    pub major: u32,
-    pub minor: u32,
-    /// Set when an exact patch release is wanted (`python-3.12.4`).
-    pub patch: Option<u32>,
-}
-
-impl Request {
-    /// Kudu's runtime name, `python-X.Y`, which names the env's marker.
-    pub fn runtime(&self) -> String {
-        format!("python-{}.{}", self.major, self.minor)
-    }
-
-    pub fn fits(&self, v: Version) -> bool {
-        v.major == self.major && v.minor == self.minor && self.patch.is_none_or(|p| p == v.patch)
-    }
-}
-
-impl fmt::Display for Request {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.patch {
-            Some(p) => write!(f, "python-{}.{}.{}", self.major, self.minor, p),
-            None => write!(f, "python-{}.{}", self.major, self.minor),
-        }
-    }
-}
-
-/// An interpreter's real version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
+use crate::python_version::parse_numbers;
+// Defined below `settings` (whose `python` setting holds a `Request`);
+// re-exported so that the rest of the crate asks this module.
+pub use crate::python_version::{Request, Version};
+use crate::settings::{Environment, Origin, PythonChoice, Setting, Settings};
 
 const TOO_LONG: usize = 256;
-
-/// Parses `X.Y` or `X.Y.Z` (small numbers only).
-pub(crate) fn parse_numbers(text: &str) -> Option<Request> {
-    let parts: Vec<&str> = text.split('.').collect();
-    let num = |s: &str| {
-        (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    match parts.as_slice() {
-        [a, b] => Some(Request {
-            major: num(a)?,
-            minor: num(b)?,
-            patch: None,
-        }),
-        [a, b, c] => Some(Request {
-            major: num(a)?,
-            minor: num(b)?,
-            patch: Some(num(c)?),
-        }),
-        _ => None,
-    }
-}
 
 /// The text of a version file: UTF-8, without a BOM; refused when it is
 /// UTF-16, binary or far too long for what it should hold.
@@ -273,7 +211,7 @@ impl Probes {
         // A pyenv shim answers with whatever version pyenv's settings name
         // now (`pyenv global`), which its file's stamp does not show.
         if is_pyenv_shim(path) {
-            return probe(path);
+            return probe(path, &self.runner);
         }
         let key = Self::key(path)?;
         // Entries of an older cache lack the prefixes: asked again once.
@@ -337,6 +275,15 @@ pub struct Search<'a> {
 }
 
 impl Search<'_> {
+    /// Where the settings say interpreters are looked for.
+    pub fn of(settings: &Settings) -> Search<'_> {
+        Search {
+            python_path: &settings.python_path,
+            pyenv_root: &settings.pyenv_root,
+            env: &settings.env,
+        }
+    }
+
     /// Where the search looks and what it skipped, for the message that
     /// says a runtime is not installed.
     fn looked_in(&self) -> String {
@@ -783,7 +730,10 @@ mod shim_tests {
             pyenv_root: &root,
             env: &env,
         };
-        let probes = Probes::load(tmp.path());
+        let probes = Probes::load(
+            tmp.path(),
+            crate::process::Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None),
+        );
         let found = first_fitting(&search, &probes, &|v| v.major == 3 && v.minor >= 11).unwrap();
         assert_eq!(found.path, root.join("shims/python3"));
         assert_eq!((found.version.minor, found.version.patch), (12, 7));

@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::deployment_file::DeploymentFile;
 use crate::error::{shown, usage};
-use crate::runtime::Request;
+use crate::python_version::Request;
 
 /// One setting: a row of the table.
 pub struct Key {
@@ -298,13 +298,13 @@ keys! {
     UV_VERSION = {
         name: "uvVersion", env: "PUSHDEPLOY_UV_VERSION", file: "uvVersion",
         commit: Commit::Never, kind: Kind::Text,
-        default: Default::Value(crate::tools::UV_VERSION),
+        default: Default::Value("0.13.9"),
         doc: "the uv version that installs uv.lock and that `installer = uv` runs, when uvPath is not set: uv on PATH if it is that version, else installed into the cache dir",
     },
     POETRY_VERSION = {
         name: "poetryVersion", env: "PUSHDEPLOY_POETRY_VERSION", file: "poetryVersion",
         commit: Commit::Never, kind: Kind::Text,
-        default: Default::Value(crate::tools::POETRY_VERSION),
+        default: Default::Value("2.2.1"),
         doc: "the Poetry version that installs poetry.lock when poetryPath is not set: poetry on PATH if it is that version, else installed into the cache dir",
     },
     POETRY_PATH = {
@@ -426,7 +426,7 @@ impl Kind {
             ),
             Kind::Python => {
                 let version = text.strip_prefix("python-").unwrap_or(text);
-                Typed::Python(match crate::runtime::parse_numbers(version) {
+                Typed::Python(match crate::python_version::parse_numbers(version) {
                     Some(request) => PythonChoice::Version(request),
                     None => PythonChoice::Program(text.to_string()),
                 })
@@ -852,15 +852,6 @@ impl Settings {
             app,
             refused,
         })
-    }
-
-    /// Where interpreters are looked for.
-    pub fn search(&self) -> crate::runtime::Search<'_> {
-        crate::runtime::Search {
-            python_path: &self.python_path,
-            pyenv_root: &self.pyenv_root,
-            env: &self.env,
-        }
     }
 }
 

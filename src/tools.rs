@@ -6,7 +6,8 @@
 //! user with the interpreter's pip from the index pip uses with the server's
 //! own settings, under a lock so that two deployments do not install at once.
 //! Pinning matters: a tool that changed its options under a deployment (as
-//! Poetry 2.0 did) must not break it.
+//! Poetry 2.0 did) must not break it. The pins are the defaults of the
+//! `uvVersion` and `poetryVersion` settings, in the settings table.
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -18,14 +19,9 @@ use serde::Serialize;
 use crate::process::{Limits, Runner};
 use crate::report::Report;
 use crate::settings::{
-    Key, POETRY_PATH, POETRY_VERSION as POETRY_VERSION_KEY, Settings, UV_PATH,
+    Default, Key, POETRY_PATH, POETRY_VERSION as POETRY_VERSION_KEY, Settings, UV_PATH,
     UV_VERSION as UV_VERSION_KEY, Values,
 };
-
-/// The uv that installs uv.lock unless the `uv` setting says otherwise.
-pub const UV_VERSION: &str = "0.13.9";
-/// The Poetry that installs poetry.lock unless the `poetry` setting says otherwise.
-pub const POETRY_VERSION: &str = "2.2.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -210,9 +206,9 @@ pub fn choose(settings: &Settings, values: &Values, name: Name) -> Result<Tool> 
         bail!(
             "setting {} ({origin}): {text:?} is not a version (such as {})",
             version_key.name,
-            match name {
-                Name::Uv => UV_VERSION,
-                Name::Poetry => POETRY_VERSION,
+            // The pinned version: the key's default, in the settings table.
+            match version_key.default {
+                Default::Value(pinned) | Default::Computed(pinned) => pinned,
             }
         );
     }

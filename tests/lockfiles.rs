@@ -427,6 +427,30 @@ fn a_uv_that_cannot_be_had_is_one_line_saying_how_to_provide_it() {
     );
 }
 
+#[test]
+fn a_tool_version_that_is_not_one_is_refused_naming_the_pinned_one() {
+    // The pinned versions are the settings' defaults; the message gives
+    // the pinned one as the example.
+    for (app, lock, key, pinned) in [
+        ("uv-app", "uv.lock", "uvVersion", "0.13.9"),
+        ("poetry-app", "poetry.lock", "poetryVersion", "2.2.1"),
+    ] {
+        let s = Server::new();
+        s.config(&[&format!("deploy.{key}"), "latest"]);
+        s.app(app);
+        s.write(lock, "version = 1\n");
+        s.commit("app");
+        let push = s.push(&[]);
+        let line = push.remote_or_stdout_line("failed");
+        assert!(
+            line.contains(&format!(
+                "setting {key} (git config deploy.{key}): \"latest\" is not a version (such as {pinned})"
+            )),
+            "{line}"
+        );
+    }
+}
+
 fn pipenv_app(s: &Server) {
     s.app("pipenv-app");
     s.remove("v2");
