@@ -367,6 +367,8 @@ fn execute(
     for refused in &plan.refused_app_settings {
         report.header(refused.to_string());
     }
+    // What runs, decided now; nothing starts it yet.
+    report.header(plan.app.line());
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     let sync_plan = match &plan.deploy {

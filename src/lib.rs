@@ -10,6 +10,7 @@ pub mod cli; // parses the command line once and calls the rest
 mod init; // `pushdeploy init`: the bare repository, the hook, the settings
 
 // The inputs: what a push says and what the commit holds.
+mod app; // what runs: the Procfile, startupCommand, or detection as Oryx does it
 mod commit; // reading the commit's tree with git2, no work tree
 pub mod deployment_file; // `.deployment`, Kudu's INI file in the commit
 mod managers; // which package manager file decides the env (requirements, locks)

@@ -42,6 +42,8 @@ pub struct Plan {
     /// Skipped with a reason when a custom command deploys.
     pub python: Python,
     pub framework: Framework,
+    /// What runs: the Procfile, startupCommand or detection, with why.
+    pub app: crate::app::App,
     /// `.deployment` keys that are not settings, passed to the build steps
     /// (never to `postDeploy` or the health check).
     pub app_settings: Vec<(String, String)>,
@@ -192,6 +194,7 @@ impl Plan {
                 (Deploy::Sync(sync), steps)
             }
         };
+        let app = crate::app::decide(values, commit)?;
         // A dry run changes nothing, the state dir included.
         if !preview {
             probes.save()?;
@@ -204,6 +207,7 @@ impl Plan {
             deploy,
             python,
             framework,
+            app,
             app_settings,
             refused_app_settings: values.refused.clone(),
             post_build,
@@ -319,6 +323,7 @@ impl Plan {
                 }
             ),
         });
+        out.push(self.app.line());
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
         }
