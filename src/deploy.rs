@@ -354,7 +354,7 @@ fn execute(
         let (values, commit) = plan::prepare(settings, commit)?;
         let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
         let runner = Runner::new(
-            os_pairs(&plan.app_settings),
+            os_pairs(&plan.step_app_settings()),
             Limits::from_values(&values),
             Some(&settings.state_dir),
         );
@@ -542,9 +542,10 @@ fn prepare(
         from_site: None,
         new_python,
     };
+    let app_settings = plan.step_app_settings();
     let context = installed::Context {
         env: &settings.env,
-        app_settings: &plan.app_settings,
+        app_settings: &app_settings,
         installer: installer.to_string(),
         site,
     };

@@ -41,6 +41,7 @@ mod process; // every program a deployment runs: process groups, timeouts
 mod report; // what the pusher sees: step headers, indented output, times
 
 // The stores under the state dir.
+mod appsettings; // `pushdeploy appsettings`: the server's secret app settings
 mod files; // atomic writes and temp-file cleanup the stores share
 mod installed; // what was last installed, so an unchanged push skips pip
 mod journal; // what a sync changed, so that it can be rolled back

@@ -132,3 +132,68 @@ fn bad_procfile_lines_are_refused_with_their_line() {
         assert_eq!(s.site_file("index.html"), "v1\n");
     }
 }
+
+/// `pushdeploy appsettings <action> --repo <repo> <args>`.
+fn appsettings(s: &Server, args: &[&str]) -> crate::util::Run {
+    let repo = s.repo.to_str().unwrap();
+    let mut all = vec!["appsettings", args[0], "--repo", repo];
+    all.extend_from_slice(&args[1..]);
+    s.pushdeploy(&all)
+}
+
+/// `pushdeploy appsettings`: stored 0600 under the state dir, listed
+/// masked, names checked; the build steps see the values, over the
+/// commit's own app setting of that name, and postDeploy does not.
+#[test]
+fn server_app_settings_reach_the_build_steps_not_post_deploy() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::new();
+    appsettings(&s, &["set", "SECRET_TOKEN=s3cr=t"]).assert_ok();
+    appsettings(&s, &["set", "OTHER_NAME=gone"]).assert_ok();
+    let stored = s.repo.join("pushdeploy/appsettings.json");
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", stored.display());
+    let list = appsettings(&s, &["list"]);
+    list.assert_ok()
+        .assert_has("SECRET_TOKEN=********")
+        .assert_has("OTHER_NAME=********");
+    assert!(!list.has("s3cr=t"), "{}", list.all());
+    appsettings(&s, &["list", "--show-values"])
+        .assert_ok()
+        .assert_has("SECRET_TOKEN=s3cr=t");
+    appsettings(&s, &["unset", "OTHER_NAME"]).assert_ok();
+    assert!(!appsettings(&s, &["list"]).has("OTHER_NAME"));
+    for bad in [
+        "PATH=/tmp",
+        "PUSHDEPLOY_SITE=/x",
+        "=v",
+        "POST_BUILD_COMMAND=x",
+        "NOEQUALS",
+    ] {
+        let run = appsettings(&s, &["set", bad]);
+        assert_ne!(run.status, 0, "{bad}: {}", run.all());
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.all());
+    }
+
+    s.config(&[
+        "deploy.postDeploy",
+        "sh -c 'echo \"[$SECRET_TOKEN]\" > post-deploy.txt'",
+    ]);
+    s.write("index.html", "hello\n");
+    s.write(
+        ".deployment",
+        "[config]\nSECRET_TOKEN = from-the-commit\nPOST_BUILD_COMMAND = sh -c \"echo $SECRET_TOKEN > built.txt\"\n",
+    );
+    s.commit("first");
+    let push = s.push(&[]);
+    push.assert_ok();
+    assert!(!push.has("s3cr=t"), "{}", push.all());
+    assert_eq!(s.site_file("built.txt"), "s3cr=t\n");
+    assert_eq!(s.site_file("post-deploy.txt"), "[]\n");
+    let dry = s.run("deploy", &["--dry-run"]);
+    dry.assert_ok()
+        .assert_has("App setting: SECRET_TOKEN (pushdeploy appsettings; overrides .deployment's)");
+    assert!(!dry.has("s3cr=t"), "{}", dry.all());
+    let json = s.run("deploy", &["--dry-run", "--json"]);
+    assert!(!json.has("s3cr=t"), "{}", json.all());
+}
