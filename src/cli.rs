@@ -563,10 +563,15 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     let branch = format!("refs/heads/{}", settings.branch);
     // The values a deployment would read, refused where a deployment would
     // refuse them.
-    let values = match crate::commit::Commit::open(&repository, &branch) {
-        Ok(head) => crate::plan::prepare(&settings, head)?.0,
+    let (values, runs) = match crate::commit::Commit::open(&repository, &branch) {
+        Ok(head) => {
+            let (values, commit) = crate::plan::prepare(&settings, head)?;
+            // What the branch's head would run.
+            let runs = crate::app::decide(&values, &commit)?;
+            (values, Some(runs))
+        }
         // No commit on the branch yet: no .deployment to read.
-        Err(_) => settings.for_commit(&DeploymentFile::default())?,
+        Err(_) => (settings.for_commit(&DeploymentFile::default())?, None),
     };
     crate::packages::installer(
         values.installer(),
@@ -610,6 +615,10 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             .collect();
         map.insert("appSettings".into(), app.into());
         map.insert(
+            "app".into(),
+            serde_json::to_value(&runs).expect("a plan is JSON"),
+        );
+        map.insert(
             "leftOut".into(),
             serde_json::to_value(&values.refused).expect("a list is JSON"),
         );
@@ -631,6 +640,9 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         }
         for refused in &values.refused {
             writeln!(out, "{refused}")?;
+        }
+        if let Some(runs) = &runs {
+            writeln!(out, "{}", printable(&runs.line()))?;
         }
     }
     Ok(())

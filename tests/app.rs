@@ -45,6 +45,13 @@ fn a_flask_app_py_runs_under_gunicorn() {
     assert!(text.ends_with(line), "{text}");
     assert_eq!(json["processes"][0]["type"], "web");
     assert_eq!(json["processes"][0]["command"], "gunicorn app:app");
+    // `config` shows what the branch's head runs, in text and JSON.
+    s.run("config", &[]).assert_ok().assert_has(line);
+    let config = s.run("config", &["--json"]);
+    let config: serde_json::Value = serde_json::from_str(&config.stdout).expect(&config.stdout);
+    assert_eq!(config["app"]["processes"][0]["command"], "gunicorn app:app");
+    assert_eq!(config["port"]["value"], "8000");
+    assert_eq!(config["bind"]["value"], "127.0.0.1");
 }
 
 /// Azure's Django quickstart shape: manage.py names mysite.settings, and
