@@ -12,8 +12,27 @@ use crate::settings::{STARTUP_COMMAND, Values};
 
 pub const PROCFILE: &str = "Procfile";
 
-/// Oryx's Flask-style entry files, in its order.
-const FLASK_FILES: &[&str] = &["application.py", "app.py", "index.py", "server.py"];
+/// Oryx's Flask-style entry files, in its order (its `flaskDetector`).
+const FLASK_FILES: &[&str] = &[
+    "application.py",
+    "app.py",
+    "run.py",
+    "index.py",
+    "server.py",
+    "wsgi.py",
+];
+
+/// Oryx's FastAPI entry files, in its order (its `fastAPIDetector`).
+const ASGI_FILES: &[&str] = &[
+    "main.py",
+    "app.py",
+    "application.py",
+    "server.py",
+    "asgi.py",
+    "api.py",
+    "index.py",
+    "run.py",
+];
 
 /// The app's processes and why, or why none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,6 +93,21 @@ pub fn decide(values: &Values, commit: &Commit) -> Result<App> {
     if let Some(app) = django(commit)? {
         return Ok(app);
     }
+    // Oryx: a file that imports fastapi (and not flask) is an ASGI app,
+    // run by gunicorn with uvicorn's worker (from the uvicorn-worker package).
+    for file in ASGI_FILES {
+        if let Some(bytes) = commit.read_root_file(file)? {
+            let text = String::from_utf8_lossy(&bytes);
+            let asgi = text.contains("from fastapi") || text.contains("import fastapi");
+            if asgi && !text.contains("from flask") && defines_app(&bytes) {
+                let module = file.trim_end_matches(".py");
+                return Ok(web(
+                    format!("gunicorn -k uvicorn_worker.UvicornWorker {module}:app"),
+                    format!("{file} imports fastapi, as Oryx detects an ASGI app"),
+                ));
+            }
+        }
+    }
     for file in FLASK_FILES {
         if let Some(bytes) = commit.read_root_file(file)?
             && defines_app(&bytes)
@@ -88,7 +122,8 @@ pub fn decide(values: &Values, commit: &Commit) -> Result<App> {
     Ok(App {
         processes: Vec::new(),
         reason: format!(
-            "no Procfile, no startupCommand, no Django manage.py with its wsgi.py, no {} defining app",
+            "no Procfile, no startupCommand, no Django manage.py with its wsgi.py, no {} importing fastapi, no {} defining app",
+            ASGI_FILES.join(", "),
             FLASK_FILES.join(", ")
         ),
     })

@@ -97,6 +97,23 @@ fn the_procfile_wins_then_the_startup_command() {
     assert!(text.contains(line), "{text}");
 }
 
+/// An ASGI app (FastAPI, as Oryx detects it): gunicorn with uvicorn's
+/// worker; a file importing flask stays a Flask app.
+#[test]
+fn an_asgi_app_runs_with_uvicorn_workers() {
+    let s = Server::new();
+    s.write(
+        "main.py",
+        "from fastapi import FastAPI\n\napp = FastAPI()\n",
+    );
+    s.write("index.html", "x\n");
+    s.commit("asgi");
+    let line = "App: web: gunicorn -k uvicorn_worker.UvicornWorker main:app (main.py imports fastapi, as Oryx detects an ASGI app)";
+    pushed_line(&s, line);
+    let (text, _) = dry_run(&s);
+    assert!(text.ends_with(line), "{text}");
+}
+
 /// Nothing to run: the line says what was looked for.
 #[test]
 fn nothing_runs_and_the_output_says_what_was_looked_for() {
@@ -107,7 +124,7 @@ fn nothing_runs_and_the_output_says_what_was_looked_for() {
     s.update_without_deploy();
     let (text, json) = dry_run(&s);
     assert!(
-        text.contains("App: nothing runs (no Procfile, no startupCommand, no Django manage.py with its wsgi.py, no application.py, app.py, index.py, server.py defining app)"),
+        text.contains("App: nothing runs (no Procfile, no startupCommand, no Django manage.py with its wsgi.py, no main.py, app.py, application.py, server.py, asgi.py, api.py, index.py, run.py importing fastapi, no application.py, app.py, run.py, index.py, server.py, wsgi.py defining app)"),
         "{text}"
     );
     assert_eq!(json["processes"], serde_json::json!([]));
