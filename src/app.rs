@@ -5,7 +5,7 @@
 //! its reason; nothing is started here.
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::commit::Commit;
 use crate::settings::{STARTUP_COMMAND, Values};
@@ -35,7 +35,7 @@ const ASGI_FILES: &[&str] = &[
 ];
 
 /// The app's processes and why, or why none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct App {
     /// Process type and command line, in the Procfile's order.
@@ -44,7 +44,7 @@ pub struct App {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     #[serde(rename = "type")]
     pub kind: String,

@@ -127,7 +127,8 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         settings.site.display()
     ));
     let short = commit.info.short.clone();
-    let ending = execute(settings, repo, commit, &ref_name, report);
+    let mut app = None;
+    let ending = execute(settings, repo, commit, &ref_name, &mut app, report);
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
     let step = report.current.clone().unwrap_or_else(|| "plan".into());
     let (status, error) = match &ending {
@@ -166,6 +167,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     record.error = error;
     record.finished = Some(now());
     record.seconds = Some(started.elapsed().as_secs_f64());
+    record.app = app;
     report.fill(&mut record);
     records.save(&record)?;
     match ending {
@@ -347,6 +349,7 @@ fn execute(
     repo: &Repository,
     commit: Commit,
     ref_name: &str,
+    app: &mut Option<crate::app::App>,
     report: &mut Report,
 ) -> Ending {
     let planned = timed(report, "plan", |_| {
@@ -367,8 +370,9 @@ fn execute(
     for refused in &plan.refused_app_settings {
         report.header(refused.to_string());
     }
-    // What runs, decided now; nothing starts it yet.
+    // What runs, decided now; nothing starts it yet. The record keeps it.
     report.header(plan.app.line());
+    *app = Some(plan.app.clone());
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     let sync_plan = match &plan.deploy {

@@ -45,6 +45,10 @@ fn a_flask_app_py_runs_under_gunicorn() {
     assert!(text.ends_with(line), "{text}");
     assert_eq!(json["processes"][0]["type"], "web");
     assert_eq!(json["processes"][0]["command"], "gunicorn app:app");
+    // The record keeps the decision as data.
+    let record = &s.records()[0];
+    assert_eq!(record["app"]["processes"][0]["command"], "gunicorn app:app");
+    assert_eq!(record["app"]["reason"], json["reason"]);
     // `config` shows what the branch's head runs, in text and JSON.
     s.run("config", &[]).assert_ok().assert_has(line);
     let config = s.run("config", &["--json"]);
