@@ -131,6 +131,9 @@ mod tests {
             "PATH",
             "PYTHONPATH",
             "lower",
+            "PYENV_ROOT",
+            "WEBSITES_PORT",
+            "SCM_COMMAND_IDLE_TIMEOUT",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
