@@ -138,14 +138,29 @@ fn django(commit: &Commit) -> Result<Option<App>> {
     let Some(package) = settings_package(&String::from_utf8_lossy(&manage)) else {
         return Ok(None);
     };
-    let wsgi = format!("{}/wsgi.py", package.replace('.', "/"));
-    if commit.path_id(&wsgi).is_none() {
-        return Ok(None);
+    // `config.settings.production` (a settings package) has its wsgi.py in
+    // `config/`: the nearest package holding one, from the settings inward out.
+    for package in enclosing(&package) {
+        let wsgi = format!("{}/wsgi.py", package.replace('.', "/"));
+        if commit.path_id(&wsgi).is_some() {
+            return Ok(Some(web(
+                format!("gunicorn {package}.wsgi"),
+                format!("manage.py and {wsgi}, as Oryx detects a Django app"),
+            )));
+        }
     }
-    Ok(Some(web(
-        format!("gunicorn {package}.wsgi"),
-        format!("manage.py and {wsgi}, as Oryx detects a Django app"),
-    )))
+    Ok(None)
+}
+
+/// `a.b.c`, `a.b`, `a`.
+fn enclosing(package: &str) -> Vec<&str> {
+    let mut out = vec![package];
+    let mut rest = package;
+    while let Some((outer, _)) = rest.rsplit_once('.') {
+        out.push(outer);
+        rest = outer;
+    }
+    out
 }
 
 /// The package of `DJANGO_SETTINGS_MODULE` as `manage.py` sets it:
@@ -263,6 +278,14 @@ mod tests {
             settings_package("os.environ.setdefault('DJANGO_SETTINGS_MODULE', '$(x).settings')"),
             None
         );
+    }
+
+    #[test]
+    fn a_settings_package_looks_outward_for_wsgi_py() {
+        let manage =
+            "os.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"config.settings.production\")";
+        assert_eq!(settings_package(manage).as_deref(), Some("config.settings"));
+        assert_eq!(enclosing("config.settings"), ["config.settings", "config"]);
     }
 
     #[test]

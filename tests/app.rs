@@ -225,3 +225,25 @@ fn server_app_settings_reach_the_build_steps_not_post_deploy() {
     let json = s.run("deploy", &["--dry-run", "--json"]);
     assert!(!json.has("s3cr=t"), "{}", json.all());
 }
+
+/// A settings package (`config.settings.production`, cookiecutter-django's
+/// layout): the wsgi.py is the package's that holds it, `config/wsgi.py`.
+#[test]
+fn a_django_settings_package_finds_the_wsgi_py_beside_it() {
+    let s = Server::new();
+    s.write(
+        "manage.py",
+        "import os\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"config.settings.production\")\n",
+    );
+    s.write("config/__init__.py", "");
+    s.write("config/settings/__init__.py", "");
+    s.write("config/settings/production.py", "DEBUG = False\n");
+    s.write("config/wsgi.py", "application = None\n");
+    s.commit("settings package");
+    s.update_without_deploy();
+    let (text, _) = dry_run(&s);
+    assert!(
+        text.ends_with("App: web: gunicorn config.wsgi (manage.py and config/wsgi.py, as Oryx detects a Django app)"),
+        "{text}"
+    );
+}
