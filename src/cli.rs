@@ -147,6 +147,35 @@ enum Command {
         #[command(subcommand)]
         action: EnvAction,
     },
+    /// Server-side app settings (secrets): the build steps see them
+    Appsettings {
+        #[command(subcommand)]
+        action: AppSettingsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppSettingsAction {
+    /// Store NAME=VALUE (it overrides a .deployment app setting of that name)
+    Set {
+        #[command(flatten)]
+        repo: RepoArg,
+        assignment: String,
+    },
+    /// Remove a setting
+    Unset {
+        #[command(flatten)]
+        repo: RepoArg,
+        name: String,
+    },
+    /// The settings, values masked
+    List {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Show the values
+        #[arg(long)]
+        show_values: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +185,31 @@ enum EnvAction {
         #[command(flatten)]
         repo: RepoArg,
     },
+}
+
+fn appsettings(action: AppSettingsAction, env: Environment) -> Result<()> {
+    use crate::appsettings as store;
+    match action {
+        AppSettingsAction::Set { repo, assignment } => {
+            let (_, settings) = open(&repo, env, |_| Ok(()))?;
+            let name = store::set(&settings.state_dir, &assignment)?;
+            println!("{name} set (the next deployment's build steps see it)");
+        }
+        AppSettingsAction::Unset { repo, name } => {
+            let (_, settings) = open(&repo, env, |_| Ok(()))?;
+            match store::unset(&settings.state_dir, &name)? {
+                true => println!("{name} unset"),
+                false => println!("{name} was not set"),
+            }
+        }
+        AppSettingsAction::List { repo, show_values } => {
+            let (_, settings) = open(&repo, env, |_| Ok(()))?;
+            for line in store::lines(&settings.state_dir, show_values)? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens the repository and resolves its settings.
@@ -285,6 +339,7 @@ pub fn run() -> Result<ExitCode> {
         Command::List { repo, json } => list(&repo, env, json)?,
         Command::Show { repo, id } => show(&repo, env, &id)?,
         Command::Config { repo, json, set } => config(&repo, env, json, &set)?,
+        Command::Appsettings { action } => appsettings(action, env)?,
         Command::Env {
             action: EnvAction::Delete { repo },
         } => {
@@ -508,10 +563,15 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
     let branch = format!("refs/heads/{}", settings.branch);
     // The values a deployment would read, refused where a deployment would
     // refuse them.
-    let values = match crate::commit::Commit::open(&repository, &branch) {
-        Ok(head) => crate::plan::prepare(&settings, head)?.0,
+    let (values, runs) = match crate::commit::Commit::open(&repository, &branch) {
+        Ok(head) => {
+            let (values, commit) = crate::plan::prepare(&settings, head)?;
+            // What the branch's head would run.
+            let runs = crate::app::decide(&values, &commit)?;
+            (values, Some(runs))
+        }
         // No commit on the branch yet: no .deployment to read.
-        Err(_) => settings.for_commit(&DeploymentFile::default())?,
+        Err(_) => (settings.for_commit(&DeploymentFile::default())?, None),
     };
     crate::packages::installer(&settings, &values)?;
     // Defaults that depend on the repository or the user, as resolved.
@@ -551,6 +611,10 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
             .collect();
         map.insert("appSettings".into(), app.into());
         map.insert(
+            "app".into(),
+            serde_json::to_value(&runs).expect("a plan is JSON"),
+        );
+        map.insert(
             "leftOut".into(),
             serde_json::to_value(&values.refused).expect("a list is JSON"),
         );
@@ -572,6 +636,9 @@ fn config(repo: &RepoArg, env: Environment, json: bool, set: &SetArgs) -> Result
         }
         for refused in &values.refused {
             writeln!(out, "{refused}")?;
+        }
+        if let Some(runs) = &runs {
+            writeln!(out, "{}", printable(&runs.line()))?;
         }
     }
     Ok(())

@@ -117,7 +117,16 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     ));
     let short = commit.info.short.clone();
     let mut finished = false;
-    let ending = execute(settings, repo, commit, &ref_name, &mut finished, report);
+    let mut app = None;
+    let ending = execute(
+        settings,
+        repo,
+        commit,
+        &ref_name,
+        &mut finished,
+        &mut app,
+        report,
+    );
     let elapsed = seconds_text(started.elapsed().as_secs_f64());
     let step = report.current.clone().unwrap_or_else(|| "plan".into());
     let (status, error) = match &ending {
@@ -156,6 +165,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
     record.error = error;
     record.finished = Some(now());
     record.seconds = Some(started.elapsed().as_secs_f64());
+    record.app = app;
     report.fill(&mut record);
     records.save(&record)?;
     match ending {
@@ -412,6 +422,7 @@ fn execute(
     commit: Commit,
     ref_name: &str,
     finished: &mut bool,
+    app: &mut Option<crate::app::App>,
     report: &mut Report,
 ) -> Ending {
     // The deployment's time limit counts from here: the plan's programs too.
@@ -421,7 +432,7 @@ fn execute(
         let (values, commit) = plan::prepare(settings, commit)?;
         let plan = Plan::build(settings, &values, &commit, ref_name, false)?;
         let runner = Runner::new(
-            os_pairs(&plan.app_settings),
+            os_pairs(&plan.step_app_settings()),
             Limits::from_values(&values),
             Some(&settings.state_dir),
         )
@@ -436,6 +447,9 @@ fn execute(
     for refused in &plan.refused_app_settings {
         report.header(refused.to_string());
     }
+    // What runs, decided now; nothing starts it yet. The record keeps it.
+    report.header(plan.app.line());
+    *app = Some(plan.app.clone());
     let site = &settings.site;
     let state_dir = &settings.state_dir;
     let sync_plan = match &plan.deploy {
@@ -633,9 +647,10 @@ fn prepare(
         from_site: None,
         new_python,
     };
+    let app_settings = plan.step_app_settings();
     let context = installed::Context {
         env: &settings.env,
-        app_settings: &plan.app_settings,
+        app_settings: &app_settings,
         installer: installer.to_string(),
         site,
     };

@@ -29,6 +29,7 @@ mod sync; // making the site's files match the commit, through the site walk
 mod tools; // uv and Poetry at pinned versions (the pins: the settings' defaults)
 
 // The inputs: what a push says and what the commit holds.
+mod app; // what runs: the Procfile, startupCommand, or detection as Oryx does it
 mod commit; // reading the commit's tree with git2, no work tree
 mod managers; // which package manager file decides the env (requirements, locks)
 mod pipfile; // Pipfile.lock read as a hashed requirements file
@@ -46,6 +47,7 @@ mod python_version; // a Python version asked for (3.12) or found (3.12.4): plai
 pub mod settings; // every setting, which layers may set it, parsed once
 
 // The site and the stores under the state dir.
+mod appsettings; // `pushdeploy appsettings`: the server's secret app settings
 mod files; // atomic writes and temp-file cleanup the stores share
 mod installed; // what was last installed, so an unchanged push skips pip
 mod journal; // what a sync changed, so that it can be rolled back

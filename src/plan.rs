@@ -44,9 +44,15 @@ pub struct Plan {
     /// Skipped with a reason when a custom command deploys.
     pub python: Python,
     pub framework: Framework,
+    /// What runs: the Procfile, startupCommand or detection, with why.
+    pub app: crate::app::App,
     /// `.deployment` keys that are not settings, passed to the build steps
     /// (never to `postDeploy` or the health check).
     pub app_settings: Vec<(String, String)>,
+    /// `pushdeploy appsettings`: the server's, over the commit's; their
+    /// values are secrets, never shown nor in the JSON plan.
+    #[serde(skip)]
+    pub server_app_settings: Vec<(String, String)>,
     /// `.deployment` keys that a commit may not set: left out.
     pub refused_app_settings: Vec<Refused>,
     /// Oryx's `POST_BUILD_COMMAND`, run in the site after the switch, as words.
@@ -192,6 +198,10 @@ impl Plan {
         // A probe killed at the deadline answered nothing: the plan must
         // not stand on that.
         probes.runner().check_deadline()?;
+        let app = crate::app::decide(values, commit)?;
+        let server_app_settings = crate::appsettings::load(&settings.state_dir)?
+            .into_iter()
+            .collect();
         // A dry run changes nothing, the state dir included.
         if !preview {
             probes.save()?;
@@ -204,12 +214,19 @@ impl Plan {
             deploy,
             python,
             framework,
+            app,
             app_settings,
+            server_app_settings,
             refused_app_settings: values.refused.clone(),
             post_build,
             post_deploy,
             health_check,
         })
+    }
+
+    /// The app settings the build steps see: the server's over the commit's.
+    pub fn step_app_settings(&self) -> Vec<(String, String)> {
+        crate::appsettings::merged(&self.app_settings, &self.server_app_settings)
     }
 
     pub fn manifest(&self) -> Manifest {
@@ -322,8 +339,14 @@ impl Plan {
                 }
             ),
         });
+        out.push(self.app.line());
         for (key, value) in &self.app_settings {
             out.push(format!("App setting: {key}={value}"));
+        }
+        for (key, _) in &self.server_app_settings {
+            out.push(format!(
+                "App setting: {key} (pushdeploy appsettings; overrides .deployment's)"
+            ));
         }
         for refused in &self.refused_app_settings {
             out.push(refused.to_string());

@@ -58,6 +58,10 @@ pub struct Record {
     /// and `show` say so. Absent from records without any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What runs (the Procfile, startupCommand or detection) and why;
+    /// absent from records written before it, or when the plan failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<crate::app::App>,
     pub log: Vec<String>,
 }
 
@@ -222,6 +226,7 @@ impl Records {
             pid: std::process::id(),
             seconds: None,
             warnings: Vec::new(),
+            app: None,
             log: Vec::new(),
         };
         self.save(&record)?;

@@ -81,6 +81,10 @@ pub enum Kind {
     Paths,
     /// A command line, split into words like a shell would (never run by one).
     CommandLine,
+    /// A TCP port, from 1 to 65535 (kept as text).
+    Port,
+    /// An IP address to listen on (kept as text).
+    Address,
     /// `pip`, `uv` or a path to uv.
     Installer,
     /// A whole number of seconds, from 1 to `MAX_SECONDS`.
@@ -344,6 +348,26 @@ keys! {
         default: Default::Value("30"),
         doc: "seconds the health check is retried before the deployment is rolled back",
     },
+    STARTUP_COMMAND = {
+        name: "startupCommand", env: "PUSHDEPLOY_STARTUP_COMMAND", file: "startupCommand",
+        // Azure's Startup Command is the app's own: the commit may set it.
+        commit: Commit::May, kind: Kind::CommandLine,
+        default: Default::Computed("(none: the Procfile, else detected as App Service's Oryx does)"),
+        doc: "Azure's Startup Command: the app's web process when the commit has no Procfile",
+    },
+    PORT = {
+        name: "port", env: "PUSHDEPLOY_PORT", file: "WEBSITES_PORT",
+        commit: Commit::May, kind: Kind::Port,
+        default: Default::Value("8000"),
+        doc: "the port the app listens on, given to it as PORT (Azure's WEBSITES_PORT is the same setting)",
+    },
+    BIND = {
+        name: "bind", env: "PUSHDEPLOY_BIND", file: "bind",
+        // Which interfaces the app is open on is the server's choice.
+        commit: Commit::Never, kind: Kind::Address,
+        default: Default::Value("127.0.0.1"),
+        doc: "the address the app listens on: a reverse proxy in front is the server's own",
+    },
     IDLE_TIMEOUT = {
         name: "commandIdleTimeout", env: "SCM_COMMAND_IDLE_TIMEOUT",
         file: "SCM_COMMAND_IDLE_TIMEOUT",
@@ -404,6 +428,20 @@ impl Kind {
                     .ok()
                     .filter(|w| !w.is_empty())
                     .ok_or_else(|| bad("is not a command line"))?,
+            ),
+            Kind::Port => Typed::Text(
+                text.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("is not a port from 1 to 65535"))?
+                    .to_string(),
+            ),
+            Kind::Address => Typed::Text(
+                text.trim()
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| bad("is not an IP address such as 127.0.0.1"))?
+                    .to_string(),
             ),
             Kind::Installer => Typed::Installer(match text.trim() {
                 "pip" => InstallerChoice::Pip,
@@ -1243,6 +1281,8 @@ mod tests {
             Kind::Bool | Kind::SetUnlessFalse => ("true", "false", "yes", "no"),
             Kind::Installer => ("pip", "uv", "pip", "uv"),
             Kind::Seconds => ("13", "12", "11", "10"),
+            Kind::Port => ("8013", "8012", "8011", "8010"),
+            Kind::Address => ("127.0.0.13", "127.0.0.12", "127.0.0.11", "127.0.0.10"),
             _ => ("3.13", "3.12", "3.11", "3.10"),
         }
     }
@@ -1570,6 +1610,42 @@ mod tests {
             err.contains("recreateEnv") && err.contains("perhaps"),
             "{err}"
         );
+    }
+
+    /// `port` (or Azure's `WEBSITES_PORT`) out of range, and a `bind`
+    /// that is no address, are one-line errors naming setting and value.
+    #[test]
+    fn port_and_bind_out_of_range_are_refused() {
+        for (name, value, key) in [
+            ("PUSHDEPLOY_PORT", "0", "port"),
+            ("PUSHDEPLOY_PORT", "65536", "port"),
+            ("PUSHDEPLOY_PORT", "http", "port"),
+            ("PUSHDEPLOY_BIND", "localhost; rm", "bind"),
+        ] {
+            let s = Sources {
+                env: Environment::from_pairs([(name, value)]),
+                ..Sources::default()
+            };
+            let err = settings(&s)
+                .for_commit(&DeploymentFile::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(value) && !err.contains('\n'),
+                "{err}"
+            );
+        }
+        let ok = Sources {
+            env: Environment::from_pairs([("PUSHDEPLOY_PORT", "65535")]),
+            ..Sources::default()
+        };
+        let values = settings(&ok)
+            .for_commit(&DeploymentFile::default())
+            .unwrap();
+        assert_eq!(values.text(PORT).map(|(t, _)| t), Some("65535"));
+        assert_eq!(values.text(BIND).map(|(t, _)| t), Some("127.0.0.1"));
+        // Azure's name is the same setting, in `.deployment` and `-c`.
+        assert_eq!(key_named("WEBSITES_PORT").map(|k| k.name), Some("port"));
     }
 
     #[test]

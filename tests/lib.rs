@@ -3,6 +3,7 @@
 
 mod util;
 
+mod app;
 mod bad_input;
 mod customise;
 mod demo;
