@@ -860,45 +860,17 @@ fn install_pipfile_lock(
         .context("a temp dir for Pipfile.lock's requirements")?;
     let file = dir.path().join("Pipfile.lock.txt");
     fs_err::write(&file, &converted.requirements)?;
-    let python = env_dir.join("bin").join("python");
     let hashed = converted.pins.len() > converted.git.len();
-    match installer {
-        _ if !hashed => {}
-        Installer::Pip => runner.run(
+    if hashed {
+        install_no_deps(
+            installer,
+            env_dir,
+            &file,
+            "--require-hashes",
+            "--require-hashes",
+            runner,
             report,
-            "pip install",
-            duct::cmd!(
-                // Run by the env's python: its scripts lead through
-                // `<site>/env`, which is the live env while this one is
-                // prepared aside.
-                &python,
-                "-m",
-                "pip",
-                "install",
-                "--progress-bar",
-                "off",
-                "--no-deps",
-                "--require-hashes",
-                "-r",
-                &file
-            )
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-        )?,
-        Installer::Uv { path, .. } => runner.run(
-            report,
-            "uv pip install",
-            duct::cmd!(
-                path,
-                "pip",
-                "install",
-                "--no-deps",
-                "--require-hashes",
-                "-r",
-                &file,
-                "--python",
-                &python
-            ),
-        )?,
+        )?;
     }
     install_git_entries(converted, installer, env_dir, dir.path(), runner, report)?;
     let extra = compare(&converted.pins, &installed_with_commits(env_dir)).remove;
@@ -957,12 +929,37 @@ fn install_git_entries(
         &file,
         format!("{}{}\n", converted.index_lines(), lines.join("\n")),
     )?;
+    install_no_deps(
+        installer,
+        env_dir,
+        &file,
+        "--force-reinstall",
+        "--reinstall",
+        runner,
+        report,
+    )
+}
+
+/// Installs a requirements file into the env without dependencies (the lock
+/// names them all), with one more option for pip and its twin for uv.
+fn install_no_deps(
+    installer: &Installer,
+    env_dir: &Path,
+    file: &Path,
+    pip_option: &str,
+    uv_option: &str,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
     let python = env_dir.join("bin").join("python");
     match installer {
         Installer::Pip => runner.run(
             report,
             "pip install",
             duct::cmd!(
+                // Run by the env's python: its scripts lead through
+                // `<site>/env`, which is the live env while this one is
+                // prepared aside.
                 &python,
                 "-m",
                 "pip",
@@ -970,9 +967,9 @@ fn install_git_entries(
                 "--progress-bar",
                 "off",
                 "--no-deps",
-                "--force-reinstall",
+                pip_option,
                 "-r",
-                &file
+                file
             )
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         ),
@@ -984,9 +981,9 @@ fn install_git_entries(
                 "pip",
                 "install",
                 "--no-deps",
-                "--reinstall",
+                uv_option,
                 "-r",
-                &file,
+                file,
                 "--python",
                 &python
             ),
