@@ -4,8 +4,8 @@
 //! group and of the groups below it, never those of a group above (the
 //! `layers` test checks this for the modules that once imported each other;
 //! a few others still reach up). Each group is in alphabetical order.
-//! `deploy` runs one deployment through the steps; the README's "What a
-//! deployment does" names the module of each step. Modules are public only
+//! `deploy` runs one deployment through the steps;
+//! docs/how-a-deployment-works.md names the module of each step. Modules are public only
 //! where the integration tests or the fuzz targets need them.
 
 // The command line.

@@ -21,7 +21,7 @@
 //! variable, `.deployment` name, what a commit may set, its kind (how its text
 //! is parsed), its default and a line of documentation. Read it where it is
 //! used with the accessor of its kind (`values.bool(KEY)`, `values.text(KEY)`,
-//! ...), pass the step only the value it needs, and add a row to the README's
+//! ...), pass the step only the value it needs, and add a row to docs/settings.md's
 //! settings table.
 
 use std::collections::BTreeMap;
@@ -150,8 +150,8 @@ macro_rules! keys {
     };
 }
 
-// The table. The `commit` column is the trust rule; README's "Settings" and
-// "Security" sections say the same in words.
+// The table. The `commit` column is the trust rule; docs/settings.md and
+// docs/security.md say the same in words.
 keys! {
     BRANCH = {
         name: "branch", env: "PUSHDEPLOY_BRANCH", file: "branch",
@@ -944,7 +944,7 @@ impl fmt::Display for Refused {
             }
             RefusedWhy::NotAnAppSetting => write!(
                 f,
-                ".deployment line {line}: {name} is not an app setting a commit may set; left out (see README, App settings)"
+                ".deployment line {line}: {name} is not an app setting a commit may set; left out (see docs/deployment-file.md, App settings)"
             ),
         }
     }
@@ -1566,7 +1566,7 @@ mod tests {
         assert_eq!(values.app, [("GREETING".to_string(), "hi".to_string())]);
         assert_eq!(
             values.refused[0].to_string(),
-            ".deployment line 3: LD_PRELOAD is not an app setting a commit may set; left out (see README, App settings)"
+            ".deployment line 3: LD_PRELOAD is not an app setting a commit may set; left out (see docs/deployment-file.md, App settings)"
         );
     }
 
