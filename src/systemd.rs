@@ -877,6 +877,9 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
         .with_context(|| format!("giving {} to {}", run.display(), owner.user))?;
     }
 
+    if done.is_empty() {
+        done.push("unit files unchanged".to_string());
+    }
     let calls = activation(&units, &gone, deployed);
     let ours = dir == default_dir(spec.scope, &crate::settings::Environment::from_process());
     if booted() && ours {
@@ -1044,9 +1047,6 @@ pub fn init(repo_path: &Path, unit_dir: Option<&Path>, report: &mut Report) -> R
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    if done.is_empty() {
-        report.detail("unchanged");
-    }
     for line in done {
         report.detail(line);
     }
