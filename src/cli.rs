@@ -300,15 +300,19 @@ pub fn run() -> Result<ExitCode> {
             if systemd {
                 crate::systemd::check_paths(&repository, &site)?;
             }
-            crate::init::init(
-                &repository,
-                &site,
-                branch.as_deref(),
-                move_site,
-                &mut report,
-            )?;
+            // Root writing system units for a user's repository leaves the
+            // repository as its owner set it up (see `systemd::another_users`).
+            if !(systemd && crate::systemd::another_users(&repository)) {
+                crate::init::init(
+                    &repository,
+                    &site,
+                    branch.as_deref(),
+                    move_site,
+                    &mut report,
+                )?;
+            }
             if systemd {
-                crate::init::systemd(&repository, unit_dir.as_deref(), &mut report)?;
+                crate::init::systemd(&repository, &site, unit_dir.as_deref(), &mut report)?;
             }
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,

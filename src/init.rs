@@ -49,8 +49,13 @@ pub fn init(
 
 /// `init --systemd`: the units that run the app (see `systemd::init`), once
 /// the repository is set up. Its errors are setup errors too.
-pub fn systemd(repo_path: &Path, unit_dir: Option<&Path>, report: &mut Report) -> Result<()> {
-    crate::systemd::init(repo_path, unit_dir, report).map_err(|e| {
+pub fn systemd(
+    repo_path: &Path,
+    site: &Path,
+    unit_dir: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
+    crate::systemd::init(repo_path, site, unit_dir, report).map_err(|e| {
         if crate::error::exit_status(&e) == 2 {
             e
         } else {

@@ -859,22 +859,26 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
             }
         }
     }
-    crate::files::write_atomic(
-        &spec.state_dir.join(STATE_FILE),
-        &serde_json::to_vec_pretty(&units)?,
-    )?;
+    // Root writes into a user's state dir: what it makes there stays that
+    // user's (the owner of the nearest folder that exists).
+    let state_owner = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = spec
+            .state_dir
+            .ancestors()
+            .find_map(|d| std::fs::metadata(d).ok())
+            .context("the state dir has no folder above it")?;
+        (meta.uid(), meta.gid())
+    };
+    make_dir(&spec.state_dir, state_owner)?;
+    let state = spec.state_dir.join(STATE_FILE);
+    crate::files::write_atomic(&state, &serde_json::to_vec_pretty(&units)?)?;
+    give(&state, state_owner)?;
     if spec.scope == Scope::System
         && let Some(owner) = &spec.owner
     {
         // The app writes its pid files there, as the site's owner.
-        let run = spec.state_dir.join("run");
-        fs_err::create_dir_all(&run)?;
-        rustix::fs::chown(
-            &run,
-            Some(rustix::process::Uid::from_raw(owner.uid)),
-            Some(rustix::process::Gid::from_raw(owner.gid)),
-        )
-        .with_context(|| format!("giving {} to {}", run.display(), owner.user))?;
+        make_dir(&spec.state_dir.join("run"), (owner.uid, owner.gid))?;
     }
 
     if done.is_empty() {
@@ -899,6 +903,30 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// Makes `dir` (and the folders above it that are missing) and, as root,
+/// gives what it made to `owner`.
+fn make_dir(dir: &Path, owner: (u32, u32)) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs_err::create_dir_all(dir)?;
+    for made in missing.into_iter().rev() {
+        give(made, owner)?;
+    }
+    Ok(())
+}
+
+/// As root, gives `path` to `owner` (a uid and gid); else nothing to do.
+fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    rustix::fs::chown(
+        path,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )
+    .with_context(|| format!("giving {} to uid {uid}", path.display()))
 }
 
 /// The systemctl calls that load the units and start them: the units of
@@ -938,12 +966,38 @@ pub fn activation(units: &Units, gone: &[String], deployed: bool) -> Vec<Vec<OsS
 /// set up: the units for the app the site runs (the last successful
 /// deployment's; else what the branch's head would run; else, nothing
 /// pushed yet, a `web` process), for the site's owner.
-pub fn init(repo_path: &Path, unit_dir: Option<&Path>, report: &mut Report) -> Result<()> {
+pub fn init(
+    repo_path: &Path,
+    site: &Path,
+    unit_dir: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
     use crate::settings::{BIND, Environment, PORT, Settings, Sources};
-    let repo = git2::Repository::open_bare(repo_path)?;
+    let another = another_users(repo_path);
+    if another {
+        // Root reads a user's repository (libgit2 refuses one of another
+        // user's, as git does) only to write units that run as that user:
+        // nothing of the repository runs here.
+        // SAFETY: a global option, set before this process opens any
+        // repository on another thread (it has none).
+        unsafe { git2::opts::set_verify_owner_validation(false)? };
+    }
+    let repo = git2::Repository::open_bare(repo_path)
+        .with_context(|| format!("opening {}", repo_path.display()))?;
     let env = Environment::from_process();
     let settings = Settings::resolve(repo.path(), &repo, Sources::new(env.clone(), &repo)?)?;
     let repo_path = repo.path().components().as_path().to_path_buf();
+    let given = fs_err::canonicalize(site).unwrap_or_else(|_| site.to_path_buf());
+    if another && settings.site != given {
+        return Err(usage(format!(
+            "{}: deploys to {}, not {}; its owner changes that with `pushdeploy init {} --site {} --move-site`, then run this again",
+            repo_path.display(),
+            settings.site.display(),
+            site.display(),
+            repo_path.display(),
+            site.display()
+        )));
+    }
     let scope = if is_root() {
         Scope::System
     } else {
@@ -1057,6 +1111,15 @@ pub fn init(repo_path: &Path, unit_dir: Option<&Path>, report: &mut Report) -> R
         ));
     }
     Ok(())
+}
+
+/// Whether root was asked for units of a repository another user owns:
+/// then `init` leaves the repository as its owner set it up (the hook and
+/// config root would write there would be root's, which the owner's pushes
+/// could not change) and only writes the units.
+pub fn another_users(repo: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    is_root() && std::fs::metadata(repo).is_ok_and(|m| m.uid() != 0)
 }
 
 /// Refuses, before `init` makes or changes anything, a repository or site

@@ -285,3 +285,58 @@ fn units_of_another_repository_are_left_alone() {
         .assert_has(&format!("it was for {}", s.repo.display()));
     assert_eq!(crate::util::snapshot(&units), before);
 }
+
+/// Root writes system units for a repository its user set up: the
+/// repository is left as that user set it up (nothing in it becomes root's,
+/// or its pushes could not change it), and a site other than the one it
+/// deploys to is refused.
+#[test]
+fn root_writes_units_for_a_users_repository() {
+    if !root() {
+        eprintln!("skipped: only root writes system units for another user's repository");
+        return;
+    }
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let chown = |dir: &Path| {
+        TestCommand::new("chown", &s.root)
+            .args(["-R", &format!("{OWNER}:{OWNER}"), dir.to_str().unwrap()])
+            .run()
+            .assert_ok();
+    };
+    chown(&s.repo);
+    chown(&s.site);
+    let before = crate::util::snapshot(&s.repo);
+    let units = s.root.join("units");
+    init_systemd(&s, &s.repo, &s.site, &units)
+        .assert_ok()
+        .assert_has(&format!("as {OWNER}"))
+        .assert_has("systemctl enable --now pushdeploy-app.target");
+    assert_verified(&units);
+    let made_by_root = TestCommand::new("find", &s.root)
+        .args([s.repo.to_str().unwrap(), "-not", "-uid", &OWNER.to_string()])
+        .run();
+    assert_eq!(made_by_root.assert_ok().stdout, "", "{made_by_root}");
+    // Only the state file, and the folder the app writes its pid files in.
+    let mut after = crate::util::snapshot(&s.repo);
+    assert!(after.remove("pushdeploy/systemd.json").is_some());
+    assert_eq!(after.remove("pushdeploy/run").as_deref(), Some("dir 755"));
+    let changed: Vec<&String> = after
+        .keys()
+        .filter(|k| after.get(*k) != before.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty() && after.len() == before.len(),
+        "changed: {changed:?}"
+    );
+
+    init_systemd(&s, &s.repo, &s.root, &units)
+        .assert_status(2)
+        .assert_has(&format!(
+            "deploys to {}, not {}",
+            s.site.display(),
+            s.root.display()
+        ));
+}
