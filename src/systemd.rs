@@ -324,6 +324,8 @@ impl Spec {
     /// The unit files, in a fixed order (target, then each process's).
     pub fn render(&self) -> Result<Vec<UnitFile>> {
         let (target, processes) = self.names()?;
+        // The repository's path is in comments and Description= too.
+        path_value("repository", &self.repo)?;
         let repo = exec_word("repository", &self.repo.to_string_lossy())?;
         let mark = format!(
             "{MARK}{}\n# Run that command again rather than editing: it rewrites this file.\n",
@@ -492,6 +494,35 @@ pub fn mismatch(units: &Units, app: &App, listen: SocketAddr, repo: &Path) -> Op
             .unwrap_or_default(),
         kinds(&wanted),
         repo.display()
+    ))
+}
+
+/// `mismatch` for a deployment: the installed units (if any) against the
+/// app it deployed and the port and address its settings give. The line the
+/// deployment shows, or `None`.
+#[allow(dead_code)] // the deployment calls it once wired to the units
+pub fn check(
+    state_dir: &Path,
+    repo: &Path,
+    app: &App,
+    values: &crate::settings::Values,
+) -> Option<String> {
+    let units = installed(state_dir)?;
+    let listen = listen_of(values).ok()?;
+    mismatch(&units, app, listen, repo)
+}
+
+/// The web socket's address: the `bind` and `port` settings.
+fn listen_of(values: &crate::settings::Values) -> Result<SocketAddr> {
+    use crate::settings::{BIND, PORT};
+    let address = values.shown(BIND).text;
+    let port = values.shown(PORT).text;
+    Ok(SocketAddr::new(
+        address
+            .parse()
+            .with_context(|| format!("setting bind {address:?}"))?,
+        port.parse()
+            .with_context(|| format!("setting port {port:?}"))?,
     ))
 }
 
@@ -767,7 +798,23 @@ fn shown_argv(argv: &[OsString]) -> String {
 
 /// Runs a systemctl call; a failure names it and says systemctl's reason.
 fn systemctl(argv: &[OsString], scope: Scope) -> Result<()> {
-    answer(argv, scope).map(|_| ())
+    answer(argv, scope)
+        .map(|_| ())
+        .map_err(|e| match root_hint(argv, scope, is_root()) {
+            Some(hint) => e.context(hint),
+            None => e,
+        })
+}
+
+/// What to say when a system unit's call fails without root: polkit
+/// refuses a system unit's start, stop or restart to the unit's own user.
+fn root_hint(argv: &[OsString], scope: Scope, root: bool) -> Option<String> {
+    (scope == Scope::System && !root).then(|| {
+        format!(
+            "system units are root's to start, stop and restart: `sudo {}`",
+            shown_argv(argv)
+        )
+    })
 }
 
 /// Runs a call and returns its output; a failure names it with its reason.
@@ -972,7 +1019,7 @@ pub fn init(
     unit_dir: Option<&Path>,
     report: &mut Report,
 ) -> Result<()> {
-    use crate::settings::{BIND, Environment, PORT, Settings, Sources};
+    use crate::settings::{Environment, Settings, Sources};
     let another = another_users(repo_path);
     if another {
         // Root reads a user's repository (libgit2 refuses one of another
@@ -1057,15 +1104,7 @@ pub fn init(
             "the app runs no process ({why}): no units to write"
         )));
     }
-    let address = values.shown(BIND).text;
-    let port = values.shown(PORT).text;
-    let listen = SocketAddr::new(
-        address
-            .parse()
-            .with_context(|| format!("setting bind {address:?}"))?,
-        port.parse()
-            .with_context(|| format!("setting port {port:?}"))?,
-    );
+    let listen = listen_of(&values)?;
 
     let spec = Spec {
         scope,
@@ -1103,6 +1142,20 @@ pub fn init(
     ));
     for line in done {
         report.detail(line);
+    }
+    // Without it, a push does not reload what the units run.
+    if !repo.config()?.get_bool("deploy.run").unwrap_or(false) {
+        report.detail(format!(
+            "warning: deploy.run is not on, so pushes do not reload the app; as the repository's owner, run `{}`",
+            shown_argv(&[
+                "git".into(),
+                "--git-dir".into(),
+                repo_path.clone().into_os_string(),
+                "config".into(),
+                "deploy.run".into(),
+                "true".into()
+            ])
+        ));
     }
     if scope == Scope::User {
         report.detail(format!(
@@ -1347,9 +1400,18 @@ mod tests {
             "/srv/my shop %n $HOME \"q\" \\x.git",
             &[("web", "gunicorn a:app")],
         );
-        // Quotes and backslashes cannot be written in PIDFile=: refused.
+        // Quotes and backslashes cannot be written in PIDFile= (nor
+        // left in a comment): refused.
         let e = s.render().unwrap_err().to_string();
-        assert!(e.starts_with("state dir \"/srv/my shop %n $HOME"), "{e}");
+        assert!(e.starts_with("repository \"/srv/my shop %n $HOME"), "{e}");
+        // A state dir set elsewhere is checked where PIDFile= names it.
+        let mut s = spec(Scope::System, "/srv/shop.git", &[("web", "gunicorn a:app")]);
+        s.state_dir = PathBuf::from("/srv/state\nExecStartPre=/bin/sh");
+        let e = s.render().unwrap_err().to_string();
+        assert!(
+            e.starts_with("state dir \"/srv/state\\nExecStartPre"),
+            "{e}"
+        );
         // In ExecStart= each is escaped.
         assert_eq!(
             exec_word("x", "/srv/my shop %n $HOME \"q\" \\x").unwrap(),
@@ -1536,6 +1598,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A refused call says how to make it as root.
+        let stop = u.stop_argv();
+        assert_eq!(
+            root_hint(&stop, Scope::System, false).as_deref(),
+            Some(
+                "system units are root's to start, stop and restart: `sudo systemctl stop pushdeploy-shop.target`"
+            )
+        );
+        assert_eq!(root_hint(&stop, Scope::System, true), None);
+        assert_eq!(root_hint(&stop, Scope::User, false), None);
         assert!(matches!(
             units(Scope::User).replace_plan("web", false).unwrap(),
             Replace::Restart(_)
