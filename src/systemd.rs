@@ -11,23 +11,24 @@
 //! the app (`render`); the calls are argv lists built as data and run through
 //! `process`, so both are testable where systemd does not run.
 //!
-//! How a deployment's reload works under these units:
-//! - HUP to gunicorn's master (new workers, new code): the master stays, so
-//!   systemd sees nothing.
-//! - USR2 (a new master beside the old one): the new master is the old one's
-//!   child, in the unit's cgroup. `PIDFile=` names `<stateDir>/run/<type>.pid`:
-//!   when the main pid exits, systemd reads that file again and adopts the
-//!   pid it names if that process is in the unit's cgroup. So the pid file must
-//!   name the new master *before* the old one is stopped (rename
-//!   `<type>.pid.2` over `<type>.pid`); otherwise systemd takes the old
-//!   master's exit for the service's, stops the cgroup and, `Restart=always`,
-//!   starts it again: still no refused connection (the socket holds them), but
-//!   a restart instead of a replacement.
-//! - Anything else (a worker, a web process that is not gunicorn): `replace`,
-//!   a restart through systemctl where the caller may, else a TERM to the
-//!   unit's main pid and `Restart=always` starts it anew (a system unit's
-//!   owner cannot `systemctl restart` it without root; signalling its own
-//!   process it can).
+//! How a deployment's reload works under these units (checked with
+//! gunicorn 27.0.1 under `systemd-socket-activate`, which hands a socket
+//! over as systemd does):
+//! - HUP to gunicorn's master (its pid file, as without systemd): new workers
+//!   import the new code; the master, the unit's main pid, stays.
+//! - USR2 must not be used on a socket-activated gunicorn: its new master is
+//!   told LISTEN_FDS=1, but gunicorn has moved the socket off fd 3, so the
+//!   new master dies (EBADF) and the old one serves on, old code and all
+//!   (gunicorn issue #2856). A replacement (another Python, another start
+//!   command) is `replace`: the master stops gracefully and a new one
+//!   starts, while the socket, which systemd holds, keeps new connections
+//!   waiting. A master whose workers cannot import the app exits, and
+//!   `Restart=always` retries every second until a rollback brings the old
+//!   files back: check that the new version imports before replacing.
+//! - A worker, a web process that is not gunicorn: `replace` as well. It is
+//!   a `systemctl restart` where the caller may, else a TERM to the unit's
+//!   main pid and `Restart=always` starts it anew: a system unit's owner
+//!   cannot restart it without root, but may signal its own process.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -244,8 +245,8 @@ pub struct UnitFile {
     pub text: String,
 }
 
-/// A path as a unit file's path setting takes it (WorkingDirectory=,
-/// PIDFile=): systemd does not unquote these, it only expands `%`
+/// A path as a unit file's path setting takes it (WorkingDirectory=):
+/// systemd does not unquote these, it only expands `%`
 /// specifiers (so `%` is written `%%`) and strips surrounding white space and
 /// continues a line that ends in `\`. A path whose characters could be read
 /// otherwise (a control character, a backslash, a quote, white space at
@@ -350,8 +351,7 @@ impl Spec {
             ),
         });
 
-        for (p, (_, command)) in processes.iter().zip(&self.processes) {
-            let gunicorn = is_gunicorn(command);
+        for p in &processes {
             let mut unit = format!(
                 "{mark}[Unit]\nDescription={} process of the app deployed from {about}\nPartOf={target}\n",
                 text_value(&p.kind)
@@ -383,15 +383,6 @@ impl Spec {
             unit.push_str(&format!("WorkingDirectory={site}\n"));
             if let Some(owner) = &self.owner {
                 unit.push_str(&format!("User={}\nGroup={}\n", owner.user, owner.group));
-            }
-            if gunicorn {
-                // Where gunicorn writes its master's pid: read again when the
-                // main pid exits, so that a USR2 replacement is followed.
-                let pid_file = self.state_dir.join("run").join(format!("{}.pid", p.kind));
-                unit.push_str(&format!(
-                    "PIDFile={}\n",
-                    path_value("state dir", &pid_file)?
-                ));
             }
             unit.push_str("Restart=always\nRestartSec=1s\n");
             // The master is sent TERM and stops its workers gracefully (they
@@ -1313,7 +1304,6 @@ mod tests {
             "WorkingDirectory=/srv/www/shop",
             "User=alice",
             "Group=alice",
-            "PIDFile=/srv/git/shop.git/pushdeploy/run/web.pid",
             "Restart=always",
             "KillMode=mixed",
             "PartOf=pushdeploy-shop.target",
@@ -1329,7 +1319,6 @@ mod tests {
             "{socket}"
         );
         let worker = file(&files, "pushdeploy-shop-worker.service");
-        assert!(!worker.contains("PIDFile="), "{worker}");
         assert!(!worker.contains(".socket"), "{worker}");
         assert!(worker.contains("\"--process\" \"worker\"\n"), "{worker}");
     }
@@ -1400,18 +1389,10 @@ mod tests {
             "/srv/my shop %n $HOME \"q\" \\x.git",
             &[("web", "gunicorn a:app")],
         );
-        // Quotes and backslashes cannot be written in PIDFile= (nor
-        // left in a comment): refused.
+        // Quotes and backslashes cannot be written in WorkingDirectory=
+        // (nor left in a comment): refused.
         let e = s.render().unwrap_err().to_string();
         assert!(e.starts_with("repository \"/srv/my shop %n $HOME"), "{e}");
-        // A state dir set elsewhere is checked where PIDFile= names it.
-        let mut s = spec(Scope::System, "/srv/shop.git", &[("web", "gunicorn a:app")]);
-        s.state_dir = PathBuf::from("/srv/state\nExecStartPre=/bin/sh");
-        let e = s.render().unwrap_err().to_string();
-        assert!(
-            e.starts_with("state dir \"/srv/state\\nExecStartPre"),
-            "{e}"
-        );
         // In ExecStart= each is escaped.
         assert_eq!(
             exec_word("x", "/srv/my shop %n $HOME \"q\" \\x").unwrap(),
@@ -1431,8 +1412,15 @@ mod tests {
             web.contains("\"--repo\" \"/srv/my shop %%n $$HOME.git\""),
             "{web}"
         );
+        let mut s = s;
+        s.site = PathBuf::from("/srv/www/50% off");
+        let web = file(
+            &s.render().unwrap(),
+            r"pushdeploy-my\x20shop\x20\x25n\x20\x24HOME-web.service",
+        )
+        .to_string();
         assert!(
-            web.contains("\nPIDFile=/srv/my shop %%n $HOME.git/pushdeploy/run/web.pid\n"),
+            web.contains("\nWorkingDirectory=/srv/www/50%% off\n"),
             "{web}"
         );
         for bad in [

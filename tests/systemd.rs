@@ -120,10 +120,6 @@ fn init_systemd_writes_a_unit_for_each_process_type() {
         web.contains(&format!("\nWorkingDirectory={}\n", s.site.display())),
         "{web}"
     );
-    assert!(
-        web.contains(&format!("\nPIDFile={repo}/pushdeploy/run/web.pid\n")),
-        "{web}"
-    );
     if root() {
         assert!(
             web.contains(&format!("\nUser={OWNER}\nGroup={OWNER}\n")),
