@@ -878,22 +878,27 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
             done.push(format!("wrote {}", path.display()));
         }
     }
-    // The units of process types the app no longer has.
+    // The units of process types the app no longer has (all of them, when
+    // the units moved to another folder).
     let mut gone = Vec::new();
     if let Some(old) = installed(&spec.state_dir) {
-        for p in &old.processes {
-            for name in std::iter::once(&p.service).chain(&p.socket) {
-                if files.iter().any(|f| &f.name == name) {
-                    continue;
-                }
-                let path = old.dir.join(name);
-                let ours = std::fs::read_to_string(&path)
-                    .is_ok_and(|t| marked_for(&t) == Some(repo_mark.as_str()));
-                if ours {
-                    gone.push(name.clone());
-                    crate::files::remove_file_if_there(&path)?;
-                    done.push(format!("removed {}", path.display()));
-                }
+        let moved = old.dir != dir;
+        let names = old
+            .processes
+            .iter()
+            .flat_map(|p| std::iter::once(&p.service).chain(&p.socket))
+            .chain(moved.then_some(&old.target));
+        for name in names {
+            if !moved && files.iter().any(|f| &f.name == name) {
+                continue;
+            }
+            let path = old.dir.join(name);
+            let ours = std::fs::read_to_string(&path)
+                .is_ok_and(|t| marked_for(&t) == Some(repo_mark.as_str()));
+            if ours {
+                gone.push(name.clone());
+                crate::files::remove_file_if_there(&path)?;
+                done.push(format!("removed {}", path.display()));
             }
         }
     }

@@ -336,3 +336,19 @@ fn root_writes_units_for_a_users_repository() {
             s.root.display()
         ));
 }
+
+/// Written again into another folder: the old folder keeps none of them
+/// (and keeps what is not pushdeploy's).
+#[test]
+fn units_moved_to_another_folder_leave_none_behind() {
+    let s = Server::new();
+    give_site(&s.site);
+    let (old, new) = (s.root.join("old units"), s.root.join("new units"));
+    init_systemd(&s, &s.repo, &s.site, &old).assert_ok();
+    std::fs::write(old.join("other.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+    init_systemd(&s, &s.repo, &s.site, &new)
+        .assert_ok()
+        .assert_has(&format!("removed {}", old.join("pushdeploy-app.target").display()));
+    assert_eq!(names(&old), ["other.service"]);
+    assert_eq!(names(&new).len(), 3);
+}
