@@ -1607,6 +1607,24 @@ mod tests {
         ));
     }
 
+    /// The calls run through the runner: where systemd does not run the
+    /// machine, the real systemctl fails, and the error names the call and
+    /// says systemctl's reason.
+    #[test]
+    fn a_failed_call_names_it_and_its_reason() {
+        if which::which("systemctl").is_err() || booted() {
+            eprintln!("skipped: needs systemctl on a machine systemd does not run");
+            return;
+        }
+        let e = format!("{:#}", units(Scope::System).start().unwrap_err());
+        assert!(
+            e.contains("systemctl start pushdeploy-shop.target failed: ") && e.len() > 48,
+            "{e}"
+        );
+        let e = format!("{:#}", units(Scope::System).status().unwrap_err());
+        assert!(e.contains("systemctl show --property="), "{e}");
+    }
+
     #[test]
     fn status_from_systemctl_show() {
         let u = units(Scope::System);

@@ -345,10 +345,17 @@ fn units_moved_to_another_folder_leave_none_behind() {
     give_site(&s.site);
     let (old, new) = (s.root.join("old units"), s.root.join("new units"));
     init_systemd(&s, &s.repo, &s.site, &old).assert_ok();
-    std::fs::write(old.join("other.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+    std::fs::write(
+        old.join("other.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
     init_systemd(&s, &s.repo, &s.site, &new)
         .assert_ok()
-        .assert_has(&format!("removed {}", old.join("pushdeploy-app.target").display()));
+        .assert_has(&format!(
+            "removed {}",
+            old.join("pushdeploy-app.target").display()
+        ));
     assert_eq!(names(&old), ["other.service"]);
     assert_eq!(names(&new).len(), 3);
 }
