@@ -1440,6 +1440,14 @@ mod tests {
             assert_eq!(crate::error::exit_status(&e), 2);
         }
         assert!(exec_word("repository", "/srv/a\nb").is_err());
+        // Unit files are UTF-8: a path that is not cannot be named.
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = Path::new(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9"));
+        let e = path_value("site", latin1).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "site \"/srv/caf\\xe9\": not UTF-8, which unit files must be"
+        );
         assert_eq!(
             path_value("site", Path::new("/srv/50% off")).unwrap(),
             "/srv/50%% off"
