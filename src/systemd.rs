@@ -927,8 +927,15 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
     if done.is_empty() {
         done.push("unit files unchanged".to_string());
     }
-    let calls = activation(&units, &gone, deployed);
+    let mut calls = activation(&units, &gone, deployed);
     let ours = dir == default_dir(spec.scope, &crate::settings::Environment::from_process());
+    if !ours {
+        // systemd reads only its own folders: `link` puts a link to each
+        // file there (only root's or the user's manager may: never run here).
+        let mut link = argv(SYSTEMCTL, spec.scope, &["link"]);
+        link.extend(files.iter().map(|f| dir.join(&f.name).into_os_string()));
+        calls.insert(0, link);
+    }
     if booted() && ours {
         for call in &calls {
             systemctl(call, spec.scope)?;
@@ -938,7 +945,7 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
         let why = if ours {
             "systemd does not run this machine"
         } else {
-            "the units are not in systemd's own directory"
+            "systemd does not read this folder"
         };
         done.push(format!("{why}; to load and start them, run:"));
         for call in &calls {

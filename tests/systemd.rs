@@ -96,6 +96,10 @@ fn init_systemd_writes_a_unit_for_each_process_type() {
     let run = init_systemd(&s, &s.repo, &s.site, &units);
     run.assert_ok()
         .assert_has("pushdeploy-app-web.service (pushdeploy-app-web.socket on 127.0.0.1:8000)")
+        .assert_has(&format!(
+            "systemctl link {}/pushdeploy-app.target",
+            units.display()
+        ))
         .assert_has("systemctl daemon-reload")
         .assert_has("systemctl enable --now pushdeploy-app.target");
     assert_eq!(
