@@ -937,10 +937,7 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
         calls.insert(0, link);
     }
     if booted() && ours {
-        for call in &calls {
-            systemctl(call, spec.scope)?;
-            done.push(format!("ran {}", shown_argv(call)));
-        }
+        done.extend(run_calls(&calls, |call| systemctl(call, spec.scope)));
     } else {
         let why = if ours {
             "systemd does not run this machine"
@@ -953,6 +950,25 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// Runs the calls in order. The unit files are written whatever systemctl
+/// says: a call that fails (no user manager running, say) is told, with the
+/// calls left to run by hand, itself first.
+fn run_calls(
+    calls: &[Vec<OsString>],
+    mut run: impl FnMut(&[OsString]) -> Result<()>,
+) -> Vec<String> {
+    let mut done = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        if let Err(e) = run(call) {
+            done.push(format!("warning: {e:#}; run these yourself:"));
+            done.extend(calls[i..].iter().map(|c| format!("  {}", shown_argv(c))));
+            break;
+        }
+        done.push(format!("ran {}", shown_argv(call)));
+    }
+    done
 }
 
 /// Makes `dir` (and the folders above it that are missing) and, as root,
@@ -1709,6 +1725,28 @@ mod tests {
         assert_eq!(name_in(passwd, 1000).as_deref(), Some("alice"));
         assert_eq!(name_in(passwd, 1001), None);
         assert_eq!(name_in(passwd, 4242), None);
+    }
+
+    #[test]
+    fn a_failed_activation_says_what_is_left_to_run() {
+        let calls = activation(&units(Scope::User), &[], true);
+        let mut n = 0;
+        let said = run_calls(&calls, |_| {
+            n += 1;
+            if n == 2 {
+                bail!("Failed to connect to bus")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(
+            said,
+            [
+                "ran systemctl --user daemon-reload",
+                "warning: Failed to connect to bus; run these yourself:",
+                "  systemctl --user enable --now pushdeploy-shop.target"
+            ]
+        );
     }
 
     #[test]
