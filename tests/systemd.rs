@@ -58,13 +58,17 @@ fn read(dir: &Path, name: &str) -> String {
 /// `systemd-analyze verify` of every unit file in `dir`: it must pass and
 /// say nothing (it exits 0 after warnings such as an unknown key).
 fn assert_verified(dir: &Path) {
+    verify(dir, !root());
+}
+
+fn verify(dir: &Path, user: bool) {
     let Ok(analyze) = which::which("systemd-analyze") else {
         eprintln!("skipped systemd-analyze verify: systemd-analyze is not installed");
         return;
     };
     let runtime = tempfile::tempdir().unwrap();
     let mut cmd = TestCommand::new(&analyze, dir);
-    if !root() {
+    if user {
         cmd.args(["--user"]);
     }
     cmd.args(["verify", "--man=no"]);
@@ -362,4 +366,65 @@ fn units_moved_to_another_folder_leave_none_behind() {
         ));
     assert_eq!(names(&old), ["other.service"]);
     assert_eq!(names(&new).len(), 3);
+}
+
+/// Run by a user other than root: the user's own units (no `User=`,
+/// started with the user's manager), in `~/.config/systemd/user` by
+/// default; a site of another user is refused.
+#[test]
+fn a_user_gets_user_units() {
+    if !root() || which::which("setpriv").is_err() {
+        eprintln!("skipped: needs root and setpriv to run pushdeploy as another user");
+        return;
+    }
+    let s = Server::new();
+    let dir = s.root.join("as user");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    for d in [&s.root, &dir, &home] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(&dir, Some(OWNER), Some(OWNER)).unwrap();
+    std::os::unix::fs::chown(&home, Some(OWNER), Some(OWNER)).unwrap();
+    let (repo, site) = (dir.join("shop.git"), dir.join("site"));
+    let as_user = |args: &[&str]| {
+        let mut cmd = TestCommand::new("setpriv", &dir);
+        let (uid, gid) = (format!("--reuid={OWNER}"), format!("--regid={OWNER}"));
+        cmd.args([
+            uid.as_str(),
+            gid.as_str(),
+            "--clear-groups",
+            "--",
+            crate::util::BIN,
+        ]);
+        cmd.args(args);
+        let config = home.join(".config");
+        cmd.envs(&[
+            ("HOME", home.to_str().unwrap()),
+            ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ]);
+        cmd.run()
+    };
+    let (repo_arg, site_arg) = (repo.to_str().unwrap(), site.to_str().unwrap());
+    as_user(&["init", repo_arg, "--site", site_arg]).assert_ok();
+    let units = home.join(".config/systemd/user");
+    as_user(&["init", repo_arg, "--site", site_arg, "--systemd"])
+        .assert_ok()
+        .assert_has(&format!("systemd user units in {}", units.display()))
+        .assert_has("systemctl --user daemon-reload")
+        .assert_has(&format!("loginctl enable-linger {OWNER}"));
+    let web = read(&units, "pushdeploy-shop-web.service");
+    assert!(!web.contains("User=") && !web.contains("Group="), "{web}");
+    assert!(read(&units, "pushdeploy-shop.target").contains("\nWantedBy=default.target\n"));
+    verify(&units, true);
+
+    // A site of another user: user units would run the app as the wrong one.
+    std::os::unix::fs::chown(&site, Some(OWNER + 1), Some(OWNER + 1)).unwrap();
+    as_user(&["init", repo_arg, "--site", site_arg, "--systemd"])
+        .assert_status(2)
+        .assert_has(&format!(
+            "owned by {} (uid {}), but user units run as you (uid {OWNER})",
+            OWNER + 1,
+            OWNER + 1
+        ));
 }
