@@ -157,20 +157,32 @@ fn unit_name(prefix: &str, kind: &str, suffix: &str) -> Result<String> {
     Ok(name)
 }
 
-/// Whether a command is gunicorn's (`gunicorn ...` or `python -m gunicorn
-/// ...`): gunicorn takes its listening socket from systemd (LISTEN_FDS) and
-/// reloads on signals. Another web server would try to bind the port the
-/// socket unit holds, so it gets no socket unit.
-pub fn is_gunicorn(command: &str) -> bool {
+/// Whether a web command gets a socket unit: gunicorn (`gunicorn ...` or
+/// `python -m gunicorn ...`) takes its listening socket from systemd
+/// (LISTEN_FDS), on the `bind` and `port` settings. Another web server would
+/// try to bind the port the socket holds; a gunicorn given its own address
+/// (`-b`, `--bind`) or a config file (which may give one) would be moved
+/// off it. Those bind themselves, as they say, without a socket unit.
+pub fn socket_activated(command: &str) -> bool {
     let words = shell_words::split(command).unwrap_or_default();
     let base = |w: &String| w.rsplit('/').next().unwrap_or(w).to_string();
-    match words.as_slice() {
-        [first, ..] if base(first) == "gunicorn" => true,
-        [python, m, module, ..] => {
-            base(python).starts_with("python") && m == "-m" && module == "gunicorn"
+    let options = match words.as_slice() {
+        [first, rest @ ..] if base(first) == "gunicorn" => rest,
+        [python, m, module, rest @ ..]
+            if base(python).starts_with("python") && m == "-m" && module == "gunicorn" =>
+        {
+            rest
         }
-        _ => false,
-    }
+        _ => return false,
+    };
+    let own_address = |w: &String| {
+        let long = ["--bind", "--config"]
+            .iter()
+            .any(|o| w == o || w.starts_with(&format!("{o}=")));
+        let short = !w.starts_with("--") && (w.starts_with("-b") || w.starts_with("-c"));
+        long || short
+    };
+    !options.iter().any(own_address)
 }
 
 /// The site's owner, whom the app runs as.
@@ -309,7 +321,7 @@ impl Spec {
             .processes
             .iter()
             .map(|(kind, command)| {
-                let socket = (kind == "web" && is_gunicorn(command))
+                let socket = (kind == "web" && socket_activated(command))
                     .then(|| unit_name(&self.prefix, kind, "socket"))
                     .transpose()?;
                 Ok(ProcessUnits {
@@ -452,7 +464,7 @@ pub fn mismatch(units: &Units, app: &App, listen: SocketAddr, repo: &Path) -> Op
     let wanted: Vec<(String, bool)> = services_of(Some(app))
         .into_iter()
         .map(|(kind, command)| {
-            let socket = kind == "web" && is_gunicorn(&command);
+            let socket = kind == "web" && socket_activated(&command);
             (kind, socket)
         })
         .collect();
@@ -1366,9 +1378,10 @@ mod tests {
         assert!(target.contains("\nWantedBy=default.target\n"), "{target}");
     }
 
-    /// Another web server would bind the port the socket holds: no socket.
+    /// Another web server would bind the port the socket holds, a gunicorn
+    /// with its own address would be moved off it: no socket.
     #[test]
-    fn only_gunicorn_gets_the_socket() {
+    fn only_gunicorn_on_the_settings_address_gets_the_socket() {
         for (command, socket) in [
             ("gunicorn app:app", true),
             ("/srv/env/bin/gunicorn -w 3 app:app", true),
@@ -1377,8 +1390,15 @@ mod tests {
             ("uvicorn main:app --port $PORT", false),
             ("python app.py", false),
             ("gunicornish", false),
+            // Its own address, or a config file that may give one.
+            ("gunicorn -b 0.0.0.0:5000 app:app", false),
+            ("gunicorn -b0.0.0.0:5000 app:app", false),
+            ("gunicorn --bind=unix:/run/a.sock app:app", false),
+            ("gunicorn -c gunicorn.conf.py app:app", false),
+            ("gunicorn --config gunicorn.conf.py app:app", false),
+            ("gunicorn --workers 3 --backlog 64 app:app", true),
         ] {
-            assert_eq!(is_gunicorn(command), socket, "{command}");
+            assert_eq!(socket_activated(command), socket, "{command}");
             let files = spec(Scope::System, "/srv/shop.git", &[("web", command)])
                 .render()
                 .unwrap();
