@@ -161,8 +161,9 @@ fn unit_name(prefix: &str, kind: &str, suffix: &str) -> Result<String> {
 /// `python -m gunicorn ...`) takes its listening socket from systemd
 /// (LISTEN_FDS), on the `bind` and `port` settings. Another web server would
 /// try to bind the port the socket holds; a gunicorn given its own address
-/// (`-b`, `--bind`) or a config file (which may give one) would be moved
-/// off it. Those bind themselves, as they say, without a socket unit.
+/// (`-b`, `--bind`) would be moved off it. Those bind themselves, as they
+/// say, without a socket unit (as `serve` gives `--bind` only to a gunicorn
+/// without one: an address in a config file gives way to both).
 pub fn socket_activated(command: &str) -> bool {
     let words = shell_words::split(command).unwrap_or_default();
     let base = |w: &String| w.rsplit('/').next().unwrap_or(w).to_string();
@@ -175,13 +176,7 @@ pub fn socket_activated(command: &str) -> bool {
         }
         _ => return false,
     };
-    let own_address = |w: &String| {
-        let long = ["--bind", "--config"]
-            .iter()
-            .any(|o| w == o || w.starts_with(&format!("{o}=")));
-        let short = !w.starts_with("--") && (w.starts_with("-b") || w.starts_with("-c"));
-        long || short
-    };
+    let own_address = |w: &String| w == "--bind" || w.starts_with("--bind=") || w.starts_with("-b");
     !options.iter().any(own_address)
 }
 
@@ -1390,12 +1385,13 @@ mod tests {
             ("uvicorn main:app --port $PORT", false),
             ("python app.py", false),
             ("gunicornish", false),
-            // Its own address, or a config file that may give one.
+            // Its own address.
             ("gunicorn -b 0.0.0.0:5000 app:app", false),
             ("gunicorn -b0.0.0.0:5000 app:app", false),
             ("gunicorn --bind=unix:/run/a.sock app:app", false),
-            ("gunicorn -c gunicorn.conf.py app:app", false),
-            ("gunicorn --config gunicorn.conf.py app:app", false),
+            ("gunicorn --bind 0.0.0.0:5000 app:app", false),
+            // A config file's address gives way to the settings', as to --bind.
+            ("gunicorn -c gunicorn.conf.py app:app", true),
             ("gunicorn --workers 3 --backlog 64 app:app", true),
         ] {
             assert_eq!(socket_activated(command), socket, "{command}");
