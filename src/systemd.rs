@@ -927,8 +927,11 @@ pub fn install(spec: &Spec, dir: &Path, deployed: bool) -> Result<Vec<String>> {
     if spec.scope == Scope::System
         && let Some(owner) = &spec.owner
     {
-        // The app writes its pid files there, as the site's owner.
-        make_dir(&spec.state_dir.join("run"), (owner.uid, owner.gid))?;
+        // The app writes its pid files there, as the site's owner (even
+        // when the folder was made by a run as root).
+        let run = spec.state_dir.join("run");
+        make_dir(&run, (owner.uid, owner.gid))?;
+        give(&run, (owner.uid, owner.gid))?;
     }
 
     if done.is_empty() {

@@ -96,6 +96,8 @@ fn init_systemd_writes_a_unit_for_each_process_type() {
     s.push(&[]).assert_ok().assert_has("successful");
     give_site(&s.site);
     let units = s.root.join("units");
+    // A folder for the pid files that a run as root made.
+    std::fs::create_dir_all(s.repo.join("pushdeploy/run")).unwrap();
 
     let run = init_systemd(&s, &s.repo, &s.site, &units);
     run.assert_ok()
@@ -135,6 +137,12 @@ fn init_systemd_writes_a_unit_for_each_process_type() {
         );
     } else {
         assert!(!web.contains("User="), "{web}");
+    }
+    if root() {
+        // The app, as the site's owner, writes its pid files there.
+        use std::os::unix::fs::MetadataExt;
+        let run = std::fs::metadata(s.repo.join("pushdeploy/run")).unwrap();
+        assert_eq!((run.uid(), run.gid()), (OWNER, OWNER));
     }
     let worker = read(&units, "pushdeploy-app-worker.service");
     assert!(worker.contains("\"--process\" \"worker\"\n"), "{worker}");
