@@ -78,6 +78,12 @@ enum Command {
         /// deployment then compares every file; the old site is left as it is)
         #[arg(long)]
         move_site: bool,
+        /// Write systemd units that run the app: system units as root, else your user units
+        #[arg(long)]
+        systemd: bool,
+        /// With --systemd: the folder for the unit files
+        #[arg(long, value_name = "DIR", requires = "systemd")]
+        unit_dir: Option<PathBuf>,
     },
     /// What the post-receive hook runs: reads the pushed refs on stdin
     PostReceive {
@@ -287,14 +293,27 @@ pub fn run() -> Result<ExitCode> {
             site,
             branch,
             move_site,
+            systemd,
+            unit_dir,
         } => {
-            crate::init::init(
-                &repository,
-                &site,
-                branch.as_deref(),
-                move_site,
-                &mut Report::stdout(),
-            )?;
+            let mut report = Report::stdout();
+            if systemd {
+                crate::systemd::check_paths(&repository, &site)?;
+            }
+            // Root writing system units for a user's repository leaves the
+            // repository as its owner set it up (see `systemd::another_users`).
+            if !(systemd && crate::systemd::another_users(&repository)) {
+                crate::init::init(
+                    &repository,
+                    &site,
+                    branch.as_deref(),
+                    move_site,
+                    &mut report,
+                )?;
+            }
+            if systemd {
+                crate::init::systemd(&repository, &site, unit_dir.as_deref(), &mut report)?;
+            }
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,
         Command::Deploy {

@@ -47,6 +47,23 @@ pub fn init(
     })
 }
 
+/// `init --systemd`: the units that run the app (see `systemd::init`), once
+/// the repository is set up. Its errors are setup errors too.
+pub fn systemd(
+    repo_path: &Path,
+    site: &Path,
+    unit_dir: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
+    crate::systemd::init(repo_path, site, unit_dir, report).map_err(|e| {
+        if crate::error::exit_status(&e) == 2 {
+            e
+        } else {
+            usage(format!("{e:#}"))
+        }
+    })
+}
+
 /// The existing repository at `path`, if it is a bare one.
 fn adopt(path: &Path) -> Result<Repository> {
     let not_bare = |workdir: &Path| {

@@ -11,6 +11,7 @@
 // The command line.
 pub mod cli; // parses the command line once and calls the rest
 mod init; // `pushdeploy init`: the bare repository, the hook, the settings
+mod systemd; // `init --systemd`: units for the app's processes, and systemctl/journalctl calls
 
 // One deployment: its plan, then its steps.
 mod deploy; // one deployment as a transaction: prepare aside, switch, after, record

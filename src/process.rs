@@ -481,6 +481,25 @@ pub fn last_line(stderr: &[u8]) -> String {
         .to_string()
 }
 
+/// Runs a program the user asked to see (journalctl for `logs`) on the
+/// terminal: its input and output are pushdeploy's, no time limit (`logs -f`
+/// runs until interrupted), and it dies with pushdeploy.
+pub fn run_attached(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Result<std::process::ExitStatus> {
+    let (program, args) = argv.split_first().context("an empty command line")?;
+    let expr = env
+        .iter()
+        .fold(duct::cmd(program, args), |e, (k, v)| e.env(k, v));
+    let shown = program.to_string_lossy();
+    let output = spawn_rules(expr)
+        .unchecked()
+        .run()
+        .with_context(|| format!("running {shown}"))?;
+    Ok(output.status)
+}
+
 /// The spawn rules for any program pushdeploy runs: a process group of
 /// its own, and death with pushdeploy, however pushdeploy ends. A killed
 /// deployment must not leave pip running on an env while the kernel has

@@ -21,6 +21,7 @@ mod runtime_env;
 mod setup;
 mod speed;
 mod sync_safety;
+mod systemd;
 mod transactions;
 mod transcript;
 mod trust;
