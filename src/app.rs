@@ -130,26 +130,45 @@ pub fn decide(values: &Values, commit: &Commit) -> Result<App> {
 }
 
 /// Django: `manage.py` names its settings module (`mysite.settings`); the
-/// app is that package's `wsgi.py`.
+/// app is that package's `wsgi.py`. When it names none this way (Azure's
+/// quickstart sets it through a variable), Oryx's own rule: the first
+/// top-level folder, by name, that holds a `wsgi.py`.
 fn django(commit: &Commit) -> Result<Option<App>> {
     let Some(manage) = commit.read_root_file("manage.py")? else {
         return Ok(None);
     };
-    let Some(package) = settings_package(&String::from_utf8_lossy(&manage)) else {
-        return Ok(None);
-    };
-    // `config.settings.production` (a settings package) has its wsgi.py in
-    // `config/`: the nearest package holding one, from the settings inward out.
-    for package in enclosing(&package) {
-        let wsgi = format!("{}/wsgi.py", package.replace('.', "/"));
-        if commit.path_id(&wsgi).is_some() {
-            return Ok(Some(web(
-                format!("gunicorn {package}.wsgi"),
-                format!("manage.py and {wsgi}, as Oryx detects a Django app"),
-            )));
+    if let Some(package) = settings_package(&String::from_utf8_lossy(&manage)) {
+        // `config.settings.production` (a settings package) has its wsgi.py
+        // in `config/`: the nearest package holding one, from the settings
+        // inward out.
+        for package in enclosing(&package) {
+            let wsgi = format!("{}/wsgi.py", package.replace('.', "/"));
+            if commit.path_id(&wsgi).is_some() {
+                return Ok(Some(web(
+                    format!("gunicorn {package}.wsgi"),
+                    format!("manage.py and {wsgi}, as Oryx detects a Django app"),
+                )));
+            }
         }
     }
-    Ok(None)
+    // The env is the site's `env` folder, never the app; a folder whose name
+    // is no Python identifier cannot be imported as a module.
+    let folder = commit.root_folders().into_iter().find(|name| {
+        name != "env" && is_identifier(name) && commit.path_id(&format!("{name}/wsgi.py")).is_some()
+    });
+    Ok(folder.map(|name| {
+        web(
+            format!("gunicorn {name}.wsgi"),
+            format!("manage.py and {name}/wsgi.py, the first folder holding one, as Oryx detects a Django app"),
+        )
+    }))
+}
+
+fn is_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `a.b.c`, `a.b`, `a`.
@@ -176,10 +195,7 @@ fn settings_package(manage: &str) -> Option<String> {
     let rest = &after[quote + 1..];
     let module = &rest[..rest.find(['\'', '"'])?];
     let (package, _) = module.rsplit_once('.')?;
-    let ok = !package.is_empty()
-        && package
-            .split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let ok = package.split('.').all(is_identifier);
     ok.then(|| package.to_string())
 }
 

@@ -196,6 +196,15 @@ impl<'r> Commit<'r> {
         Some(entry.id().to_string())
     }
 
+    /// The folders at the root of the tree, by name (git's order).
+    pub fn root_folders(&self) -> Vec<String> {
+        self.tree
+            .iter()
+            .filter(|e| e.kind() == Some(ObjectType::Tree))
+            .filter_map(|e| e.name().ok().map(str::to_string))
+            .collect()
+    }
+
     pub fn has_root_entry(&self, name: &str) -> bool {
         self.tree.get_name(name).is_some()
     }

@@ -247,3 +247,29 @@ fn a_django_settings_package_finds_the_wsgi_py_beside_it() {
         "{text}"
     );
 }
+
+/// Azure's Django quickstart sets the settings module through a variable
+/// (`settings_module = ...; os.environ.setdefault('DJANGO_SETTINGS_MODULE',
+/// settings_module)`): Oryx's rule then decides, the first top-level folder
+/// by name holding a `wsgi.py`; one that is no module name is passed over.
+#[test]
+fn a_django_settings_module_set_through_a_variable_finds_the_first_wsgi_folder() {
+    let s = Server::new();
+    s.write(
+        "manage.py",
+        "import os\nsettings_module = 'quickstartproject.production' if 'WEBSITE_HOSTNAME' in os.environ else 'quickstartproject.settings'\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', settings_module)\n",
+    );
+    s.write("a-folder/wsgi.py", "application = None\n");
+    s.write("hello_azure/views.py", "");
+    s.write("quickstartproject/__init__.py", "");
+    s.write("quickstartproject/wsgi.py", "application = None\n");
+    s.write("zeta/wsgi.py", "application = None\n");
+    s.commit("quickstart");
+    s.update_without_deploy();
+    let (text, json) = dry_run(&s);
+    assert!(
+        text.ends_with("App: web: gunicorn quickstartproject.wsgi (manage.py and quickstartproject/wsgi.py, the first folder holding one, as Oryx detects a Django app)"),
+        "{text}"
+    );
+    assert_eq!(json["processes"][0]["command"], "gunicorn quickstartproject.wsgi");
+}
