@@ -465,6 +465,14 @@ impl Launch {
     fn replace_master(&self, command: &Command, old: i32) -> Result<i32> {
         let kind = &command.kind;
         let log = self.log_file(kind);
+        // A master started by USR2 renames its `<type>.pid.2` to
+        // `<type>.pid` within a second of its parent's exit (gunicorn's
+        // loop); until then it ignores USR2. Waited for here, not after the
+        // last reload, so that a push does not wait for it.
+        let promoted = Instant::now() + Duration::from_secs(10);
+        while read_pid(&pid_file(&self.state_dir, kind)) != Some(old) && Instant::now() < promoted {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         clear_markers(&self.state_dir, kind, Some(old));
         signal(old, rustix::process::Signal::USR2)?;
         let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
@@ -516,12 +524,6 @@ impl Launch {
         // lets its workers finish their requests.
         let _ = signal(old, rustix::process::Signal::TERM);
         wait_gone(old, Duration::from_secs(60));
-        // gunicorn renames the new master's `<type>.pid.2` to `<type>.pid`
-        // once its parent is gone; until then it would ignore another USR2.
-        let promoted = Instant::now() + Duration::from_secs(10);
-        while read_pid(&pid_file(&self.state_dir, kind)) != Some(new) && Instant::now() < promoted {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         clear_markers(&self.state_dir, kind, Some(new));
         Ok(new)
     }
@@ -878,7 +880,7 @@ fn log_end(log: &Path) -> String {
         Some(line) => format!(
             "; {} says: {}",
             log.display(),
-            crate::error::shown(line.trim().as_bytes())
+            crate::error::printable(line.trim())
         ),
         None => String::new(),
     }
