@@ -384,6 +384,15 @@ impl Launch {
     /// web process answers on its port; a process that exits first fails.
     fn start_one(&self, command: &Command, user: Option<(u32, u32)>) -> Result<i32> {
         let kind = &command.kind;
+        kill_leftovers(&self.state_dir, kind);
+        // A pid file of a master that died (kill -9): gunicorn would take
+        // it for a running one (a zombie that nobody reaps answers kill 0).
+        let file = pid_file(&self.state_dir, kind);
+        let mut second = file.clone().into_os_string();
+        second.push(".2");
+        for stale in [file, PathBuf::from(second)] {
+            crate::files::remove_file_if_there(&stale)?;
+        }
         if kind == "web" {
             check_port(&self.bind, self.port)?;
         }
@@ -814,9 +823,41 @@ pub fn stop(state_dir: &Path, kind: &str) -> Option<i32> {
             wait_gone(pid, Duration::from_secs(60));
         }
     }
+    kill_leftovers(state_dir, kind);
     let _ = crate::files::remove_file_if_there(&pid_file(state_dir, kind));
     clear_markers(state_dir, kind, None);
     pid
+}
+
+/// Kills what is left of a type's gunicorn whose master is gone (`kill -9`
+/// leaves its workers holding the port until they notice): every process
+/// whose command line names the type's spec file, which only the launcher's
+/// masters and their workers do.
+fn kill_leftovers(state_dir: &Path, kind: &str) {
+    let spec = run_dir(state_dir).join(format!("{kind}.json"));
+    let spec = spec.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let names_spec = std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|w| w == spec));
+        if names_spec {
+            kill_now(pid);
+            killed.push(pid);
+        }
+    }
+    for pid in killed {
+        wait_gone(pid, Duration::from_secs(5));
+    }
 }
 
 /// Stops every process that has a pid file, each said.

@@ -16,6 +16,7 @@ mod packages;
 mod pipeline;
 mod programs;
 mod properties;
+mod running;
 mod runtime_env;
 mod setup;
 mod speed;
