@@ -42,8 +42,16 @@ pub const RELEASE: &str = "release";
 pub const LOG_CAP: u64 = 10 << 20;
 
 /// Whether pushdeploy runs the app: `git config deploy.run true`, which
-/// `init` sets for a new repository.
-pub fn enabled(repo: &Repository) -> bool {
+/// `init` sets for a new repository; `PUSHDEPLOY_RUN` above it, as the
+/// environment is above git config for every setting.
+pub fn enabled(settings: &Settings, repo: &Repository) -> bool {
+    if let Some(on) = settings
+        .env
+        .get("PUSHDEPLOY_RUN")
+        .and_then(crate::settings::parse_bool)
+    {
+        return on;
+    }
     repo.config()
         .and_then(|c| c.get_bool("deploy.run"))
         .unwrap_or(false)

@@ -18,6 +18,16 @@ pub struct Running {
     pub port: u16,
 }
 
+impl Running {
+    /// `git push` with running on (the tests' environment turns it off).
+    pub fn push(&self) -> Run {
+        self.s.git_with(
+            &["push", self.s.repo.to_str().unwrap(), "main"],
+            &[("PUSHDEPLOY_RUN", "true")],
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.s.run("stop", &[]);
@@ -32,8 +42,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `init` turns running on (the util's server turns it off again); the
-/// tests run as root in CI, whose sites are root's: `deploy.runAsRoot`.
+/// `init` turns running on (the tests' environment turns it off again:
+/// `Running::push` turns it on); the tests run as root in CI, whose sites
+/// are root's: `deploy.runAsRoot`.
 pub fn running() -> Running {
     let s = Server::new();
     let port = free_port();
@@ -131,7 +142,7 @@ fn a_push_starts_the_app_and_the_next_push_serves_the_new_version() {
     let s = &r.s;
     s.app("flask-app");
     s.commit("first");
-    let push = s.push(&[]);
+    let push = r.push();
     push.assert_ok()
         .assert_has("web: started (pid ")
         .assert_has(&format!(
@@ -148,7 +159,7 @@ fn a_push_starts_the_app_and_the_next_push_serves_the_new_version() {
 
     s.write("requirements.txt", "greeting==2.0.0\ntinyweb==1.0.0\n");
     s.commit("greeting 2");
-    s.push(&[])
+    r.push()
         .assert_ok()
         .assert_has("web: new gunicorn master (pid ")
         .assert_has("successful");
@@ -165,7 +176,7 @@ fn a_commit_that_cannot_import_keeps_the_old_version_serving() {
     let s = &r.s;
     s.app("flask-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    r.push().assert_ok();
     let load = Load::start(r.port);
     s.write(
         "app.py",
@@ -173,12 +184,12 @@ fn a_commit_that_cannot_import_keeps_the_old_version_serving() {
             .replace("Hello from pushdeploy!", "Version two!"),
     );
     s.commit("two");
-    s.push(&[]).assert_ok().assert_has("successful");
+    r.push().assert_ok().assert_has("successful");
     serves(r.port, "Version two!");
     let bad = format!("import no_such_module\n{}", s.site_file("app.py"));
     s.write("app.py", &bad);
     s.commit("cannot import");
-    let push = s.push(&[]);
+    let push = r.push();
     push.assert_has("the new version did not start")
         .assert_has("ModuleNotFoundError: No module named 'no_such_module'")
         .assert_has("rolled back to");
@@ -196,7 +207,7 @@ fn stop_start_status_and_logs() {
     let s = &r.s;
     s.app("flask-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    r.push().assert_ok();
     s.run("status", &[])
         .assert_ok()
         .assert_has("web: running (pid ")
@@ -236,7 +247,7 @@ fn a_killed_master_is_reported_and_the_next_push_starts_it() {
     let s = &r.s;
     s.app("flask-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    r.push().assert_ok();
     let pid = web_pid(&r);
     // Its workers go too, as after a crash of the machine's OOM killer.
     std::process::Command::new("kill")
@@ -248,7 +259,7 @@ fn a_killed_master_is_reported_and_the_next_push_starts_it() {
         .assert_status(3)
         .assert_has(&format!("web: not running (gone: pid {pid} of "));
     s.commit("again");
-    s.push(&[])
+    r.push()
         .assert_ok()
         .assert_has("web: started (pid ")
         .assert_has("successful");
@@ -265,7 +276,7 @@ fn a_port_in_use_is_said() {
     let _other = TcpListener::bind(("127.0.0.1", r.port)).unwrap();
     s.app("flask-app");
     s.commit("first");
-    let push = s.push(&[]);
+    let push = r.push();
     push.assert_has(&format!(
         "port {} on 127.0.0.1 is in use by another program: stop it, or give the app another port",
         r.port
@@ -282,10 +293,10 @@ fn a_start_command_that_exits_at_once_is_rolled_back() {
     let s = &r.s;
     s.app("flask-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    r.push().assert_ok();
     s.write("Procfile", "web: python -c 'raise SystemExit(4)'\n");
     s.commit("exits");
-    s.push(&[])
+    r.push()
         .assert_has("process web exited at once (status 4)")
         .assert_has("rolled back to");
     serves(r.port, "Hello from pushdeploy!");
@@ -315,7 +326,7 @@ fn procfile_worker_and_release() {
         "web: gunicorn app:app --workers 2\nworker: python worker.py\nrelease: python release.py\n",
     );
     s.commit("first");
-    s.push(&[])
+    r.push()
         .assert_ok()
         .assert_has("release: python release.py (Procfile)")
         .assert_has("worker: started (pid ");
@@ -337,7 +348,7 @@ fn procfile_worker_and_release() {
             .replace("Hello from pushdeploy!", "Never served"),
     );
     s.commit("failing release");
-    s.push(&[])
+    r.push()
         .assert_has("release exited with status 5")
         .assert_has("rolled back to");
     serves(r.port, "Hello from pushdeploy!");
