@@ -222,7 +222,13 @@ impl Launch {
     /// The words and environment of one process, as it will be started;
     /// for gunicorn the launcher's spec is written (and a pinned gunicorn
     /// installed when the env lacks one).
-    fn command(&self, process: &Process, runner: &Runner, report: &mut Report) -> Result<Command> {
+    fn command(
+        &self,
+        process: &Process,
+        user: Option<(u32, u32)>,
+        runner: &Runner,
+        report: &mut Report,
+    ) -> Result<Command> {
         let kind = &process.kind;
         let words = shell_words::split(&process.command)
             .ok()
@@ -296,6 +302,9 @@ impl Launch {
         if fs_err::read_to_string(&launcher).ok().as_deref() != Some(LAUNCHER) {
             crate::files::write_atomic(&launcher, LAUNCHER.as_bytes())?;
         }
+        for file in [&spec_file, &launcher] {
+            give(file, user)?;
+        }
         let python = if python.exists() {
             python.into_os_string()
         } else {
@@ -309,17 +318,16 @@ impl Launch {
         })
     }
 
-    /// The run and log folders, made (and given to the app's user).
+    /// The run and log folders, made, and given to the app's user with the
+    /// logs in them (the app writes its pid files, its log writer the logs).
     fn folders(&self, user: Option<(u32, u32)>) -> Result<()> {
         for dir in [self.run_dir(), self.state_dir.join("logs")] {
             fs_err::create_dir_all(&dir)?;
-            if let Some((uid, gid)) = user {
-                rustix::fs::chown(
-                    &dir,
-                    Some(rustix::fs::Uid::from_raw(uid)),
-                    Some(rustix::fs::Gid::from_raw(gid)),
-                )
-                .with_context(|| format!("giving {} to the site's owner", dir.display()))?;
+            give(&dir, user)?;
+        }
+        if user.is_some() {
+            for entry in fs_err::read_dir(self.state_dir.join("logs"))?.flatten() {
+                give(&entry.path(), user)?;
             }
         }
         Ok(())
@@ -334,7 +342,7 @@ impl Launch {
                 report.detail(format!("{}: already running (pid {pid})", process.kind));
                 continue;
             }
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             let pid = self.start_one(&command, user)?;
             report.detail(format!(
                 "{}: started (pid {pid}): {}",
@@ -360,7 +368,7 @@ impl Launch {
         }
         for process in self.kept() {
             let kind = &process.kind;
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             match running_pid(&self.state_dir, kind) {
                 Some(old) if command.gunicorn && is_launcher(old) => {
                     let new = self.replace_master(&command, old)?;
@@ -550,7 +558,8 @@ impl Launch {
         let Some(process) = self.release() else {
             return Ok(());
         };
-        let command = self.command(process, runner, report)?;
+        // A step of the deployment, as pushdeploy's user (as the build's are).
+        let command = self.command(process, None, runner, report)?;
         let argv = &command.argv;
         let expr = duct::cmd(&argv[0], &argv[1..])
             .dir(&self.site)
@@ -566,7 +575,7 @@ impl Launch {
             .with_context(|| self.unknown(kind))?;
         let user = self.user(report)?;
         self.folders(user)?;
-        let command = self.command(process, runner, report)?;
+        let command = self.command(process, user, runner, report)?;
         clear_markers(&self.state_dir, kind, None);
         let env: Vec<(OsString, OsString)> = command
             .env
@@ -589,7 +598,7 @@ impl Launch {
         self.folders(user)?;
         let mut children = Vec::new();
         for process in self.kept() {
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             clear_markers(&self.state_dir, &process.kind, None);
             let env: Vec<(OsString, OsString)> = command
                 .env
@@ -659,6 +668,20 @@ fn forward_signals(pids: Vec<i32>) -> Result<()> {
             }
         }
     });
+    Ok(())
+}
+
+/// Gives a file of pushdeploy's to the app's user (when root runs it as
+/// the site's owner).
+fn give(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
+    if let Some((uid, gid)) = user {
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .with_context(|| format!("giving {} to the site's owner", path.display()))?;
+    }
     Ok(())
 }
 

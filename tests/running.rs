@@ -354,3 +354,77 @@ fn procfile_worker_and_release() {
     serves(r.port, "Hello from pushdeploy!");
     s.run("status", &[]).assert_ok();
 }
+
+/// A Python version change and a changed start command, under load: each
+/// a new master (the new interpreter, the new words), no request failed.
+#[test]
+fn a_new_python_and_a_new_start_command_serve_with_no_failed_request() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.commit("first");
+    r.push().assert_ok();
+    let load = Load::start(r.port);
+    s.write("runtime.txt", "python-3.12\n");
+    s.write(
+        "app.py",
+        &s.site_file("app.py").replace(
+            "return \"Hello from pushdeploy!",
+            "import sys\n    return \"Python %d.%d \" % sys.version_info[:2] + \"Hello from pushdeploy!",
+        ),
+    );
+    s.commit("python 3.12");
+    r.push()
+        .assert_ok()
+        .assert_has("Python changes from")
+        .assert_has("web: new gunicorn master");
+    serves(r.port, "Python 3.12 Hello from pushdeploy!");
+    s.write(
+        "app2.py",
+        "import app as first\n\ndef app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'the second module']\n",
+    );
+    s.write("Procfile", "web: gunicorn app2:app --workers 2\n");
+    s.commit("another start command");
+    r.push().assert_ok().assert_has("web: new gunicorn master");
+    serves(r.port, "the second module");
+    let (count, failed) = load.finish();
+    assert!(count > 10, "{count} requests only");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+}
+
+/// As root, the app runs as the site's owner (here `nobody`), never as
+/// root: a site that root owns is refused, with the way out.
+#[test]
+fn as_root_the_app_runs_as_the_sites_owner() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the app as another user)");
+        return;
+    }
+    let r = running();
+    let s = &r.s;
+    s.config(&["--unset", "deploy.runAsRoot"]);
+    s.app("flask-app");
+    s.commit("first");
+    r.push()
+        .assert_has(&format!(
+            "site {} is owned by root: pushdeploy runs the app as the site's owner, never as root",
+            s.site.display()
+        ))
+        .assert_has("rolled back to");
+    // nobody reaches the site through the test's own (0700) folder.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = rustix::fs::Uid::from_raw(65534);
+    rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+    s.commit("as nobody");
+    r.push().assert_ok().assert_has("successful");
+    serves(r.port, "Hello from pushdeploy!");
+    let pid = web_pid(&r);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{uid}"
+    );
+}
