@@ -428,3 +428,102 @@ fn as_root_the_app_runs_as_the_sites_owner() {
         "{uid}"
     );
 }
+
+/// Waits until the port serves `expected` (a process started in the
+/// background is getting ready); panics after a minute.
+fn wait_serving(port: u16, expected: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match get(port) {
+            Ok((200, body)) if body.contains(expected) => return,
+            other if std::time::Instant::now() > deadline => {
+                panic!("port {port} does not serve {expected:?}: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// `serve --process web` becomes gunicorn's master (exec: a supervisor's
+/// main pid is the app's), given its pid file; `serve` runs every process
+/// in the foreground and ends with them when it is stopped.
+#[test]
+fn serve_execs_one_process_or_runs_all_in_the_foreground() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.write(
+        "worker.py",
+        "import time\nprint('worker up', flush=True)\nwhile True:\n    time.sleep(1)\n",
+    );
+    s.write("Procfile", "web: gunicorn app:app\nworker: python worker.py\n");
+    s.commit("first");
+    // Deployed without running it: the supervisor runs it.
+    s.push(&[]).assert_ok().assert_has("successful");
+    s.run("status", &[]).assert_status(3);
+    let repo = s.repo.to_str().unwrap();
+    let mut web = s
+        .pushdeploy_command(&["serve", "--process", "web", "--repo", repo])
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null());
+    wait_serving(r.port, "Hello from pushdeploy!");
+    let pid_file = s.repo.join("pushdeploy/run/web.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        web.id().to_string(),
+        "the served process is gunicorn's master itself"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(web.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    web.wait().unwrap();
+    assert!(get(r.port).is_err(), "stopped, yet it answers");
+
+    let mut all = s
+        .pushdeploy_command(&["serve", "--repo", repo])
+        .spawn(std::process::Stdio::piped(), std::process::Stdio::null());
+    wait_serving(r.port, "Hello from pushdeploy!");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(all.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = all.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("exited"), "{out}");
+    assert!(out.contains("worker up"), "{out}");
+    assert!(get(r.port).is_err(), "stopped, yet it answers");
+}
+
+/// A new version that answers 500: App Service's check fails, the
+/// deployment is rolled back, the old version comes back the same way and
+/// its check runs again.
+#[test]
+fn a_failing_health_check_brings_the_old_version_back() {
+    let r = running();
+    let s = &r.s;
+    s.config(&["deploy.healthCheckTimeout", "2"]);
+    s.app("flask-app");
+    s.commit("first");
+    r.push().assert_ok();
+    s.write(
+        "app.py",
+        &s.site_file("app.py").replace(
+            "return \"Hello from pushdeploy!",
+            "return \"500 Internal Server Error\", \"broken\"\n    return \"",
+        ),
+    );
+    s.commit("answers 500");
+    let push = r.push();
+    push.assert_has("the health check failed")
+        .assert_has("HTTP 500")
+        .assert_has("rolled back to");
+    let checks = push
+        .remote()
+        .iter()
+        .filter(|l| l.contains("-----> Health check: GET"))
+        .count();
+    assert_eq!(checks, 2, "the old version's check runs again:\n{push}");
+    serves(r.port, "Hello from pushdeploy!");
+}
