@@ -368,9 +368,13 @@ impl Launch {
         }
         for process in self.kept() {
             let kind = &process.kind;
+            let before = spec_binds(&self.state_dir, kind);
             let command = self.command(process, user, runner, report)?;
+            // A new master takes over the old one's sockets as they are:
+            // another address or port needs a new start.
+            let same_address = before == spec_binds(&self.state_dir, kind);
             match running_pid(&self.state_dir, kind) {
-                Some(old) if command.gunicorn && is_launcher(old) => {
+                Some(old) if command.gunicorn && is_launcher(old) && same_address => {
                     let new = self.replace_master(&command, old)?;
                     report.detail(format!(
                         "{kind}: new gunicorn master (pid {new}) ready; the old one (pid {old}) stopped gracefully"
@@ -379,8 +383,15 @@ impl Launch {
                 Some(old) => {
                     stop(&self.state_dir, kind);
                     let pid = self.start_one(&command, user)?;
+                    let why = if kind != "web" {
+                        "anew"
+                    } else if !command.gunicorn || !same_address {
+                        "anew: a gap, as the address changed or the command is not gunicorn (a new gunicorn master would take over the old sockets)"
+                    } else {
+                        "anew: a gap, as the running one was not started by pushdeploy's launcher"
+                    };
                     report.detail(format!(
-                        "{kind}: stopped (pid {old}) and started (pid {pid}): not a gunicorn pushdeploy started, so there is a gap"
+                        "{kind}: stopped (pid {old}) and started (pid {pid}) {why}"
                     ));
                 }
                 None => {
@@ -669,6 +680,32 @@ fn forward_signals(pids: Vec<i32>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// The addresses a type's gunicorn spec binds (`--bind`, `-b`).
+fn spec_binds(state_dir: &Path, kind: &str) -> Vec<String> {
+    let spec: Option<serde_json::Value> =
+        std::fs::read(run_dir(state_dir).join(format!("{kind}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    let args: Vec<String> = spec
+        .and_then(|s| serde_json::from_value(s["args"].clone()).ok())
+        .unwrap_or_default();
+    let mut binds = Vec::new();
+    let mut next = false;
+    for arg in args {
+        if next {
+            binds.push(arg);
+            next = false;
+        } else if arg == "-b" || arg == "--bind" {
+            next = true;
+        } else if let Some(value) = arg.strip_prefix("--bind=") {
+            binds.push(value.to_string());
+        } else if let Some(value) = arg.strip_prefix("-b") {
+            binds.push(value.to_string());
+        }
+    }
+    binds
 }
 
 /// Gives a file of pushdeploy's to the app's user (when root runs it as

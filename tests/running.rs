@@ -456,7 +456,10 @@ fn serve_execs_one_process_or_runs_all_in_the_foreground() {
         "worker.py",
         "import time\nprint('worker up', flush=True)\nwhile True:\n    time.sleep(1)\n",
     );
-    s.write("Procfile", "web: gunicorn app:app\nworker: python worker.py\n");
+    s.write(
+        "Procfile",
+        "web: gunicorn app:app\nworker: python worker.py\n",
+    );
     s.commit("first");
     // Deployed without running it: the supervisor runs it.
     s.push(&[]).assert_ok().assert_has("successful");
@@ -526,4 +529,33 @@ fn a_failing_health_check_brings_the_old_version_back() {
         .count();
     assert_eq!(checks, 2, "the old version's check runs again:\n{push}");
     serves(r.port, "Hello from pushdeploy!");
+}
+
+/// Another port (WEBSITES_PORT in `.deployment`): gunicorn's new master
+/// would keep the old socket, so the app is started anew, on the new port.
+#[test]
+fn another_port_starts_the_app_anew_on_it() {
+    let r = running();
+    let s = &r.s;
+    s.config(&["--unset", "deploy.port"]);
+    s.app("flask-app");
+    s.write(
+        ".deployment",
+        &format!("[config]\nWEBSITES_PORT = {}\n", r.port),
+    );
+    s.commit("first");
+    r.push().assert_ok();
+    serves(r.port, "Hello from pushdeploy!");
+    let other = free_port();
+    s.write(
+        ".deployment",
+        &format!("[config]\nWEBSITES_PORT = {other}\n"),
+    );
+    s.commit("another port");
+    r.push()
+        .assert_ok()
+        .assert_has("web: stopped (pid ")
+        .assert_has("as the address changed");
+    serves(other, "Hello from pushdeploy!");
+    assert!(get(r.port).is_err(), "the old port still answers");
 }
