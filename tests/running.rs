@@ -483,7 +483,7 @@ fn serve_execs_one_process_or_runs_all_in_the_foreground() {
     web.wait().unwrap();
     assert!(get(r.port).is_err(), "stopped, yet it answers");
 
-    let mut all = s
+    let all = s
         .pushdeploy_command(&["serve", "--repo", repo])
         .spawn(std::process::Stdio::piped(), std::process::Stdio::null());
     wait_serving(r.port, "Hello from pushdeploy!");
