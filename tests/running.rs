@@ -559,3 +559,24 @@ fn another_port_starts_the_app_anew_on_it() {
     serves(other, "Hello from pushdeploy!");
     assert!(get(r.port).is_err(), "the old port still answers");
 }
+
+/// The app's output goes through pushdeploy's log writer: the log is
+/// rotated to `<type>.log.1` when it reaches 10 MiB, so it never holds more.
+#[test]
+fn the_log_is_size_capped_and_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    let line = format!("{}\n", "x".repeat(1023));
+    let input = line.repeat(11 << 10);
+    crate::util::pushdeploy_in(dir.path())
+        .args(["log-writer", log.to_str().unwrap()])
+        .stdin(input)
+        .run()
+        .assert_ok();
+    let current = std::fs::metadata(&log).unwrap().len();
+    let rotated = std::fs::metadata(dir.path().join("web.log.1"))
+        .unwrap()
+        .len();
+    assert!(rotated <= 10 << 20 && rotated > 9 << 20, "{rotated}");
+    assert_eq!(current + rotated, 11 << 20);
+}
