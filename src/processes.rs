@@ -131,6 +131,26 @@ impl Launch {
         )))
     }
 
+    /// What happens to the app after the switch, for the dry run.
+    pub fn line(&self, app_check: bool) -> String {
+        let check = match (app_check, self.web()) {
+            (true, Some(_)) => format!(
+                "; health check: GET {}, any answer below 500, within {} s",
+                self.url(),
+                self.timeout
+            ),
+            _ => String::new(),
+        };
+        let release = match self.release() {
+            Some(p) => format!("release: {} runs first; ", p.command),
+            None => String::new(),
+        };
+        format!(
+            "After the switch (deploy.run): {release}the app is reloaded on {}:{} (gunicorn: a new master, the old one until it is ready){check}",
+            self.bind, self.port
+        )
+    }
+
     /// The processes kept running, in the Procfile's order.
     pub fn kept(&self) -> impl Iterator<Item = &Process> {
         self.app.processes.iter().filter(|p| p.kind != RELEASE)

@@ -580,3 +580,25 @@ fn the_log_is_size_capped_and_rotated() {
     assert!(rotated <= 10 << 20 && rotated > 9 << 20, "{rotated}");
     assert_eq!(current + rotated, 11 << 20);
 }
+
+/// The dry run says what happens to the app after the switch.
+#[test]
+fn the_dry_run_says_the_app_is_reloaded() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.write(
+        "Procfile",
+        "web: gunicorn app:app\nrelease: python -c pass\n",
+    );
+    s.commit("first");
+    s.update_without_deploy();
+    s.pushdeploy_command(&["deploy", "--dry-run", "--repo", s.repo.to_str().unwrap()])
+        .envs(&[("PUSHDEPLOY_RUN", "true")])
+        .run()
+        .assert_ok()
+        .assert_has(&format!(
+            "After the switch (deploy.run): release: python -c pass runs first; the app is reloaded on 127.0.0.1:{} (gunicorn: a new master, the old one until it is ready); health check: GET http://127.0.0.1:{}/, any answer below 500, within 30 s",
+            r.port, r.port
+        ));
+}
