@@ -266,7 +266,14 @@ impl Launch {
             .into_iter()
             .map(|w| w.replace("${PORT}", &port).replace("$PORT", &port))
             .collect();
-        let env = self.env();
+        let mut env = self.env();
+        if let Some((uid, _)) = user {
+            // The owner's own HOME and names, not root's.
+            for (name, value) in passwd_entry(uid) {
+                env.retain(|(n, _)| *n != name);
+                env.push((name, value));
+            }
+        }
         let run = self.run_dir();
         if words[0] != "gunicorn" {
             return Ok(Command {
@@ -589,13 +596,15 @@ impl Launch {
         let Some(process) = self.release() else {
             return Ok(());
         };
-        // A step of the deployment, as pushdeploy's user (as the build's are).
-        let command = self.command(process, None, runner, report)?;
+        // A step of the deployment (its output shown, its time limited),
+        // but the app's own code: as the app's user.
+        let user = self.user(report)?;
+        let command = self.command(process, user, runner, report)?;
         let argv = &command.argv;
         let expr = duct::cmd(&argv[0], &argv[1..])
             .dir(&self.site)
             .full_env(command.env.iter().cloned());
-        runner.run(report, "release", expr)
+        runner.run(report, "release", crate::process::as_user(expr, user))
     }
 
     /// `serve --process TYPE`: replaces pushdeploy with the process.
@@ -700,6 +709,22 @@ fn forward_signals(pids: Vec<i32>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// HOME, USER and LOGNAME of a uid, from /etc/passwd.
+fn passwd_entry(uid: u32) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 6 && fields[2].parse() == Ok(uid) {
+            return vec![
+                ("HOME".into(), fields[5].into()),
+                ("USER".into(), fields[0].into()),
+                ("LOGNAME".into(), fields[0].into()),
+            ];
+        }
+    }
+    Vec::new()
 }
 
 /// The addresses a type's gunicorn spec binds (`--bind`, `-b`).

@@ -416,9 +416,15 @@ fn as_root_the_app_runs_as_the_sites_owner() {
     std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let nobody = rustix::fs::Uid::from_raw(65534);
     rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+    // `release:` is the app's code too: it runs as the owner, with its HOME.
+    s.write(
+        "Procfile",
+        "web: gunicorn app:app\nrelease: python -c \"import os; open('who.txt', 'w').write('%d %s' % (os.getuid(), os.environ['HOME']))\"\n",
+    );
     s.commit("as nobody");
     r.push().assert_ok().assert_has("successful");
     serves(r.port, "Hello from pushdeploy!");
+    assert_eq!(s.site_file("who.txt"), "65534 /nonexistent");
     let pid = web_pid(&r);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
