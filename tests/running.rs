@@ -608,3 +608,43 @@ fn the_dry_run_says_the_app_is_reloaded() {
             r.port, r.port
         ));
 }
+
+/// `logs -f` prints what the processes write as it comes.
+#[test]
+fn logs_follow_prints_new_lines() {
+    use std::io::BufRead;
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.commit("first");
+    r.push().assert_ok();
+    let repo = s.repo.to_str().unwrap();
+    let mut follow = s
+        .pushdeploy_command(&["logs", "-f", "--repo", repo])
+        .spawn(std::process::Stdio::piped(), std::process::Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} from logs -f: {e}"),
+            }
+        }
+    };
+    wait_for("Booting worker");
+    s.run("restart", &[]).assert_ok();
+    wait_for("Handling signal: usr2");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
