@@ -577,6 +577,14 @@ impl Launch {
             std::thread::sleep(Duration::from_millis(50));
         };
         if let Some(why) = failed {
+            // The old master ignores the next USR2 until it has reaped the
+            // failed one ("Child exists"): a rollback sends one at once.
+            if let Some(pid) = new {
+                let reaped = Instant::now() + Duration::from_secs(10);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < reaped {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             bail!(
                 "process {kind}: the new version did not start: {why}; the old one still serves{}",
                 log_end(&log)

@@ -193,6 +193,9 @@ fn a_commit_that_cannot_import_keeps_the_old_version_serving() {
     push.assert_has("the new version did not start")
         .assert_has("ModuleNotFoundError: No module named 'no_such_module'")
         .assert_has("rolled back to");
+    // The old version came back as a new master too (the old master must
+    // have reaped the failed one first, or it ignores that USR2).
+    assert!(!push.has("may be down"), "{push}");
     serves(r.port, "Version two!");
     let (count, failed) = load.finish();
     assert!(count > 10, "{count} requests only");
