@@ -651,3 +651,31 @@ fn logs_follow_prints_new_lines() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// `init` turns running on for a new repository only: one it adopts keeps
+/// what it did.
+#[test]
+fn init_turns_running_on_for_a_new_repository() {
+    let s = Server::new();
+    assert_eq!(
+        s.git_server(&["config", "deploy.run"]).stdout.trim(),
+        "true"
+    );
+    let adopted = s.root.join("adopted.git");
+    crate::util::git_in(&s.root)
+        .args(["init", "-q", "--bare", adopted.to_str().unwrap()])
+        .run()
+        .assert_ok();
+    let init = s.init_at(&adopted, &s.root.join("adopted-site"));
+    init.assert_ok();
+    assert!(!init.has("deploy.run"), "{init}");
+    crate::util::git_in(&s.root)
+        .args([
+            "--git-dir",
+            adopted.to_str().unwrap(),
+            "config",
+            "deploy.run",
+        ])
+        .run()
+        .assert_status(1);
+}
