@@ -435,19 +435,10 @@ impl Launch {
     /// web process answers on its port; a process that exits first fails.
     fn start_one(&self, command: &Command, user: Option<(u32, u32)>) -> Result<i32> {
         let kind = &command.kind;
-        kill_leftovers(&self.state_dir, kind);
-        // A pid file of a master that died (kill -9): gunicorn would take
-        // it for a running one (a zombie that nobody reaps answers kill 0).
-        let file = pid_file(&self.state_dir, kind);
-        let mut second = file.clone().into_os_string();
-        second.push(".2");
-        for stale in [file, PathBuf::from(second)] {
-            crate::files::remove_file_if_there(&stale)?;
-        }
+        fresh(&self.state_dir, kind)?;
         if kind == "web" {
             check_port(&self.bind, self.port)?;
         }
-        clear_markers(&self.state_dir, kind, None);
         let log = self.log_file(kind);
         let (reader, writer) = std::io::pipe().context("a pipe for the app's output")?;
         let exe = std::env::current_exe().context("finding the pushdeploy executable")?;
@@ -621,7 +612,8 @@ impl Launch {
         let user = self.user(report)?;
         self.folders(user)?;
         let command = self.command(process, user, runner, report)?;
-        clear_markers(&self.state_dir, kind, None);
+        self.not_running(kind)?;
+        fresh(&self.state_dir, kind)?;
         let env: Vec<(OsString, OsString)> = command
             .env
             .iter()
@@ -644,7 +636,8 @@ impl Launch {
         let mut children = Vec::new();
         for process in self.kept() {
             let command = self.command(process, user, runner, report)?;
-            clear_markers(&self.state_dir, &process.kind, None);
+            self.not_running(&process.kind)?;
+            fresh(&self.state_dir, &process.kind)?;
             let env: Vec<(OsString, OsString)> = command
                 .env
                 .iter()
@@ -680,6 +673,16 @@ impl Launch {
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `serve` refuses a process that runs already (started detached).
+    fn not_running(&self, kind: &str) -> Result<()> {
+        match running_pid(&self.state_dir, kind) {
+            Some(pid) => bail!(
+                "process {kind} is running already (pid {pid}): stop it first with `pushdeploy stop`"
+            ),
+            None => Ok(()),
         }
     }
 
@@ -984,6 +987,22 @@ pub fn stop_all(state_dir: &Path, report: &mut Report) -> bool {
         }
     }
     any
+}
+
+/// Before a type starts afresh (not running): what a master killed with
+/// `kill -9` left (its workers, its pid file, which gunicorn would take for
+/// a running master: a zombie nobody reaps answers kill 0), and the
+/// launcher's markers.
+fn fresh(state_dir: &Path, kind: &str) -> Result<()> {
+    kill_leftovers(state_dir, kind);
+    let file = pid_file(state_dir, kind);
+    let mut second = file.clone().into_os_string();
+    second.push(".2");
+    for stale in [file, PathBuf::from(second)] {
+        crate::files::remove_file_if_there(&stale)?;
+    }
+    clear_markers(state_dir, kind, None);
+    Ok(())
 }
 
 /// Fails when another program listens on the address already.

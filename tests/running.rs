@@ -478,6 +478,11 @@ fn serve_execs_one_process_or_runs_all_in_the_foreground() {
         .pushdeploy_command(&["serve", "--process", "web", "--repo", repo])
         .spawn(std::process::Stdio::null(), std::process::Stdio::null());
     wait_serving(r.port, "Hello from pushdeploy!");
+    // A second one is refused, and leaves the first alone.
+    s.run("serve", &["--process", "web"])
+        .assert_status(1)
+        .assert_has("process web is running already (pid ");
+    serves(r.port, "Hello from pushdeploy!");
     let pid_file = s.repo.join("pushdeploy/run/web.pid");
     assert_eq!(
         std::fs::read_to_string(&pid_file).unwrap().trim(),
