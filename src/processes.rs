@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use git2::Repository;
-use serde::Serialize;
 
 use crate::app::{App, Process};
 use crate::app_logs::{log_end, log_file};
@@ -56,18 +55,15 @@ pub fn enabled(settings: &Settings, repo: &Repository) -> bool {
 
 /// How the deployed app's processes are launched: plain data, the same for
 /// a deployment's reload, `start`, `serve` and a rollback.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Launch {
     pub app: App,
     pub site: PathBuf,
     pub state_dir: PathBuf,
-    #[serde(skip)]
     pub cache_dir: PathBuf,
     pub port: u16,
     pub bind: String,
     /// The server's app settings over the commit's.
-    #[serde(skip)]
     pub app_settings: Vec<(String, String)>,
     /// How long a process may take to start (`healthCheckTimeout`).
     pub timeout: u64,
