@@ -684,3 +684,25 @@ fn init_turns_running_on_for_a_new_repository() {
         .run()
         .assert_status(1);
 }
+
+/// A gunicorn the requirements install is the one that runs: nothing is
+/// installed beside the env, and the launcher adds nothing to the path.
+#[test]
+fn the_envs_own_gunicorn_runs_when_it_has_one() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.write(
+        "requirements.txt",
+        "greeting==1.0.0\ntinyweb==1.0.0\ngunicorn==27.0.1\n",
+    );
+    s.commit("with gunicorn");
+    let push = r.push();
+    push.assert_ok().assert_has("web: started (pid ");
+    assert!(!push.has("the env has no gunicorn"), "{push}");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.repo.join("pushdeploy/run/web.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec["path"], serde_json::Value::Null);
+    serves(r.port, "Hello from pushdeploy!");
+}
