@@ -16,6 +16,7 @@ mod systemd; // `init --systemd`: units for the app's processes, and systemctl/j
 // One deployment: its plan, then its steps.
 mod deploy; // one deployment as a transaction: prepare aside, switch, after, record
 mod plan; // everything a deployment will do, decided before anything changes
+mod processes; // the app's processes: launched, reloaded after a switch, stopped
 
 // The steps.
 mod command; // `.deployment` `command`: the commit's own deploy script
@@ -48,6 +49,7 @@ mod python_version; // a Python version asked for (3.12) or found (3.12.4): plai
 pub mod settings; // every setting, which layers may set it, parsed once
 
 // The site and the stores under the state dir.
+mod app_logs; // the app's output: the capped, rotated log files and `pushdeploy logs`
 mod appsettings; // `pushdeploy appsettings`: the server's secret app settings
 mod files; // atomic writes and temp-file cleanup the stores share
 mod installed; // what was last installed, so an unchanged push skips pip
