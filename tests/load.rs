@@ -389,3 +389,86 @@ fn the_flask_quickstart_serves_with_the_envs_gunicorn() {
         .assert_ok()
         .assert_has("27.0.1");
 }
+
+// ---- The instrument ------------------------------------------------------------
+
+/// The flask fixture served by `python app.py <port>` (tinyweb's server),
+/// its packages imported from the wheels themselves: no env needed.
+fn serve_by_hand(port: u16) -> std::process::Child {
+    let wheels = crate::util::fixtures().join("wheels");
+    let path = ["tinyweb-1.0.0", "greeting-1.0.0"]
+        .map(|w| {
+            wheels
+                .join(format!("{w}-py2.py3-none-any.whl"))
+                .display()
+                .to_string()
+        })
+        .join(":");
+    let child = std::process::Command::new("python3")
+        .args(["app.py", &port.to_string()])
+        .current_dir(crate::util::fixtures().join("apps/flask-app"))
+        .env("PYTHONPATH", path)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/").failed() {
+        assert!(Instant::now() < deadline, "python app.py never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The load and its check see a restart with a gap (what a deployment
+/// without a graceful reload does): requests refused while nothing
+/// listens, blamed on the push that ran then. Without this, zero failures
+/// in the load test could mean that the instrument sees nothing.
+#[test]
+fn the_load_sees_a_restart_with_a_gap() {
+    let port = free_port();
+    let mut app = serve_by_hand(port);
+    let load = Load::start(port, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let v1 = Version {
+        code: 1,
+        python: "-",
+        greeting: "-",
+    };
+    let sent = Instant::now();
+    // SIGTERM, then a new server: the port is closed in between.
+    let pid = app.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    app.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = serve_by_hand(port);
+    let returned = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = load.stop();
+    again.kill().unwrap();
+    again.wait().unwrap();
+
+    let refused = requests
+        .iter()
+        .filter(|r| r.answer == Answer::Refused)
+        .count();
+    assert!(refused > 0, "{requests:?}");
+    let page = "Hello from pushdeploy! greeting 1.0.0: Hello, world!";
+    assert!(requests.iter().any(|r| r.answer.body() == Some(page)));
+    let push = Push {
+        what: "restart".to_string(),
+        sent,
+        returned,
+        before: v1,
+        after: v1,
+    };
+    let check = std::panic::catch_unwind(|| check_requests(&[push], &requests));
+    let message = *check.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        message.contains("during push 1 (restart): Refused"),
+        "{message}"
+    );
+}

@@ -840,9 +840,10 @@ pub struct Load {
 }
 
 impl Load {
-    /// `clients` threads, each sending its next request as soon as the
-    /// last is answered (so that some request is in flight at every moment
-    /// of a reload).
+    /// `clients` threads, each sending its next request 10 ms after the
+    /// last is answered: a few hundred requests a second, so that requests
+    /// meet every moment of a reload without taking the machine's cores
+    /// from the deployments under test.
     pub fn start(port: u16, clients: usize) -> Load {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
@@ -861,6 +862,7 @@ impl Load {
                             answered,
                             answer,
                         });
+                        std::thread::sleep(std::time::Duration::from_millis(10));
                     }
                 })
             })
