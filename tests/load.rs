@@ -340,6 +340,21 @@ fn twenty_pushes_under_load_fail_no_request() {
 
 // ---- Detection on apps shaped like Azure's quickstarts ----------------------
 
+/// Detection alone (a dry run, nothing started): Azure's Django quickstart
+/// sets DJANGO_SETTINGS_MODULE from a variable in manage.py, so the module
+/// cannot be read from it; App Service (Oryx's djangoDetector) runs the
+/// first folder of the app that holds a wsgi.py.
+#[test]
+fn the_django_quickstart_is_detected_as_app_service_detects_it() {
+    let s = Server::new();
+    s.app("django-quickstart");
+    s.commit("quickstart");
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"])
+        .assert_ok()
+        .assert_has("App: web: gunicorn quickstartproject.wsgi (");
+}
+
 /// Azure's Django quickstart: manage.py chooses its settings module at run
 /// time, `quickstartproject/wsgi.py` is the app, and its requirements do not
 /// name gunicorn. The first push serves it with a gunicorn beside the env,
