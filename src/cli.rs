@@ -152,6 +152,48 @@ enum Command {
         #[command(subcommand)]
         action: AppSettingsAction,
     },
+    /// Start the deployed app's processes, detached (pid files and logs in the state dir)
+    Start {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Stop the app's processes
+    Stop {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Reload the app as a deployment does (gunicorn: a new master, no gap); start what is not running
+    Restart {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Each process with its pid; exits 0 only while every one runs
+    Status {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Run the app in the foreground, for a supervisor (systemd, runit, a container)
+    Serve {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Only this process type, which replaces pushdeploy (exec)
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
+    },
+    /// What the app's processes wrote
+    Logs {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Keep printing what they write
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this process type
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
+    },
+    /// Copies the app's output (stdin) into a size-capped, rotated log file
+    #[command(hide = true)]
+    LogWriter { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -340,6 +382,17 @@ pub fn run() -> Result<ExitCode> {
         Command::Show { repo, id } => show(&repo, env, &id)?,
         Command::Config { repo, json, set } => config(&repo, env, json, &set)?,
         Command::Appsettings { action } => appsettings(action, env)?,
+        Command::Start { repo } => running(&repo, env, Running::Start)?,
+        Command::Stop { repo } => running(&repo, env, Running::Stop)?,
+        Command::Restart { repo } => running(&repo, env, Running::Restart)?,
+        Command::Status { repo } => return status(&repo, env),
+        Command::Serve { repo, process } => return serve(&repo, env, process.as_deref()),
+        Command::Logs {
+            repo,
+            follow,
+            process,
+        } => logs(&repo, env, follow, process.as_deref())?,
+        Command::LogWriter { file } => crate::processes::log_writer(&file)?,
         Command::Env {
             action: EnvAction::Delete { repo },
         } => {
@@ -366,6 +419,133 @@ pub fn run() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+enum Running {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// The deployed app's launch; an error when nothing was deployed yet.
+fn deployed(settings: &Settings, repository: &Repository) -> Result<crate::processes::Launch> {
+    crate::processes::Launch::for_deployed(settings, repository)?.ok_or_else(|| {
+        usage(format!(
+            "nothing is deployed to {} yet: push first",
+            settings.site.display()
+        ))
+    })
+}
+
+/// A runner for what `start` and `serve` may run (installing the pinned gunicorn).
+fn app_runner() -> crate::process::Runner {
+    crate::process::Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None)
+}
+
+/// `start`, `stop`, `restart`: under the deployment lock, so that none of
+/// them runs while a deployment reloads the app.
+fn running(repo: &RepoArg, env: Environment, what: Running) -> Result<()> {
+    let (repository, settings) = open(repo, env, |_| Ok(()))?;
+    let mut report = Report::stdout();
+    let _lock = Lock::acquire(
+        &settings.state_dir,
+        &format!("pushdeploy start/stop (pid {})", std::process::id()),
+        &mut report,
+    )?;
+    let state_dir = &settings.state_dir;
+    match what {
+        Running::Stop => {
+            if !crate::processes::stop_all(state_dir, &mut report) {
+                report.header("Nothing was running");
+            }
+        }
+        Running::Start | Running::Restart => {
+            let launch = deployed(&settings, &repository)?;
+            report.header(launch.app.line());
+            let runner = app_runner();
+            match what {
+                Running::Start => launch.start(&runner, &mut report)?,
+                _ => launch.reload(&runner, &mut report)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each process of the deployed app, running or not; 0 only while every
+/// one runs (3, as `systemctl status`, when one does not).
+fn status(repo: &RepoArg, env: Environment) -> Result<ExitCode> {
+    let (repository, settings) = open(repo, env, |_| Ok(()))?;
+    let launch = deployed(&settings, &repository)?;
+    let mut out = std::io::stdout().lock();
+    let mut all = true;
+    let mut any = false;
+    for process in launch.kept() {
+        any = true;
+        let kind = &process.kind;
+        let command = printable(&process.command);
+        match crate::processes::running_pid(&settings.state_dir, kind) {
+            Some(pid) => writeln!(out, "{kind}: running (pid {pid}): {command}")?,
+            None => {
+                all = false;
+                let pid_file = crate::processes::pid_file(&settings.state_dir, kind);
+                let why = match std::fs::read_to_string(&pid_file) {
+                    Ok(pid) => format!(
+                        "gone: pid {} of {} is not running",
+                        pid.trim(),
+                        pid_file.display()
+                    ),
+                    Err(_) => "not started".to_string(),
+                };
+                writeln!(out, "{kind}: not running ({why}): {command}")?;
+            }
+        }
+    }
+    if !any {
+        writeln!(out, "{}", printable(&launch.app.line()))?;
+    }
+    Ok(if all && any {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn serve(repo: &RepoArg, env: Environment, process: Option<&str>) -> Result<ExitCode> {
+    let (repository, settings) = open(repo, env, |_| Ok(()))?;
+    let launch = deployed(&settings, &repository)?;
+    let mut report = Report::stdout();
+    let runner = app_runner();
+    match process {
+        Some(kind) => {
+            launch.exec(kind, &runner, &mut report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let code = launch.serve_all(&runner, &mut report)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+    }
+}
+
+fn logs(repo: &RepoArg, env: Environment, follow: bool, process: Option<&str>) -> Result<()> {
+    let (repository, settings) = open(repo, env, |_| Ok(()))?;
+    let kinds: Vec<String> = match process {
+        Some(kind) => {
+            if let Some(launch) = crate::processes::Launch::for_deployed(&settings, &repository)?
+                && !launch.app.processes.iter().any(|p| p.kind == kind)
+                && !crate::processes::log_file(&settings.state_dir, kind).exists()
+            {
+                return Err(usage(launch.unknown(kind)));
+            }
+            vec![kind.to_string()]
+        }
+        None => match crate::processes::Launch::for_deployed(&settings, &repository)? {
+            Some(launch) => launch.kept().map(|p| p.kind.clone()).collect(),
+            None => Vec::new(),
+        },
+    };
+    crate::processes::show_logs(&settings.state_dir, &kinds, follow)
 }
 
 /// The hook: deploys the deployment branch's update, reports the others as

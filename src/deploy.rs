@@ -29,6 +29,7 @@ use crate::manifest;
 use crate::packages::{self, Installer};
 use crate::plan::{self, Deploy, Framework, Plan, Python, runtime_line};
 use crate::process::{Limits, Runner};
+use crate::processes::Launch;
 use crate::record::{Records, Status, Trigger, now};
 use crate::report::{Report, seconds_text};
 use crate::runtime::Version;
@@ -408,7 +409,7 @@ fn recover_site(settings: &Settings, repo: &Repository, report: &mut Report) -> 
     }
     put_back_env(site, &switch, report)?;
     let runner = old_version_runner(settings, repo);
-    if let Err(e) = run_old_version(settings, &switch, &runner, report) {
+    if let Err(e) = run_old_version(settings, repo, &switch, &runner, report) {
         report.header(format!(
             "The last good deployment's files and env are back, but the site may be down: {e:#}"
         ));
@@ -438,16 +439,26 @@ fn execute(
         )
         .started_at(started);
         runner.check_deadline()?;
-        anyhow::Ok((commit, plan, runner))
+        // `deploy.run`: pushdeploy runs the app, and reloads it after the switch.
+        let launch = crate::processes::enabled(repo).then(|| {
+            crate::processes::Launch::new(
+                settings,
+                &values,
+                &plan.app,
+                plan.step_app_settings(),
+                repo,
+            )
+        });
+        anyhow::Ok((commit, plan, runner, launch))
     });
-    let (commit, plan, runner) = match planned {
+    let (commit, plan, runner, launch) = match planned {
         Ok(planned) => planned,
         Err(e) => return Ending::Failed(e),
     };
     for refused in &plan.refused_app_settings {
         report.header(refused.to_string());
     }
-    // What runs, decided now; nothing starts it yet. The record keeps it.
+    // What runs, decided now; the record keeps it.
     report.header(plan.app.line());
     *app = Some(plan.app.clone());
     let site = &settings.site;
@@ -456,7 +467,15 @@ fn execute(
         Deploy::Sync(sync) => sync,
         Deploy::Command(command) => {
             return run_command(
-                &plan, command, &commit, settings, repo, &runner, finished, report,
+                &plan,
+                command,
+                &commit,
+                settings,
+                repo,
+                &runner,
+                launch.as_ref(),
+                finished,
+                report,
             );
         }
     };
@@ -478,6 +497,7 @@ fn execute(
         settings,
         prepared.as_ref(),
         &runner,
+        launch.as_ref(),
         &mut switch,
         &mut journal,
         report,
@@ -772,6 +792,7 @@ fn switch_and_after<'r>(
     settings: &Settings,
     prepared: Option<&Prepared>,
     runner: &Runner,
+    launch: Option<&Launch>,
     switch: &mut Switch,
     journal: &mut Option<Journal<'r>>,
     report: &mut Report,
@@ -858,12 +879,19 @@ fn switch_and_after<'r>(
         }
         Framework::Skip { .. } => {}
     }
-    after_the_build(plan, site, runner, report)
+    after_the_build(plan, launch, site, runner, report)
 }
 
-/// `POST_BUILD_COMMAND`, then `postDeploy` and the health check: what both
-/// kinds of deployment run once their files are in the site.
-fn after_the_build(plan: &Plan, site: &Path, runner: &Runner, report: &mut Report) -> Result<()> {
+/// `POST_BUILD_COMMAND`, then the app's `release:` and reload (when
+/// pushdeploy runs it), `postDeploy` and the health check: what both kinds
+/// of deployment run once their files are in the site.
+fn after_the_build(
+    plan: &Plan,
+    launch: Option<&Launch>,
+    site: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
     if let Some(words) = &plan.post_build {
         report.step(
             "POST_BUILD_COMMAND",
@@ -874,24 +902,48 @@ fn after_the_build(plan: &Plan, site: &Path, runner: &Runner, report: &mut Repor
     after_the_files(
         plan.post_deploy.as_deref(),
         plan.health_check.as_ref(),
+        launch.map(|l| (l, true)),
         site,
         runner,
         report,
     )
 }
 
-/// `postDeploy`, then the health check.
+/// The app's `release:` (when `release` is true: not again on a rollback)
+/// and reload when pushdeploy runs it, then `postDeploy`, then the health
+/// check (App Service's, on the app's port, when none is set and
+/// pushdeploy runs a web process).
 fn after_the_files(
     post_deploy: Option<&[String]>,
     health_check: Option<&HealthCheck>,
+    launch: Option<(&Launch, bool)>,
     site: &Path,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
     // postDeploy and the health check are the server's commands: no app
     // setting of the commit reaches them (a `PATH` could choose which
-    // program a name runs).
+    // program a name runs). The app's processes get the app's environment
+    // from their launch, whole.
     let runner = &runner.for_server();
+    if let Some((launch, release)) = launch {
+        if let Some(process) = launch.release().filter(|_| release) {
+            report.step(
+                "release",
+                format!("release: {} (Procfile)", process.command),
+                |r| launch.run_release(runner, r),
+            )?;
+        }
+        report.step(
+            "reload",
+            "Reloading the app: the new version serves, the old one until it does",
+            |r| launch.reload(runner, r),
+        )?;
+    }
+    let app_check = launch
+        .filter(|(l, _)| health_check.is_none() && l.web().is_some())
+        .map(|(l, _)| health::for_app(l.url(), l.timeout));
+    let health_check = health_check.or(app_check.as_ref());
     match post_deploy {
         Some(words) => report.step(
             "postDeploy",
@@ -901,7 +953,7 @@ fn after_the_files(
                 runner.run_leaving_server(r, "postDeploy", expr)
             },
         )?,
-        None if health_check.is_some() => report.header(
+        None if health_check.is_some() && launch.is_none() => report.header(
             "No postDeploy: the app was not restarted, so the health check probes the version that was running",
         ),
         None => {}
@@ -1101,7 +1153,7 @@ fn roll_back(
         bail!("{}", problems.join("; "));
     }
     let runner = old_version_runner(settings, repo);
-    run_old_version(settings, switch, &runner, report)
+    run_old_version(settings, repo, switch, &runner, report)
 }
 
 /// A runner with the app settings of the last successful deployment's
@@ -1126,6 +1178,7 @@ fn old_version_runner(settings: &Settings, repo: &Repository) -> Runner {
 /// and the health check again, so that the old version is what runs.
 fn run_old_version(
     settings: &Settings,
+    repo: &Repository,
     switch: &Switch,
     runner: &Runner,
     report: &mut Report,
@@ -1151,10 +1204,23 @@ fn run_old_version(
     let values = settings.for_commit(&Default::default())?;
     let post_deploy = values.words(POST_DEPLOY).map(|(w, _)| w.to_vec());
     let health_check = health::from_values(&values)?;
+    // The old version's processes, brought back the way the new ones came;
+    // before the first deployment there is none: what the new one started stops.
+    let launch = match crate::processes::enabled(repo) && switch.switched {
+        true => match crate::processes::Launch::for_deployed(settings, repo)? {
+            Some(launch) => Some(launch),
+            None => {
+                crate::processes::stop_all(&settings.state_dir, report);
+                None
+            }
+        },
+        false => None,
+    };
     if switch.switched {
         after_the_files(
             post_deploy.as_deref(),
             health_check.as_ref(),
+            launch.as_ref().map(|l| (l, false)),
             site,
             runner,
             report,
@@ -1180,6 +1246,7 @@ fn run_command(
     settings: &Settings,
     repo: &Repository,
     runner: &Runner,
+    launch: Option<&Launch>,
     finished: &mut bool,
     report: &mut Report,
 ) -> Ending {
@@ -1219,7 +1286,7 @@ fn run_command(
                 )
             },
         )?);
-        after_the_build(plan, site, runner, report)?;
+        after_the_build(plan, launch, site, runner, report)?;
         // The commit point, as for a built-in deployment.
         Switch {
             stood: true,

@@ -21,6 +21,9 @@ pub enum Probe {
     Url { url: String },
     /// A command run in the site, e.g. `curl -fsS http://127.0.0.1:8000/`.
     Command { words: Vec<String> },
+    /// App Service's own check, when pushdeploy runs the app and no
+    /// `healthCheck` is set: the app's port answers, any status below 500.
+    App { url: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +39,7 @@ impl std::fmt::Display for HealthCheck {
         match &self.probe {
             Probe::Url { url } => write!(f, "GET {url}")?,
             Probe::Command { words } => f.write_str(&shell_words::join(words))?,
+            Probe::App { url } => write!(f, "GET {url}, any answer below 500")?,
         }
         write!(f, " (retried for up to {} s)", self.timeout)
     }
@@ -72,6 +76,14 @@ pub fn from_values(values: &Values) -> Result<Option<HealthCheck>> {
     Ok(Some(HealthCheck { probe, timeout }))
 }
 
+/// App Service's check of an app pushdeploy runs, on its own URL.
+pub fn for_app(url: String, timeout: u64) -> HealthCheck {
+    HealthCheck {
+        probe: Probe::App { url },
+        timeout,
+    }
+}
+
 /// How long one attempt may take, and the pause between attempts.
 const ATTEMPT: Duration = Duration::from_secs(5);
 const PAUSE: Duration = Duration::from_secs(1);
@@ -84,7 +96,8 @@ pub fn run(check: &HealthCheck, site: &Path, runner: &Runner, report: &mut Repor
         attempt += 1;
         runner.check_deadline()?;
         let result = match &check.probe {
-            Probe::Url { url } => get(url),
+            Probe::Url { url } => get(url, false),
+            Probe::App { url } => get(url, true),
             Probe::Command { words } => runner
                 .run(
                     report,
@@ -128,7 +141,9 @@ struct Failed {
 /// The start of a body that is shown on failure.
 const BODY_SHOWN: u64 = 300;
 
-fn get(url: &str) -> Result<String, Failed> {
+/// GET `url`: 2xx and 3xx pass, or with `below_500` any status below 500
+/// (a 404 is an app that runs).
+fn get(url: &str, below_500: bool) -> Result<String, Failed> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // A redirect is an answer: the app runs.
@@ -142,7 +157,10 @@ fn get(url: &str) -> Result<String, Failed> {
         Ok(mut response) => {
             let status = response.status();
             let line = format!("HTTP {status}");
-            if status.is_success() || status.is_redirection() {
+            if status.is_success()
+                || status.is_redirection()
+                || (below_500 && status.as_u16() < 500)
+            {
                 Ok(line)
             } else {
                 let mut start = Vec::new();

@@ -197,6 +197,10 @@ fn configure(
     if let Some(branch) = branch {
         wanted.push(("deploy.branch", branch.to_string()));
     }
+    // A new repository runs its app; an adopted one keeps what it did.
+    if changes.iter().any(|c| c.starts_with("created bare")) {
+        wanted.push(("deploy.run", "true".into()));
+    }
     let mut moved = false;
     for (key, value) in wanted {
         let old = config.get_string(key).ok();

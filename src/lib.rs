@@ -15,6 +15,7 @@ mod init; // `pushdeploy init`: the bare repository, the hook, the settings
 // One deployment: its plan, then its steps.
 mod deploy; // one deployment as a transaction: prepare aside, switch, after, record
 mod plan; // everything a deployment will do, decided before anything changes
+mod processes; // the app's processes: launched, reloaded after a switch, stopped
 
 // The steps.
 mod command; // `.deployment` `command`: the commit's own deploy script

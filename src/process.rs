@@ -632,6 +632,87 @@ fn group_cpu_ticks(pgid: i32) -> u64 {
         .sum()
 }
 
+/// How an app process is started (see `crate::processes`): its words, its
+/// folder, its whole environment, and the user it runs as (`None`: this one).
+pub struct AppCommand<'a> {
+    pub argv: &'a [OsString],
+    pub dir: &'a Path,
+    pub env: &'a [(OsString, OsString)],
+    pub user: Option<(u32, u32)>,
+}
+
+impl AppCommand<'_> {
+    fn command(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .current_dir(self.dir)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some((uid, gid)) = self.user {
+            // std drops the supplementary groups too when root sets a uid.
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// Starts it detached from pushdeploy: a session of its own (it outlives
+    /// the push, and no terminal's signal reaches it), stdin /dev/null, its
+    /// output into `output`. Not killed with pushdeploy, unlike a step.
+    pub fn detached(&self, output: impl Into<std::os::fd::OwnedFd>) -> Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        let output = std::fs::File::from(output.into());
+        let mut cmd = self.command();
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid()?;
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("starting {}", self.argv[0].to_string_lossy()))
+    }
+
+    /// Starts it with its output into a pipe's write end and its stdin from
+    /// `input` (the log writer: `output` is its input).
+    pub fn detached_reading(&self, input: std::io::PipeReader) -> Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command();
+        cmd.stdin(input)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid()?;
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("starting {}", self.argv[0].to_string_lossy()))
+    }
+
+    /// Starts it as a child in the foreground (`pushdeploy serve`).
+    pub fn child(&self) -> Result<std::process::Child> {
+        self.command()
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.argv[0].to_string_lossy()))
+    }
+
+    /// Replaces pushdeploy with it (`serve --process`): a supervisor's main
+    /// pid is then the app's own. Returns only on failure.
+    pub fn exec(&self) -> anyhow::Error {
+        use std::os::unix::process::CommandExt;
+        let e = self.command().exec();
+        anyhow::anyhow!("starting {}: {e}", self.argv[0].to_string_lossy())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -315,6 +315,73 @@ pub fn ensure(
     Ok(())
 }
 
+/// The gunicorn pushdeploy provides when a start command needs it and the
+/// env lacks it (App Service's image has one; Azure's quickstarts do not
+/// list it): pinned, as uv and Poetry are.
+pub const GUNICORN_VERSION: &str = "27.0.1";
+
+/// The folder (`<cache>/tools/gunicorn-<version>/lib`) holding the pinned
+/// gunicorn and what it needs, installed there once with `python`'s pip
+/// (`pip install --target`): beside the env, never in it. The app's python
+/// appends it to its path, so the env's own packages win.
+pub fn ensure_gunicorn(
+    cache_dir: &Path,
+    python: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<PathBuf> {
+    let tools = cache_dir.join("tools");
+    let home = tools.join(format!("gunicorn-{GUNICORN_VERSION}"));
+    let lib = home.join("lib");
+    if home.join(COMPLETE).is_file() {
+        return Ok(lib);
+    }
+    fs_err::create_dir_all(&tools)?;
+    let lock_path = tools.join(".install.lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if home.join(COMPLETE).is_file() {
+        return Ok(lib);
+    }
+    if home.exists() {
+        fs_err::remove_dir_all(&home)?;
+    }
+    report.detail(format!(
+        "the env has no gunicorn: installing gunicorn {GUNICORN_VERSION} into {} (beside the env, not in it)",
+        lib.display()
+    ));
+    let installed = runner.for_server().run(
+        report,
+        "pip install gunicorn",
+        duct::cmd!(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            &lib,
+            format!("gunicorn=={GUNICORN_VERSION}")
+        ),
+    );
+    if let Err(e) = installed {
+        let _ = fs_err::remove_dir_all(&home);
+        bail!(
+            "gunicorn {GUNICORN_VERSION} cannot be installed ({e:#}); add gunicorn to the requirements"
+        );
+    }
+    fs_err::write(home.join(COMPLETE), GUNICORN_VERSION)?;
+    Ok(lib)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1006 @@
+//! The app's processes without systemd: how each is launched (its words
+//! from the Procfile line or the start command, split as a shell would but
+//! run by none; the site as its folder; `PORT`, the app settings and the
+//! env's `bin` first on PATH), started detached with pid files under
+//! `<stateDir>/run/` and its output in `<stateDir>/logs/<type>.log`
+//! (size-capped, rotated), reloaded after each deployment, stopped.
+//!
+//! gunicorn is run through a launcher (`gunicorn_launcher.py`) that reads its
+//! words and environment from `<stateDir>/run/<type>.json`, so that a new
+//! master started by USR2 runs the new deployment's command, settings and
+//! interpreter. A reload is always gunicorn's USR2, never HUP: on HUP a
+//! worker that cannot import the new code makes the master exit ("Worker
+//! failed to boot"), and the app is down; after USR2 the old master and its
+//! workers serve until a worker of the new master has imported the app, and
+//! a new master that fails exits alone. (gunicorn ignores WINCH unless it
+//! daemonised itself, so the old master is stopped with TERM, gracefully,
+//! once the new one is ready.)
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use git2::Repository;
+use serde::Serialize;
+
+use crate::app::{App, Process};
+use crate::commit::Commit;
+use crate::process::{AppCommand, Runner};
+use crate::report::Report;
+use crate::settings::{BIND, HEALTH_CHECK_TIMEOUT, PORT, Settings, Values};
+
+/// The launcher, written into the run folder at each start.
+const LAUNCHER: &str = include_str!("gunicorn_launcher.py");
+const LAUNCHER_FILE: &str = "gunicorn_launcher.py";
+
+/// The process type Heroku runs once per release, never kept running.
+pub const RELEASE: &str = "release";
+
+/// A log is rotated (to `<type>.log.1`) when it reaches this size.
+pub const LOG_CAP: u64 = 10 << 20;
+
+/// Whether pushdeploy runs the app: `git config deploy.run true`, which
+/// `init` sets for a new repository.
+pub fn enabled(repo: &Repository) -> bool {
+    repo.config()
+        .and_then(|c| c.get_bool("deploy.run"))
+        .unwrap_or(false)
+}
+
+/// How the deployed app's processes are launched: plain data, the same for
+/// a deployment's reload, `start`, `serve` and a rollback.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Launch {
+    pub app: App,
+    pub site: PathBuf,
+    pub state_dir: PathBuf,
+    #[serde(skip)]
+    pub cache_dir: PathBuf,
+    pub port: u16,
+    pub bind: String,
+    /// The server's app settings over the commit's.
+    #[serde(skip)]
+    pub app_settings: Vec<(String, String)>,
+    /// How long a process may take to start (`healthCheckTimeout`).
+    pub timeout: u64,
+    /// `deploy.runAsRoot`: a site owned by root may run its app as root.
+    pub as_root: bool,
+}
+
+impl Launch {
+    pub fn new(
+        settings: &Settings,
+        values: &Values,
+        app: &App,
+        app_settings: Vec<(String, String)>,
+        repo: &Repository,
+    ) -> Launch {
+        Launch {
+            app: app.clone(),
+            site: settings.site.clone(),
+            state_dir: settings.state_dir.clone(),
+            cache_dir: settings.cache_dir.clone(),
+            port: values
+                .text(PORT)
+                .and_then(|(t, _)| t.trim().parse().ok())
+                .unwrap_or(8000),
+            bind: values
+                .text(BIND)
+                .map_or("127.0.0.1".to_string(), |(t, _)| t.trim().to_string()),
+            app_settings,
+            timeout: values.seconds(HEALTH_CHECK_TIMEOUT).unwrap_or(30),
+            as_root: repo
+                .config()
+                .and_then(|c| c.get_bool("deploy.runAsRoot"))
+                .unwrap_or(false),
+        }
+    }
+
+    /// The launch of the deployed commit (the site's manifest names it);
+    /// `None` before the first deployment.
+    pub fn for_deployed(settings: &Settings, repo: &Repository) -> Result<Option<Launch>> {
+        let Some(manifest) =
+            crate::manifest::Store::new(&settings.state_dir).load(&settings.site)?
+        else {
+            return Ok(None);
+        };
+        let commit = Commit::open(repo, &manifest.commit)?;
+        let (values, commit) = crate::plan::prepare(settings, commit)?;
+        let app = crate::app::decide(&values, &commit)?;
+        let server: Vec<(String, String)> = crate::appsettings::load(&settings.state_dir)?
+            .into_iter()
+            .collect();
+        let app_settings = crate::appsettings::merged(&values.app, &server);
+        Ok(Some(Launch::new(
+            settings,
+            &values,
+            &app,
+            app_settings,
+            repo,
+        )))
+    }
+
+    /// The processes kept running, in the Procfile's order.
+    pub fn kept(&self) -> impl Iterator<Item = &Process> {
+        self.app.processes.iter().filter(|p| p.kind != RELEASE)
+    }
+
+    pub fn release(&self) -> Option<&Process> {
+        self.app.processes.iter().find(|p| p.kind == RELEASE)
+    }
+
+    pub fn web(&self) -> Option<&Process> {
+        self.app.processes.iter().find(|p| p.kind == "web")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        run_dir(&self.state_dir)
+    }
+
+    pub fn log_file(&self, kind: &str) -> PathBuf {
+        log_file(&self.state_dir, kind)
+    }
+
+    /// The URL the default health check asks: the app's own port, on the
+    /// loopback address when it listens on all of them.
+    pub fn url(&self) -> String {
+        let host = match self.bind.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1".to_string(),
+            "::" => "[::1]".to_string(),
+            b if b.contains(':') => format!("[{b}]"),
+            b => b.to_string(),
+        };
+        format!("http://{host}:{}/", self.port)
+    }
+
+    /// The app's environment: a few of pushdeploy's own variables (never
+    /// git's, nor pushdeploy's settings), the env's `bin` first on PATH,
+    /// `PORT`, then the app settings.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for name in [
+            "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                env.push((name.to_string(), value));
+            }
+        }
+        let bin = self.site.join("env/bin");
+        let path = match std::env::var("PATH") {
+            Ok(rest) if !rest.is_empty() => format!("{}:{rest}", bin.display()),
+            _ => format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+        };
+        env.push(("PATH".into(), path));
+        env.push((
+            "VIRTUAL_ENV".into(),
+            self.site.join("env").display().to_string(),
+        ));
+        env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        env.push(("PORT".into(), self.port.to_string()));
+        for (k, v) in &self.app_settings {
+            env.retain(|(name, _)| name != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    /// The user the app runs as: this one, or as root the site's owner;
+    /// never root unless `deploy.runAsRoot` says so.
+    fn user(&self, report: &mut Report) -> Result<Option<(u32, u32)>> {
+        if !rustix::process::geteuid().is_root() {
+            return Ok(None);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs_err::metadata(&self.site)?;
+        if meta.uid() != 0 {
+            return Ok(Some((meta.uid(), meta.gid())));
+        }
+        if self.as_root {
+            report.detail(
+                "warning: the app runs as root (the site is root's, and deploy.runAsRoot is true)",
+            );
+            return Ok(None);
+        }
+        bail!(
+            "site {} is owned by root: pushdeploy runs the app as the site's owner, never as root; `chown -R <user> {}` (or `git config deploy.runAsRoot true` to allow root)",
+            self.site.display(),
+            self.site.display()
+        )
+    }
+
+    /// The words and environment of one process, as it will be started;
+    /// for gunicorn the launcher's spec is written (and a pinned gunicorn
+    /// installed when the env lacks one).
+    fn command(&self, process: &Process, runner: &Runner, report: &mut Report) -> Result<Command> {
+        let kind = &process.kind;
+        let words = shell_words::split(&process.command)
+            .ok()
+            .filter(|w| !w.is_empty())
+            .with_context(|| {
+                format!(
+                    "process {kind}: {:?} is not a command line ({})",
+                    process.command, self.app.reason
+                )
+            })?;
+        // Heroku's Procfiles say `$PORT`; no shell runs the line, so it is
+        // replaced here (and only it).
+        let port = self.port.to_string();
+        let words: Vec<String> = words
+            .into_iter()
+            .map(|w| w.replace("${PORT}", &port).replace("$PORT", &port))
+            .collect();
+        let env = self.env();
+        let run = self.run_dir();
+        if words[0] != "gunicorn" {
+            return Ok(Command {
+                kind: kind.clone(),
+                argv: words.iter().map(OsString::from).collect(),
+                env,
+                gunicorn: false,
+            });
+        }
+        let mut args = words[1..].to_vec();
+        args.push("--pid".into());
+        args.push(pid_file(&self.state_dir, kind).display().to_string());
+        let binds_itself = args
+            .iter()
+            .any(|a| a == "-b" || a.starts_with("--bind") || (a.starts_with("-b") && a.len() > 2));
+        if !binds_itself {
+            args.push("--bind".into());
+            let host = if self.bind.contains(':') {
+                format!("[{}]", self.bind)
+            } else {
+                self.bind.clone()
+            };
+            args.push(format!("{host}:{}", self.port));
+        }
+        let python = self.site.join("env/bin/python");
+        let pinned = if env_has_gunicorn(&self.site) {
+            None
+        } else {
+            let base = if python.exists() {
+                python.clone()
+            } else {
+                PathBuf::from("python3")
+            };
+            Some(crate::tools::ensure_gunicorn(
+                &self.cache_dir,
+                &base,
+                runner,
+                report,
+            )?)
+        };
+        let spec = serde_json::json!({
+            "args": args,
+            "env": env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "path": pinned,
+            "markers": run.join(kind),
+        });
+        let spec_file = run.join(format!("{kind}.json"));
+        crate::files::write_atomic(&spec_file, &serde_json::to_vec_pretty(&spec)?)?;
+        use std::os::unix::fs::PermissionsExt;
+        // It holds the app settings: the secrets too.
+        fs_err::set_permissions(&spec_file, std::fs::Permissions::from_mode(0o600))?;
+        let launcher = run.join(LAUNCHER_FILE);
+        if fs_err::read_to_string(&launcher).ok().as_deref() != Some(LAUNCHER) {
+            crate::files::write_atomic(&launcher, LAUNCHER.as_bytes())?;
+        }
+        let python = if python.exists() {
+            python.into_os_string()
+        } else {
+            "python3".into()
+        };
+        Ok(Command {
+            kind: kind.clone(),
+            argv: vec![python, launcher.into(), spec_file.into()],
+            env,
+            gunicorn: true,
+        })
+    }
+
+    /// The run and log folders, made (and given to the app's user).
+    fn folders(&self, user: Option<(u32, u32)>) -> Result<()> {
+        for dir in [self.run_dir(), self.state_dir.join("logs")] {
+            fs_err::create_dir_all(&dir)?;
+            if let Some((uid, gid)) = user {
+                rustix::fs::chown(
+                    &dir,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                )
+                .with_context(|| format!("giving {} to the site's owner", dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts every process that is not running; says which ran already.
+    pub fn start(&self, runner: &Runner, report: &mut Report) -> Result<()> {
+        let user = self.user(report)?;
+        self.folders(user)?;
+        for process in self.kept() {
+            if let Some(pid) = running_pid(&self.state_dir, &process.kind) {
+                report.detail(format!("{}: already running (pid {pid})", process.kind));
+                continue;
+            }
+            let command = self.command(process, runner, report)?;
+            let pid = self.start_one(&command, user)?;
+            report.detail(format!(
+                "{}: started (pid {pid}): {}",
+                process.kind, process.command
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a switch: the new version serves, with no failed request where
+    /// gunicorn runs it. A running gunicorn web gets a new master (USR2),
+    /// which replaces the old one once it is ready; any other process is
+    /// stopped and started anew; one not running is started; one the app no
+    /// longer has is stopped.
+    pub fn reload(&self, runner: &Runner, report: &mut Report) -> Result<()> {
+        let user = self.user(report)?;
+        self.folders(user)?;
+        for kind in running_kinds(&self.state_dir) {
+            if !self.kept().any(|p| p.kind == kind) {
+                stop(&self.state_dir, &kind);
+                report.detail(format!("{kind}: stopped (the app no longer has it)"));
+            }
+        }
+        for process in self.kept() {
+            let kind = &process.kind;
+            let command = self.command(process, runner, report)?;
+            match running_pid(&self.state_dir, kind) {
+                Some(old) if command.gunicorn && is_launcher(old) => {
+                    let new = self.replace_master(&command, old)?;
+                    report.detail(format!(
+                        "{kind}: new gunicorn master (pid {new}) ready; the old one (pid {old}) stopped gracefully"
+                    ));
+                }
+                Some(old) => {
+                    stop(&self.state_dir, kind);
+                    let pid = self.start_one(&command, user)?;
+                    report.detail(format!(
+                        "{kind}: stopped (pid {old}) and started (pid {pid}): not a gunicorn pushdeploy started, so there is a gap"
+                    ));
+                }
+                None => {
+                    let pid = self.start_one(&command, user)?;
+                    report.detail(format!("{kind}: started (pid {pid}): {}", process.command));
+                }
+            }
+        }
+        if self.app.processes.is_empty() {
+            report.detail(format!("nothing runs ({})", self.app.reason));
+        }
+        Ok(())
+    }
+
+    /// Starts one process detached, its output through the log writer, and
+    /// waits until it is ready: a gunicorn worker imported the app, another
+    /// web process answers on its port; a process that exits first fails.
+    fn start_one(&self, command: &Command, user: Option<(u32, u32)>) -> Result<i32> {
+        let kind = &command.kind;
+        if kind == "web" {
+            check_port(&self.bind, self.port)?;
+        }
+        clear_markers(&self.state_dir, kind, None);
+        let log = self.log_file(kind);
+        let (reader, writer) = std::io::pipe().context("a pipe for the app's output")?;
+        let exe = std::env::current_exe().context("finding the pushdeploy executable")?;
+        let log_argv = [
+            exe.into_os_string(),
+            "log-writer".into(),
+            log.clone().into_os_string(),
+        ];
+        AppCommand {
+            argv: &log_argv,
+            dir: &self.state_dir,
+            env: &[],
+            user,
+        }
+        .detached_reading(reader)?;
+        let env: Vec<(OsString, OsString)> = command
+            .env
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let mut child = AppCommand {
+            argv: &command.argv,
+            dir: &self.site,
+            env: &env,
+            user,
+        }
+        .detached(writer)
+        .with_context(|| format!("process {kind}"))?;
+        let pid = child.id() as i32;
+        if !command.gunicorn {
+            crate::files::write_atomic(
+                &pid_file(&self.state_dir, kind),
+                format!("{pid}\n").as_bytes(),
+            )?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let grace = Instant::now() + Duration::from_millis(500);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let _ = crate::files::remove_file_if_there(&pid_file(&self.state_dir, kind));
+                bail!(
+                    "process {kind} exited at once ({}){}",
+                    exit_text(status),
+                    log_end(&log)
+                );
+            }
+            let ready = if command.gunicorn {
+                marker(&self.state_dir, kind, "ready", pid).exists()
+            } else if kind == "web" {
+                answers(&self.bind, self.port)
+            } else {
+                Instant::now() >= grace
+            };
+            if ready {
+                return Ok(pid);
+            }
+            if Instant::now() >= deadline {
+                stop(&self.state_dir, kind);
+                kill_now(pid);
+                bail!(
+                    "process {kind} was not ready within {} s (setting healthCheckTimeout){}",
+                    self.timeout,
+                    log_end(&log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// gunicorn's USR2: a new master (through the launcher: the new spec)
+    /// beside the old one, on its sockets. Once one of its workers has
+    /// imported the app, the old master is stopped gracefully (its workers
+    /// finish their requests); a new master that fails exits alone, and the
+    /// old one serves on.
+    fn replace_master(&self, command: &Command, old: i32) -> Result<i32> {
+        let kind = &command.kind;
+        let log = self.log_file(kind);
+        // A master started by USR2 renames its `<type>.pid.2` to
+        // `<type>.pid` within a second of its parent's exit (gunicorn's
+        // loop); until then it ignores USR2. Waited for here, not after the
+        // last reload, so that a push does not wait for it.
+        let promoted = Instant::now() + Duration::from_secs(10);
+        while read_pid(&pid_file(&self.state_dir, kind)) != Some(old) && Instant::now() < promoted {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        clear_markers(&self.state_dir, kind, Some(old));
+        signal(old, rustix::process::Signal::USR2)?;
+        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let mut new = None;
+        let failed = loop {
+            if new.is_none() {
+                new = started_masters(&self.state_dir, kind)
+                    .into_iter()
+                    .find(|&p| p != old);
+            }
+            if let Some(pid) = new {
+                if marker(&self.state_dir, kind, "ready", pid).exists() {
+                    break None;
+                }
+                let exit = marker(&self.state_dir, kind, "exit", pid);
+                if exit.exists() || !alive(pid) {
+                    let code = fs_err::read_to_string(&exit).unwrap_or_default();
+                    break Some(format!(
+                        "the new gunicorn master exited{}",
+                        match code.trim() {
+                            "" => String::new(),
+                            code => format!(" with status {code}"),
+                        }
+                    ));
+                }
+            }
+            if !alive(old) {
+                break Some(format!("the running gunicorn master (pid {old}) exited"));
+            }
+            if Instant::now() >= deadline {
+                if let Some(pid) = new {
+                    kill_now(pid);
+                }
+                break Some(format!(
+                    "the new version was not ready within {} s (setting healthCheckTimeout)",
+                    self.timeout
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Some(why) = failed {
+            bail!(
+                "process {kind}: the new version did not start: {why}; the old one still serves{}",
+                log_end(&log)
+            );
+        }
+        let new = new.expect("a ready master");
+        // The old master closes its sockets (the new one holds them) and
+        // lets its workers finish their requests.
+        let _ = signal(old, rustix::process::Signal::TERM);
+        wait_gone(old, Duration::from_secs(60));
+        clear_markers(&self.state_dir, kind, Some(new));
+        Ok(new)
+    }
+
+    /// Runs the `release:` process once, as a step.
+    pub fn run_release(&self, runner: &Runner, report: &mut Report) -> Result<()> {
+        let Some(process) = self.release() else {
+            return Ok(());
+        };
+        let command = self.command(process, runner, report)?;
+        let argv = &command.argv;
+        let expr = duct::cmd(&argv[0], &argv[1..])
+            .dir(&self.site)
+            .full_env(command.env.iter().cloned());
+        runner.run(report, "release", expr)
+    }
+
+    /// `serve --process TYPE`: replaces pushdeploy with the process.
+    pub fn exec(&self, kind: &str, runner: &Runner, report: &mut Report) -> Result<()> {
+        let process = self
+            .kept()
+            .find(|p| p.kind == kind)
+            .with_context(|| self.unknown(kind))?;
+        let user = self.user(report)?;
+        self.folders(user)?;
+        let command = self.command(process, runner, report)?;
+        clear_markers(&self.state_dir, kind, None);
+        let env: Vec<(OsString, OsString)> = command
+            .env
+            .iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Err(AppCommand {
+            argv: &command.argv,
+            dir: &self.site,
+            env: &env,
+            user,
+        }
+        .exec())
+    }
+
+    /// `serve` without `--process`: every process as a child, in the
+    /// foreground; TERM and INT are passed on; ends when any of them does.
+    pub fn serve_all(&self, runner: &Runner, report: &mut Report) -> Result<i32> {
+        let user = self.user(report)?;
+        self.folders(user)?;
+        let mut children = Vec::new();
+        for process in self.kept() {
+            let command = self.command(process, runner, report)?;
+            clear_markers(&self.state_dir, &process.kind, None);
+            let env: Vec<(OsString, OsString)> = command
+                .env
+                .iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            let child = AppCommand {
+                argv: &command.argv,
+                dir: &self.site,
+                env: &env,
+                user,
+            }
+            .child()?;
+            children.push((process.kind.clone(), child));
+        }
+        if children.is_empty() {
+            bail!("nothing runs ({})", self.app.reason);
+        }
+        let pids: Vec<i32> = children.iter().map(|(_, c)| c.id() as i32).collect();
+        forward_signals(pids)?;
+        loop {
+            for (kind, child) in &mut children {
+                if let Some(status) = child.try_wait()? {
+                    report.header(format!("{kind} exited ({})", exit_text(status)));
+                    for (_, other) in &mut children {
+                        if let Ok(None) = other.try_wait() {
+                            let _ = signal(other.id() as i32, rustix::process::Signal::TERM);
+                        }
+                    }
+                    for (_, other) in &mut children {
+                        let _ = other.wait();
+                    }
+                    return Ok(status.code().unwrap_or(1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn unknown(&self, kind: &str) -> String {
+        let kinds: Vec<&str> = self.kept().map(|p| p.kind.as_str()).collect();
+        format!(
+            "process {}: the app has no such process (it has: {})",
+            crate::error::shown(kind.as_bytes()),
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            }
+        )
+    }
+}
+
+/// Passes TERM and INT on to `pids` (the supervisor's stop reaches the app).
+fn forward_signals(pids: Vec<i32>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let sig = if sig == SIGINT {
+                rustix::process::Signal::INT
+            } else {
+                rustix::process::Signal::TERM
+            };
+            for &pid in &pids {
+                let _ = signal(pid, sig);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One process as it is started.
+struct Command {
+    kind: String,
+    argv: Vec<OsString>,
+    env: Vec<(String, String)>,
+    gunicorn: bool,
+}
+
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("run")
+}
+
+pub fn pid_file(state_dir: &Path, kind: &str) -> PathBuf {
+    run_dir(state_dir).join(format!("{kind}.pid"))
+}
+
+pub fn log_file(state_dir: &Path, kind: &str) -> PathBuf {
+    state_dir.join("logs").join(format!("{kind}.log"))
+}
+
+fn marker(state_dir: &Path, kind: &str, what: &str, pid: i32) -> PathBuf {
+    run_dir(state_dir).join(format!("{kind}.{what}.{pid}"))
+}
+
+/// The masters the launcher says started since the markers were cleared.
+fn started_masters(state_dir: &Path, kind: &str) -> Vec<i32> {
+    let prefix = format!("{kind}.start.");
+    std::fs::read_dir(run_dir(state_dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the launcher's markers of `kind`, but those of `keep`.
+fn clear_markers(state_dir: &Path, kind: &str, keep: Option<i32>) {
+    let Ok(entries) = std::fs::read_dir(run_dir(state_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        for what in ["start", "ready", "exit"] {
+            if let Some(pid) = name
+                .strip_prefix(&format!("{kind}.{what}."))
+                .and_then(|p| p.parse::<i32>().ok())
+                && Some(pid) != keep
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether the env has its own gunicorn (then it is the one that runs).
+fn env_has_gunicorn(site: &Path) -> bool {
+    std::fs::read_dir(site.join("env/lib"))
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                e.path()
+                    .join("site-packages/gunicorn/__init__.py")
+                    .is_file()
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Whether the process lives (a zombie does not).
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Whether a pid is a master started through the launcher.
+fn is_launcher(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .any(|w| w.ends_with(LAUNCHER_FILE.as_bytes()))
+        })
+        .unwrap_or(false)
+}
+
+/// The running process of a type: its pid file's (gunicorn's `.pid`, or
+/// `.pid.2` while a new master waits for the old one to go).
+pub fn running_pid(state_dir: &Path, kind: &str) -> Option<i32> {
+    let file = pid_file(state_dir, kind);
+    let mut second = file.clone().into_os_string();
+    second.push(".2");
+    [file, PathBuf::from(second)]
+        .iter()
+        .filter_map(|f| read_pid(f))
+        .find(|&pid| alive(pid))
+}
+
+/// The types that have a pid file.
+pub fn running_kinds(state_dir: &Path) -> Vec<String> {
+    let mut kinds: Vec<String> = std::fs::read_dir(run_dir(state_dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.strip_suffix(".pid").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    kinds.sort();
+    kinds
+}
+
+fn signal(pid: i32, sig: rustix::process::Signal) -> Result<()> {
+    let p = rustix::process::Pid::from_raw(pid).context("pid 0")?;
+    rustix::process::kill_process(p, sig).with_context(|| format!("signalling pid {pid}"))
+}
+
+fn kill_now(pid: i32) {
+    let _ = signal(pid, rustix::process::Signal::KILL);
+}
+
+/// Waits until `pid` is gone; KILL after `limit`.
+fn wait_gone(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            kill_now(pid);
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a type's process: TERM (gunicorn: its master, which stops its
+/// workers gracefully; another: its whole process group), KILL if it has
+/// not gone within a minute; its pid file removed. Says whether one ran.
+pub fn stop(state_dir: &Path, kind: &str) -> Option<i32> {
+    let pid = running_pid(state_dir, kind);
+    if let Some(pid) = pid {
+        let group = !is_launcher(pid);
+        let sent = rustix::process::Pid::from_raw(pid).map(|p| {
+            if group {
+                rustix::process::kill_process_group(p, rustix::process::Signal::TERM)
+            } else {
+                rustix::process::kill_process(p, rustix::process::Signal::TERM)
+            }
+        });
+        if matches!(sent, Some(Ok(()))) {
+            wait_gone(pid, Duration::from_secs(60));
+        }
+    }
+    let _ = crate::files::remove_file_if_there(&pid_file(state_dir, kind));
+    clear_markers(state_dir, kind, None);
+    pid
+}
+
+/// Stops every process that has a pid file, each said.
+pub fn stop_all(state_dir: &Path, report: &mut Report) -> bool {
+    let mut any = false;
+    for kind in running_kinds(state_dir) {
+        if let Some(pid) = stop(state_dir, &kind) {
+            report.detail(format!("{kind}: stopped (pid {pid})"));
+            any = true;
+        }
+    }
+    any
+}
+
+/// Fails when another program listens on the address already.
+fn check_port(bind: &str, port: u16) -> Result<()> {
+    match std::net::TcpListener::bind((bind, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "port {port} on {bind} is in use by another program: stop it, or give the app another port (`git config deploy.port <port>`, or WEBSITES_PORT in .deployment)"
+        ),
+        Err(e) => bail!("port {port} on {bind}: {e} (setting bind or port)"),
+    }
+}
+
+fn answers(bind: &str, port: u16) -> bool {
+    let host = match bind {
+        "0.0.0.0" => "127.0.0.1",
+        "::" => "::1",
+        b => b,
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+}
+
+fn exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// The line of a log that says why a process ended: the last Python
+/// exception line, else its last line; `; its log ends: ...`.
+fn log_end(log: &Path) -> String {
+    let text = tail(log, 16 << 10);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let error = lines.iter().rev().find(|l| {
+        let first = l.split(':').next().unwrap_or("");
+        !l.starts_with(' ')
+            && !l.starts_with('[')
+            && (first.ends_with("Error") || first.ends_with("Exception"))
+    });
+    match error.or(lines.last()) {
+        Some(line) => format!(
+            "; {} says: {}",
+            log.display(),
+            crate::error::printable(line.trim())
+        ),
+        None => String::new(),
+    }
+}
+
+/// The last `bytes` of a file, as text.
+fn tail(path: &Path, bytes: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(bytes)));
+    let mut out = Vec::new();
+    let _ = file.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `pushdeploy log-writer <file>` (started by `start_one`): copies its
+/// stdin, the app's output, into `file`, which it rotates to `<file>.1`
+/// when it reaches [`LOG_CAP`]. Ends when every writer of the pipe has.
+pub fn log_writer(path: &Path) -> Result<()> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    let mut file = open()?;
+    let mut size = file.metadata()?.len();
+    let mut input = std::io::stdin().lock();
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if size + n as u64 > LOG_CAP && size > 0 {
+            let mut old = path.as_os_str().to_owned();
+            old.push(".1");
+            fs_err::rename(path, PathBuf::from(old))?;
+            file = open()?;
+            size = 0;
+        }
+        file.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+}
+
+/// `pushdeploy logs`: what the processes wrote (the rotated part first);
+/// with `follow`, then what they write, as it comes.
+pub fn show_logs(state_dir: &Path, kinds: &[String], follow: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let prefix = kinds.len() > 1;
+    let mut positions = Vec::new();
+    for kind in kinds {
+        let log = log_file(state_dir, kind);
+        let mut old = log.clone().into_os_string();
+        old.push(".1");
+        let mut text = std::fs::read(PathBuf::from(old)).unwrap_or_default();
+        let current = std::fs::read(&log).unwrap_or_default();
+        positions.push((kind.clone(), log, current.len() as u64));
+        text.extend(current);
+        write_lines(&mut out, kind, prefix, &text)?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        for (kind, log, at) in &mut positions {
+            let len = std::fs::metadata(&*log).map(|m| m.len()).unwrap_or(0);
+            if len < *at {
+                // Rotated: the new file from its start.
+                *at = 0;
+            }
+            if len > *at {
+                let mut file = std::fs::File::open(&*log)?;
+                file.seek(std::io::SeekFrom::Start(*at))?;
+                let mut text = Vec::new();
+                file.read_to_end(&mut text)?;
+                *at += text.len() as u64;
+                write_lines(&mut out, kind, prefix, &text)?;
+            }
+        }
+        out.flush()?;
+    }
+}
+
+fn write_lines(out: &mut impl Write, kind: &str, prefix: bool, text: &[u8]) -> Result<()> {
+    for line in String::from_utf8_lossy(text).lines() {
+        let line = crate::error::printable(line);
+        if prefix {
+            writeln!(out, "{kind}: {line}")?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_end_names_the_exception() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web.log");
+        std::fs::write(
+            &log,
+            "Traceback (most recent call last):\n  File \"app.py\", line 1\nModuleNotFoundError: No module named 'nope'\n[2026] [INFO] Worker exiting\n[2026] [ERROR] Reason: Worker failed to boot.\n",
+        )
+        .unwrap();
+        assert!(
+            log_end(&log).ends_with("says: ModuleNotFoundError: No module named 'nope'"),
+            "{}",
+            log_end(&log)
+        );
+    }
+}
