@@ -291,10 +291,10 @@ impl Server {
                 server.site.to_str().unwrap(),
             ])
             .assert_ok();
+        std::fs::create_dir(&server.work).unwrap();
         // `init` turns running the app on; the tests that run it (running.rs)
         // turn it on again, with a port of their own.
         server.config(&["deploy.run", "false"]);
-        std::fs::create_dir(&server.work).unwrap();
         server.git(&["init", "-q", "-b", "main"]).assert_ok();
         server
     }
