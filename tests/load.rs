@@ -14,10 +14,15 @@ use crate::util::{Answer, Load, Request, Server, StopsApp, free_port, http_get};
 fn running_server() -> (Server, u16) {
     let s = Server::new();
     let port = free_port();
-    // `pushdeploy init` turns running on for a new repository; said here
-    // too, so that the test does not depend on init's defaults.
+    // `pushdeploy init` turns running on for a new repository (the tests'
+    // Server turns it off again).
     s.config(&["deploy.run", "true"]);
     s.config(&["deploy.port", &port.to_string()]);
+    // The app never runs as root unless the server says so; the tests run
+    // as root in CI, whose sites are root's.
+    if rustix::process::geteuid().is_root() {
+        s.config(&["deploy.runAsRoot", "true"]);
+    }
     (s, port)
 }
 
@@ -336,6 +341,69 @@ fn twenty_pushes_under_load_fail_no_request() {
     let requests = load.stop();
     assert!(t.pushes.len() >= 20);
     check_requests(&t.pushes, &requests);
+}
+
+/// Python reuses `__pycache__/app.*.pyc` when the source's size and its
+/// modification time in whole seconds are those the bytecode was compiled
+/// from. A code change of the same size whose sync falls in the same second
+/// as the previous version's (two quick pushes) must still serve the new
+/// code. The test makes the two writes meet in one second: it sets the live
+/// app.py's time to the current second and has it compiled, then pushes
+/// the change at once; an attempt whose sync fell in the next second is
+/// tried again.
+#[test]
+fn a_same_size_change_in_the_same_second_serves_the_new_code() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let (s, port) = running_server();
+    let _stop = StopsApp(&s);
+    s.app("load-app");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for attempt in 0..5 {
+        // At the start of a second, so that the push has most of it.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        std::thread::sleep(Duration::from_nanos(
+            1_000_000_000 - now.subsec_nanos() as u64,
+        ));
+        let started = SystemTime::now();
+        let live = std::fs::File::options()
+            .write(true)
+            .open(s.site.join("app.py"))
+            .unwrap();
+        live.set_modified(started).unwrap();
+        drop(live);
+        // Compiled as the running app's workers compile it (whatever the
+        // environment of the test says about bytecode).
+        let compiled = std::process::Command::new(s.site.join("env/bin/python"))
+            .args(["-c", "import app"])
+            .current_dir(&s.site)
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .status()
+            .unwrap();
+        assert!(compiled.success());
+        let code = 2 + attempt;
+        set_code(&s, code);
+        s.commit(&format!("v{code}"));
+        let push = s.push(&[]);
+        push.assert_ok();
+        let written = std::fs::metadata(s.site.join("app.py"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let page = http_get(port, "/");
+        assert_eq!(
+            page.body()
+                .map(|b| b.split(' ').next().unwrap().to_string()),
+            Some(format!("version={code}")),
+            "the page after the push of v{code}\n{push}"
+        );
+        if second(written) == second(started) {
+            return;
+        }
+        eprintln!("attempt {attempt}: the sync fell in the next second; again");
+    }
+    panic!("no push synced app.py within the second it began in");
 }
 
 // ---- Detection on apps shaped like Azure's quickstarts ----------------------
