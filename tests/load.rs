@@ -406,6 +406,28 @@ fn a_same_size_change_in_the_same_second_serves_the_new_code() {
     panic!("no push synced app.py within the second it began in");
 }
 
+/// `pushdeploy stop` right after a push that reloaded the app: the new
+/// gunicorn master (started by USR2) still has its pid in `web.pid.2`
+/// until it notices its parent is gone. `status` finds it there; `stop`
+/// must too, and leave nothing serving.
+#[test]
+fn stop_right_after_a_reload_stops_the_app() {
+    let (s, port) = running_server();
+    let _stop = StopsApp(&s);
+    s.app("load-app");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    set_code(&s, 2);
+    s.commit("v2");
+    s.push(&[]).assert_ok();
+    s.run("status", &[])
+        .assert_ok()
+        .assert_has("web: running (pid ");
+    s.run("stop", &[]).assert_ok();
+    assert_eq!(http_get(port, "/"), Answer::Refused, "after stop");
+    assert_ne!(s.run("status", &[]).status, 0);
+}
+
 // ---- Detection on apps shaped like Azure's quickstarts ----------------------
 
 /// Detection alone (a dry run, nothing started): Azure's Django quickstart

@@ -914,8 +914,9 @@ pub fn free_port() -> u16 {
 }
 
 /// Stops the app of a server when dropped, even when the test failed:
-/// `pushdeploy stop`, then SIGKILL to any process its pid files still name
-/// (the processes pushdeploy started for this test's repository only).
+/// `pushdeploy stop`, then SIGKILL to any process still working in this
+/// server's temp dir (its site or its repository's state dir): only the
+/// processes pushdeploy started for this test, whatever its pid files say.
 pub struct StopsApp<'a>(pub &'a Server);
 
 impl Drop for StopsApp<'_> {
@@ -924,16 +925,17 @@ impl Drop for StopsApp<'_> {
         let _ = s
             .pushdeploy_command(&["stop", "--repo", s.repo.to_str().unwrap()])
             .run();
-        let Ok(pids) = std::fs::read_dir(s.repo.join("pushdeploy/run")) else {
+        let root = std::fs::canonicalize(&s.root).unwrap_or_else(|_| s.root.clone());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
         };
-        for file in pids.flatten() {
-            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
-            // Only a process of this site: a pid file may outlive its process.
-            if let Ok(pid) = text.trim().parse::<i32>()
-                && pid > 1
-                && runs_in(pid, &s.site)
-            {
+        for entry in procs.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            if pid > 1 && cwd.is_ok_and(|cwd| cwd.starts_with(&root)) {
+                eprintln!("killing pid {pid}, left running in {}", root.display());
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .stderr(Stdio::null())
@@ -941,11 +943,4 @@ impl Drop for StopsApp<'_> {
             }
         }
     }
-}
-
-/// Whether process `pid` runs with its current directory in `dir`.
-fn runs_in(pid: i32, dir: &Path) -> bool {
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    cwd.is_ok_and(|cwd| cwd.starts_with(&dir))
 }
