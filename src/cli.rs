@@ -476,8 +476,15 @@ fn running(repo: &RepoArg, env: Environment, what: Running) -> Result<()> {
 /// one runs (3, as `systemctl status`, when one does not).
 fn status(repo: &RepoArg, env: Environment) -> Result<ExitCode> {
     let (repository, settings) = open(repo, env, |_| Ok(()))?;
-    let launch = deployed(&settings, &repository)?;
     let mut out = std::io::stdout().lock();
+    let Some(launch) = crate::processes::Launch::for_deployed(&settings, &repository)? else {
+        writeln!(
+            out,
+            "nothing is deployed to {} yet: nothing runs",
+            settings.site.display()
+        )?;
+        return Ok(ExitCode::from(3));
+    };
     let mut all = true;
     let mut any = false;
     for process in launch.kept() {

@@ -440,7 +440,7 @@ fn execute(
         .started_at(started);
         runner.check_deadline()?;
         // `deploy.run`: pushdeploy runs the app, and reloads it after the switch.
-        let launch = crate::processes::enabled(repo).then(|| {
+        let launch = crate::processes::enabled(settings, repo).then(|| {
             crate::processes::Launch::new(
                 settings,
                 &values,
@@ -1206,7 +1206,7 @@ fn run_old_version(
     let health_check = health::from_values(&values)?;
     // The old version's processes, brought back the way the new ones came;
     // before the first deployment there is none: what the new one started stops.
-    let launch = match crate::processes::enabled(repo) && switch.switched {
+    let launch = match crate::processes::enabled(settings, repo) && switch.switched {
         true => match crate::processes::Launch::for_deployed(settings, repo)? {
             Some(launch) => Some(launch),
             None => {

@@ -42,8 +42,16 @@ pub const RELEASE: &str = "release";
 pub const LOG_CAP: u64 = 10 << 20;
 
 /// Whether pushdeploy runs the app: `git config deploy.run true`, which
-/// `init` sets for a new repository.
-pub fn enabled(repo: &Repository) -> bool {
+/// `init` sets for a new repository; `PUSHDEPLOY_RUN` above it, as the
+/// environment is above git config for every setting.
+pub fn enabled(settings: &Settings, repo: &Repository) -> bool {
+    if let Some(on) = settings
+        .env
+        .get("PUSHDEPLOY_RUN")
+        .and_then(crate::settings::parse_bool)
+    {
+        return on;
+    }
     repo.config()
         .and_then(|c| c.get_bool("deploy.run"))
         .unwrap_or(false)
@@ -214,7 +222,13 @@ impl Launch {
     /// The words and environment of one process, as it will be started;
     /// for gunicorn the launcher's spec is written (and a pinned gunicorn
     /// installed when the env lacks one).
-    fn command(&self, process: &Process, runner: &Runner, report: &mut Report) -> Result<Command> {
+    fn command(
+        &self,
+        process: &Process,
+        user: Option<(u32, u32)>,
+        runner: &Runner,
+        report: &mut Report,
+    ) -> Result<Command> {
         let kind = &process.kind;
         let words = shell_words::split(&process.command)
             .ok()
@@ -288,6 +302,9 @@ impl Launch {
         if fs_err::read_to_string(&launcher).ok().as_deref() != Some(LAUNCHER) {
             crate::files::write_atomic(&launcher, LAUNCHER.as_bytes())?;
         }
+        for file in [&spec_file, &launcher] {
+            give(file, user)?;
+        }
         let python = if python.exists() {
             python.into_os_string()
         } else {
@@ -301,17 +318,16 @@ impl Launch {
         })
     }
 
-    /// The run and log folders, made (and given to the app's user).
+    /// The run and log folders, made, and given to the app's user with the
+    /// logs in them (the app writes its pid files, its log writer the logs).
     fn folders(&self, user: Option<(u32, u32)>) -> Result<()> {
         for dir in [self.run_dir(), self.state_dir.join("logs")] {
             fs_err::create_dir_all(&dir)?;
-            if let Some((uid, gid)) = user {
-                rustix::fs::chown(
-                    &dir,
-                    Some(rustix::fs::Uid::from_raw(uid)),
-                    Some(rustix::fs::Gid::from_raw(gid)),
-                )
-                .with_context(|| format!("giving {} to the site's owner", dir.display()))?;
+            give(&dir, user)?;
+        }
+        if user.is_some() {
+            for entry in fs_err::read_dir(self.state_dir.join("logs"))?.flatten() {
+                give(&entry.path(), user)?;
             }
         }
         Ok(())
@@ -326,7 +342,7 @@ impl Launch {
                 report.detail(format!("{}: already running (pid {pid})", process.kind));
                 continue;
             }
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             let pid = self.start_one(&command, user)?;
             report.detail(format!(
                 "{}: started (pid {pid}): {}",
@@ -352,7 +368,7 @@ impl Launch {
         }
         for process in self.kept() {
             let kind = &process.kind;
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             match running_pid(&self.state_dir, kind) {
                 Some(old) if command.gunicorn && is_launcher(old) => {
                     let new = self.replace_master(&command, old)?;
@@ -384,6 +400,15 @@ impl Launch {
     /// web process answers on its port; a process that exits first fails.
     fn start_one(&self, command: &Command, user: Option<(u32, u32)>) -> Result<i32> {
         let kind = &command.kind;
+        kill_leftovers(&self.state_dir, kind);
+        // A pid file of a master that died (kill -9): gunicorn would take
+        // it for a running one (a zombie that nobody reaps answers kill 0).
+        let file = pid_file(&self.state_dir, kind);
+        let mut second = file.clone().into_os_string();
+        second.push(".2");
+        for stale in [file, PathBuf::from(second)] {
+            crate::files::remove_file_if_there(&stale)?;
+        }
         if kind == "web" {
             check_port(&self.bind, self.port)?;
         }
@@ -533,7 +558,8 @@ impl Launch {
         let Some(process) = self.release() else {
             return Ok(());
         };
-        let command = self.command(process, runner, report)?;
+        // A step of the deployment, as pushdeploy's user (as the build's are).
+        let command = self.command(process, None, runner, report)?;
         let argv = &command.argv;
         let expr = duct::cmd(&argv[0], &argv[1..])
             .dir(&self.site)
@@ -549,7 +575,7 @@ impl Launch {
             .with_context(|| self.unknown(kind))?;
         let user = self.user(report)?;
         self.folders(user)?;
-        let command = self.command(process, runner, report)?;
+        let command = self.command(process, user, runner, report)?;
         clear_markers(&self.state_dir, kind, None);
         let env: Vec<(OsString, OsString)> = command
             .env
@@ -572,7 +598,7 @@ impl Launch {
         self.folders(user)?;
         let mut children = Vec::new();
         for process in self.kept() {
-            let command = self.command(process, runner, report)?;
+            let command = self.command(process, user, runner, report)?;
             clear_markers(&self.state_dir, &process.kind, None);
             let env: Vec<(OsString, OsString)> = command
                 .env
@@ -642,6 +668,20 @@ fn forward_signals(pids: Vec<i32>) -> Result<()> {
             }
         }
     });
+    Ok(())
+}
+
+/// Gives a file of pushdeploy's to the app's user (when root runs it as
+/// the site's owner).
+fn give(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
+    if let Some((uid, gid)) = user {
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .with_context(|| format!("giving {} to the site's owner", path.display()))?;
+    }
     Ok(())
 }
 
@@ -814,9 +854,41 @@ pub fn stop(state_dir: &Path, kind: &str) -> Option<i32> {
             wait_gone(pid, Duration::from_secs(60));
         }
     }
+    kill_leftovers(state_dir, kind);
     let _ = crate::files::remove_file_if_there(&pid_file(state_dir, kind));
     clear_markers(state_dir, kind, None);
     pid
+}
+
+/// Kills what is left of a type's gunicorn whose master is gone (`kill -9`
+/// leaves its workers holding the port until they notice): every process
+/// whose command line names the type's spec file, which only the launcher's
+/// masters and their workers do.
+fn kill_leftovers(state_dir: &Path, kind: &str) {
+    let spec = run_dir(state_dir).join(format!("{kind}.json"));
+    let spec = spec.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let names_spec = std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|w| w == spec));
+        if names_spec {
+            kill_now(pid);
+            killed.push(pid);
+        }
+    }
+    for pid in killed {
+        wait_gone(pid, Duration::from_secs(5));
+    }
 }
 
 /// Stops every process that has a pid file, each said.

@@ -52,7 +52,13 @@ fn the_demo_runs_the_binary_cargo_reports_wherever_the_target_dir_is() {
     let target_dir = target.to_str().unwrap();
     let run = TestCommand::new("bash", root)
         .args([&demo])
-        .envs(&[("PATH", &path), ("CARGO_TARGET_DIR", target_dir)])
+        // Running on, as `init` leaves it for a user (the tests' environment
+        // turns it off).
+        .envs(&[
+            ("PATH", &path),
+            ("CARGO_TARGET_DIR", target_dir),
+            ("PUSHDEPLOY_RUN", "true"),
+        ])
         .run();
     run.assert_ok()
         .assert_has("Deployment ")

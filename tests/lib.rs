@@ -17,6 +17,7 @@ mod packages;
 mod pipeline;
 mod programs;
 mod properties;
+mod running;
 mod runtime_env;
 mod setup;
 mod speed;

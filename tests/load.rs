@@ -8,14 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Answer, Load, Request, Server, StopsApp, free_port, http_get};
+use crate::util::{Answer, Load, Request, Run, Server, StopsApp, free_port, http_get};
 
 /// A repository whose pushes run the app on a port of its own.
 fn running_server() -> (Server, u16) {
     let s = Server::new();
     let port = free_port();
-    // `pushdeploy init` turns running on for a new repository (the tests'
-    // Server turns it off again).
+    // `pushdeploy init` turns running on for a new repository; the pushes
+    // of these tests turn it on over the tests' environment (`push`).
     s.config(&["deploy.run", "true"]);
     s.config(&["deploy.port", &port.to_string()]);
     // The app never runs as root unless the server says so; the tests run
@@ -24,6 +24,14 @@ fn running_server() -> (Server, u16) {
         s.config(&["deploy.runAsRoot", "true"]);
     }
     (s, port)
+}
+
+/// `git push <repository> <args>` (default: main) with running turned on:
+/// the tests' environment turns it off (`PUSHDEPLOY_RUN`, above git config).
+fn push(s: &Server, args: &[&str]) -> Run {
+    let mut all = vec!["push", s.repo.to_str().unwrap()];
+    all.extend_from_slice(if args.is_empty() { &["main"] } else { args });
+    s.git_with(&all, &[("PUSHDEPLOY_RUN", "true")])
 }
 
 /// What the load app answers (see fixtures/apps/load-app).
@@ -78,7 +86,7 @@ impl LoadTest<'_> {
     fn push(&mut self, what: &str, args: &[&str], after: Version, rolled_back: bool) {
         self.s.commit(what);
         let sent = Instant::now();
-        let push = self.s.push(args);
+        let push = push(self.s, args);
         let returned = Instant::now();
         push.assert_ok();
         let record = &self.s.records()[0];
@@ -358,7 +366,7 @@ fn a_same_size_change_in_the_same_second_serves_the_new_code() {
     let _stop = StopsApp(&s);
     s.app("load-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    push(&s, &[]).assert_ok();
     let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
     for attempt in 0..5 {
         // At the start of a second, so that the push has most of it.
@@ -385,7 +393,7 @@ fn a_same_size_change_in_the_same_second_serves_the_new_code() {
         let code = 2 + attempt;
         set_code(&s, code);
         s.commit(&format!("v{code}"));
-        let push = s.push(&[]);
+        let push = push(&s, &[]);
         push.assert_ok();
         let written = std::fs::metadata(s.site.join("app.py"))
             .unwrap()
@@ -416,10 +424,10 @@ fn stop_right_after_a_reload_stops_the_app() {
     let _stop = StopsApp(&s);
     s.app("load-app");
     s.commit("first");
-    s.push(&[]).assert_ok();
+    push(&s, &[]).assert_ok();
     set_code(&s, 2);
     s.commit("v2");
-    s.push(&[]).assert_ok();
+    push(&s, &[]).assert_ok();
     s.run("status", &[])
         .assert_ok()
         .assert_has("web: running (pid ");
@@ -455,7 +463,7 @@ fn the_django_quickstart_serves_with_gunicorn_beside_the_env() {
     let _stop = StopsApp(&s);
     s.app("django-quickstart");
     s.commit("quickstart");
-    let push = s.push(&[]);
+    let push = push(&s, &[]);
     push.assert_ok()
         .assert_has("App: web: gunicorn quickstartproject.wsgi (")
         .assert_has("successful");
@@ -480,7 +488,7 @@ fn the_flask_quickstart_serves_with_the_envs_gunicorn() {
     let _stop = StopsApp(&s);
     s.app("flask-quickstart");
     s.commit("quickstart");
-    let push = s.push(&[]);
+    let push = push(&s, &[]);
     push.assert_ok()
         .assert_has("App: web: gunicorn app:app (app.py defines app, as Oryx detects a Flask app)")
         .assert_has("successful");

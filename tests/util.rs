@@ -53,6 +53,9 @@ fn test_environment(cmd: &mut Command) {
         .env("UV_FIND_LINKS", fixtures().join("wheels"))
         // One pip seed for all tests: each interpreter's is made once per run.
         .env("PUSHDEPLOY_CACHE_DIR", cache_dir())
+        // `init` turns running the app on; only the tests that run it
+        // (running.rs, each with a port of its own) turn it on again.
+        .env("PUSHDEPLOY_RUN", "false")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "Ada Tester")
         .env("GIT_AUTHOR_EMAIL", "ada@example.invalid")
@@ -292,9 +295,6 @@ impl Server {
             ])
             .assert_ok();
         std::fs::create_dir(&server.work).unwrap();
-        // `init` turns running the app on; the tests that run it (running.rs)
-        // turn it on again, with a port of their own.
-        server.config(&["deploy.run", "false"]);
         server.git(&["init", "-q", "-b", "main"]).assert_ok();
         server
     }
