@@ -892,6 +892,9 @@ class Bench:
         port = free_port()
         self.git("--git-dir", repo, "config", "deploy.run", "true" if run else "false")
         self.git("--git-dir", repo, "config", "deploy.port", str(port))
+        if os.geteuid() == 0:
+            # the app never runs as root unless the server says so
+            self.git("--git-dir", repo, "config", "deploy.runAsRoot", "true")
         shutil.copytree(os.path.join(ROOT, "fixtures", "apps", app), work)
         self.git("init", "-q", "-b", "main", cwd=work)
         self.git("add", "-A", cwd=work)
@@ -935,6 +938,13 @@ class Bench:
         with open(path, "w") as f:
             f.write(text)
 
+    def absolute_row(self, key, case, ours, baseline, target, ok, note):
+        """A row whose target is a number, not a ratio: the baseline (the same
+        push without the app running, or the requests made) is shown beside it."""
+        result = "PASS" if ok else "MISS"
+        self.rows.append([case, ours, baseline, "-", target, result, note])
+        self.results[key] = {"ours": ours, "baseline": baseline, "result": result, "note": note}
+
     def case_served(self):
         """A code-only change of the fixture Flask app: from `git push` to the
         new page served, the push into a repository whose app does not run
@@ -968,10 +978,10 @@ class Bench:
                     % (len(ours), fmt_time(median(ours)), fmt_time(median(base)),
                        self.step_summary(recs)))
         ok = median(ours) is not None and median(ours) <= 1.5
-        self.row("served", "push to new page served, code-only change, fixture Flask app",
-                 median(ours), median(base), "<= 1.5 s", float("inf"),
-                 status="PASS" if ok else "MISS",
-                 note="baseline: the same push, app not running (ratio: the reload's share)")
+        self.absolute_row("served", "push to new page served, code-only change, fixture Flask app",
+                          fmt_time(median(ours)), fmt_time(median(base)), "<= 1.5 s", ok,
+                          "whole push, then GET / until the new page; baseline: the same push, "
+                          "app not running")
         self.rm(repo, site, work, plain, plain_site, plain_work)
 
     def case_load(self):
@@ -982,6 +992,7 @@ class Bench:
         repo, site, work, port = self.running_repo("load", "load-app", env)
         load = LoadClients(port, 2)
         pushes = 20
+        stale = []
         try:
             for r in range(pushes):
                 self.set_version(work, r + 2)
@@ -992,17 +1003,22 @@ class Bench:
                 self.git("commit", "-q", "-am", "v%d" % (r + 2), cwd=work)
                 _, p = self.git("push", repo, "main", cwd=work, env=env)
                 self.checked_record(repo, p.stdout.decode(errors="replace"))
+                # the pusher's next request: the version just pushed
+                status, body = http_get(port)
+                if not body.startswith("version=%d " % (r + 2)):
+                    stale.append("v%d: %s %r" % (r + 2, status, body[:60]))
         finally:
             total, failed = load.stop()
             self.stop_app(repo)
         kinds = ", ".join("%s %d" % kv for kv in sorted(failed.items())) or "none"
         n_failed = sum(failed.values())
-        self.detail("20 deployments under load: %d requests, failed: %s" % (total, kinds))
-        self.rows.append(["requests failed during 20 deployments under load", str(n_failed),
-                          "%d requests" % total, "-", "0", "PASS" if n_failed == 0 else "MISS",
-                          "2 clients, fresh connection each; failed: %s" % kinds])
-        self.results["load"] = {"ours": n_failed, "baseline": total,
-                                "result": "PASS" if n_failed == 0 else "MISS", "note": kinds}
+        self.detail("20 deployments under load: %d requests, failed: %s; after %d of 20 pushes "
+                    "the next request got another version%s"
+                    % (total, kinds, len(stale), (": " + "; ".join(stale)) if stale else ""))
+        self.absolute_row("load", "requests failed during 20 deployments under load", str(n_failed),
+                          "%d requests" % total, "0", n_failed == 0 and not stale,
+                          "2 clients, fresh connection each; failed: %s; pushes not served at "
+                          "once: %d" % (kinds, len(stale)))
         self.rm(repo, site, work)
 
     def case_python_change(self):
@@ -1038,10 +1054,10 @@ class Bench:
                        fmt_time(median(extra))))
         more = median(extra)
         ok = more is not None and more <= 3
-        self.row("python-change", "Python version change, push to new version serving",
-                 median(ours), median(base), "<= deployment + 3 s", float("inf"),
-                 status="PASS" if ok else "MISS",
-                 note="%s more than the same push with the app not running" % fmt_time(more))
+        self.absolute_row("python-change", "Python version change, push to new version serving",
+                          fmt_time(median(ours)), fmt_time(median(base)), "<= deployment + 3 s",
+                          ok, "%s more than the same push with the app not running (the baseline)"
+                          % fmt_time(more))
         self.rm(repo, site, work, plain, plain_site, plain_work)
 
 # ---- requests to the running app (issue 16) ------------------------------------------
@@ -1099,6 +1115,9 @@ class LoadClients:
                 self.total += 1
                 if kind:
                     self.failed[kind] = self.failed.get(kind, 0) + 1
+            # a few hundred requests a second: every moment of a reload is met
+            # without taking the cores from the deployments measured
+            time.sleep(0.01)
 
     def stop(self):
         self.stopping.set()
