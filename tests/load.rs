@@ -245,6 +245,8 @@ fn twenty_pushes_under_load_fail_no_request() {
     // Nothing runs yet: the first push starts the app, nobody else does.
     assert_eq!(http_get(port, "/"), Answer::Refused);
     t.deploys("first", &[], v(1, "3.11", "1.0.0"));
+    // gunicorn is not in the requirements: provided beside the env, not in it.
+    assert!(!s.site.join("env/bin/gunicorn").exists());
     let load = Load::start(port, 2);
     // The load is under way before the next push.
     while load.requests().is_empty() {
