@@ -230,6 +230,10 @@ fn dry_run(
         for line in plan.lines() {
             report.detail(line);
         }
+        if crate::processes::enabled(settings, repo) {
+            let launch = Launch::new(settings, &values, &plan.app, plan.step_app_settings(), repo);
+            report.detail(launch.line(plan.health_check.is_none()));
+        }
     }
     match &plan.deploy {
         Deploy::Sync(sync) => sync.check_refused(),

@@ -632,6 +632,19 @@ fn group_cpu_ticks(pgid: i32) -> u64 {
         .sum()
 }
 
+/// `expr` run as `user` (uid, gid) when root runs the app as the site's
+/// owner: a step that is the app's own code (`release:`).
+pub fn as_user(expr: duct::Expression, user: Option<(u32, u32)>) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    match user {
+        Some((uid, gid)) => expr.before_spawn(move |cmd| {
+            cmd.uid(uid).gid(gid);
+            Ok(())
+        }),
+        None => expr,
+    }
+}
+
 /// How an app process is started (see `crate::processes`): its words, its
 /// folder, its whole environment, and the user it runs as (`None`: this one).
 pub struct AppCommand<'a> {

@@ -131,6 +131,26 @@ impl Launch {
         )))
     }
 
+    /// What happens to the app after the switch, for the dry run.
+    pub fn line(&self, app_check: bool) -> String {
+        let check = match (app_check, self.web()) {
+            (true, Some(_)) => format!(
+                "; health check: GET {}, any answer below 500, within {} s",
+                self.url(),
+                self.timeout
+            ),
+            _ => String::new(),
+        };
+        let release = match self.release() {
+            Some(p) => format!("release: {} runs first; ", p.command),
+            None => String::new(),
+        };
+        format!(
+            "After the switch (deploy.run): {release}the app is reloaded on {}:{} (gunicorn: a new master, the old one until it is ready){check}",
+            self.bind, self.port
+        )
+    }
+
     /// The processes kept running, in the Procfile's order.
     pub fn kept(&self) -> impl Iterator<Item = &Process> {
         self.app.processes.iter().filter(|p| p.kind != RELEASE)
@@ -246,7 +266,14 @@ impl Launch {
             .into_iter()
             .map(|w| w.replace("${PORT}", &port).replace("$PORT", &port))
             .collect();
-        let env = self.env();
+        let mut env = self.env();
+        if let Some((uid, _)) = user {
+            // The owner's own HOME and names, not root's.
+            for (name, value) in passwd_entry(uid) {
+                env.retain(|(n, _)| *n != name);
+                env.push((name, value));
+            }
+        }
         let run = self.run_dir();
         if words[0] != "gunicorn" {
             return Ok(Command {
@@ -368,9 +395,13 @@ impl Launch {
         }
         for process in self.kept() {
             let kind = &process.kind;
+            let before = spec_binds(&self.state_dir, kind);
             let command = self.command(process, user, runner, report)?;
+            // A new master takes over the old one's sockets as they are:
+            // another address or port needs a new start.
+            let same_address = before == spec_binds(&self.state_dir, kind);
             match running_pid(&self.state_dir, kind) {
-                Some(old) if command.gunicorn && is_launcher(old) => {
+                Some(old) if command.gunicorn && is_launcher(old) && same_address => {
                     let new = self.replace_master(&command, old)?;
                     report.detail(format!(
                         "{kind}: new gunicorn master (pid {new}) ready; the old one (pid {old}) stopped gracefully"
@@ -379,8 +410,15 @@ impl Launch {
                 Some(old) => {
                     stop(&self.state_dir, kind);
                     let pid = self.start_one(&command, user)?;
+                    let why = if kind != "web" {
+                        "anew"
+                    } else if !command.gunicorn || !same_address {
+                        "anew: a gap, as the address changed or the command is not gunicorn (a new gunicorn master would take over the old sockets)"
+                    } else {
+                        "anew: a gap, as the running one was not started by pushdeploy's launcher"
+                    };
                     report.detail(format!(
-                        "{kind}: stopped (pid {old}) and started (pid {pid}): not a gunicorn pushdeploy started, so there is a gap"
+                        "{kind}: stopped (pid {old}) and started (pid {pid}) {why}"
                     ));
                 }
                 None => {
@@ -558,13 +596,15 @@ impl Launch {
         let Some(process) = self.release() else {
             return Ok(());
         };
-        // A step of the deployment, as pushdeploy's user (as the build's are).
-        let command = self.command(process, None, runner, report)?;
+        // A step of the deployment (its output shown, its time limited),
+        // but the app's own code: as the app's user.
+        let user = self.user(report)?;
+        let command = self.command(process, user, runner, report)?;
         let argv = &command.argv;
         let expr = duct::cmd(&argv[0], &argv[1..])
             .dir(&self.site)
             .full_env(command.env.iter().cloned());
-        runner.run(report, "release", expr)
+        runner.run(report, "release", crate::process::as_user(expr, user))
     }
 
     /// `serve --process TYPE`: replaces pushdeploy with the process.
@@ -669,6 +709,48 @@ fn forward_signals(pids: Vec<i32>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// HOME, USER and LOGNAME of a uid, from /etc/passwd.
+fn passwd_entry(uid: u32) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 6 && fields[2].parse() == Ok(uid) {
+            return vec![
+                ("HOME".into(), fields[5].into()),
+                ("USER".into(), fields[0].into()),
+                ("LOGNAME".into(), fields[0].into()),
+            ];
+        }
+    }
+    Vec::new()
+}
+
+/// The addresses a type's gunicorn spec binds (`--bind`, `-b`).
+fn spec_binds(state_dir: &Path, kind: &str) -> Vec<String> {
+    let spec: Option<serde_json::Value> =
+        std::fs::read(run_dir(state_dir).join(format!("{kind}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    let args: Vec<String> = spec
+        .and_then(|s| serde_json::from_value(s["args"].clone()).ok())
+        .unwrap_or_default();
+    let mut binds = Vec::new();
+    let mut next = false;
+    for arg in args {
+        if next {
+            binds.push(arg);
+            next = false;
+        } else if arg == "-b" || arg == "--bind" {
+            next = true;
+        } else if let Some(value) = arg.strip_prefix("--bind=") {
+            binds.push(value.to_string());
+        } else if let Some(value) = arg.strip_prefix("-b") {
+            binds.push(value.to_string());
+        }
+    }
+    binds
 }
 
 /// Gives a file of pushdeploy's to the app's user (when root runs it as

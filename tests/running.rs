@@ -416,9 +416,15 @@ fn as_root_the_app_runs_as_the_sites_owner() {
     std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let nobody = rustix::fs::Uid::from_raw(65534);
     rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+    // `release:` is the app's code too: it runs as the owner, with its HOME.
+    s.write(
+        "Procfile",
+        "web: gunicorn app:app\nrelease: python -c \"import os; open('who.txt', 'w').write('%d %s' % (os.getuid(), os.environ['HOME']))\"\n",
+    );
     s.commit("as nobody");
     r.push().assert_ok().assert_has("successful");
     serves(r.port, "Hello from pushdeploy!");
+    assert_eq!(s.site_file("who.txt"), "65534 /nonexistent");
     let pid = web_pid(&r);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -483,7 +489,7 @@ fn serve_execs_one_process_or_runs_all_in_the_foreground() {
     web.wait().unwrap();
     assert!(get(r.port).is_err(), "stopped, yet it answers");
 
-    let mut all = s
+    let all = s
         .pushdeploy_command(&["serve", "--repo", repo])
         .spawn(std::process::Stdio::piped(), std::process::Stdio::null());
     wait_serving(r.port, "Hello from pushdeploy!");
@@ -529,4 +535,116 @@ fn a_failing_health_check_brings_the_old_version_back() {
         .count();
     assert_eq!(checks, 2, "the old version's check runs again:\n{push}");
     serves(r.port, "Hello from pushdeploy!");
+}
+
+/// Another port (WEBSITES_PORT in `.deployment`): gunicorn's new master
+/// would keep the old socket, so the app is started anew, on the new port.
+#[test]
+fn another_port_starts_the_app_anew_on_it() {
+    let r = running();
+    let s = &r.s;
+    s.config(&["--unset", "deploy.port"]);
+    s.app("flask-app");
+    s.write(
+        ".deployment",
+        &format!("[config]\nWEBSITES_PORT = {}\n", r.port),
+    );
+    s.commit("first");
+    r.push().assert_ok();
+    serves(r.port, "Hello from pushdeploy!");
+    let other = free_port();
+    s.write(
+        ".deployment",
+        &format!("[config]\nWEBSITES_PORT = {other}\n"),
+    );
+    s.commit("another port");
+    r.push()
+        .assert_ok()
+        .assert_has("web: stopped (pid ")
+        .assert_has("as the address changed");
+    serves(other, "Hello from pushdeploy!");
+    assert!(get(r.port).is_err(), "the old port still answers");
+}
+
+/// The app's output goes through pushdeploy's log writer: the log is
+/// rotated to `<type>.log.1` when it reaches 10 MiB, so it never holds more.
+#[test]
+fn the_log_is_size_capped_and_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("web.log");
+    let line = format!("{}\n", "x".repeat(1023));
+    let input = line.repeat(11 << 10);
+    crate::util::pushdeploy_in(dir.path())
+        .args(["log-writer", log.to_str().unwrap()])
+        .stdin(input)
+        .run()
+        .assert_ok();
+    let current = std::fs::metadata(&log).unwrap().len();
+    let rotated = std::fs::metadata(dir.path().join("web.log.1"))
+        .unwrap()
+        .len();
+    assert!(rotated <= 10 << 20 && rotated > 9 << 20, "{rotated}");
+    assert_eq!(current + rotated, 11 << 20);
+}
+
+/// The dry run says what happens to the app after the switch.
+#[test]
+fn the_dry_run_says_the_app_is_reloaded() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.write(
+        "Procfile",
+        "web: gunicorn app:app\nrelease: python -c pass\n",
+    );
+    s.commit("first");
+    s.update_without_deploy();
+    s.pushdeploy_command(&["deploy", "--dry-run", "--repo", s.repo.to_str().unwrap()])
+        .envs(&[("PUSHDEPLOY_RUN", "true")])
+        .run()
+        .assert_ok()
+        .assert_has(&format!(
+            "After the switch (deploy.run): release: python -c pass runs first; the app is reloaded on 127.0.0.1:{} (gunicorn: a new master, the old one until it is ready); health check: GET http://127.0.0.1:{}/, any answer below 500, within 30 s",
+            r.port, r.port
+        ));
+}
+
+/// `logs -f` prints what the processes write as it comes.
+#[test]
+fn logs_follow_prints_new_lines() {
+    use std::io::BufRead;
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.commit("first");
+    r.push().assert_ok();
+    let repo = s.repo.to_str().unwrap();
+    let mut follow = s
+        .pushdeploy_command(&["logs", "-f", "--repo", repo])
+        .spawn(std::process::Stdio::piped(), std::process::Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} from logs -f: {e}"),
+            }
+        }
+    };
+    wait_for("Booting worker");
+    s.run("restart", &[]).assert_ok();
+    wait_for("Handling signal: usr2");
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
