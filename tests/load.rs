@@ -83,7 +83,7 @@ impl LoadTest<'_> {
     /// Commits what the clone holds and pushes it (with `args`); `after`
     /// is the version that must serve once the push has returned: the new
     /// one, or the one serving before when the deployment must roll back.
-    fn push(&mut self, what: &str, args: &[&str], after: Version, rolled_back: bool) {
+    fn push(&mut self, what: &str, args: &[&str], after: Version, rolled_back: bool) -> Run {
         self.s.commit(what);
         let sent = Instant::now();
         let push = push(self.s, args);
@@ -111,17 +111,18 @@ impl LoadTest<'_> {
             after,
         });
         self.serving = after;
+        push
     }
 
     /// A push that must succeed and serve `after`.
-    fn deploys(&mut self, what: &str, args: &[&str], after: Version) {
-        self.push(what, args, after, false);
+    fn deploys(&mut self, what: &str, args: &[&str], after: Version) -> Run {
+        self.push(what, args, after, false)
     }
 
     /// A push that must roll back, the version before it serving throughout.
-    fn rolls_back(&mut self, what: &str) {
+    fn rolls_back(&mut self, what: &str) -> Run {
         let before = self.serving;
-        self.push(what, &[], before, true);
+        self.push(what, &[], before, true)
     }
 }
 
@@ -271,10 +272,14 @@ fn twenty_pushes_under_load_fail_no_request() {
         "push option recreate-env v6",
         &["-o", "recreate-env", "main"],
         v(6, "3.11", "2.0.0"),
+    )
+    .assert_has(
+        "Creating virtual environment env/ with python-3.11: forced by push option recreate-env",
     );
     set_code(&s, 7);
     s.write(".deployment", "[config]\nrecreateEnv = true\n");
-    t.deploys("recreateEnv v7", &[], v(7, "3.11", "2.0.0"));
+    t.deploys("recreateEnv v7", &[], v(7, "3.11", "2.0.0"))
+        .assert_has("Creating virtual environment env/ with python-3.11: forced by ");
     set_code(&s, 8);
     s.remove(".deployment");
     t.deploys("code v8", &[], v(8, "3.11", "2.0.0"));
