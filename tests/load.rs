@@ -1,5 +1,5 @@
 //! Issue 16: the app runs, and every push ends with the new version serving
-//! while clients request it without a pause: no request refused, reset or
+//! while clients request it continuously: no request refused, reset or
 //! answered 5xx across 20 and more deployments of every kind (code,
 //! requirements, an env forced anew, a Python version change, a changed
 //! start command, an app that cannot import, a failing `release:`, a

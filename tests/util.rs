@@ -834,7 +834,7 @@ pub struct Request {
     pub answer: Answer,
 }
 
-/// Clients that request the app without a pause, each over a fresh
+/// Clients that request the app continuously, each over a fresh
 /// connection, until stopped; every request is kept, in order of sending.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
