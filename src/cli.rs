@@ -392,7 +392,7 @@ pub fn run() -> Result<ExitCode> {
             follow,
             process,
         } => logs(&repo, env, follow, process.as_deref())?,
-        Command::LogWriter { file } => crate::processes::log_writer(&file)?,
+        Command::LogWriter { file } => crate::app_logs::log_writer(&file)?,
         Command::Env {
             action: EnvAction::Delete { repo },
         } => {
@@ -541,7 +541,7 @@ fn logs(repo: &RepoArg, env: Environment, follow: bool, process: Option<&str>) -
         Some(kind) => {
             if let Some(launch) = crate::processes::Launch::for_deployed(&settings, &repository)?
                 && !launch.app.processes.iter().any(|p| p.kind == kind)
-                && !crate::processes::log_file(&settings.state_dir, kind).exists()
+                && !crate::app_logs::log_file(&settings.state_dir, kind).exists()
             {
                 return Err(usage(launch.unknown(kind)));
             }
@@ -552,7 +552,7 @@ fn logs(repo: &RepoArg, env: Environment, follow: bool, process: Option<&str>) -
             None => Vec::new(),
         },
     };
-    crate::processes::show_logs(&settings.state_dir, &kinds, follow)
+    crate::app_logs::show_logs(&settings.state_dir, &kinds, follow)
 }
 
 /// The hook: deploys the deployment branch's update, reports the others as

@@ -48,6 +48,7 @@ mod python_version; // a Python version asked for (3.12) or found (3.12.4): plai
 pub mod settings; // every setting, which layers may set it, parsed once
 
 // The site and the stores under the state dir.
+mod app_logs; // the app's output: the capped, rotated log files and `pushdeploy logs`
 mod appsettings; // `pushdeploy appsettings`: the server's secret app settings
 mod files; // atomic writes and temp-file cleanup the stores share
 mod installed; // what was last installed, so an unchanged push skips pip

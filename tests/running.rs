@@ -193,6 +193,9 @@ fn a_commit_that_cannot_import_keeps_the_old_version_serving() {
     push.assert_has("the new version did not start")
         .assert_has("ModuleNotFoundError: No module named 'no_such_module'")
         .assert_has("rolled back to");
+    // The old version came back as a new master too (the old master must
+    // have reaped the failed one first, or it ignores that USR2).
+    assert!(!push.has("may be down"), "{push}");
     serves(r.port, "Version two!");
     let (count, failed) = load.finish();
     assert!(count > 10, "{count} requests only");
@@ -647,4 +650,32 @@ fn logs_follow_prints_new_lines() {
     wait_for("Handling signal: usr2");
     let _ = follow.kill();
     let _ = follow.wait();
+}
+
+/// `init` turns running on for a new repository only: one it adopts keeps
+/// what it did.
+#[test]
+fn init_turns_running_on_for_a_new_repository() {
+    let s = Server::new();
+    assert_eq!(
+        s.git_server(&["config", "deploy.run"]).stdout.trim(),
+        "true"
+    );
+    let adopted = s.root.join("adopted.git");
+    crate::util::git_in(&s.root)
+        .args(["init", "-q", "--bare", adopted.to_str().unwrap()])
+        .run()
+        .assert_ok();
+    let init = s.init_at(&adopted, &s.root.join("adopted-site"));
+    init.assert_ok();
+    assert!(!init.has("deploy.run"), "{init}");
+    crate::util::git_in(&s.root)
+        .args([
+            "--git-dir",
+            adopted.to_str().unwrap(),
+            "config",
+            "deploy.run",
+        ])
+        .run()
+        .assert_status(1);
 }
