@@ -832,7 +832,12 @@ class Bench:
                   "<= 1.3x pip in place (uv <= 1/3)"),
                  ("rollback", self.case_rollback,
                   "rollback after a failed health check, 10,000 files, 100 changed",
-                  "restore <= 2x the sync")]
+                  "restore <= 2x the sync"),
+                 ("served", self.case_served,
+                  "push to new page served, code-only change, fixture Flask app", "<= 1.5 s"),
+                 ("load", self.case_load, "requests failed during 20 deployments under load", "0"),
+                 ("python-change", self.case_python_change,
+                  "Python version change, push to new version serving", "<= deployment + 3 s")]
         only = set(self.args.only.split(",")) if self.args.only else None
         self.load0 = os.getloadavg()[0]
         try:
@@ -875,6 +880,252 @@ class Bench:
                            "details": self.details}, f, indent=2)
 
 
+    # ---- the app running (issue 16) ------------------------------------------------
+
+    def running_repo(self, name, app, env, run=True):
+        """A repository and site for `fixtures/apps/<app>`, the app run by
+        pushdeploy (git config deploy.run) on a port of its own; returns
+        (repo, site, work dir, port)."""
+        repo, site = os.path.join(self.tmp, name + ".git"), os.path.join(self.tmp, name + "-site")
+        work = os.path.join(self.tmp, name + "-work")
+        self.init(repo, site)
+        port = free_port()
+        self.git("--git-dir", repo, "config", "deploy.run", "true" if run else "false")
+        self.git("--git-dir", repo, "config", "deploy.port", str(port))
+        if os.geteuid() == 0:
+            # the app never runs as root unless the server says so
+            self.git("--git-dir", repo, "config", "deploy.runAsRoot", "true")
+        shutil.copytree(os.path.join(ROOT, "fixtures", "apps", app), work)
+        self.git("init", "-q", "-b", "main", cwd=work)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "first", cwd=work)
+        _, p = self.git("push", repo, "main", cwd=work, env=env)
+        self.checked_record(repo, p.stdout.decode(errors="replace"))
+        return repo, site, work, port
+
+    def fixture_env(self):
+        """The benchmark's environment with the fixtures' wheels (the apps'
+        packages and gunicorn) instead of the generated ones."""
+        wheels = os.path.join(ROOT, "fixtures", "wheels")
+        return dict(self.env, PIP_FIND_LINKS=wheels, UV_FIND_LINKS=wheels)
+
+    def stop_app(self, repo):
+        self.run([self.bin, "stop", "--repo", repo], check=False)
+
+    def push_until_served(self, repo, work, port, want, env):
+        """`git push`, then GET / until the page contains `want`: (seconds from
+        the push to that page, the push's own seconds, its output)."""
+        t0 = time.perf_counter()
+        p = subprocess.run(["git", "push", repo, "main"], cwd=work, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pushed = time.perf_counter() - t0
+        out = p.stdout.decode(errors="replace")
+        deadline = time.perf_counter() + 60
+        while True:
+            status, body = http_get(port)
+            if status is not None and status < 500 and want in body:
+                return time.perf_counter() - t0, pushed, out
+            if time.perf_counter() > deadline:
+                raise Failed("%r not served 60 s after the push (last: %s %r):\n%s"
+                             % (want, status, body[:200], out[-3000:]))
+            time.sleep(0.01)
+
+    @staticmethod
+    def set_version(work, code):
+        path = os.path.join(work, "app.py")
+        with open(path) as f:
+            text = re.sub(r'(?m)^VERSION = ".*"$', 'VERSION = "%d"' % code, f.read())
+        with open(path, "w") as f:
+            f.write(text)
+
+    def absolute_row(self, key, case, ours, baseline, target, ok, note):
+        """A row whose target is a number, not a ratio: the baseline (the same
+        push without the app running, or the requests made) is shown beside it."""
+        result = "PASS" if ok else "MISS"
+        self.rows.append([case, ours, baseline, "-", target, result, note])
+        self.results[key] = {"ours": ours, "baseline": baseline, "result": result, "note": note}
+
+    def case_served(self):
+        """A code-only change of the fixture Flask app: from `git push` to the
+        new page served, the push into a repository whose app does not run
+        (the deployment alone) as the baseline."""
+        env = self.fixture_env()
+        repo, site, work, port = self.running_repo("served", "flask-app", env)
+        plain, plain_site, plain_work, _ = self.running_repo("served-plain", "flask-app", env,
+                                                             run=False)
+        ours, base, recs = [], [], []
+        try:
+            for r in range(self.n_fast):
+                for w in (work, plain_work):
+                    path = os.path.join(w, "app.py")
+                    with open(path) as f:
+                        text = re.sub(r"Hello from pushdeploy( \d+)?!",
+                                      "Hello from pushdeploy %d!" % r, f.read())
+                    with open(path, "w") as f:
+                        f.write(text)
+                    self.git("commit", "-q", "-am", "edit %d" % r, cwd=w)
+                dt, _, out = self.push_until_served(repo, work, port,
+                                                    "Hello from pushdeploy %d!" % r, env)
+                recs.append(self.checked_record(repo, out))
+                ours.append(dt)
+                bt, p = self.git("push", plain, "main", cwd=plain_work, env=env)
+                self.checked_record(plain, p.stdout.decode(errors="replace"))
+                base.append(bt)
+        finally:
+            self.stop_app(repo)
+        self.detail("code-only change of the Flask fixture (median of %d): push to new page %s, "
+                    "the same push with the app not running %s; steps: %s"
+                    % (len(ours), fmt_time(median(ours)), fmt_time(median(base)),
+                       self.step_summary(recs)))
+        ok = median(ours) is not None and median(ours) <= 1.5
+        self.absolute_row("served", "push to new page served, code-only change, fixture Flask app",
+                          fmt_time(median(ours)), fmt_time(median(base)), "<= 1.5 s", ok,
+                          "whole push, then GET / until the new page; baseline: the same push, "
+                          "app not running")
+        self.rm(repo, site, work, plain, plain_site, plain_work)
+
+    def case_load(self):
+        """20 deployments (code changes, and a requirements change every fifth)
+        while two clients request the app over fresh connections: requests
+        refused, reset, timed out or answered 5xx."""
+        env = self.fixture_env()
+        repo, site, work, port = self.running_repo("load", "load-app", env)
+        load = LoadClients(port, 2)
+        pushes = 20
+        stale = []
+        try:
+            for r in range(pushes):
+                self.set_version(work, r + 2)
+                if r % 5 == 4:
+                    greeting = "2.0.0" if (r // 5) % 2 == 0 else "1.0.0"
+                    with open(os.path.join(work, "requirements.txt"), "w") as f:
+                        f.write("greeting==%s\ntinyweb==1.0.0\n" % greeting)
+                self.git("commit", "-q", "-am", "v%d" % (r + 2), cwd=work)
+                _, p = self.git("push", repo, "main", cwd=work, env=env)
+                self.checked_record(repo, p.stdout.decode(errors="replace"))
+                # the pusher's next request: the version just pushed
+                status, body = http_get(port)
+                if not body.startswith("version=%d " % (r + 2)):
+                    stale.append("v%d: %s %r" % (r + 2, status, body[:60]))
+        finally:
+            total, failed = load.stop()
+            self.stop_app(repo)
+        kinds = ", ".join("%s %d" % kv for kv in sorted(failed.items())) or "none"
+        n_failed = sum(failed.values())
+        self.detail("20 deployments under load: %d requests, failed: %s; after %d of 20 pushes "
+                    "the next request got another version%s"
+                    % (total, kinds, len(stale), (": " + "; ".join(stale)) if stale else ""))
+        self.absolute_row("load", "requests failed during 20 deployments under load", str(n_failed),
+                          "%d requests" % total, "0", n_failed == 0 and not stale,
+                          "2 clients, fresh connection each; failed: %s; pushes not served at "
+                          "once: %d" % (kinds, len(stale)))
+        self.rm(repo, site, work)
+
+    def case_python_change(self):
+        """A runtime.txt change (3.11 <-> 3.12), alternately: from `git push` to
+        the page of the new interpreter, minus the same push into a repository
+        whose app does not run (the deployment itself)."""
+        env = self.fixture_env()
+        repo, site, work, port = self.running_repo("pychange", "load-app", env)
+        plain, plain_site, plain_work, _ = self.running_repo("pychange-plain", "load-app", env,
+                                                             run=False)
+        ours, base, extra = [], [], []
+        try:
+            for r in range(self.n_slow + 1):
+                python = "3.12" if r % 2 == 0 else "3.11"
+                for w in (work, plain_work):
+                    with open(os.path.join(w, "runtime.txt"), "w") as f:
+                        f.write("python-%s\n" % python)
+                    self.git("commit", "-q", "-am", "python %s" % python, cwd=w)
+                dt, _, out = self.push_until_served(repo, work, port, "python=%s" % python, env)
+                self.checked_record(repo, out)
+                bt, p = self.git("push", plain, "main", cwd=plain_work, env=env)
+                self.checked_record(plain, p.stdout.decode(errors="replace"))
+                if r == 0:
+                    continue  # the first 3.12 env of each repository makes its seed
+                ours.append(dt)
+                base.append(bt)
+                extra.append(dt - bt)
+        finally:
+            self.stop_app(repo)
+        self.detail("Python version change (median of %d): push to new version serving %s, "
+                    "the same push with the app not running %s, difference %s"
+                    % (len(ours), fmt_time(median(ours)), fmt_time(median(base)),
+                       fmt_time(median(extra))))
+        more = median(extra)
+        ok = more is not None and more <= 3
+        self.absolute_row("python-change", "Python version change, push to new version serving",
+                          fmt_time(median(ours)), fmt_time(median(base)), "<= deployment + 3 s",
+                          ok, "%s more than the same push with the app not running (the baseline)"
+                          % fmt_time(more))
+        self.rm(repo, site, work, plain, plain_site, plain_work)
+
+# ---- requests to the running app (issue 16) ------------------------------------------
+
+
+def free_port():
+    """A port nothing listens on now (the kernel's choice, then released)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port, timeout=60):
+    """GET / over a new connection: (status, body), or (None, what went wrong)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    except ConnectionRefusedError:
+        return None, "refused"
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
+            http.client.IncompleteRead, http.client.BadStatusLine):
+        return None, "reset"
+    except TimeoutError:
+        return None, "timed out"
+    except OSError as e:
+        return None, "error %s" % e
+    finally:
+        conn.close()
+
+
+class LoadClients:
+    """Threads that GET / without a pause, each over a fresh connection,
+    counting the requests and the failed ones by kind."""
+
+    def __init__(self, port, clients):
+        import threading
+        self.port = port
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.total = 0
+        self.failed = {}
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def client(self):
+        while not self.stopping.is_set():
+            status, what = http_get(self.port)
+            kind = what if status is None else ("5xx" if status >= 500 else None)
+            with self.lock:
+                self.total += 1
+                if kind:
+                    self.failed[kind] = self.failed.get(kind, 0) + 1
+            # a few hundred requests a second: every moment of a reload is met
+            # without taking the cores from the deployments measured
+            time.sleep(0.01)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+        return self.total, dict(self.failed)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -882,7 +1133,8 @@ def main():
                     help="the pushdeploy binary to measure (default: target/release/pushdeploy)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
-    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,lock,add,rollback")
+    ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,lock,add,rollback,"
+                    "served,load,python-change")
     ap.add_argument("--python", default=DEFAULT_PYTHON,
                     help="the interpreter for baselines and deployments (default: %(default)s)")
     ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")

@@ -1,6 +1,9 @@
 //! Issue 15 (small): `bash scripts/demo` looked for `target/debug` and failed
 //! when `CARGO_TARGET_DIR` (or a cargo config's `target-dir`) put the binary
 //! elsewhere; it runs the binary cargo says it built.
+//!
+//! Issue 16: the demo's push starts the app, a second push serves its new
+//! page, with the time from push to page; the app is stopped at the end.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,11 +52,27 @@ fn the_demo_runs_the_binary_cargo_reports_wherever_the_target_dir_is() {
     let target_dir = target.to_str().unwrap();
     let run = TestCommand::new("bash", root)
         .args([&demo])
-        .envs(&[("PATH", &path), ("CARGO_TARGET_DIR", target_dir)])
+        // Running on, as `init` leaves it for a user (the tests' environment
+        // turns it off).
+        .envs(&[
+            ("PATH", &path),
+            ("CARGO_TARGET_DIR", target_dir),
+            ("PUSHDEPLOY_RUN", "true"),
+        ])
         .run();
     run.assert_ok()
         .assert_has("Deployment ")
         .assert_has("Hello from pushdeploy!");
+    // Issue 16: the push started the app, a second push served its new page,
+    // and the demo stopped the app when it ended.
+    run.assert_has("Hello again from pushdeploy!")
+        .assert_has("from git push to this page served: ");
+    let url = run.remote_or_stdout_line("GET http://127.0.0.1:");
+    let port: u16 = url.split('/').next().unwrap().parse().unwrap();
+    assert_eq!(
+        crate::util::http_get(port, "/"),
+        crate::util::Answer::Refused
+    );
     let args = std::fs::read_to_string(&asked).unwrap();
     assert!(
         args.contains("build") && args.contains("--message-format=json"),

@@ -12,6 +12,7 @@ mod every_point;
 mod faults;
 mod history;
 mod hostile;
+mod load;
 mod lockfiles;
 mod packages;
 mod pipeline;

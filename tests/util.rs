@@ -750,3 +750,197 @@ pub fn line_diff(expected: &str, actual: &str) -> String {
     }
     out
 }
+
+// ---- Requests to the running app (issue 16) ---------------------------------
+
+/// What one request to the app got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A whole HTTP answer below 500: its status and body.
+    Page(u16, String),
+    /// The connection was refused: nothing listened on the port.
+    Refused,
+    /// Reset, closed before a whole answer, or a garbled one.
+    Reset(String),
+    /// An HTTP answer of 500 or more.
+    ServerError(u16, String),
+    /// No whole answer within the request's time limit.
+    TimedOut,
+}
+
+impl Answer {
+    pub fn failed(&self) -> bool {
+        !matches!(self, Answer::Page(..))
+    }
+
+    /// The body of a page (any status below 500), else None.
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            Answer::Page(_, body) => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// How long one request may take before it counts as failed: far beyond
+/// any answer of a loaded machine, so that only a hung request reaches it.
+const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `GET /` on 127.0.0.1:`port` over a new connection (HTTP/1.0, closed
+/// after the answer), as a client that knows nothing of deployments.
+pub fn http_get(port: u16, path: &str) -> Answer {
+    use std::io::{ErrorKind, Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = match std::net::TcpStream::connect_timeout(&addr, REQUEST_LIMIT) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Answer::Refused,
+        Err(e) if e.kind() == ErrorKind::TimedOut => return Answer::TimedOut,
+        Err(e) => return Answer::Reset(format!("connect: {e}")),
+    };
+    stream.set_read_timeout(Some(REQUEST_LIMIT)).unwrap();
+    stream.set_write_timeout(Some(REQUEST_LIMIT)).unwrap();
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return Answer::Reset(format!("write: {e}"));
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        return match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Answer::TimedOut,
+            _ => Answer::Reset(format!("read: {e}")),
+        };
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Answer::Reset(format!("no whole answer: {text:?}"));
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(status) if status >= 500 => Answer::ServerError(status, body.to_string()),
+        Some(status) => Answer::Page(status, body.to_string()),
+        None => Answer::Reset(format!("no status line: {head:?}")),
+    }
+}
+
+/// One request of a `Load`: when it was sent and answered, and the answer.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub sent: std::time::Instant,
+    pub answered: std::time::Instant,
+    pub answer: Answer,
+}
+
+/// Clients that request the app continuously, each over a fresh
+/// connection, until stopped; every request is kept, in order of sending.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` threads, each sending its next request 10 ms after the
+    /// last is answered: a few hundred requests a second, so that requests
+    /// meet every moment of a reload without taking the machine's cores
+    /// from the deployments under test.
+    pub fn start(port: u16, clients: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, requests) = (stop.clone(), requests.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = std::time::Instant::now();
+                        let answer = http_get(port, "/");
+                        let answered = std::time::Instant::now();
+                        requests.lock().unwrap().push(Request {
+                            sent,
+                            answered,
+                            answer,
+                        });
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            requests,
+            clients,
+        }
+    }
+
+    /// The requests so far, in order of sending.
+    pub fn requests(&self) -> Vec<Request> {
+        let mut all = self.requests.lock().unwrap().clone();
+        all.sort_by_key(|r| r.sent);
+        all
+    }
+
+    /// Stops the clients (each finishes its request) and returns every request.
+    pub fn stop(mut self) -> Vec<Request> {
+        self.halt();
+        self.requests()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in self.clients.drain(..) {
+            let _ = client.join();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A port nothing listens on now (the kernel's choice, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops the app of a server when dropped, even when the test failed:
+/// `pushdeploy stop`, then SIGKILL to any process still working in this
+/// server's temp dir (its site or its repository's state dir): only the
+/// processes pushdeploy started for this test, whatever its pid files say.
+pub struct StopsApp<'a>(pub &'a Server);
+
+impl Drop for StopsApp<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        let _ = s
+            .pushdeploy_command(&["stop", "--repo", s.repo.to_str().unwrap()])
+            .run();
+        let root = std::fs::canonicalize(&s.root).unwrap_or_else(|_| s.root.clone());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            if pid > 1 && cwd.is_ok_and(|cwd| cwd.starts_with(&root)) {
+                eprintln!("killing pid {pid}, left running in {}", root.display());
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
