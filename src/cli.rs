@@ -472,6 +472,14 @@ fn running(repo: &RepoArg, env: Environment, what: Running) -> Result<()> {
         &mut report,
     )?;
     let state_dir = &settings.state_dir;
+    // Under the units `init --systemd` wrote, systemd runs the processes.
+    if let Some(units) = crate::systemd::installed(state_dir) {
+        return match what {
+            Running::Start => units.start(),
+            Running::Stop => units.stop(),
+            Running::Restart => units.restart(),
+        };
+    }
     match what {
         Running::Stop => {
             if !crate::processes::stop_all(state_dir, &mut report) {
@@ -504,6 +512,18 @@ fn status(repo: &RepoArg, env: Environment) -> Result<ExitCode> {
         )?;
         return Ok(ExitCode::from(3));
     };
+    if let Some(units) = crate::systemd::installed(&settings.state_dir) {
+        let shown = units.status()?;
+        for process in &shown {
+            writeln!(out, "{}", process.line())?;
+        }
+        let up = !shown.is_empty() && shown.iter().all(|p| p.up);
+        return Ok(if up {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        });
+    }
     let mut all = true;
     let mut any = false;
     for process in launch.kept() {
@@ -556,6 +576,10 @@ fn serve(repo: &RepoArg, env: Environment, process: Option<&str>) -> Result<Exit
 
 fn logs(repo: &RepoArg, env: Environment, follow: bool, process: Option<&str>) -> Result<()> {
     let (repository, settings) = open(repo, env, |_| Ok(()))?;
+    if let Some(units) = crate::systemd::installed(&settings.state_dir) {
+        units.logs(process, follow)?;
+        return Ok(());
+    }
     let kinds: Vec<String> = match process {
         Some(kind) => {
             if let Some(launch) = crate::processes::Launch::for_deployed(&settings, &repository)?

@@ -32,7 +32,14 @@ if spec.get("path"):
 markers = spec["markers"]
 
 
+# Words after the spec's path are gunicorn's too: `--check-config` is how a
+# deployment asks whether the new version imports, and marks nothing.
+extra = sys.argv[2:]
+
+
 def mark(kind, pid, text=""):
+    if extra:
+        return
     try:
         with open("%s.%s.%d" % (markers, kind, pid), "w") as f:
             f.write(text)
@@ -91,7 +98,7 @@ if "control_socket" in known and not any(
         args += ["--control-socket", socket]
     else:
         args += ["--no-control-socket"]
-sys.argv = ["gunicorn"] + args
+sys.argv = ["gunicorn"] + args + extra
 try:
     run()
 except SystemExit as e:

@@ -69,6 +69,8 @@ pub struct Launch {
     pub timeout: u64,
     /// `deploy.runAsRoot`: a site owned by root may run its app as root.
     pub as_root: bool,
+    /// The bare repository (the systemd units name it).
+    pub repo: PathBuf,
 }
 
 impl Launch {
@@ -93,6 +95,7 @@ impl Launch {
                 .map_or("127.0.0.1".to_string(), |(t, _)| t.trim().to_string()),
             app_settings,
             timeout: values.seconds(HEALTH_CHECK_TIMEOUT).unwrap_or(30),
+            repo: repo.path().to_path_buf(),
             as_root: repo
                 .config()
                 .and_then(|c| c.get_bool("deploy.runAsRoot"))
@@ -380,6 +383,9 @@ impl Launch {
     pub fn reload(&self, runner: &Runner, report: &mut Report) -> Result<()> {
         let user = self.user(report)?;
         self.folders(user)?;
+        if let Some(units) = crate::systemd::installed(&self.state_dir) {
+            return self.reload_units(&units, user, runner, report);
+        }
         for kind in running_kinds(&self.state_dir) {
             if !self.kept().any(|p| p.kind == kind) {
                 stop(&self.state_dir, &kind);
@@ -423,6 +429,78 @@ impl Launch {
         if self.app.processes.is_empty() {
             report.detail(format!("nothing runs ({})", self.app.reason));
         }
+        Ok(())
+    }
+
+    /// Under the units `init --systemd` wrote: systemd holds the web socket
+    /// and starts what stops, so each process is restarted behind it
+    /// (gunicorn's USR2 cannot hand on a socket systemd passed), once the
+    /// new version's gunicorn has loaded the app: a version that cannot
+    /// import is refused while the old one still serves.
+    fn reload_units(
+        &self,
+        units: &crate::systemd::Units,
+        user: Option<(u32, u32)>,
+        runner: &Runner,
+        report: &mut Report,
+    ) -> Result<()> {
+        // Units are written by `init --systemd` (root's, for system units):
+        // when the app outgrew them, the user is told to write them again.
+        if let Ok(address) = self.bind.parse()
+            && let Some(line) = crate::systemd::mismatch(
+                units,
+                &self.app,
+                std::net::SocketAddr::new(address, self.port),
+                &self.repo,
+            )
+        {
+            report.detail(format!("warning: {line}"));
+        }
+        let mut commands = Vec::new();
+        for process in self.kept() {
+            // Writes the spec the unit's launcher reads.
+            let command = self.command(process, user, runner, report)?;
+            if command.gunicorn {
+                self.check_loads(&command, user, runner, report)?;
+            }
+            commands.push(command);
+        }
+        for command in &commands {
+            units.replace(&command.kind)?;
+            report.detail(format!("{}: restarted by systemd", command.kind));
+        }
+        Ok(())
+    }
+
+    /// gunicorn's `--check-config` with the deployment's words: it loads
+    /// the app and exits, 1 when it cannot.
+    fn check_loads(
+        &self,
+        command: &Command,
+        user: Option<(u32, u32)>,
+        runner: &Runner,
+        report: &mut Report,
+    ) -> Result<()> {
+        let kind = &command.kind;
+        let mut argv = command.argv.clone();
+        argv.push("--check-config".into());
+        let expr = duct::cmd(&argv[0], &argv[1..])
+            .dir(&self.site)
+            .full_env(command.env.iter().cloned())
+            .stdout_to_stderr();
+        let out = runner.capture(
+            &format!("{kind}: gunicorn --check-config"),
+            crate::process::as_user(expr, user),
+        )?;
+        if !out.success {
+            bail!(
+                "process {kind}: the new version does not load: {}; the old one still serves",
+                crate::process::last_line(&out.stderr)
+            );
+        }
+        report.detail(format!(
+            "{kind}: the new version loads (gunicorn --check-config)"
+        ));
         Ok(())
     }
 
@@ -610,11 +688,14 @@ impl Launch {
         let command = self.command(process, user, runner, report)?;
         self.not_running(kind)?;
         fresh(&self.state_dir, kind)?;
-        let env: Vec<(OsString, OsString)> = command
+        let mut env: Vec<(OsString, OsString)> = command
             .env
             .iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
+        // systemd's socket activation: the listening socket it passes (the
+        // pid stays the same through exec).
+        env.extend(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("LISTEN_")));
         Err(AppCommand {
             argv: &command.argv,
             dir: &self.site,

@@ -454,7 +454,6 @@ pub fn services_of(app: Option<&App>) -> Vec<(String, String)> {
 /// to or from gunicorn, another port or address): units are written by
 /// `init --systemd` (root's, for system units), so the user is told to run
 /// it again. `None` when they match.
-#[allow(dead_code)] // the commands call these once they are wired to the units
 pub fn mismatch(units: &Units, app: &App, listen: SocketAddr, repo: &Path) -> Option<String> {
     let wanted: Vec<(String, bool)> = services_of(Some(app))
         .into_iter()
@@ -495,21 +494,6 @@ pub fn mismatch(units: &Units, app: &App, listen: SocketAddr, repo: &Path) -> Op
     ))
 }
 
-/// `mismatch` for a deployment: the installed units (if any) against the
-/// app it deployed and the port and address its settings give. The line the
-/// deployment shows, or `None`.
-#[allow(dead_code)] // the deployment calls it once wired to the units
-pub fn check(
-    state_dir: &Path,
-    repo: &Path,
-    app: &App,
-    values: &crate::settings::Values,
-) -> Option<String> {
-    let units = installed(state_dir)?;
-    let listen = listen_of(values).ok()?;
-    mismatch(&units, app, listen, repo)
-}
-
 /// The web socket's address: the `bind` and `port` settings.
 fn listen_of(values: &crate::settings::Values) -> Result<SocketAddr> {
     use crate::settings::{BIND, PORT};
@@ -528,7 +512,6 @@ fn listen_of(values: &crate::settings::Values) -> Result<SocketAddr> {
 /// systemd, when a signal of gunicorn's own is not the way (see the module's
 /// comment): plain data, so that the dry run can show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // the commands call these once they are wired to the units
 pub enum Replace {
     /// `systemctl [--user] restart <service>`: root, or the user's own units.
     Restart(Vec<OsString>),
@@ -562,7 +545,6 @@ pub fn booted() -> bool {
 
 /// One process's state, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // the commands call these once they are wired to the units
 pub struct ProcessStatus {
     pub kind: String,
     pub service: String,
@@ -573,7 +555,6 @@ pub struct ProcessStatus {
     pub up: bool,
 }
 
-#[allow(dead_code)] // the commands call these once they are wired to the units
 impl ProcessStatus {
     pub fn line(&self) -> String {
         let pid = self.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
@@ -581,7 +562,6 @@ impl ProcessStatus {
     }
 }
 
-#[allow(dead_code)] // the commands call these once they are wired to the units
 impl Units {
     fn services(&self) -> Vec<&str> {
         self.processes.iter().map(|p| p.service.as_str()).collect()

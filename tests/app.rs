@@ -271,5 +271,8 @@ fn a_django_settings_module_set_through_a_variable_finds_the_first_wsgi_folder()
         text.ends_with("App: web: gunicorn quickstartproject.wsgi (manage.py and quickstartproject/wsgi.py, the first folder holding one, as Oryx detects a Django app)"),
         "{text}"
     );
-    assert_eq!(json["processes"][0]["command"], "gunicorn quickstartproject.wsgi");
+    assert_eq!(
+        json["processes"][0]["command"],
+        "gunicorn quickstartproject.wsgi"
+    );
 }

@@ -436,3 +436,73 @@ fn a_user_gets_user_units() {
             OWNER + 1
         ));
 }
+
+/// A push under the units: the new version is loaded first (gunicorn's
+/// `--check-config`, as the site's owner), then systemd restarts the
+/// process behind its socket; one that cannot import is refused before
+/// systemd is asked anything. systemd is not pid 1 here: a `systemctl` of
+/// the test's own on PATH records what pushdeploy asks of it.
+#[test]
+fn a_push_under_the_units_loads_the_new_version_before_systemd_restarts_it() {
+    let s = Server::new();
+    if root() {
+        // The site's owner reaches the site through the test's own folder.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    give_site(&s.site);
+    // Nothing serves here: the check is a command that passes.
+    s.config(&["deploy.healthCheck", "true"]);
+    s.app("flask-app");
+    s.commit("first");
+    let units = s.root.join("units");
+    init_systemd(&s, &s.repo, &s.site, &units).assert_ok();
+    let bin = s.root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let asked = s.root.join("systemctl.log");
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", asked.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let push = || {
+        s.git_with(
+            &["push", s.repo.to_str().unwrap(), "main"],
+            &[("PUSHDEPLOY_RUN", "true"), ("PATH", &path)],
+        )
+    };
+    let scope = if root() { "" } else { "--user " };
+    push()
+        .assert_ok()
+        .assert_has("web: the new version loads (gunicorn --check-config)")
+        .assert_has("web: restarted by systemd");
+    let restart = format!("{scope}restart pushdeploy-app-web.service\n");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), restart);
+
+    let bad = format!("import no_such_module\n{}", s.site_file("app.py"));
+    s.write("app.py", &bad);
+    s.commit("cannot import");
+    push()
+        .assert_has("process web: the new version does not load")
+        .assert_has("No module named 'no_such_module'")
+        .assert_has("rolled back to");
+    // The rollback restarted the old version; the broken one never was.
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap(),
+        format!("{restart}{restart}")
+    );
+    assert!(!s.site_file("app.py").contains("no_such_module"));
+    // `status` asks systemd.
+    s.pushdeploy_command(&["status", "--repo", s.repo.to_str().unwrap()])
+        .envs(&[("PATH", &path)])
+        .run();
+    assert!(
+        std::fs::read_to_string(&asked).unwrap().contains("show"),
+        "{}",
+        std::fs::read_to_string(&asked).unwrap()
+    );
+}
