@@ -813,6 +813,7 @@ fn switch_and_after<'r>(
             installer,
             keep_unneeded,
             env: decision,
+            resolve,
             ..
         } = &plan.python
         {
@@ -823,6 +824,8 @@ fn switch_and_after<'r>(
                 settings,
                 keep_unneeded.as_deref(),
                 fresh,
+                resolve.as_ref(),
+                &plan.commit.id,
                 runner,
                 report,
             )?;
