@@ -529,6 +529,9 @@ pub struct Requirements {
     pub files: Vec<RequirementFile>,
     /// The first reason the installer must always run, if any.
     pub always: Option<Always>,
+    /// The first line that names a package only the installer can name
+    /// (fixed or not): what the requirements need then takes a resolution.
+    pub unnamed: Option<Always>,
     find_links: Vec<String>,
     platform: bool,
     /// Lines of options with `${VAR}`, as pip will read them (hashed).
@@ -646,7 +649,14 @@ pub fn read_requirements(
                     requirements::include_value(&line)
                         .map(|(kind, v)| (kind, requirements::expand(&v, lookup)))
                 }
+                // A VCS URL at a full commit id names one tree for good,
+                // as `==` names one release: it does not make pip run.
+                Err(Unfixed::Vcs) if git_commit_pinned(&line).is_some() => {
+                    out.unnamed.get_or_insert(at(Unfixed::Vcs));
+                    None
+                }
                 Err(what) => {
+                    out.unnamed.get_or_insert(at(what.clone()));
                     note(&mut out, at(what));
                     None
                 }
@@ -692,6 +702,19 @@ pub fn read_requirements(
         });
     }
     Ok(out)
+}
+
+/// The full commit id a git URL in a requirement line pins
+/// (`name @ git+https://host/repo.git@<id>`, maybe `#subdirectory=...` or a
+/// marker after it), if it pins one: a branch, a tag or a short id can move.
+fn git_commit_pinned(line: &str) -> Option<&str> {
+    let start = line.to_ascii_lowercase().find("git+")?;
+    let url = line[start..].split([' ', '\t']).next()?;
+    let url = url.split('#').next()?;
+    let (_, rest) = url.split_once("://")?;
+    let (_, id) = rest.rsplit_once('@')?;
+    let full = (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    full.then_some(id)
 }
 
 /// A requirement file's text, which must be UTF-8 as pushdeploy reads it.
@@ -944,6 +967,29 @@ mod tests {
 
     fn fp(pairs: &[(Input, &str)]) -> Fingerprint {
         Fingerprint(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+    }
+
+    #[test]
+    fn a_git_url_at_a_full_commit_id_is_pinned() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        for line in [
+            format!("x @ git+https://example.com/x.git@{id}"),
+            format!(
+                "x @ git+ssh://git@example.com/x.git@{id}#subdirectory=lib ; python_version > '3'"
+            ),
+            format!("git+https://example.com/x.git@{id}#egg=x"),
+        ] {
+            assert_eq!(git_commit_pinned(&line), Some(id), "{line}");
+        }
+        for line in [
+            "x @ git+https://example.com/x.git".to_string(),
+            "x @ git+https://example.com/x.git@main".to_string(),
+            "x @ git+ssh://git@example.com/x.git".to_string(),
+            format!("x @ git+https://example.com/x.git@{}", &id[..12]),
+            format!("x @ hg+https://example.com/x@{id}"),
+        ] {
+            assert_eq!(git_commit_pinned(&line), None, "{line}");
+        }
     }
 
     #[test]

@@ -383,7 +383,7 @@ pub fn plan(
     };
     // A line only the installer can name: what the requirements need is
     // resolved again after the install, when what that depends on changed.
-    let resolve = match (&requirements.always, env) {
+    let resolve = match (&requirements.unnamed, env) {
         (Some(why), Decision::Reuse) => Some(installed::ResolvePlan {
             why: why.clone(),
             inputs: installed::fingerprint(

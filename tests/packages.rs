@@ -857,3 +857,51 @@ fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
         .assert_ok()
         .assert_has("What requirements.txt needs: as resolved after deployment ");
 }
+
+/// Issue 17: a VCS line at a full commit id names one tree for good, as
+/// `==` names one release: an unchanged push skips pip (and so the
+/// resolution after it); another commit id makes it run and install that.
+#[test]
+fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
+    let s = Server::new();
+    let config = hellogit(&s);
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    let repo = s.root.join("hellogit");
+    let head = |repo: &Path| {
+        let run = crate::util::git_in(repo).args(["rev-parse", "HEAD"]).run();
+        run.stdout.trim().to_string()
+    };
+    let first = head(&repo);
+    let line = |id: &str| {
+        format!("tinyweb==1.0.0\nhellogit @ git+https://git.example.invalid/hellogit.git@{id}\n")
+    };
+    s.app("flask-app");
+    s.write("requirements.txt", &line(&first));
+    s.commit("a package from git, at a commit");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has("successful in");
+    let push = touch(&s, &vars);
+    push.assert_ok().assert_has("pip skipped");
+    assert!(!push.has("What requirements.txt needs"), "{}", push.stderr);
+
+    std::fs::write(
+        repo.join("hellogit/__init__.py"),
+        "WHERE = \"second commit\"\n",
+    )
+    .unwrap();
+    crate::util::git_in(&repo)
+        .args(["commit", "-q", "-am", "second"])
+        .run()
+        .assert_ok();
+    let second = head(&repo);
+    // (pip resolves the new commit, and keeps the installed build while
+    // its version is the same: pip's own rule, as in Kudu.)
+    push_files(&s, &[("requirements.txt", &line(&second))], &vars)
+        .assert_ok()
+        .assert_has("changed since the last install: requirements")
+        .assert_has(&format!(
+            "Resolved https://git.example.invalid/hellogit.git to commit {second}"
+        ));
+    touch(&s, &vars).assert_ok().assert_has("pip skipped");
+}
