@@ -837,7 +837,11 @@ class Bench:
                   "push to new page served, code-only change, fixture Flask app", "<= 1.5 s"),
                  ("load", self.case_load, "requests failed during 20 deployments under load", "0"),
                  ("python-change", self.case_python_change,
-                  "Python version change, push to new version serving", "<= deployment + 3 s")]
+                  "Python version change, push to new version serving", "<= deployment + 3 s"),
+                 ("vcs", self.case_vcs, "no-op push, requirements.txt with a VCS line",
+                  "<= 1.2x the same push without it"),
+                 ("first", self.case_first, "first deployment, 10,000 and 100,000 files",
+                  "<= 1.0x `git archive | tar -x`")]
         only = set(self.args.only.split(",")) if self.args.only else None
         self.load0 = os.getloadavg()[0]
         try:
@@ -878,6 +882,111 @@ class Bench:
             with open(self.args.json, "w") as f:
                 json.dump({"date": time.strftime("%Y-%m-%d"), "rev": rev, "results": self.results,
                            "details": self.details}, f, indent=2)
+
+    def case_vcs(self):
+        """No-op pushes (one .py file changed) of the 40-package app whose
+        requirements.txt also names fixtures/git-src/hellogit by a VCS URL
+        (fetched from a local repository through `url.<dir>.insteadOf`; its
+        build backend flit_core from fixtures/wheels), by branch and at a
+        commit, alternated with the same pushes of the app without that line."""
+        target = "<= 1.2x the same push without the VCS line"
+        hello = os.path.join(self.tmp, "hellogit")
+        shutil.copytree(os.path.join(ROOT, "fixtures", "git-src", "hellogit"), hello)
+        self.git("init", "-q", "-b", "main", cwd=hello)
+        self.git("add", "-A", cwd=hello)
+        self.git("commit", "-q", "-m", "hellogit", cwd=hello)
+        sha = self.git("rev-parse", "HEAD", cwd=hello)[1].stdout.decode().strip()
+        flit = os.path.join(self.tmp, "vcs-wheels")
+        os.makedirs(flit)
+        for w in glob.glob(os.path.join(ROOT, "fixtures", "wheels", "flit_core-*.whl")):
+            shutil.copy(w, flit)
+        gitconfig = os.path.join(self.tmp, "gitconfig-vcs")
+        with open(self.env["GIT_CONFIG_GLOBAL"]) as f:
+            base = f.read()
+        with open(gitconfig, "w") as f:
+            f.write(base + '[url "%s"]\n\tinsteadOf = https://git.example.invalid/hellogit.git\n'
+                    % hello)
+        env = dict(self.env, GIT_CONFIG_GLOBAL=gitconfig,
+                   PIP_FIND_LINKS="%s %s" % (self.wheels, flit))
+        url = "hellogit @ git+https://git.example.invalid/hellogit.git"
+        apps = {"plain": [], "branch": [url], "commit": [url + "@" + sha]}
+        sites = {}
+        for tag, extra in apps.items():
+            work = os.path.join(self.tmp, "vcs-%s-work" % tag)
+            os.makedirs(work)
+            gen.write_app(work, self.requirements + extra)
+            self.git("init", "-q", "-b", "main", cwd=work)
+            self.git("add", "-A", cwd=work)
+            self.git("commit", "-q", "-m", "app", cwd=work)
+            repo = os.path.join(self.tmp, "vcs-%s.git" % tag)
+            self.init(repo, os.path.join(self.tmp, "vcs-%s-site" % tag))
+            _, p = self.git("push", "-q", repo, "main", cwd=work, env=env)
+            self.checked_record(repo, p.stdout.decode(errors="replace"))
+            sites[tag] = (work, repo, [], [])
+        for r in range(self.n_noop):
+            for tag, (work, repo, times, recs) in sites.items():
+                with open(os.path.join(work, "app.py"), "a") as f:
+                    f.write("# edit %d\n" % r)
+                self.git("commit", "-q", "-am", "edit %d" % r, cwd=work)
+                dt, p = self.git("push", "-q", repo, "main", cwd=work, env=env)
+                recs.append(self.checked_record(repo, p.stdout.decode(errors="replace")))
+                times.append(dt)
+        for tag, (_, _, times, recs) in sites.items():
+            self.detail("no-op push, %s (median of %d): %s; steps: %s"
+                        % ({"plain": "without a VCS line", "branch": "VCS line by branch",
+                            "commit": "VCS line at a commit"}[tag], len(times),
+                           fmt_time(median(times)), self.step_summary(recs)))
+        plain = median(sites["plain"][2])
+        for tag, key, case in (("branch", "vcs", "no-op push, requirements.txt with a VCS line"),
+                               ("commit", "vcs-commit", "the same, the VCS line at a commit")):
+            recs = sites[tag][3]
+            ran = sum("pip" in self.steps(rec) for rec in recs)
+            closure = median([self.steps(rec).get("closure", 0.0) for rec in recs])
+            self.row(key, case, median(sites[tag][2]), plain, target, 1.2,
+                     note="whole push; pip ran in %d/%d; closure step %s"
+                     % (ran, len(recs), fmt_time(closure)))
+        for _, repo, _, _ in sites.values():
+            self.rm(repo, repo[:-len(".git")] + "-site")
+
+    def case_first(self):
+        """First deployments (`pushdeploy deploy --repo`, fresh repository and
+        site each) of 10,000 and 100,000 files, each run alternated with
+        `git archive | tar -x` of the same commit into the same file system;
+        peak RSS at 100,000 files."""
+        for files, runs in ((10000, self.n_fast), (100000, max(1, self.n_slow))):
+            tag = "%dk" % (files // 1000)
+            src = os.path.join(self.tmp, "first%s.git" % tag)
+            commits, _ = gen.big_repo(src, files, 0, self.env)
+            ours, base, rss, recs = [], [], [], []
+            for r in range(runs):
+                repo = os.path.join(self.tmp, "first%s-%d.git" % (tag, r))
+                site = os.path.join(self.tmp, "first%s-%d-site" % (tag, r))
+                self.git("clone", "-q", "--bare", src, repo)
+                self.init(repo, site)
+                dt, rc, out, peak = self.run_rss([self.bin, "deploy", "--repo", repo])
+                if rc != 0:
+                    raise Failed("pushdeploy deploy exited %d:\n%s" % (rc, out[-3000:]))
+                recs.append(self.checked_record(repo, out))
+                ours.append(dt)
+                rss.append(peak)
+                d = os.path.join(self.tmp, "first-archive-%s" % tag)
+                os.makedirs(d)
+                bt, _ = self.run(["bash", "-c", 'git --git-dir "$1" archive "$2" | tar -x -C "$3"',
+                                  "-", repo, commits[0], d])
+                base.append(bt)
+                self.rm(d, repo, site)
+            self.detail("first deployment of %d files (median of %d, alternated with git archive "
+                        "| tar -x): %s, tar %s, peak RSS %.1f MiB; steps: %s"
+                        % (files, runs, fmt_time(median(ours)), fmt_time(median(base)),
+                           max(rss) / MIB, self.step_summary(recs)))
+            self.row("first" + tag, "first deployment, %s files, no Python" % format(files, ","),
+                     median(ours), median(base), "<= 1.0x `git archive | tar -x`", 1.0,
+                     note="whole `pushdeploy deploy --repo`; peak RSS %.1f MiB" % (max(rss) / MIB))
+            if files == 100000:
+                self.row("first-memory", "peak memory, 100,000-file first deployment", max(rss),
+                         None, "<= 32 MiB", 32 * MIB, unit="bytes",
+                         note="max RSS of `pushdeploy deploy`")
+            self.rm(src)
 
 
     # ---- the app running (issue 16) ------------------------------------------------
@@ -1134,7 +1243,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
     ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,lock,add,rollback,"
-                    "served,load,python-change")
+                    "served,load,python-change,vcs,first")
     ap.add_argument("--python", default=DEFAULT_PYTHON,
                     help="the interpreter for baselines and deployments (default: %(default)s)")
     ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")

@@ -65,6 +65,8 @@ pub struct Commit<'r> {
     top: Tree<'r>,
     /// The project folder `tree` is, if not the whole tree.
     project: Option<String>,
+    /// See [`Commit::packed_only`].
+    packed_only: std::cell::OnceCell<bool>,
 }
 
 /// A commit id's first seven characters, as git shows it (the whole id if
@@ -111,6 +113,7 @@ impl<'r> Commit<'r> {
             top: tree.clone(),
             tree,
             project: None,
+            packed_only: std::cell::OnceCell::new(),
         })
     }
 
@@ -513,12 +516,37 @@ impl<'r> Commit<'r> {
     pub fn write_blob(&self, id: &str, out: &mut impl std::io::Write) -> Result<()> {
         let oid = Oid::from_str(id)?;
         let odb = self.repo.odb()?;
-        if let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(oid) {
+        // libgit2 looks for a stream among the loose objects only (a system
+        // call each): not tried where there are none.
+        if !self.packed_only()
+            && let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(oid)
+        {
             std::io::copy(&mut reader, out).with_context(|| format!("reading blob {id}"))?;
             return Ok(());
         }
         out.write_all(self.blob(id)?.content())?;
         Ok(())
+    }
+
+    /// Whether every object of the repository is in a pack: no loose
+    /// object directory, no alternates, no object directory named by the
+    /// environment. Asked once; a loose object written since is one this
+    /// commit does not need (its objects were there when it was read).
+    fn packed_only(&self) -> bool {
+        *self.packed_only.get_or_init(|| {
+            let objects = self.repo.path().join("objects");
+            let elsewhere = ["GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some())
+                || std::fs::symlink_metadata(objects.join("info/alternates")).is_ok();
+            let loose = |name: &str| name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            !elsewhere
+                && std::fs::read_dir(&objects).is_ok_and(|entries| {
+                    !entries
+                        .flatten()
+                        .any(|e| loose(&e.file_name().to_string_lossy()))
+                })
+        })
     }
 
     /// A path of the deployed tree as the site will resolve it: symlinks of

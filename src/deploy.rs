@@ -838,6 +838,7 @@ fn switch_and_after<'r>(
             installer,
             keep_unneeded,
             env: decision,
+            resolve,
             ..
         } = &plan.python
         {
@@ -848,6 +849,8 @@ fn switch_and_after<'r>(
                 settings,
                 keep_unneeded.as_deref(),
                 fresh,
+                resolve.as_ref(),
+                &plan.commit.id,
                 runner,
                 report,
             )?;

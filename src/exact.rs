@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomic;
+use crate::installed::{Fingerprint, Input, Resolution, ResolvePlan, installed_metadata};
 use crate::lockfile::{installed_packages, normalize, uninstall};
 use crate::packages::{Installer, REQUIREMENTS, parse_report};
 use crate::process::Runner;
@@ -53,47 +54,167 @@ fn real(env: &Path) -> String {
     )
 }
 
+/// Where the names requirements.txt needs come from, decided before the
+/// `closure` step starts (its header says which).
+enum Source {
+    /// Read by one small Python process from the installed metadata.
+    Metadata(Vec<String>),
+    /// The last whole resolution's names: none of its inputs changed.
+    Remembered(Resolution),
+    /// A whole resolution by the installer; `inputs`, when known, are
+    /// remembered with its result.
+    Resolve {
+        why: String,
+        inputs: Option<Fingerprint>,
+    },
+}
+
 /// After `pip install -r requirements.txt` into `env_dir`: removes what
 /// earlier requirements installed and these no longer need, names what was
 /// installed by hand, and records what these need. `fresh`: the env was
-/// made by this deployment.
+/// made by this deployment. `resolve`: the plan's word when the names take
+/// a whole resolution, which is run only when what it depends on changed.
+#[expect(clippy::too_many_arguments, reason = "one step's inputs")]
 pub fn tidy(
     installer: &Installer,
     env_dir: &Path,
     settings: &Settings,
     keep_unneeded: Option<&str>,
     fresh: bool,
+    resolve: Option<&ResolvePlan>,
+    deployment: &str,
     runner: &crate::process::Runner,
     report: &mut Report,
 ) -> Result<()> {
     // In a new env, pip installed exactly what the requirements need.
-    let asked = match fresh {
-        true => Ok(installed_packages(env_dir)
+    if fresh {
+        let needed = installed_packages(env_dir)
             .iter()
             .map(|p| normalize(&p.name))
             .filter(|n| !KEPT.contains(&n.as_str()))
-            .collect()),
-        false => match top_level(&settings.site) {
-            Some(lines) => {
-                closure(env_dir, &lines, runner).or_else(|e| match crate::process::is_timeout(&e) {
-                    true => Err(e),
-                    false => needed(installer, env_dir, &settings.site, runner),
-                })
+            .collect();
+        return remove_unneeded(
+            installer,
+            env_dir,
+            settings,
+            keep_unneeded,
+            needed,
+            runner,
+            report,
+        );
+    }
+    let command = match installer {
+        Installer::Pip => "pip install --dry-run --report",
+        Installer::Uv { .. } => "uv pip compile",
+    };
+    // The env's part of the inputs, as the install left it.
+    let inputs = resolve.map(|r| r.inputs.with(Input::Env, installed_metadata(env_dir)));
+    let source = match (top_level(&settings.site), &inputs) {
+        (Some(lines), _) => Source::Metadata(lines),
+        (None, Some(now)) => match Resolution::load(&settings.state_dir) {
+            Some(last) if last.inputs == *now => Source::Remembered(last),
+            Some(last) => {
+                let changed: Vec<String> = now
+                    .changed(&last.inputs)
+                    .iter()
+                    .map(Input::to_string)
+                    .collect();
+                Source::Resolve {
+                    why: format!(
+                        "{}; changed since the last resolution: {}",
+                        resolve.map(|r| r.why.to_string()).unwrap_or_default(),
+                        changed.join(", ")
+                    ),
+                    inputs: inputs.clone(),
+                }
             }
-            None => needed(installer, env_dir, &settings.site, runner),
+            None => Source::Resolve {
+                why: format!(
+                    "{}; no earlier resolution is recorded",
+                    resolve.map(|r| r.why.to_string()).unwrap_or_default()
+                ),
+                inputs: inputs.clone(),
+            },
+        },
+        (None, None) => Source::Resolve {
+            why: "requirements.txt names a package only the installer can name".into(),
+            inputs: None,
         },
     };
-    let needed = match asked {
-        Ok(needed) => needed,
-        // A time limit ends the deployment, as in any step.
-        Err(e) if crate::process::is_timeout(&e) => return Err(e),
-        Err(e) => {
-            report.detail(format!(
-                "cannot say what requirements.txt needs ({e:#}): nothing is removed"
-            ));
-            return Ok(());
+    let header = match &source {
+        Source::Metadata(_) => {
+            "What requirements.txt needs: read from the installed packages' metadata".to_string()
+        }
+        Source::Remembered(last) => format!(
+            "What requirements.txt needs: as resolved after deployment {}'s install (requirements, installed packages, interpreter, installer and settings unchanged)",
+            crate::commit::short_id(&last.deployment)
+        ),
+        Source::Resolve { why, .. } => {
+            format!("What requirements.txt needs: {command} resolves it again ({why})")
         }
     };
+    report.step("closure", header, |report| {
+        let asked = match &source {
+            Source::Metadata(lines) => {
+                closure(env_dir, lines, runner).or_else(|e| match crate::process::is_timeout(&e) {
+                    true => Err(e),
+                    false => {
+                        report.detail(format!("{e:#}: {command} resolves it again"));
+                        needed(installer, env_dir, &settings.site, runner)
+                    }
+                })
+            }
+            Source::Remembered(last) => Ok(last.needed.clone()),
+            Source::Resolve { .. } => needed(installer, env_dir, &settings.site, runner),
+        };
+        let needed = match asked {
+            Ok(needed) => needed,
+            // A time limit ends the deployment, as in any step.
+            Err(e) if crate::process::is_timeout(&e) => return Err(e),
+            Err(e) => {
+                report.detail(format!(
+                    "cannot say what requirements.txt needs ({e:#}): nothing is removed"
+                ));
+                return Ok(());
+            }
+        };
+        remove_unneeded(
+            installer,
+            env_dir,
+            settings,
+            keep_unneeded,
+            needed.clone(),
+            runner,
+            report,
+        )?;
+        if let Source::Resolve {
+            inputs: Some(inputs),
+            ..
+        } = &source
+        {
+            // Remembered with the env as it is now, what was unneeded gone.
+            let resolution = Resolution {
+                inputs: inputs.with(Input::Env, installed_metadata(env_dir)),
+                deployment: deployment.to_string(),
+                needed,
+            };
+            resolution.save(&settings.state_dir)?;
+        }
+        Ok(())
+    })
+}
+
+/// Removes what earlier requirements installed and `needed` does not name,
+/// names what was installed by hand, and records what these need.
+fn remove_unneeded(
+    installer: &Installer,
+    env_dir: &Path,
+    settings: &Settings,
+    keep_unneeded: Option<&str>,
+    needed: BTreeSet<String>,
+    runner: &crate::process::Runner,
+    report: &mut Report,
+) -> Result<()> {
     let path = store_path(&settings.state_dir);
     let env = real(env_dir);
     let stored: Stored = std::fs::read(&path)

@@ -76,6 +76,95 @@ impl Fingerprint {
         fp.0.insert(Input::Interpreter, interpreter_identity(env, version));
         fp
     }
+
+    /// The same inputs with `input` given `value`.
+    pub fn with(&self, input: Input, value: String) -> Fingerprint {
+        let mut fp = self.clone();
+        fp.0.insert(input, value);
+        fp
+    }
+
+    /// The inputs whose values differ from `other`'s, in order.
+    pub fn changed(&self, other: &Fingerprint) -> Vec<Input> {
+        let mut inputs: Vec<Input> = self
+            .0
+            .keys()
+            .chain(other.0.keys())
+            .filter(|k| self.0.get(*k) != other.0.get(*k))
+            .copied()
+            .collect();
+        inputs.sort();
+        inputs.dedup();
+        inputs
+    }
+}
+
+/// The whole resolution that says what requirements.txt needs after an
+/// install into a reused env (`exact`), when a line names a package only the
+/// installer can name (a URL, a VCS URL, `-e`, a local path): plan data,
+/// with what the resolution depends on but the env, known after the install.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvePlan {
+    pub why: Always,
+    #[serde(skip)]
+    pub inputs: Fingerprint,
+}
+
+/// The last whole resolution of the requirements: its inputs (the env's
+/// by what its distributions say of themselves) and the names it gave
+/// (`<state dir>/requirements-resolution.json`). Its inputs all the same,
+/// a resolution gives the same names: it is not run again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolution {
+    pub inputs: Fingerprint,
+    pub deployment: String,
+    pub needed: std::collections::BTreeSet<String>,
+}
+
+impl Resolution {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("requirements-resolution.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Option<Resolution> {
+        serde_json::from_slice(&std::fs::read(Self::path(state_dir)).ok()?).ok()
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        write_atomic(&Self::path(state_dir), &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// What the env's installed distributions say of themselves, by content:
+/// each one's metadata (its name, version and requirements) and where it
+/// came from (`direct_url.json`: a VCS commit, a URL, a local folder). Two
+/// envs with the same text hold the same distributions, whatever their
+/// paths and file times (a copy aside, a reinstall of the same build).
+pub fn installed_metadata(env: &Path) -> String {
+    let mut lines = Vec::new();
+    for dir in std::fs::read_dir(env.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let site = dir.path().join("site-packages");
+        for entry in std::fs::read_dir(&site).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".dist-info") && !name.ends_with(".egg-info") {
+                continue;
+            }
+            for file in ["METADATA", "PKG-INFO", "requires.txt", "direct_url.json"] {
+                if let Ok(content) = std::fs::read(entry.path().join(file)) {
+                    let id = git2::Oid::hash_object(git2::ObjectType::Blob, &content)
+                        .map_or_else(|_| String::new(), |id| id.to_string());
+                    lines.push(format!("{name}/{file} {id}"));
+                }
+            }
+        }
+    }
+    lines.sort();
+    lines.join("\n")
 }
 
 /// Why a requirement file makes the installer run every time.
@@ -440,6 +529,9 @@ pub struct Requirements {
     pub files: Vec<RequirementFile>,
     /// The first reason the installer must always run, if any.
     pub always: Option<Always>,
+    /// The first line that names a package only the installer can name
+    /// (fixed or not): what the requirements need then takes a resolution.
+    pub unnamed: Option<Always>,
     find_links: Vec<String>,
     platform: bool,
     /// Lines of options with `${VAR}`, as pip will read them (hashed).
@@ -557,7 +649,14 @@ pub fn read_requirements(
                     requirements::include_value(&line)
                         .map(|(kind, v)| (kind, requirements::expand(&v, lookup)))
                 }
+                // A VCS URL at a full commit id names one tree for good,
+                // as `==` names one release: it does not make pip run.
+                Err(Unfixed::Vcs) if git_commit_pinned(&line).is_some() => {
+                    out.unnamed.get_or_insert(at(Unfixed::Vcs));
+                    None
+                }
                 Err(what) => {
+                    out.unnamed.get_or_insert(at(what.clone()));
                     note(&mut out, at(what));
                     None
                 }
@@ -603,6 +702,19 @@ pub fn read_requirements(
         });
     }
     Ok(out)
+}
+
+/// The full commit id a git URL in a requirement line pins
+/// (`name @ git+https://host/repo.git@<id>`, maybe `#subdirectory=...` or a
+/// marker after it), if it pins one: a branch, a tag or a short id can move.
+fn git_commit_pinned(line: &str) -> Option<&str> {
+    let start = line.to_ascii_lowercase().find("git+")?;
+    let url = line[start..].split([' ', '\t']).next()?;
+    let url = url.split('#').next()?;
+    let (_, rest) = url.split_once("://")?;
+    let (_, id) = rest.rsplit_once('@')?;
+    let full = (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    full.then_some(id)
 }
 
 /// A requirement file's text, which must be UTF-8 as pushdeploy reads it.
@@ -855,6 +967,29 @@ mod tests {
 
     fn fp(pairs: &[(Input, &str)]) -> Fingerprint {
         Fingerprint(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+    }
+
+    #[test]
+    fn a_git_url_at_a_full_commit_id_is_pinned() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        for line in [
+            format!("x @ git+https://example.com/x.git@{id}"),
+            format!(
+                "x @ git+ssh://git@example.com/x.git@{id}#subdirectory=lib ; python_version > '3'"
+            ),
+            format!("git+https://example.com/x.git@{id}#egg=x"),
+        ] {
+            assert_eq!(git_commit_pinned(&line), Some(id), "{line}");
+        }
+        for line in [
+            "x @ git+https://example.com/x.git".to_string(),
+            "x @ git+https://example.com/x.git@main".to_string(),
+            "x @ git+ssh://git@example.com/x.git".to_string(),
+            format!("x @ git+https://example.com/x.git@{}", &id[..12]),
+            format!("x @ hg+https://example.com/x@{id}"),
+        ] {
+            assert_eq!(git_commit_pinned(&line), None, "{line}");
+        }
     }
 
     #[test]

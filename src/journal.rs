@@ -271,6 +271,28 @@ impl<'r> Journal<'r> {
         })
     }
 
+    /// [`Journal::made`] for several files of `dir`, in one write.
+    pub(crate) fn made_all(&mut self, dir: &Dir, files: &[(&str, u64)]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        crate::fault::point("journal lines")?;
+        let mut lines = Vec::new();
+        for (name, ino) in files {
+            serde_json::to_writer(
+                &mut lines,
+                &Action::Made {
+                    path: dir.rel_of(name),
+                    ino: *ino,
+                },
+            )?;
+            lines.push(b'\n');
+        }
+        self.file
+            .write_all(&lines)
+            .context("writing the sync journal")
+    }
+
     /// Notes that `name` in `dir`, noted as added, was not made: something
     /// else took the name first.
     pub(crate) fn not_added(&mut self, dir: &Dir, name: &str) -> Result<()> {

@@ -343,6 +343,8 @@ pub struct PackagesPlan {
     pub packages: Preview,
     /// `None` when the installer runs every time.
     pub fingerprint: Option<Fingerprint>,
+    /// When what the requirements need takes a whole resolution.
+    pub resolve: Option<installed::ResolvePlan>,
 }
 
 /// Decides the installer's step: reads the requirement files from the
@@ -379,6 +381,20 @@ pub fn plan(
             env_version,
         )?),
     };
+    // A line only the installer can name: what the requirements need is
+    // resolved again after the install, when what that depends on changed.
+    let resolve = match (&requirements.unnamed, env) {
+        (Some(why), Decision::Reuse) => Some(installed::ResolvePlan {
+            why: why.clone(),
+            inputs: installed::fingerprint(
+                &requirements,
+                &context,
+                &settings.site.join("env"),
+                env_version,
+            )?,
+        }),
+        _ => None,
+    };
     let store = installed::Store::new(&settings.state_dir);
     let pip = match (env, &requirements.always, &fingerprint) {
         (Decision::Create { .. }, _, _) => PipDecision::run(RunReason::NewEnv),
@@ -411,6 +427,7 @@ pub fn plan(
         pip,
         packages,
         fingerprint,
+        resolve,
     })
 }
 

@@ -102,6 +102,8 @@ pub enum Python {
         /// when pip must always run.
         #[serde(skip)]
         fingerprint: Option<Fingerprint>,
+        /// Set when what the requirements need takes a whole resolution.
+        resolve: Option<crate::installed::ResolvePlan>,
     },
 }
 
@@ -288,6 +290,7 @@ impl Plan {
                 packages,
                 lock,
                 notes,
+                resolve,
                 ..
             } => {
                 out.extend(notes.iter().cloned());
@@ -325,6 +328,12 @@ impl Plan {
                     }
                     if matches!(pip, PipDecision::Run { .. }) {
                         out.push(packages_line(installer, packages));
+                    }
+                    if let Some(resolve) = resolve {
+                        out.push(format!(
+                            "closure: what requirements.txt needs takes a whole resolution ({}): run after the install unless its inputs are as at the last one",
+                            resolve.why
+                        ));
                     }
                 }
             }
@@ -618,6 +627,7 @@ fn python_plan(
             notes,
             keep_unneeded,
             fingerprint,
+            resolve: None,
         });
     }
     let packages = packages::plan(
@@ -639,6 +649,7 @@ fn python_plan(
         notes,
         keep_unneeded,
         fingerprint: packages.fingerprint,
+        resolve: packages.resolve,
     })
 }
 

@@ -355,7 +355,9 @@ impl Dir {
         )?;
         let file = File::from(fd);
         // The umask may have taken bits away: the mode is the commit's.
-        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(mode))?;
+        if mode & umask() != 0 {
+            rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(mode))?;
+        }
         Ok(file)
     }
 
@@ -439,11 +441,30 @@ impl Dir {
 pub fn unique() -> String {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Asked once: a system call per temp name otherwise (this process
+    // forks only to exec).
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:x}{nanos:x}", std::process::id(), n)
+    format!("{:x}{:x}{nanos:x}", PID.get_or_init(std::process::id), n)
+}
+
+/// The process's umask, read once from /proc (reading it with umask(2)
+/// would change it for a moment); all bits when it cannot be read, so
+/// that every mode is set explicitly.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o7777)
+    })
 }
 
 #[cfg(test)]

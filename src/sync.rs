@@ -1229,15 +1229,19 @@ impl Writer<'_, '_, '_> {
     /// The directory `rel`, made (with its parents) where it is missing.
     /// A name on the way that is not a real directory stops the sync: the
     /// plan saw a directory or nothing there, so the site changed meanwhile.
-    fn parents(&mut self, rel: &str) -> Result<Dir> {
+    /// Also says whether the sync made the directory itself just now: then
+    /// nothing the plan saw is in it.
+    fn parents(&mut self, rel: &str) -> Result<(Dir, bool)> {
         if let Some(dir) = self.cached.take_if(|d| d.rel == rel) {
-            return Ok(dir);
+            return Ok((dir, false));
         }
         let mut dir = self.site().root().try_clone()?;
         if rel.is_empty() {
-            return Ok(dir);
+            return Ok((dir, false));
         }
+        let mut made = false;
         for name in rel.split('/') {
+            made = false;
             if let Some(next) = dir.open_dir(name)? {
                 dir = next;
                 continue;
@@ -1255,19 +1259,68 @@ impl Writer<'_, '_, '_> {
             dir = dir
                 .open_dir(name)?
                 .with_context(|| format!("{} vanished as it was made", dir.rel_of(name)))?;
+            made = true;
         }
-        Ok(dir)
+        Ok((dir, made))
     }
 
     /// Writes changes that share a directory.
     fn write_group(&mut self, group: &[Change]) -> Result<()> {
         let (rel, _) = split(&group[0].path);
-        let dir = self
+        let (dir, made) = self
             .parents(rel)
             .with_context(|| format!("writing {}", group[0].path))?;
-        let result = self.write_group_in(&dir, group);
+        // A checkout (no journal) writes in place anyway.
+        let result = match made && matches!(self.target, Target::Journal(_)) {
+            true => self.write_group_in_new(&dir, group),
+            false => self.write_group_in(&dir, group),
+        };
         self.cached = Some(dir);
         result
+    }
+
+    /// Writes changes into a directory the sync has just made (most of a
+    /// first deployment): no name is looked up first (the plan saw nothing
+    /// there, and RENAME_NOREPLACE still finds what appeared meanwhile),
+    /// each file's inode comes from its open handle, and the files' journal
+    /// lines go in one write before any of them takes its name.
+    fn write_group_in_new(&mut self, dir: &Dir, group: &[Change]) -> Result<()> {
+        let (files, links): (Vec<&Change>, Vec<&Change>) =
+            group.iter().partition(|c| c.kind != Kind::Symlink);
+        if let Target::Journal(journal) = &mut self.target {
+            let names: Vec<&str> = files.iter().map(|c| split(&c.path).1).collect();
+            journal.added_all(dir, &names)?;
+        }
+        let mut temps = Vec::with_capacity(files.len());
+        for change in &files {
+            self.next_change()?;
+            let (temp, mut file) = dir
+                .make_temp(&self.temp_prefix, |n| dir.create_new(n, change.kind.mode()))
+                .with_context(|| format!("writing {}", change.path))?;
+            self.source
+                .write(change, &mut file)
+                .with_context(|| format!("writing {}", change.path))?;
+            let ino = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
+            temps.push((temp, ino));
+        }
+        if let Target::Journal(journal) = &mut self.target {
+            let made: Vec<(&str, u64)> = files
+                .iter()
+                .zip(&temps)
+                .map(|(c, (_, ino))| (split(&c.path).1, *ino))
+                .collect();
+            journal.made_all(dir, &made)?;
+        }
+        for (change, (temp, _)) in files.iter().zip(&temps) {
+            self.move_in_new(dir, temp, split(&change.path).1, change)
+                .with_context(|| format!("writing {}", change.path))?;
+        }
+        for change in links {
+            self.next_change()?;
+            self.write_in(dir, split(&change.path).1, change, None)
+                .with_context(|| format!("writing {}", change.path))?;
+        }
+        Ok(())
     }
 
     fn write_group_in(&mut self, dir: &Dir, group: &[Change]) -> Result<()> {
@@ -1359,18 +1412,7 @@ impl Writer<'_, '_, '_> {
                 }
                 journal.made(dir, name, ino)?;
             }
-            return match dir.rename_new(&temp, dir, name) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let _ = dir.unlink(&temp);
-                    if let Target::Journal(journal) = &mut self.target {
-                        journal.not_added(dir, name)?;
-                    }
-                    self.appeared(change)?;
-                    let meta = dir.meta(name)?;
-                    self.write_in(dir, name, change, meta)
-                }
-                other => Ok(other?),
-            };
+            return self.move_in_new(dir, &temp, name, change);
         };
         if let Target::Journal(journal) = &mut self.target {
             let ino = dir.meta(&temp)?.context("the temp file vanished")?.ino;
@@ -1379,6 +1421,23 @@ impl Writer<'_, '_, '_> {
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;
         Ok(())
+    }
+
+    /// Moves the file written aside as `temp` to the new name `name`, only
+    /// where nothing appeared meanwhile (its name and inode journaled).
+    fn move_in_new(&mut self, dir: &Dir, temp: &str, name: &str, change: &Change) -> Result<()> {
+        match dir.rename_new(temp, dir, name) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = dir.unlink(temp);
+                if let Target::Journal(journal) = &mut self.target {
+                    journal.not_added(dir, name)?;
+                }
+                self.appeared(change)?;
+                let meta = dir.meta(name)?;
+                self.write_in(dir, name, change, meta)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// A file appeared at `name`, which the plan saw free and the commit

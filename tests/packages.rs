@@ -755,3 +755,153 @@ fn the_uv_installer_is_the_pinned_uv_of_the_cache_dir() {
     );
     assert!(!cache.join("tools/uv-0.0.1").exists());
 }
+
+/// fixtures/git-src/hellogit as a git repository at `repo`, and a git config
+/// file (for the push's `GIT_CONFIG_GLOBAL`, which reaches the hook) that
+/// fetches `https://git.example.invalid/hellogit.git` from it: nothing goes
+/// to the network, and its build backend (flit_core) is in fixtures/wheels.
+fn hellogit(s: &Server) -> PathBuf {
+    let repo = s.root.join("hellogit");
+    std::fs::create_dir_all(&repo).unwrap();
+    crate::util::copy_dir(&crate::util::fixtures().join("git-src/hellogit"), &repo);
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "--no-gpg-sign", "-m", "hellogit 0.1.0"],
+    ] {
+        crate::util::git_in(&repo).args(args).run().assert_ok();
+    }
+    let config = s.root.join("gitconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "[url \"{}\"]\n\tinsteadOf = https://git.example.invalid/hellogit.git\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The steps of the newest deployment's record, and whether their times
+/// add up to its total (only output and the record lie between them).
+fn last_steps(s: &Server) -> Vec<String> {
+    let record = &s.records()[0];
+    let steps = record["steps"].as_array().unwrap();
+    let sum: f64 = steps.iter().map(|st| st["seconds"].as_f64().unwrap()).sum();
+    let total = record["seconds"].as_f64().unwrap();
+    assert!(sum <= total && sum >= total * 0.5, "{sum} of {total}");
+    steps
+        .iter()
+        .map(|st| st["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 17: a VCS line makes pip run on every push, and what the
+/// requirements need then takes a whole resolution (`pip install --dry-run
+/// --report`). It runs again only when what it depends on changed (the
+/// requirement files, the env's packages, the interpreter, the installer,
+/// the settings), as a step of its own, with its time in the record; the
+/// dry run says so.
+#[test]
+fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
+    let s = Server::new();
+    let config = hellogit(&s);
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    s.app("flask-app");
+    let vcs = "hellogit @ git+https://git.example.invalid/hellogit.git\n";
+    s.write("requirements.txt", &format!("tinyweb==1.0.0\n{vcs}"));
+    s.commit("a package from git");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has("successful in");
+
+    let push = touch(&s, &vars);
+    push.assert_ok()
+        .assert_has("requirements.txt line 2 is a VCS URL: the installer always runs")
+        .assert_has("What requirements.txt needs: pip install --dry-run --report resolves it again (requirements.txt line 2 is a VCS URL; no earlier resolution is recorded)")
+        .assert_has("closure: done in");
+    assert!(last_steps(&s).contains(&"closure".to_string()));
+
+    // Nothing it depends on changed: its names again, no resolution.
+    let push = touch(&s, &vars);
+    push.assert_ok()
+        .assert_has("What requirements.txt needs: as resolved after deployment ")
+        .assert_has("closure: done in");
+    assert!(!push.has("resolves it again"), "{}", push.stderr);
+    assert!(last_steps(&s).contains(&"closure".to_string()));
+
+    s.update_without_deploy();
+    s.run("deploy", &["--dry-run"]).assert_ok().assert_has(
+        "closure: what requirements.txt needs takes a whole resolution (requirements.txt line 2 is a VCS URL)",
+    );
+
+    // A requirement added: resolved again, and what it gave is remembered.
+    push_files(
+        &s,
+        &[("requirements.txt", &format!("tinyweb==1.0.0\ngreeting==1.0.0\n{vcs}"))],
+        &vars,
+    )
+    .assert_ok()
+    .assert_has("resolves it again (requirements.txt line 3 is a VCS URL; changed since the last resolution: requirements, env)");
+    // Dropped again: resolved again, and what it no longer needs goes.
+    push_files(
+        &s,
+        &[("requirements.txt", &format!("tinyweb==1.0.0\n{vcs}"))],
+        &vars,
+    )
+    .assert_ok()
+    .assert_has("changed since the last resolution: requirements")
+    .assert_has("removing what requirements.txt no longer needs: greeting 1.0.0");
+    touch(&s, &vars)
+        .assert_ok()
+        .assert_has("What requirements.txt needs: as resolved after deployment ");
+}
+
+/// Issue 17: a VCS line at a full commit id names one tree for good, as
+/// `==` names one release: an unchanged push skips pip (and so the
+/// resolution after it); another commit id makes it run and install that.
+#[test]
+fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
+    let s = Server::new();
+    let config = hellogit(&s);
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    let repo = s.root.join("hellogit");
+    let head = |repo: &Path| {
+        let run = crate::util::git_in(repo).args(["rev-parse", "HEAD"]).run();
+        run.stdout.trim().to_string()
+    };
+    let first = head(&repo);
+    let line = |id: &str| {
+        format!("tinyweb==1.0.0\nhellogit @ git+https://git.example.invalid/hellogit.git@{id}\n")
+    };
+    s.app("flask-app");
+    s.write("requirements.txt", &line(&first));
+    s.commit("a package from git, at a commit");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok()
+        .assert_has("successful in");
+    let push = touch(&s, &vars);
+    push.assert_ok().assert_has("pip skipped");
+    assert!(!push.has("What requirements.txt needs"), "{}", push.stderr);
+
+    std::fs::write(
+        repo.join("hellogit/__init__.py"),
+        "WHERE = \"second commit\"\n",
+    )
+    .unwrap();
+    crate::util::git_in(&repo)
+        .args(["commit", "-q", "-am", "second"])
+        .run()
+        .assert_ok();
+    let second = head(&repo);
+    // (pip resolves the new commit, and keeps the installed build while
+    // its version is the same: pip's own rule, as in Kudu.)
+    push_files(&s, &[("requirements.txt", &line(&second))], &vars)
+        .assert_ok()
+        .assert_has("changed since the last install: requirements")
+        .assert_has(&format!(
+            "Resolved https://git.example.invalid/hellogit.git to commit {second}"
+        ));
+    touch(&s, &vars).assert_ok().assert_has("pip skipped");
+}
