@@ -702,6 +702,9 @@ fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64, there: There) -> 
             anyhow::Error::new(e).context(format!("putting back {path}"))
         }
     })?;
+    // The replacement's bytecode may pass for the kept file's.
+    dir.forget_bytecode(name)
+        .with_context(|| format!("putting back {path}"))?;
     Ok(1)
 }
 

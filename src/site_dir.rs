@@ -378,6 +378,30 @@ impl Dir {
         }
     }
 
+    /// Python's cached bytecode of the source `name` here
+    /// (`__pycache__/<stem>.<tag>[.opt-N].pyc`), removed once the source
+    /// changed under that name: Python trusts a .pyc while its source has
+    /// the recorded size and whole-second mtime, which a file replaced
+    /// within the second of the one before can have. It is a cache, made
+    /// again on the next import.
+    pub fn forget_bytecode(&self, name: &str) -> io::Result<()> {
+        let Some(stem) = name.strip_suffix(".py") else {
+            return Ok(());
+        };
+        let Some(cache) = self.open_dir("__pycache__")? else {
+            return Ok(());
+        };
+        for (entry, kind) in cache.entries()? {
+            if kind == Kind::File && is_bytecode_of(&entry, stem) {
+                match cache.unlink(&entry) {
+                    Err(e) if !is_absent(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The names in this directory with their kinds, `.` and `..` left out.
     pub fn entries(&self) -> io::Result<Vec<(String, Kind)>> {
         let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
@@ -438,6 +462,23 @@ impl Dir {
 
 /// A name part no other process or call uses at the same time: the pid, a
 /// counter and the clock.
+/// Whether `entry` of a `__pycache__` is the bytecode of the module `stem`:
+/// `stem.cpython-312.pyc` or `stem.cpython-312.opt-1.pyc`, never that of
+/// `stem.other.py`.
+fn is_bytecode_of(entry: &str, stem: &str) -> bool {
+    let Some(rest) = entry
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix(".pyc"))
+    else {
+        return false;
+    };
+    match rest.split_once('.') {
+        None => !rest.is_empty(),
+        Some((tag, opt)) => !tag.is_empty() && opt.starts_with("opt-") && !opt.contains('.'),
+    }
+}
+
 pub fn unique() -> String {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -528,5 +569,17 @@ mod tests {
         std::fs::write(tmp.path().join("file.txt"), "x").unwrap();
         let (_, meta) = site.root().open_file("file.txt").unwrap();
         assert_eq!(meta.kind, Kind::File);
+    }
+
+    #[test]
+    fn bytecode_of_a_module_and_no_other() {
+        assert!(is_bytecode_of("app.cpython-311.pyc", "app"));
+        assert!(is_bytecode_of("app.cpython-311.opt-2.pyc", "app"));
+        assert!(is_bytecode_of("app.pypy39.pyc", "app"));
+        assert!(!is_bytecode_of("app.other.cpython-311.pyc", "app"));
+        assert!(!is_bytecode_of("apps.cpython-311.pyc", "app"));
+        assert!(!is_bytecode_of("app.pyc", "app"));
+        assert!(!is_bytecode_of("app.cpython-311.py", "app"));
+        assert!(is_bytecode_of("app.other.cpython-311.pyc", "app.other"));
     }
 }

@@ -1187,9 +1187,11 @@ impl Writer<'_, '_, '_> {
         }
         self.next_change()?;
         match &mut self.target {
-            Target::Journal(journal) => journal.delete(&dir, name),
-            Target::Plain(_) => Ok(dir.unlink(name)?),
+            Target::Journal(journal) => journal.delete(&dir, name)?,
+            Target::Plain(_) => dir.unlink(name)?,
         }
+        // A source added again later must not meet this one's bytecode.
+        Ok(dir.forget_bytecode(name)?)
     }
 
     /// Removes the directories that the deletions left empty, deepest first.
@@ -1420,6 +1422,7 @@ impl Writer<'_, '_, '_> {
         }
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;
+        dir.forget_bytecode(name)?;
         Ok(())
     }
 

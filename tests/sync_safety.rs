@@ -759,3 +759,69 @@ fn a_fifo_swapped_into_a_commands_output_is_refused_not_read() {
     assert_eq!(s.site_file("app.py"), "print('v1')\n");
     assert_nothing_kept(&s);
 }
+
+/// Python trusts `__pycache__/<module>.<tag>.pyc` while the source has the
+/// size and whole-second mtime it records: a same-size change synced within
+/// the second of the one before would run the old code. A source the sync
+/// replaces, deletes or puts back loses its bytecode; another module's
+/// bytecode stays.
+#[test]
+fn a_changed_deleted_or_put_back_source_loses_its_bytecode() {
+    let s = Server::new();
+    s.write("requirements.txt", "");
+    s.write("app.py", "X = 1\n");
+    s.write("gone.py", "Y = 1\n");
+    s.write("other.py", "Z = 1\n");
+    s.commit("first");
+    s.push(&[]).assert_ok();
+    let cache = s.site.join("__pycache__");
+    let plant = |names: &[&str]| {
+        std::fs::create_dir_all(&cache).unwrap();
+        for name in names {
+            std::fs::write(cache.join(name), "stale").unwrap();
+        }
+    };
+    let left = || {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    plant(&[
+        "app.cpython-311.pyc",
+        "app.cpython-311.opt-1.pyc",
+        "gone.cpython-311.pyc",
+        "other.cpython-311.pyc",
+    ]);
+    s.write("app.py", "X = 2\n");
+    s.remove("gone.py");
+    s.commit("second");
+    s.push(&[]).assert_ok().assert_has("successful");
+    assert_eq!(left(), ["other.cpython-311.pyc"]);
+
+    // The new version's bytecode (made here by postDeploy, as the app would
+    // make it) does not outlive a rollback that puts the old source back.
+    let made = s.root.join("made-bytecode");
+    std::fs::write(
+        &made,
+        format!(
+            "#!/bin/sh\nif grep -q 'X = 3' app.py; then echo new > '{}/app.cpython-311.pyc'; fi\n",
+            cache.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.config(&["deploy.postDeploy", made.to_str().unwrap()]);
+    // The new version fails its check; the old one passes it again.
+    s.config(&["deploy.healthCheck", "grep -q 'X = 2' app.py"]);
+    s.config(&["deploy.healthCheckTimeout", "1"]);
+    s.write("app.py", "X = 3\n");
+    s.commit("third");
+    let push = s.push(&[]);
+    push.assert_has("rolled back to");
+    assert!(!push.has("may be down"), "{push}");
+    assert_eq!(s.site_file("app.py"), "X = 2\n");
+    assert_eq!(left(), ["other.cpython-311.pyc"]);
+}
