@@ -949,16 +949,32 @@ fn is_launcher(pid: i32) -> bool {
 /// The running process of a type: its pid file's (gunicorn's `.pid`, or
 /// `.pid.2` while a new master waits for the old one to go).
 pub fn running_pid(state_dir: &Path, kind: &str) -> Option<i32> {
+    running_pids(state_dir, kind).into_iter().next()
+}
+
+/// gunicorn's pid file, and the one a new master writes until the old
+/// master has gone.
+fn pid_files(state_dir: &Path, kind: &str) -> [PathBuf; 2] {
     let file = pid_file(state_dir, kind);
     let mut second = file.clone().into_os_string();
     second.push(".2");
     [file, PathBuf::from(second)]
-        .iter()
-        .filter_map(|f| read_pid(f))
-        .find(|&pid| alive(pid))
 }
 
-/// The types that have a pid file.
+/// Every running master of a type: two while a new one waits for the old
+/// one to go.
+fn running_pids(state_dir: &Path, kind: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = pid_files(state_dir, kind)
+        .iter()
+        .filter_map(|f| read_pid(f))
+        .filter(|&pid| alive(pid))
+        .collect();
+    pids.dedup();
+    pids
+}
+
+/// The types that have a pid file (`.pid`, or only `.pid.2` just after a
+/// reload, before the new master took the name).
 pub fn running_kinds(state_dir: &Path) -> Vec<String> {
     let mut kinds: Vec<String> = std::fs::read_dir(run_dir(state_dir))
         .map(|entries| {
@@ -966,12 +982,14 @@ pub fn running_kinds(state_dir: &Path) -> Vec<String> {
                 .flatten()
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
-                    name.strip_suffix(".pid").map(str::to_string)
+                    let kind = name.strip_suffix(".pid").or(name.strip_suffix(".pid.2"))?;
+                    Some(kind.to_string())
                 })
                 .collect()
         })
         .unwrap_or_default();
     kinds.sort();
+    kinds.dedup();
     kinds
 }
 
@@ -1003,8 +1021,8 @@ fn wait_gone(pid: i32, limit: Duration) {
 /// workers gracefully; another: its whole process group), KILL if it has
 /// not gone within a minute; its pid file removed. Says whether one ran.
 pub fn stop(state_dir: &Path, kind: &str) -> Option<i32> {
-    let pid = running_pid(state_dir, kind);
-    if let Some(pid) = pid {
+    let pids = running_pids(state_dir, kind);
+    for &pid in &pids {
         let group = !is_launcher(pid);
         let sent = rustix::process::Pid::from_raw(pid).map(|p| {
             if group {
@@ -1018,9 +1036,11 @@ pub fn stop(state_dir: &Path, kind: &str) -> Option<i32> {
         }
     }
     kill_leftovers(state_dir, kind);
-    let _ = crate::files::remove_file_if_there(&pid_file(state_dir, kind));
+    for file in pid_files(state_dir, kind) {
+        let _ = crate::files::remove_file_if_there(&file);
+    }
     clear_markers(state_dir, kind, None);
-    pid
+    pids.first().copied()
 }
 
 /// Kills what is left of a type's gunicorn whose master is gone (`kill -9`
@@ -1072,10 +1092,7 @@ pub fn stop_all(state_dir: &Path, report: &mut Report) -> bool {
 /// launcher's markers.
 fn fresh(state_dir: &Path, kind: &str) -> Result<()> {
     kill_leftovers(state_dir, kind);
-    let file = pid_file(state_dir, kind);
-    let mut second = file.clone().into_os_string();
-    second.push(".2");
-    for stale in [file, PathBuf::from(second)] {
+    for stale in pid_files(state_dir, kind) {
         crate::files::remove_file_if_there(&stale)?;
     }
     clear_markers(state_dir, kind, None);
