@@ -303,12 +303,8 @@ impl Launch {
             } else {
                 PathBuf::from("python3")
             };
-            Some(crate::tools::ensure_gunicorn(
-                &self.cache_dir,
-                &base,
-                runner,
-                report,
-            )?)
+            let lib = crate::tools::ensure_gunicorn(&self.cache_dir, &base, runner, report)?;
+            Some(self.readable_by_the_app(lib, user)?)
         };
         let spec = serde_json::json!({
             "args": args,
@@ -339,6 +335,36 @@ impl Launch {
             env,
             gunicorn: true,
         })
+    }
+
+    /// The pinned gunicorn where the app's user can read it: the cache is in
+    /// the home of the user pushdeploy runs as (root's is closed to others),
+    /// so for another user it is copied once into the run folder, which is
+    /// the app's already.
+    fn readable_by_the_app(&self, lib: PathBuf, user: Option<(u32, u32)>) -> Result<PathBuf> {
+        if user.is_none() {
+            return Ok(lib);
+        }
+        let name = lib
+            .parent()
+            .and_then(Path::file_name)
+            .context("the pinned gunicorn's folder has no name")?;
+        let to = self.run_dir().join(name);
+        if to.is_dir() {
+            return Ok(to);
+        }
+        // Copied under a temp name and renamed: a half copy is never taken.
+        let temp = self.run_dir().join(format!(
+            ".{}-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if temp.exists() {
+            fs_err::remove_dir_all(&temp)?;
+        }
+        crate::files::copy_tree(&lib, &temp, crate::files::Files::Copy)?;
+        fs_err::rename(&temp, &to)?;
+        Ok(to)
     }
 
     /// The run and log folders, made, and given to the app's user with the
@@ -540,6 +566,12 @@ impl Launch {
             user,
         }
         .detached(writer)
+        .map_err(
+            |e| match user.and_then(|u| closed_to(&command.argv[0], u)) {
+                Some(closed) => e.context(closed),
+                None => e,
+            },
+        )
         .with_context(|| format!("process {kind}"))?;
         let pid = child.id() as i32;
         if !command.gunicorn {
@@ -850,6 +882,32 @@ fn give(path: &Path, user: Option<(u32, u32)>) -> Result<()> {
         .with_context(|| format!("giving {} to the site's owner", path.display()))?;
     }
     Ok(())
+}
+
+/// Why `program` cannot be run by `user`, when a folder on the way to what
+/// it leads to is closed to that user (an interpreter under root's home):
+/// said with the error of a start that was refused.
+fn closed_to(program: &OsString, (uid, gid): (u32, u32)) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(program).ok()?;
+    let closed = real.ancestors().skip(1).find(|dir| {
+        std::fs::metadata(dir).is_ok_and(|m| {
+            let bits = if m.uid() == uid {
+                m.mode() >> 6
+            } else if m.gid() == gid {
+                m.mode() >> 3
+            } else {
+                m.mode()
+            };
+            bits & 0o1 == 0
+        })
+    })?;
+    Some(format!(
+        "{} leads to {}, and {} is closed to the site's owner (uid {uid}), who runs the app: use an interpreter it can reach",
+        Path::new(program).display(),
+        real.display(),
+        closed.display()
+    ))
 }
 
 /// One process as it is started.

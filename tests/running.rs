@@ -706,3 +706,43 @@ fn the_envs_own_gunicorn_runs_when_it_has_one() {
     assert_eq!(spec["path"], serde_json::Value::Null);
     serves(r.port, "Hello from pushdeploy!");
 }
+
+/// As root, the pinned gunicorn comes from root's cache, which may be
+/// closed to the site's owner (root's home is): the app gets a copy in its
+/// run folder, and serves.
+#[test]
+fn as_root_the_pinned_gunicorn_is_read_by_the_sites_owner_from_a_closed_cache() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the app as another user)");
+        return;
+    }
+    let r = running();
+    let s = &r.s;
+    s.config(&["--unset", "deploy.runAsRoot"]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = rustix::fs::Uid::from_raw(65534);
+    rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+    // A cache of its own, in a folder only root enters.
+    let closed = s.root.join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cache = closed.join("cache");
+    s.app("flask-app");
+    s.commit("first");
+    s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[
+            ("PUSHDEPLOY_RUN", "true"),
+            ("PUSHDEPLOY_CACHE_DIR", cache.to_str().unwrap()),
+        ],
+    )
+    .assert_ok()
+    .assert_has("the env has no gunicorn: installing gunicorn")
+    .assert_has("successful");
+    serves(r.port, "Hello from pushdeploy!");
+    let status = s.run("status", &[]);
+    status.assert_ok();
+    let spec = std::fs::read_to_string(s.repo.join("pushdeploy/run/web.json")).unwrap();
+    assert!(spec.contains("/pushdeploy/run/gunicorn-"), "{spec}");
+}
