@@ -614,7 +614,7 @@ fn prepare(
             };
             let dir = report.step(
                 "env",
-                "Copying env/ aside for the install (the live env is never written)",
+                "Copying env/ aside for the install (unchanged package files linked: the live env is never written)",
                 |_| env::copy_aside(site),
             )?;
             (dir, reason, None)

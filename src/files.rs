@@ -74,15 +74,20 @@ pub fn copy_tree(from: &Path, to: &Path, files: Files) -> Result<()> {
     fs_err::create_dir_all(to)?;
     for entry in fs_err::read_dir(from)? {
         let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &target, files)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, &target)?;
-        } else if files == Files::Copy || std::fs::hard_link(entry.path(), &target).is_err() {
-            copy_file(&entry.path(), &target)?;
-        }
+        copy_tree_entry(&entry, &to.join(entry.file_name()), files)?;
+    }
+    Ok(())
+}
+
+/// Copies one entry of a directory to `target`, as [`copy_tree`] does.
+pub fn copy_tree_entry(entry: &fs_err::DirEntry, target: &Path, files: Files) -> Result<()> {
+    let kind = entry.file_type()?;
+    if kind.is_dir() {
+        copy_tree(&entry.path(), target, files)?;
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(entry.path())?, target)?;
+    } else if files == Files::Copy || std::fs::hard_link(entry.path(), target).is_err() {
+        copy_file(&entry.path(), target)?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod app;
 mod bad_input;
 mod customise;
 mod demo;
+mod envcopy;
 mod every_point;
 mod faults;
 mod history;

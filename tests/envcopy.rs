@@ -1,0 +1,203 @@
+//! Issue 17: a change of packages prepares its env beside the live one
+//! without copying what does not change (unchanged package files are hard
+//! links), and no installer ever writes through such a link: the env the
+//! app runs on stays byte for byte, modification times included, through
+//! upgrades, downgrades, removals, entry-point scripts, `.pth` files,
+//! bytecode compilation and failed installs, with pip and with uv.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::util::Server;
+
+/// Builds the wheels of `pathy` 1.0.0 and 2.0.0 into `dir`: a package with a
+/// data file, a single-module package beside it, a `.pth` file and a
+/// console script; each version's files differ.
+fn build_wheels(dir: &Path) {
+    const SCRIPT: &str = r##"
+import base64, hashlib, os, sys, zipfile
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+for v in ("1.0.0", "2.0.0"):
+    di = "pathy-%s.dist-info" % v
+    files = {
+        "pathy/__init__.py": "VERSION = %r\ndef main():\n    print('pathy', VERSION)\n" % v,
+        "pathy/data.txt": "data of %s\n" % v,
+        "pathy/sub/__init__.py": "# sub %s\n" % v,
+        "pathy_single.py": "SINGLE = %r\n" % v,
+        "pathy.pth": "import pathy_single\n",
+        di + "/METADATA": "Metadata-Version: 2.1\nName: pathy\nVersion: %s\n" % v,
+        di + "/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        di + "/entry_points.txt": "[console_scripts]\npathy = pathy:main\n",
+    }
+    def h(d):
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(d).digest()).decode().rstrip("=")
+    record = "".join("%s,%s,%d\n" % (p, h(d.encode()), len(d.encode())) for p, d in files.items())
+    files[di + "/RECORD"] = record + di + "/RECORD,,\n"
+    with zipfile.ZipFile(os.path.join(out, "pathy-%s-py3-none-any.whl" % v), "w") as z:
+        for p, d in files.items():
+            z.writestr(zipfile.ZipInfo(p, (1980, 1, 1, 0, 0, 0)), d)
+"##;
+    let status = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Everything in an env, as the app would see it and more: each path with
+/// its kind, mode, content (or symlink target) and modification time, in
+/// nanoseconds. Directories by mode and time.
+fn state(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(root).unwrap().display().to_string();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let time = format!("{}.{:09}", meta.mtime(), meta.mtime_nsec());
+        let mode = meta.mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).unwrap();
+            out.insert(rel, format!("link -> {}", target.display()));
+        } else if meta.is_dir() {
+            out.insert(rel, format!("dir {mode:o} {time}"));
+            walk(root, &path, out);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.insert(
+                rel,
+                format!("file {mode:o} {time} {:?}", String::from_utf8_lossy(&bytes)),
+            );
+        }
+    }
+}
+
+/// The env the last successful deployment replaced, kept as the previous one.
+fn previous_env(s: &Server) -> PathBuf {
+    let text = std::fs::read_to_string(s.repo.join("pushdeploy/env-previous")).unwrap();
+    s.site.join(text.lines().next().unwrap().trim())
+}
+
+/// The differences between two states, for a readable failure.
+fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, was) in before {
+        match after.get(path) {
+            None => out.push(format!("removed {path}")),
+            Some(now) if now != was => out.push(format!("changed {path}: {was} -> {now}")),
+            _ => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("added {path}"));
+    }
+    out
+}
+
+fn site_packages(env: &Path) -> PathBuf {
+    let lib = env.join("lib");
+    let python = std::fs::read_dir(&lib)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .unwrap();
+    python.path().join("site-packages")
+}
+
+/// One pin changes, back and forth, a package goes, an install fails: at
+/// each step the env the deployment replaced (or, for the failure, the live
+/// one) is exactly as it was, and the new env shares the unchanged files.
+fn nothing_is_written_through_the_links(installer: Option<&Path>) {
+    let s = Server::new();
+    if let Some(uv) = installer {
+        s.config(&["deploy.installer", uv.to_str().unwrap()]);
+    }
+    let wheels = s.root.join("more-wheels");
+    build_wheels(&wheels);
+    let requirements = |pathy: Option<&str>, extra: &str| {
+        let pathy = pathy.map(|v| format!("pathy=={v}\n")).unwrap_or_default();
+        format!(
+            "--find-links {}\ngreeting==1.0.0\ngunicorn==27.0.1\n{pathy}{extra}",
+            wheels.display()
+        )
+    };
+    s.app("flask-app")
+        .write("requirements.txt", &requirements(Some("1.0.0"), ""));
+    s.commit("pathy 1");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s.env_python("import pathy, pathy_single; print(pathy.VERSION, pathy_single.SINGLE)")
+        .assert_ok()
+        .assert_has("1.0.0 1.0.0");
+
+    let steps: [(&str, Option<&str>, &str); 4] = [
+        ("upgrade", Some("2.0.0"), ""),
+        ("downgrade", Some("1.0.0"), ""),
+        ("failed install", Some("2.0.0"), "nosuchpackage==1.0\n"),
+        ("removal", None, ""),
+    ];
+    for (what, pathy, extra) in steps {
+        // `env` is a real directory: after a switch, the env it was lives on
+        // under the name of the directory prepared aside.
+        let before = state(&s.site.join("env"));
+        s.write("requirements.txt", &requirements(pathy, extra));
+        s.commit(what);
+        let push = s.push(&[]);
+        let mut old_env = s.site.join("env");
+        if extra.is_empty() {
+            push.assert_ok()
+                .assert_has("Copying env/ aside")
+                .assert_has("successful");
+            // The app's Python runs in the new env, writing its bytecode.
+            let expect = pathy.map_or("gone".to_string(), |v| format!("{v} {v}"));
+            s.env_python(
+                "try:\n import pathy, pathy_single, greeting\n print(pathy.VERSION, pathy_single.SINGLE)\nexcept ImportError:\n print('gone')",
+            )
+            .assert_ok()
+            .assert_has(&expect);
+            if let Some(v) = pathy {
+                let script = std::process::Command::new(s.site.join("env/bin/pathy"))
+                    .output()
+                    .unwrap();
+                let out = String::from_utf8_lossy(&script.stdout);
+                assert!(out.contains(&format!("pathy {v}")), "{out}");
+            }
+            old_env = previous_env(&s);
+            // Unchanged files are shared, not copied.
+            let file = |env: &Path| site_packages(env).join("greeting/__init__.py");
+            assert_eq!(
+                std::fs::metadata(file(&s.site.join("env"))).unwrap().ino(),
+                std::fs::metadata(file(&old_env)).unwrap().ino(),
+                "{what}: an unchanged package file is shared"
+            );
+        } else {
+            push.assert_has("failed in step");
+        }
+        let after = state(&old_env);
+        assert!(
+            after == before,
+            "{what}: the env the app ran on changed: {:#?}",
+            diff(&before, &after)
+        );
+    }
+}
+
+#[test]
+fn pip_never_writes_through_a_shared_file_into_the_live_env() {
+    nothing_is_written_through_the_links(None);
+}
+
+#[test]
+fn uv_never_writes_through_a_shared_file_into_the_live_env() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv not found: skipped");
+        return;
+    };
+    nothing_is_written_through_the_links(Some(&uv));
+}
