@@ -152,6 +152,17 @@ enum Command {
         #[command(subcommand)]
         action: AppSettingsAction,
     },
+    /// What a deployment after a push starts to remove old envs once the
+    /// pusher has the last line, with the lock it hands over
+    #[command(hide = true)]
+    RemoveOldEnvs {
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        lock_fd: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +308,11 @@ pub fn run() -> Result<ExitCode> {
             )?;
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,
+        Command::RemoveOldEnvs {
+            site,
+            state_dir,
+            lock_fd,
+        } => deploy::remove_old_envs_handed_over(&site, &state_dir, lock_fd)?,
         Command::Deploy {
             repo,
             rev,

@@ -619,23 +619,9 @@ pub fn set_previous(site: &Path, state_dir: &Path, dirs: &[PathBuf]) -> Result<(
 /// file system) is said and tried again by the next deployment. Called under
 /// the deployment lock only, so never while a deployment builds an env.
 pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
-    let mut keep = previous(site, state_dir);
-    keep.extend(current(site));
-    let Ok(entries) = std::fs::read_dir(site) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if keep.contains(&path)
-            || !entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(ENV_DIR_PREFIX)
-        {
-            continue;
-        }
-        let removed = match entry.file_type() {
-            Ok(t) if t.is_dir() => remove_dir(site, &path),
+    for path in sweepable(site, state_dir) {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => remove_dir(site, &path),
             _ => crate::files::remove_file_if_there(&path),
         };
         if let Err(e) = removed {
@@ -645,6 +631,22 @@ pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
             ));
         }
     }
+}
+
+/// What [`sweep`] removes: our env directories (and stray entries of that
+/// name) that are neither `env` nor a previous env.
+pub fn sweepable(site: &Path, state_dir: &Path) -> Vec<PathBuf> {
+    let mut keep = previous(site, state_dir);
+    keep.extend(current(site));
+    let Ok(entries) = std::fs::read_dir(site) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(ENV_DIR_PREFIX))
+        .map(|e| e.path())
+        .filter(|path| !keep.contains(path))
+        .collect()
 }
 
 /// Deletes the env (`pushdeploy env delete`): the next deployment creates

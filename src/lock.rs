@@ -61,6 +61,44 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// The lock's descriptor, made to stay open across `exec`: a program
+    /// started with it holds the lock too, and the kernel lets it go when
+    /// the last holder ends. The caller then forgets its `Lock` (dropping
+    /// it would unlock for both).
+    pub fn inheritable(&self) -> Result<i32> {
+        use std::os::fd::AsRawFd;
+        rustix::io::fcntl_setfd(&self.file, rustix::io::FdFlags::empty())?;
+        Ok(self.file.as_raw_fd())
+    }
+
+    /// The lock a deployment handed over ([`Lock::inheritable`]): `fd` must
+    /// be an open descriptor of `state_dir`'s lock file, else an error.
+    pub fn adopt(state_dir: &Path, fd: i32, holder: &str) -> Result<Lock> {
+        use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: the descriptor is only borrowed to check that it is open
+        // (the call fails on a closed one), then owned: nothing else in
+        // this process knows it.
+        rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) })
+            .with_context(|| format!("the deployment lock's descriptor {fd}"))?;
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let ours = fs_err::metadata(state_dir.join("lock"))?;
+        let held = file.metadata()?;
+        if (held.dev(), held.ino()) != (ours.dev(), ours.ino()) {
+            anyhow::bail!(
+                "descriptor {fd} is not the deployment lock of {}",
+                state_dir.display()
+            );
+        }
+        let mut lock = Lock { file };
+        lock.file.set_len(0)?;
+        lock.file.rewind()?;
+        write!(lock.file, "{holder}")?;
+        Ok(lock)
+    }
+}
+
 /// Whether a deployment holds the lock now. Tries a shared lock without
 /// waiting and lets it go at once: a holder is not disturbed, and nothing
 /// is created when there is no lock file (no deployment ever ran).

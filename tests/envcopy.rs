@@ -201,3 +201,130 @@ fn uv_never_writes_through_a_shared_file_into_the_live_env() {
     };
     nothing_is_written_through_the_links(Some(&uv));
 }
+
+/// An LD_PRELOAD library: the first `unlinkat()` of a path under `STOP_DIR`
+/// writes `STOP_REACHED`, then waits while `STOP_HOLD` is there (20 s at
+/// most, so that a test without the fix ends, and fails).
+const HOLD_REMOVAL: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int unlinkat(int dirfd, const char *path, int flags) {
+    static int (*real)(int, const char *, int);
+    if (!real) real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+    const char *dir = getenv("STOP_DIR"), *hold = getenv("STOP_HOLD"), *reached = getenv("STOP_REACHED");
+    if (dir && hold && reached) {
+        char full[8192] = "";
+        if (path[0] == '/') {
+            snprintf(full, sizeof full, "%s", path);
+        } else {
+            char link[64];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+            ssize_t n = readlink(link, full, 4096);
+            if (n > 0) full[n] = 0;
+        }
+        static int waited;
+        if (!waited && strncmp(full, dir, strlen(dir)) == 0) {
+            waited = 1;
+            close(open(reached, O_WRONLY | O_CREAT, 0644));
+            for (int i = 0; i < 400 && access(hold, F_OK) == 0; i++) usleep(50000);
+        }
+    }
+    return real(dirfd, path, flags);
+}
+"#;
+
+fn hold_library(dir: &Path) -> PathBuf {
+    let source = dir.join("hold.c");
+    let library = dir.join("hold.so");
+    std::fs::write(&source, HOLD_REMOVAL).unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (cc), as Rust's linker needs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    library
+}
+
+/// Waits (polling, 60 s at most) until `done` says yes.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn lock_is_free(s: &Server) -> bool {
+    let lock = std::fs::File::open(s.repo.join("pushdeploy/lock")).unwrap();
+    lock.try_lock().is_ok()
+}
+
+#[test]
+fn git_push_returns_before_the_old_env_is_removed_which_holds_the_lock() {
+    let s = Server::new();
+    s.app("flask-app");
+    s.commit("greeting 1");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let pin = |version: &str| {
+        s.write(
+            "requirements.txt",
+            &format!("greeting=={version}\ntinyweb==1.0.0\n"),
+        );
+    };
+    pin("2.0.0");
+    s.commit("greeting 2");
+    s.push(&[]).assert_ok().assert_has("successful");
+    pin("1.0.0");
+    s.commit("greeting 1 again");
+    // The env of two deployments ago, which this push's success makes old:
+    // a large one.
+    let old = previous_env(&s);
+    for i in 0..2000 {
+        std::fs::write(old.join(format!("lib/extra-{i}.py")), "x = 1\n").unwrap();
+    }
+    let library = hold_library(&s.root);
+    let (hold, reached) = (s.root.join("hold"), s.root.join("reached"));
+    std::fs::write(&hold, "").unwrap();
+    let push = s.git_with(
+        &["push", s.repo.to_str().unwrap(), "main"],
+        &[
+            ("LD_PRELOAD", library.to_str().unwrap()),
+            ("STOP_DIR", old.to_str().unwrap()),
+            ("STOP_HOLD", hold.to_str().unwrap()),
+            ("STOP_REACHED", reached.to_str().unwrap()),
+        ],
+    );
+    push.assert_ok();
+    let last = push.remote().last().cloned().unwrap_or_default();
+    assert!(last.contains("successful"), "the last line: {push}");
+    assert!(
+        old.exists(),
+        "git push returned before the old env's removal ended"
+    );
+    // The removal is under way, under the deployment lock: a deployment
+    // now would wait for it, and say for what.
+    eventually("the removal begins", || reached.exists());
+    assert!(!lock_is_free(&s), "the removal holds the lock");
+    let holder = std::fs::read_to_string(s.repo.join("pushdeploy/lock")).unwrap();
+    assert!(holder.contains("removal of old envs"), "{holder}");
+    std::fs::remove_file(&hold).unwrap();
+    eventually("the removal ends and lets the lock go", || lock_is_free(&s));
+    assert!(!old.exists(), "the old env was removed");
+    assert_eq!(s.env_dirs(), 1, "the previous env is kept");
+    s.env_python("import greeting; print(greeting.__version__)")
+        .assert_ok()
+        .assert_has("1.0.0");
+}
