@@ -818,15 +818,18 @@ fn switch_and_after<'r>(
         } = &plan.python
         {
             let fresh = matches!(decision, Decision::Create { .. });
-            exact::tidy(
-                installer,
-                &prepared.dir,
-                settings,
-                keep_unneeded.as_deref(),
-                fresh,
-                runner,
-                report,
-            )?;
+            // It runs the env's Python: a step of the record, if no line.
+            timed(report, "tidy", |report| {
+                exact::tidy(
+                    installer,
+                    &prepared.dir,
+                    settings,
+                    keep_unneeded.as_deref(),
+                    fresh,
+                    runner,
+                    report,
+                )
+            })?;
         }
         // The note names the built env (and its identity) already: a kill
         // after this rename is read from the disk.
