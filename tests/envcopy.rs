@@ -114,8 +114,9 @@ fn site_packages(env: &Path) -> PathBuf {
 /// One pin changes, back and forth, a package goes, an install fails: at
 /// each step the env the deployment replaced (or, for the failure, the live
 /// one) is exactly as it was, and the new env shares the unchanged files.
-fn nothing_is_written_through_the_links(installer: Option<&Path>) {
+fn nothing_is_written_through_the_links(installer: Option<&Path>, vars: &[(&str, &str)]) {
     let s = Server::new();
+    let push = || s.git_with(&["push", s.repo.to_str().unwrap(), "main"], vars);
     if let Some(uv) = installer {
         s.config(&["deploy.installer", uv.to_str().unwrap()]);
     }
@@ -131,7 +132,7 @@ fn nothing_is_written_through_the_links(installer: Option<&Path>) {
     s.app("flask-app")
         .write("requirements.txt", &requirements(Some("1.0.0"), ""));
     s.commit("pathy 1");
-    s.push(&[]).assert_ok().assert_has("successful");
+    push().assert_ok().assert_has("successful");
     s.env_python("import pathy, pathy_single; print(pathy.VERSION, pathy_single.SINGLE)")
         .assert_ok()
         .assert_has("1.0.0 1.0.0");
@@ -148,7 +149,7 @@ fn nothing_is_written_through_the_links(installer: Option<&Path>) {
         let before = state(&s.site.join("env"));
         s.write("requirements.txt", &requirements(pathy, extra));
         s.commit(what);
-        let push = s.push(&[]);
+        let push = push();
         let mut old_env = s.site.join("env");
         if extra.is_empty() {
             push.assert_ok()
@@ -190,7 +191,7 @@ fn nothing_is_written_through_the_links(installer: Option<&Path>) {
 
 #[test]
 fn pip_never_writes_through_a_shared_file_into_the_live_env() {
-    nothing_is_written_through_the_links(None);
+    nothing_is_written_through_the_links(None, &[]);
 }
 
 #[test]
@@ -199,7 +200,21 @@ fn uv_never_writes_through_a_shared_file_into_the_live_env() {
         eprintln!("uv not found: skipped");
         return;
     };
-    nothing_is_written_through_the_links(Some(&uv));
+    nothing_is_written_through_the_links(Some(&uv), &[]);
+}
+
+/// uv copies from its cache instead of linking when the cache is on
+/// another file system, and compiles bytecode when told to.
+#[test]
+fn uv_copying_and_compiling_never_writes_through_a_shared_file() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv not found: skipped");
+        return;
+    };
+    nothing_is_written_through_the_links(
+        Some(&uv),
+        &[("UV_LINK_MODE", "copy"), ("UV_COMPILE_BYTECODE", "1")],
+    );
 }
 
 /// An LD_PRELOAD library: the first `unlinkat()` of a path under `STOP_DIR`
