@@ -937,9 +937,9 @@ fn post_build(words: &[String], site: &Path, runner: &Runner, report: &mut Repor
 
 /// After the commit point: the files' journal finished (the deployed commit
 /// recorded, the kept old files gone), the installer's record, the replaced
-/// env kept as the previous one (older ones go after the last line). The deployment stands
-/// whatever happens here: what fails is said, and the next deployment (or
-/// `env delete`) finishes it from the note.
+/// env kept as the previous one (older ones go after the last line). The
+/// deployment stands whatever happens here: what fails is said, and the
+/// next deployment (or `env delete`) finishes it from the note.
 /// Says whether all of it was done.
 fn finish(
     settings: &Settings,
