@@ -1015,28 +1015,19 @@ fn remove_old_envs(settings: &Settings, trigger: Trigger, lock: Lock, report: &m
     drop(lock);
 }
 
-/// Starts `pushdeploy remove-old-envs` with the lock's descriptor, its
-/// output nowhere (git waits until every copy of the hook's output is
-/// closed), in a process group of its own (a signal for the hook is not
-/// one for it).
+/// Starts `pushdeploy remove-old-envs` with the lock's descriptor, in the
+/// background ([`crate::process::start_detached`]).
 fn hand_over_removal(settings: &Settings, lock: &Lock) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let fd = lock.inheritable()?;
-    let exe = std::env::current_exe()?;
-    std::process::Command::new(exe)
-        .arg("remove-old-envs")
-        .arg("--site")
-        .arg(&settings.site)
-        .arg("--state-dir")
-        .arg(&settings.state_dir)
-        .arg("--lock-fd")
-        .arg(fd.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    Ok(())
+    crate::process::start_detached(&[
+        "remove-old-envs".into(),
+        "--site".into(),
+        settings.site.clone().into(),
+        "--state-dir".into(),
+        settings.state_dir.clone().into(),
+        "--lock-fd".into(),
+        fd.to_string().into(),
+    ])
 }
 
 /// `pushdeploy remove-old-envs`: what [`hand_over_removal`] starts.
