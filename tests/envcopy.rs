@@ -343,3 +343,58 @@ fn git_push_returns_before_the_old_env_is_removed_which_holds_the_lock() {
         .assert_ok()
         .assert_has("1.0.0");
 }
+
+/// The same for uv.lock, whose env `uv sync` makes exact: a package
+/// upgraded, one removed, one added; the replaced env is as it was.
+#[test]
+fn uv_sync_never_writes_through_a_shared_file_into_the_live_env() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv not found: skipped");
+        return;
+    };
+    let s = Server::new();
+    s.config(&["deploy.uvPath", uv.to_str().unwrap()]);
+    s.app("uv-app");
+    let lock = |s: &Server| {
+        let out = std::process::Command::new(&uv)
+            .args(["lock", "--quiet", "--no-index", "--find-links"])
+            .arg(crate::util::fixtures().join("wheels"))
+            .current_dir(&s.work)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env("UV_PYTHON", crate::util::pyenv("3.12.1"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    lock(&s);
+    s.commit("v1");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let before = state(&s.site.join("env"));
+    let text = std::fs::read_to_string(s.work.join("pyproject.toml")).unwrap();
+    s.write(
+        "pyproject.toml",
+        &text.replace(
+            "dependencies = [\"greeting==1.0.0\", \"tinyweb==1.0.0\"]",
+            "dependencies = [\"greeting==2.0.0\", \"staticpipe==1.0.0\"]",
+        ),
+    );
+    lock(&s);
+    s.commit("v2");
+    s.push(&[])
+        .assert_ok()
+        .assert_has("Copying env/ aside")
+        .assert_has("successful");
+    s.env_python("import greeting, staticpipe; print(greeting.__version__)")
+        .assert_ok()
+        .assert_has("2.0.0");
+    let after = state(&previous_env(&s));
+    assert!(
+        after == before,
+        "the env the app ran on changed: {:#?}",
+        diff(&before, &after)
+    );
+}
