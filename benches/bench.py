@@ -841,7 +841,11 @@ class Bench:
                  ("vcs", self.case_vcs, "no-op push, requirements.txt with a VCS line",
                   "<= 1.2x the same push without it"),
                  ("first", self.case_first, "first deployment, 10,000 and 100,000 files",
-                  "<= 1.0x `git archive | tar -x`")]
+                  "<= 1.0x `git archive | tar -x`"),
+                 ("envchange", self.case_envchange,
+                  "one pin changed in an env of more than 10,000 files", "<= 1.2x the installer in place"),
+                 ("oldenv", self.case_oldenv, "push after which an old env is removed",
+                  "the wait does not grow with the old env")]
         only = set(self.args.only.split(",")) if self.args.only else None
         self.load0 = os.getloadavg()[0]
         try:
@@ -1235,6 +1239,165 @@ class LoadClients:
         return self.total, dict(self.failed)
 
 
+    # ---- issue 17: a dependency change in a large env, old envs removed ---------------
+
+    def big_env_app(self, name):
+        """Wheels for an app whose env holds more than 10,000 files (with pip's
+        bytecode, about 20,000), built once: a few large packages and many small
+        ones, as real apps have (botocore, pandas, django, ...), plus `benchpin`
+        1.0.0 and 2.0.0, the one pin that changes. Returns (wheel dir,
+        requirement lines without benchpin)."""
+        wheels = os.path.join(self.tmp, "big-env-wheels")
+        if not os.path.isdir(wheels):
+            os.makedirs(wheels)
+            sizes = [3000, 1500, 1500, 800, 800, 500, 500, 300, 300, 300] + [40] * 30
+            for i, modules in enumerate(sizes):
+                gen.build_wheel(wheels, "benchbig%02d" % i, "1.0.0", modules=modules)
+            for version in ("1.0.0", "2.0.0"):
+                gen.build_wheel(wheels, "benchpin", version, modules=20)
+        lines = ["benchbig%02d==1.0.0" % i for i in range(40)]
+        return wheels, lines
+
+    def big_env_work(self, name, lines, pin):
+        work = os.path.join(self.tmp, name)
+        os.makedirs(work)
+        gen.write_app(work, lines + ["benchpin==%s" % pin])
+        self.git("init", "-q", "-b", "main", cwd=work)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "a large env", cwd=work)
+        return work
+
+    def wait_for_lock(self, repo):
+        """Until no deployment (nor the removal of old envs after one) holds the lock."""
+        import fcntl
+        with open(os.path.join(repo, "pushdeploy", "lock")) as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+    def case_envchange(self):
+        """One pin changes (benchpin 1.0.0 <-> 2.0.0) in an env of more than
+        10,000 files: the whole push against the installer changing the same pin
+        in place in an identical env, with pip and with uv."""
+        wheels, lines = self.big_env_app("envchange")
+        env = dict(self.env, PIP_FIND_LINKS=wheels, UV_FIND_LINKS=wheels)
+        uv = self.find_uv()
+        installers = [("pip", dict(env))]
+        if uv:
+            env_uv = dict(env, PUSHDEPLOY_INSTALLER="uv")
+            env_uv["PATH"] = os.path.dirname(uv) + os.pathsep + env_uv.get("PATH", "")
+            installers.append(("uv", env_uv))
+        req = lambda pin: "".join(q + "\n" for q in lines + ["benchpin==%s" % pin])
+        for which, ienv in installers:
+            work = self.big_env_work("envchange-%s-work" % which, lines, "1.0.0")
+            repo = os.path.join(self.tmp, "envchange-%s.git" % which)
+            site = os.path.join(self.tmp, "envchange-%s-site" % which)
+            self.init(repo, site)
+            t0 = time.perf_counter()
+            _, p = self.git("push", "-q", repo, "main", cwd=work, env=ienv)
+            self.checked_record(repo, p.stdout.decode(errors="replace"))
+            files = sum(len(fs) for _, _, fs in os.walk(os.path.join(site, "env")))
+            log("envchange %s: first deployment %s, env of %d files"
+                % (which, fmt_time(time.perf_counter() - t0), files))
+            # the baseline: an identical env, changed in place by the installer alone
+            base = os.path.join(self.tmp, "envchange-%s-baseline" % which)
+            base_req = os.path.join(self.tmp, "envchange-%s-requirements.txt" % which)
+            with open(base_req, "w") as f:
+                f.write(req("1.0.0"))
+            if which == "pip":
+                self.run([self.python, "-m", "venv", base], env=env)
+                install = [os.path.join(base, "bin", "pip"), "install", "--progress-bar", "off",
+                           "-r", base_req]
+            else:
+                self.run([uv, "venv", "--quiet", "--python", self.python, base], env=env)
+                install = [uv, "pip", "install", "-r", base_req, "--python",
+                           os.path.join(base, "bin", "python")]
+            self.run(install, env=env)
+            base_files = sum(len(fs) for _, _, fs in os.walk(base))
+            ours, base_t, recs = [], [], []
+            for r in range(self.n_fast):
+                pin = "2.0.0" if r % 2 == 0 else "1.0.0"
+                with open(os.path.join(work, "requirements.txt"), "w") as f:
+                    f.write(req(pin))
+                with open(base_req, "w") as f:
+                    f.write(req(pin))
+                self.git("commit", "-q", "-am", "benchpin %s" % pin, cwd=work)
+                # alternated: which goes first changes every run
+                order = ["ours", "base"] if r % 2 == 0 else ["base", "ours"]
+                for side in order:
+                    if side == "ours":
+                        self.wait_for_lock(repo)
+                        dt, p = self.git("push", repo, "main", cwd=work, env=ienv)
+                        recs.append(self.checked_record(repo, p.stdout.decode(errors="replace")))
+                        ours.append(dt)
+                    else:
+                        bt, _ = self.run(install, env=env)
+                        base_t.append(bt)
+                _, i = self.run([os.path.join(site, "env", "bin", "python"), "-c",
+                                 "import benchpin, sys; sys.exit(benchpin.__version__ != %r)" % pin],
+                                check=False)
+                if i.returncode != 0:
+                    raise Failed("envchange %s: env/ does not have benchpin %s" % (which, pin))
+            self.detail("one pin changed in an env of %d files (the baseline's: %d), %s (median of "
+                        "%d, alternated): whole push %s, %s in place %s; steps: %s"
+                        % (files, base_files, which, len(ours), fmt_time(median(ours)), which,
+                           fmt_time(median(base_t)), self.step_summary(recs)))
+            self.row("envchange-%s" % which,
+                     "one pin changed, env of %d files, installer = %s" % (files, which),
+                     median(ours), median(base_t), "<= 1.2x `%s install -r` in place"
+                     % ("pip" if which == "pip" else "uv pip"), 1.2,
+                     note="whole push vs the installer alone on an identical env")
+            self.wait_for_lock(repo)
+            self.rm(repo, site, work, base)
+
+    def case_oldenv(self):
+        """A push whose success makes an env old (the one of two deployments
+        ago), small or large (20,000 more files), alternated: the push's time
+        must not grow with the size of the env removed after it."""
+        work = os.path.join(self.tmp, "oldenv-work")
+        os.makedirs(work)
+        gen.write_app(work, ["benchpkg40==1.0.0"])
+        self.git("init", "-q", "-b", "main", cwd=work)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-q", "-m", "one-package app", cwd=work)
+        repo, site = os.path.join(self.tmp, "oldenv.git"), os.path.join(self.tmp, "oldenv-site")
+        self.init(repo, site)
+        self.git("push", "-q", repo, "main", cwd=work)
+        self.checked_record(repo, "")
+        times = {"small": [], "large": []}
+        recs = []
+        for r in range(2 * self.n_fast + 1):
+            # each push changes the requirements, so that its env is new
+            with open(os.path.join(work, "requirements.txt"), "w") as f:
+                f.write("benchpkg40==1.0.0\n" + ("benchpkg39==1.0.0\n" if r % 2 == 0 else ""))
+            self.git("commit", "-q", "-am", "requirements %d" % r, cwd=work)
+            self.wait_for_lock(repo)
+            size = "large" if r % 4 in (1, 2) else "small"
+            previous = os.path.join(repo, "pushdeploy", "env-previous")
+            if r > 0 and size == "large" and os.path.exists(previous):
+                with open(previous) as f:
+                    old = os.path.join(site, f.read().split()[0])
+                for d in range(200):
+                    sub = os.path.join(old, "lib", "bulk%03d" % d)
+                    os.makedirs(sub)
+                    for i in range(100):
+                        with open(os.path.join(sub, "f%03d.py" % i), "w") as f:
+                            f.write("x = %d\n" % i)
+            dt, p = self.git("push", repo, "main", cwd=work)
+            rec = self.checked_record(repo, p.stdout.decode(errors="replace"))
+            if r > 0:
+                times[size].append(dt)
+                recs.append(rec)
+        self.wait_for_lock(repo)
+        self.detail("push that makes an env old (median of %d each): with a small old env %s, "
+                    "with one of 20,000 more files %s; steps: %s"
+                    % (len(times["large"]), fmt_time(median(times["small"])),
+                       fmt_time(median(times["large"])), self.step_summary(recs)))
+        self.row("oldenv", "push after which an old env of 20,000 more files is removed",
+                 median(times["large"]), median(times["small"]),
+                 "the wait does not grow with the old env (<= 1.2x a small one)", 1.2,
+                 note="whole push; the removal runs after the last line, under the lock")
+        self.rm(repo, site, work)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1243,7 +1406,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="fewer runs per case (no-op 3, others 2, slow ones 1; full: 9, 5, 3)")
     ap.add_argument("--only", help="comma-separated cases to run: noop,big,env,uv,lock,add,rollback,"
-                    "served,load,python-change,vcs,first")
+                    "served,load,python-change,vcs,first,envchange,oldenv")
     ap.add_argument("--python", default=DEFAULT_PYTHON,
                     help="the interpreter for baselines and deployments (default: %(default)s)")
     ap.add_argument("--uv", help="the uv binary (default: `which uv`, else pip install uv into a temp dir)")

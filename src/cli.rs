@@ -200,6 +200,17 @@ enum Command {
     /// Copies the app's output (stdin) into a size-capped, rotated log file
     #[command(hide = true)]
     LogWriter { file: PathBuf },
+    /// What a deployment after a push starts to remove old envs once the
+    /// pusher has the last line, with the lock it hands over
+    #[command(hide = true)]
+    RemoveOldEnvs {
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        lock_fd: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,6 +373,11 @@ pub fn run() -> Result<ExitCode> {
             }
         }
         Command::PostReceive { repo } => post_receive(&repo, env)?,
+        Command::RemoveOldEnvs {
+            site,
+            state_dir,
+            lock_fd,
+        } => deploy::remove_old_envs_handed_over(&site, &state_dir, lock_fd)?,
         Command::Deploy {
             repo,
             rev,
@@ -479,9 +495,9 @@ fn running(repo: &RepoArg, env: Environment, what: Running) -> Result<()> {
     // Under the units `init --systemd` wrote, systemd runs the processes.
     if let Some(units) = crate::systemd::installed(state_dir) {
         return match what {
-            Running::Start => units.start(),
-            Running::Stop => units.stop(),
-            Running::Restart => units.restart(),
+            Running::Start => units.start_all(),
+            Running::Stop => units.stop_all(),
+            Running::Restart => units.restart_all(),
         };
     }
     match what {

@@ -75,7 +75,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
         return dry_run(settings, repo, &rev, &ref_name, job.json, report);
     }
     let first = Commit::open(repo, &rev)?;
-    let _lock = Lock::acquire(
+    let lock = Lock::acquire(
         &settings.state_dir,
         &format!(
             "deployment {} (pid {})",
@@ -176,6 +176,7 @@ pub fn run(settings: &Settings, repo: &Repository, job: &Job, report: &mut Repor
             // record) has served.
             if finished {
                 let _ = Switch::remove(&settings.state_dir);
+                remove_old_envs(settings, job.trigger, lock, report);
             }
             Ok(())
         }
@@ -397,7 +398,7 @@ fn recover_site(settings: &Settings, repo: &Repository, report: &mut Report) -> 
         // It had succeeded: only its cleanup was left.
         report.header(Recovered::Finished.to_string());
         if let Some(switch) = &switch {
-            finish_after_stood(settings, switch, report)?;
+            finish_after_stood(settings, switch)?;
         }
         return Ok(Outcome::Stood);
     }
@@ -638,7 +639,7 @@ fn prepare(
             };
             let dir = report.step(
                 "env",
-                "Copying env/ aside for the install (the live env is never written)",
+                "Copying env/ aside for the install (unchanged package files linked: the live env is never written)",
                 |_| env::copy_aside(site),
             )?;
             (dir, reason, None)
@@ -843,17 +844,20 @@ fn switch_and_after<'r>(
         } = &plan.python
         {
             let fresh = matches!(decision, Decision::Create { .. });
-            exact::tidy(
-                installer,
-                &prepared.dir,
-                settings,
-                keep_unneeded.as_deref(),
-                fresh,
-                resolve.as_ref(),
-                &plan.commit.id,
-                runner,
-                report,
-            )?;
+            // It runs the env's Python: a step of the record, if no line.
+            timed(report, "tidy", |report| {
+                exact::tidy(
+                    installer,
+                    &prepared.dir,
+                    settings,
+                    keep_unneeded.as_deref(),
+                    fresh,
+                    resolve.as_ref(),
+                    &plan.commit.id,
+                    runner,
+                    report,
+                )
+            })?;
         }
         // The note names the built env (and its identity) already: a kill
         // after this rename is read from the disk.
@@ -992,9 +996,9 @@ fn post_build(words: &[String], site: &Path, runner: &Runner, report: &mut Repor
 
 /// After the commit point: the files' journal finished (the deployed commit
 /// recorded, the kept old files gone), the installer's record, the replaced
-/// env kept as the previous one, older envs swept. The deployment stands
-/// whatever happens here: what fails is said, and the next deployment (or
-/// `env delete`) finishes it from the note.
+/// env kept as the previous one (older ones go after the last line). The
+/// deployment stands whatever happens here: what fails is said, and the
+/// next deployment (or `env delete`) finishes it from the note.
 /// Says whether all of it was done.
 fn finish(
     settings: &Settings,
@@ -1006,7 +1010,7 @@ fn finish(
         Some(journal) => journal.finish(),
         None => Ok(()),
     }
-    .and_then(|()| finish_after_stood(settings, switch, report));
+    .and_then(|()| finish_after_stood(settings, switch));
     if let Err(e) = &done {
         report.header(format!(
             "The deployment stands, but its cleanup did not finish ({e:#}): the next deployment finishes it"
@@ -1017,7 +1021,7 @@ fn finish(
 
 /// The part of finishing that a recovery does again: each step can be done
 /// twice.
-fn finish_after_stood(settings: &Settings, switch: &Switch, report: &mut Report) -> Result<()> {
+fn finish_after_stood(settings: &Settings, switch: &Switch) -> Result<()> {
     if let Some((fingerprint, version, deployment)) = &switch.packages {
         installed::Store::new(&settings.state_dir).installed(
             fingerprint.as_ref(),
@@ -1026,20 +1030,75 @@ fn finish_after_stood(settings: &Settings, switch: &Switch, report: &mut Report)
             deployment,
         )?;
     }
-    finish_env(settings, switch, report)
+    finish_env(settings, switch)
 }
 
 /// The env that `env` replaced becomes the previous one (read from the
-/// disk: what is at the built env's name now), and older ones go.
-fn finish_env(settings: &Settings, switch: &Switch, report: &mut Report) -> Result<()> {
+/// disk: what is at the built env's name now); older ones go after the
+/// last line ([`remove_old_envs`]).
+fn finish_env(settings: &Settings, switch: &Switch) -> Result<()> {
     let site = &settings.site;
     if let (Some(built), Some(id)) = (&switch.built, switch.built_id)
         && env::is_live(site, id)
     {
         let before: Vec<PathBuf> = env::replaced(site, built).into_iter().collect();
         env::set_previous(site, &settings.state_dir, &before)?;
-        sweep_envs(settings, report);
     }
+    Ok(())
+}
+
+/// After the last line: the env directories that are neither the live nor
+/// the previous env go (a whole env takes a while to remove, and the
+/// deployment does not need it gone), still under the lock, so that the
+/// next deployment waits for it. After a push, a program of its own does
+/// it, holding the lock handed over, with no output: the hook ends, and
+/// `git push` returns without waiting for it. A manual deployment does it
+/// itself. What is not removed now, the next deployment's sweep removes.
+fn remove_old_envs(settings: &Settings, trigger: Trigger, lock: Lock, report: &mut Report) {
+    if env::sweepable(&settings.site, &settings.state_dir).is_empty() {
+        return;
+    }
+    if trigger == Trigger::Push {
+        match hand_over_removal(settings, &lock) {
+            Ok(()) => {
+                // The lock is the remover's now: dropping it would unlock it.
+                std::mem::forget(lock);
+                return;
+            }
+            Err(e) => report.detail(format!(
+                "could not start the removal of old envs in the background ({e:#}): removing them now"
+            )),
+        }
+    }
+    env::sweep(&settings.site, &settings.state_dir, report);
+    drop(lock);
+}
+
+/// Starts `pushdeploy remove-old-envs` with the lock's descriptor, in the
+/// background ([`crate::process::start_detached`]).
+fn hand_over_removal(settings: &Settings, lock: &Lock) -> Result<()> {
+    let fd = lock.inheritable()?;
+    crate::process::start_detached(&[
+        "remove-old-envs".into(),
+        "--site".into(),
+        settings.site.clone().into(),
+        "--state-dir".into(),
+        settings.state_dir.clone().into(),
+        "--lock-fd".into(),
+        fd.to_string().into(),
+    ])
+}
+
+/// `pushdeploy remove-old-envs`: what [`hand_over_removal`] starts.
+pub fn remove_old_envs_handed_over(site: &Path, state_dir: &Path, fd: i32) -> Result<()> {
+    let lock = Lock::adopt(
+        state_dir,
+        fd,
+        &format!("the removal of old envs (pid {})", std::process::id()),
+    )?;
+    let mut report = Report::new(Box::new(std::io::sink()));
+    env::sweep(site, state_dir, &mut report);
+    drop(lock);
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::files::{Files, copy_tree};
+use crate::files::{Files, copy_tree_entry};
 use crate::report::Report;
 use crate::runtime::{Choice, Interpreter, Probes, Request, Version};
 use crate::sync::ENV_DIR_PREFIX;
@@ -293,17 +293,79 @@ fn new_dir(site: &Path) -> Result<tempfile::TempDir> {
         .with_context(|| format!("creating a directory for the new env in {}", site.display()))
 }
 
-/// Copies the live env into a new directory beside it, for an install that
-/// must not write into the env the app runs on. A plain copy (not hard
-/// links): pip and uv may rewrite a file in place, which a hard link would
-/// carry into the live env.
+/// Prepares a copy of the live env in a new directory beside it, for an
+/// install that must not write into the env the app runs on, without
+/// copying what the install does not change: see [`share_tree`].
 pub fn copy_aside(site: &Path) -> Result<PathBuf> {
     let env = site.join("env");
     let from = fs_err::canonicalize(&env)?;
     let dir = new_dir(site)?;
-    copy_tree(&from, dir.path(), Files::Copy).context("copying env/ aside")?;
+    share_tree(&from, dir.path()).context("preparing a copy of env/ aside")?;
     lead_through_env(dir.path(), site, &[from])?;
     Ok(dir.keep())
+}
+
+/// Makes `to` a copy of the env at `from` in which the installer may do
+/// anything without touching `from`. The files of installed packages are
+/// hard links: pip and uv never write such a file where it is, they
+/// remove a distribution's files (pip renames them aside first) and write
+/// new ones, unlinking any file in the way, and Python writes bytecode to a
+/// temp file that it renames (the directories are the copy's own, so a
+/// rename or an unlink only ever changes the copy). What an installer or
+/// pushdeploy does rewrite in place is copied: everything outside
+/// site-packages (`bin/`'s scripts, `pyvenv.cfg`), site-packages' own files
+/// (`.pth` files, which an uninstall of a `setup.py develop` install edits;
+/// single-module packages) and every distribution's metadata directory
+/// (`RECORD`, `INSTALLER`, `direct_url.json`).
+pub fn share_tree(from: &Path, to: &Path) -> Result<()> {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_name() == "lib" && entry.file_type()?.is_dir() {
+            fs_err::create_dir(&target)?;
+            for python in fs_err::read_dir(entry.path())? {
+                let python = python?;
+                let inner = target.join(python.file_name());
+                if python.file_type()?.is_dir() {
+                    share_python_dir(&python.path(), &inner)?;
+                } else {
+                    copy_tree_entry(&python, &inner, Files::Copy)?;
+                }
+            }
+        } else {
+            copy_tree_entry(&entry, &target, Files::Copy)?;
+        }
+    }
+    Ok(())
+}
+
+/// `lib/pythonX.Y`: its `site-packages` shared as [`share_tree`] says, the
+/// rest copied.
+fn share_python_dir(from: &Path, to: &Path) -> Result<()> {
+    fs_err::create_dir(to)?;
+    for entry in fs_err::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_name() != "site-packages" || !entry.file_type()?.is_dir() {
+            copy_tree_entry(&entry, &target, Files::Copy)?;
+            continue;
+        }
+        fs_err::create_dir(&target)?;
+        for item in fs_err::read_dir(entry.path())? {
+            let item = item?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let metadata = name.ends_with(".dist-info") || name.ends_with(".egg-info");
+            let files = if item.file_type()?.is_dir() && !metadata && name != "__pycache__" {
+                Files::Link
+            } else {
+                Files::Copy
+            };
+            copy_tree_entry(&item, &target.join(item.file_name()), files)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the env's own paths (its scripts' `#!` lines, `pyvenv.cfg`,
@@ -557,23 +619,9 @@ pub fn set_previous(site: &Path, state_dir: &Path, dirs: &[PathBuf]) -> Result<(
 /// file system) is said and tried again by the next deployment. Called under
 /// the deployment lock only, so never while a deployment builds an env.
 pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
-    let mut keep = previous(site, state_dir);
-    keep.extend(current(site));
-    let Ok(entries) = std::fs::read_dir(site) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if keep.contains(&path)
-            || !entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(ENV_DIR_PREFIX)
-        {
-            continue;
-        }
-        let removed = match entry.file_type() {
-            Ok(t) if t.is_dir() => remove_dir(site, &path),
+    for path in sweepable(site, state_dir) {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => remove_dir(site, &path),
             _ => crate::files::remove_file_if_there(&path),
         };
         if let Err(e) = removed {
@@ -583,6 +631,22 @@ pub fn sweep(site: &Path, state_dir: &Path, report: &mut Report) {
             ));
         }
     }
+}
+
+/// What [`sweep`] removes: our env directories (and stray entries of that
+/// name) that are neither `env` nor a previous env.
+pub fn sweepable(site: &Path, state_dir: &Path) -> Vec<PathBuf> {
+    let mut keep = previous(site, state_dir);
+    keep.extend(current(site));
+    let Ok(entries) = std::fs::read_dir(site) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(ENV_DIR_PREFIX))
+        .map(|e| e.path())
+        .filter(|path| !keep.contains(path))
+        .collect()
 }
 
 /// Deletes the env (`pushdeploy env delete`): the next deployment creates
@@ -678,6 +742,55 @@ mod tests {
             (which(&site.join("env")), which(&built)),
             ("new".into(), "old".into())
         );
+    }
+
+    #[test]
+    fn a_shared_env_links_package_files_and_copies_what_is_rewritten_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("env"), dir.path().join("copy"));
+        let sp = "lib/python3.11/site-packages";
+        let files = [
+            ("pyvenv.cfg", false),
+            ("bin/gunicorn", false),
+            ("azure.env.python-3.11.txt", false),
+            ("lib/python3.11/other.txt", false),
+            ("lib/python3.11/site-packages/easy-install.pth", false),
+            ("lib/python3.11/site-packages/six.py", false),
+            (
+                "lib/python3.11/site-packages/__pycache__/six.cpython-311.pyc",
+                false,
+            ),
+            (
+                "lib/python3.11/site-packages/flask-3.1.dist-info/RECORD",
+                false,
+            ),
+            ("lib/python3.11/site-packages/old.egg-info/PKG-INFO", false),
+            ("lib/python3.11/site-packages/flask/__init__.py", true),
+            (
+                "lib/python3.11/site-packages/flask/__pycache__/app.cpython-311.pyc",
+                true,
+            ),
+            ("lib/python3.11/site-packages/flask/json/tag.py", true),
+        ];
+        for (path, _) in files {
+            let path = from.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, path.to_string_lossy().as_bytes()).unwrap();
+        }
+        std::os::unix::fs::symlink("lib", from.join("lib64")).unwrap();
+        share_tree(&from, &to).unwrap();
+        for (path, linked) in files {
+            let (a, b) = (from.join(path), to.join(path));
+            assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+            let same = std::fs::metadata(&a).unwrap().ino() == std::fs::metadata(&b).unwrap().ino();
+            assert_eq!(same, linked, "{path}");
+        }
+        assert_eq!(
+            std::fs::read_link(to.join("lib64")).unwrap(),
+            Path::new("lib")
+        );
+        assert!(to.join(sp).is_dir());
     }
 
     #[test]

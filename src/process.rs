@@ -500,6 +500,23 @@ pub fn run_attached(
     Ok(output.status)
 }
 
+/// Starts pushdeploy itself with `args`, to outlive this process on purpose
+/// (the removal of old envs after a push's last line): not under the spawn
+/// rules, in a process group of its own, with no input and its output
+/// nowhere (git waits until every copy of the hook's output is closed);
+/// not waited for. Descriptors it must inherit are made inheritable first.
+pub fn start_detached(args: &[std::ffi::OsString]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    Ok(())
+}
+
 /// The spawn rules for any program pushdeploy runs: a process group of
 /// its own, and death with pushdeploy, however pushdeploy ends. A killed
 /// deployment must not leave pip running on an env while the kernel has

@@ -692,15 +692,15 @@ impl Units {
             .collect()
     }
 
-    pub fn start(&self) -> Result<()> {
+    pub fn start_all(&self) -> Result<()> {
         systemctl(&self.start_argv(), self.scope)
     }
 
-    pub fn stop(&self) -> Result<()> {
+    pub fn stop_all(&self) -> Result<()> {
         systemctl(&self.stop_argv(), self.scope)
     }
 
-    pub fn restart(&self) -> Result<()> {
+    pub fn restart_all(&self) -> Result<()> {
         systemctl(&self.restart_argv(), self.scope)
     }
 

@@ -8,6 +8,7 @@ mod bad_input;
 mod customise;
 mod demo;
 mod docs;
+mod envcopy;
 mod every_point;
 mod faults;
 mod history;
