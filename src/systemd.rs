@@ -1646,8 +1646,7 @@ mod tests {
             eprintln!("skipped: needs systemctl on a machine systemd does not run");
             return;
         }
-        // (Called as a path: process.rs's scan takes `.start()` for a spawn.)
-        let e = format!("{:#}", Units::start(&units(Scope::System)).unwrap_err());
+        let e = format!("{:#}", units(Scope::System).start_all().unwrap_err());
         assert!(
             e.contains("systemctl start pushdeploy-shop.target failed: ") && e.len() > 48,
             "{e}"
