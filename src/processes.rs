@@ -34,6 +34,11 @@ use crate::settings::{BIND, HEALTH_CHECK_TIMEOUT, PORT, Settings, Values};
 const LAUNCHER: &str = include_str!("gunicorn_launcher.py");
 const LAUNCHER_FILE: &str = "gunicorn_launcher.py";
 
+/// The variables the app gets from whoever runs pushdeploy.
+const INHERITED: &[&str] = &[
+    "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
 /// The process type Heroku runs once per release, never kept running.
 pub const RELEASE: &str = "release";
 
@@ -185,9 +190,7 @@ impl Launch {
     /// `PORT`, then the app settings.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
-        for name in [
-            "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-        ] {
+        for name in INHERITED {
             if let Ok(value) = std::env::var(name) {
                 env.push((name.to_string(), value));
             }
@@ -421,11 +424,16 @@ impl Launch {
         for process in self.kept() {
             let kind = &process.kind;
             let before = spec_binds(&self.state_dir, kind);
+            let spec_before = spec_identity(&self.state_dir, kind);
             let command = self.command(process, user, runner, report)?;
             // A new master takes over the old one's sockets as they are:
             // another address or port needs a new start.
             let same_address = before == spec_binds(&self.state_dir, kind);
             match running_pid(&self.state_dir, kind) {
+                Some(old) if supervised(&self.state_dir, kind, old) => {
+                    let same_spec = spec_before == spec_identity(&self.state_dir, kind);
+                    self.reload_supervised(&command, old, same_spec, user, runner, report)?;
+                }
                 Some(old) if command.gunicorn && is_launcher(old) && same_address => {
                     let new = self.replace_master(&command, old)?;
                     report.detail(format!(
@@ -455,6 +463,68 @@ impl Launch {
         if self.app.processes.is_empty() {
             report.detail(format!("nothing runs ({})", self.app.reason));
         }
+        Ok(())
+    }
+
+    /// A process `serve` runs, for a supervisor of the user's (runit, s6,
+    /// supervisord, a container): its master must stay the supervisor's.
+    /// gunicorn with the same interpreter and the same words and settings
+    /// reloads in place (HUP: new workers import the new code; the master
+    /// stays), once `--check-config` has loaded the new version, since a
+    /// HUP whose workers cannot import takes the master down. Anything else
+    /// is stopped, and its supervisor starts it anew (a gap).
+    fn reload_supervised(
+        &self,
+        command: &Command,
+        old: i32,
+        same_spec: bool,
+        user: Option<(u32, u32)>,
+        runner: &Runner,
+        report: &mut Report,
+    ) -> Result<()> {
+        let kind = &command.kind;
+        let interpreter = std::fs::canonicalize(self.site.join("env/bin/python")).ok();
+        let same_python = std::fs::read_link(format!("/proc/{old}/exe")).ok() == interpreter;
+        if command.gunicorn && same_python && same_spec {
+            self.check_loads(command, user, runner, report)?;
+            let ready = marker(&self.state_dir, kind, "ready", old);
+            crate::files::remove_file_if_there(&ready)?;
+            signal(old, rustix::process::Signal::HUP)?;
+            let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+            while !ready.exists() {
+                if !alive(old) || Instant::now() >= deadline {
+                    bail!(
+                        "process {kind}: the reloaded workers were not ready within {} s (setting healthCheckTimeout){}",
+                        self.timeout,
+                        log_end(&self.log_file(kind))
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            report.detail(format!(
+                "{kind}: reloaded in place (HUP): new workers serve the new version; the master (pid {old}) stays its supervisor's"
+            ));
+            return Ok(());
+        }
+        if command.gunicorn {
+            self.check_loads(command, user, runner, report)?;
+        }
+        let _ = signal(old, rustix::process::Signal::TERM);
+        wait_gone(old, Duration::from_secs(60));
+        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let new = loop {
+            match running_pid(&self.state_dir, kind) {
+                Some(pid) if pid != old => break pid,
+                _ if Instant::now() >= deadline => bail!(
+                    "process {kind}: stopped (pid {old}) for the new version, and its supervisor did not start `pushdeploy serve` again within {} s",
+                    self.timeout
+                ),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        report.detail(format!(
+            "{kind}: stopped (pid {old}) and started again by its supervisor (pid {new}): a gap, as the interpreter, the command or the settings changed"
+        ));
         Ok(())
     }
 
@@ -728,6 +798,8 @@ impl Launch {
         // systemd's socket activation: the listening socket it passes (the
         // pid stays the same through exec).
         env.extend(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("LISTEN_")));
+        // exec keeps the pid: it is the process's, and its supervisor's.
+        self.mark_supervised(&command, std::process::id() as i32)?;
         Err(AppCommand {
             argv: &command.argv,
             dir: &self.site,
@@ -759,6 +831,7 @@ impl Launch {
                 user,
             }
             .child()?;
+            self.mark_supervised(&command, child.id() as i32)?;
             children.push((process.kind.clone(), child));
         }
         if children.is_empty() {
@@ -783,6 +856,21 @@ impl Launch {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Says that `serve` runs this process as `pid` (a deployment then
+    /// reloads it so that its supervisor keeps it); gunicorn writes its own
+    /// pid file, another program's is written here.
+    fn mark_supervised(&self, command: &Command, pid: i32) -> Result<()> {
+        let kind = &command.kind;
+        crate::files::write_atomic(&marker(&self.state_dir, kind, "serve", pid), b"")?;
+        if !command.gunicorn {
+            crate::files::write_atomic(
+                &pid_file(&self.state_dir, kind),
+                format!("{pid}\n").as_bytes(),
+            )?;
+        }
+        Ok(())
     }
 
     /// `serve` refuses a process that runs already (started detached).
@@ -845,11 +933,33 @@ fn passwd_entry(uid: u32) -> Vec<(String, String)> {
 }
 
 /// The addresses a type's gunicorn spec binds (`--bind`, `-b`).
+fn spec_file(state_dir: &Path, kind: &str) -> PathBuf {
+    run_dir(state_dir).join(format!("{kind}.json"))
+}
+
+/// What of a gunicorn's spec a reload in place cannot change (its words,
+/// the pinned gunicorn, the app's settings): not what the environment of
+/// whoever ran pushdeploy gave it (HOME, LANG, PATH's tail, ...).
+fn spec_identity(state_dir: &Path, kind: &str) -> Option<serde_json::Value> {
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spec_file(state_dir, kind)).ok()?).ok()?;
+    if let Some(env) = spec["env"].as_object_mut() {
+        for name in INHERITED.iter().chain(&["PATH"]) {
+            env.remove(*name);
+        }
+    }
+    Some(spec)
+}
+
+/// Whether `serve` runs the process `pid` of this type.
+fn supervised(state_dir: &Path, kind: &str, pid: i32) -> bool {
+    marker(state_dir, kind, "serve", pid).exists()
+}
+
 fn spec_binds(state_dir: &Path, kind: &str) -> Vec<String> {
-    let spec: Option<serde_json::Value> =
-        std::fs::read(run_dir(state_dir).join(format!("{kind}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+    let spec: Option<serde_json::Value> = std::fs::read(spec_file(state_dir, kind))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let args: Vec<String> = spec
         .and_then(|s| serde_json::from_value(s["args"].clone()).ok())
         .unwrap_or_default();
@@ -951,7 +1061,7 @@ fn clear_markers(state_dir: &Path, kind: &str, keep: Option<i32>) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        for what in ["start", "ready", "exit"] {
+        for what in ["start", "ready", "exit", "serve"] {
             if let Some(pid) = name
                 .strip_prefix(&format!("{kind}.{what}."))
                 .and_then(|p| p.parse::<i32>().ok())

@@ -746,3 +746,123 @@ fn as_root_the_pinned_gunicorn_is_read_by_the_sites_owner_from_a_closed_cache() 
     let spec = std::fs::read_to_string(s.repo.join("pushdeploy/run/web.json")).unwrap();
     assert!(spec.contains("/pushdeploy/run/gunicorn-"), "{spec}");
 }
+
+/// A supervisor of the user's (runit, s6, a container) runs `serve
+/// --process web`; pushes must keep its process its own. The test is that
+/// supervisor: it starts `serve` again whenever it ends.
+struct Supervisor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    starts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    fn start(s: &Server) -> Supervisor {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let starts = std::sync::Arc::new(AtomicUsize::new(0));
+        let repo = s.repo.to_str().unwrap().to_string();
+        let mut command = s.pushdeploy_command(&["serve", "--process", "web", "--repo", &repo]);
+        let (stop2, starts2) = (stop.clone(), starts.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                starts2.fetch_add(1, Ordering::SeqCst);
+                let mut child =
+                    command.spawn(std::process::Stdio::null(), std::process::Stdio::null());
+                loop {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    if stop2.load(Ordering::SeqCst) {
+                        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                        child.wait().unwrap();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Supervisor {
+            stop,
+            starts,
+            thread: Some(thread),
+        }
+    }
+
+    fn starts(&self) -> usize {
+        self.starts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Under `serve`: a code change reloads in place (HUP, the master stays the
+/// supervisor's, no request fails), a commit that cannot import is refused
+/// before the reload, and a Python version change stops the process for
+/// its supervisor to start anew.
+#[test]
+fn pushes_keep_a_process_that_serve_runs_its_supervisors() {
+    let r = running();
+    let s = &r.s;
+    s.app("flask-app");
+    s.commit("first");
+    // Deployed without running it: the supervisor runs it.
+    s.push(&[]).assert_ok().assert_has("successful");
+    let supervisor = Supervisor::start(s);
+    wait_serving(r.port, "Hello from pushdeploy!");
+    let master = web_pid(&r);
+
+    let load = Load::start(r.port);
+    s.write(
+        "app.py",
+        &s.site_file("app.py")
+            .replace("Hello from pushdeploy!", "Version two!"),
+    );
+    s.commit("two");
+    r.push()
+        .assert_ok()
+        .assert_has("web: the new version loads (gunicorn --check-config)")
+        .assert_has(&format!(
+            "web: reloaded in place (HUP): new workers serve the new version; the master (pid {master}) stays its supervisor's"
+        ))
+        .assert_has("successful");
+    serves(r.port, "Version two!");
+
+    let bad = format!("import no_such_module\n{}", s.site_file("app.py"));
+    s.write("app.py", &bad);
+    s.commit("cannot import");
+    r.push()
+        .assert_has("process web: the new version does not load")
+        .assert_has("No module named 'no_such_module'")
+        .assert_has("rolled back to");
+    serves(r.port, "Version two!");
+    let (count, failed) = load.finish();
+    assert!(count > 10, "{count} requests only");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert_eq!(web_pid(&r), master, "the supervisor's master stayed");
+    assert_eq!(supervisor.starts(), 1);
+
+    s.write(
+        "app.py",
+        &s.site_file("app.py")
+            .replace("Version two!", "Version three!"),
+    );
+    s.write("runtime.txt", "python-3.12\n");
+    s.commit("python 3.12");
+    r.push()
+        .assert_ok()
+        .assert_has("and started again by its supervisor")
+        .assert_has("successful");
+    serves(r.port, "Version three!");
+    assert_eq!(supervisor.starts(), 2);
+    drop(supervisor);
+}
