@@ -11,24 +11,23 @@
 //! the app (`render`); the calls are argv lists built as data and run through
 //! `process`, so both are testable where systemd does not run.
 //!
-//! How a deployment's reload works under these units (checked with
-//! gunicorn 27.0.1 under `systemd-socket-activate`, which hands a socket
-//! over as systemd does):
-//! - HUP to gunicorn's master (its pid file, as without systemd): new workers
-//!   import the new code; the master, the unit's main pid, stays.
-//! - USR2 must not be used on a socket-activated gunicorn: its new master is
-//!   told LISTEN_FDS=1, but gunicorn has moved the socket off fd 3, so the
-//!   new master dies (EBADF) and the old one serves on, old code and all
-//!   (gunicorn issue #2856). A replacement (another Python, another start
-//!   command) is `replace`: the master stops gracefully and a new one
-//!   starts, while the socket, which systemd holds, keeps new connections
-//!   waiting. A master whose workers cannot import the app exits, and
-//!   `Restart=always` retries every second until a rollback brings the old
-//!   files back: check that the new version imports before replacing.
-//! - A worker, a web process that is not gunicorn: `replace` as well. It is
-//!   a `systemctl restart` where the caller may, else a TERM to the unit's
-//!   main pid and `Restart=always` starts it anew: a system unit's owner
-//!   cannot restart it without root, but may signal its own process.
+//! How a deployment's reload works under these units (see
+//! `processes::Launch::reload`; checked with gunicorn 27.0.1 under
+//! `systemd-socket-activate`, which hands a socket over as systemd does):
+//! - First gunicorn's `--check-config` loads the new version, as the app's
+//!   user: one that cannot import is refused while the old one serves (a
+//!   master whose workers cannot import exits, and `Restart=always` would
+//!   retry it every second until a rollback).
+//! - Then each process is `replace`d: the master stops gracefully and a new
+//!   one starts, while the socket, which systemd holds, keeps new
+//!   connections waiting. USR2 must not be used on a socket-activated
+//!   gunicorn: its new master is told LISTEN_FDS=1, but gunicorn has moved
+//!   the socket off fd 3, so the new master dies (EBADF) and the old one
+//!   serves on, old code and all (gunicorn issue #2856).
+//! - `replace` is a `systemctl restart` where the caller may, else a TERM
+//!   to the unit's main pid and `Restart=always` starts it anew: a system
+//!   unit's owner cannot restart it without root, but may signal its own
+//!   process.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
