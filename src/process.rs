@@ -709,31 +709,28 @@ impl AppCommand<'_> {
     /// the push, and no terminal's signal reaches it), stdin /dev/null, its
     /// output into `output`. Not killed with pushdeploy, unlike a step.
     pub fn detached(&self, output: impl Into<std::os::fd::OwnedFd>) -> Result<std::process::Child> {
-        use std::os::unix::process::CommandExt;
         let output = std::fs::File::from(output.into());
         let mut cmd = self.command();
         cmd.stdin(std::process::Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::setsid()?;
-                Ok(())
-            });
-        }
-        cmd.spawn()
-            .with_context(|| format!("starting {}", self.argv[0].to_string_lossy()))
+        self.spawn_in_own_session(cmd)
     }
 
     /// Starts it with its output into a pipe's write end and its stdin from
     /// `input` (the log writer: `output` is its input).
     pub fn detached_reading(&self, input: std::io::PipeReader) -> Result<std::process::Child> {
-        use std::os::unix::process::CommandExt;
         let mut cmd = self.command();
         cmd.stdin(input)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        self.spawn_in_own_session(cmd)
+    }
+
+    /// A session of its own: it outlives the push, and no terminal's
+    /// signal reaches it.
+    fn spawn_in_own_session(&self, mut cmd: std::process::Command) -> Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

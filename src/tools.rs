@@ -252,18 +252,7 @@ pub fn ensure(
     }
     let name = tool.name;
     let home = cache_home(settings, name, &tool.version);
-    let tools = settings.cache_dir.join("tools");
-    fs_err::create_dir_all(&tools)?;
-    let lock_path = tools.join(".install.lock");
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let _lock = install_lock(&settings.cache_dir)?;
     // Another deployment may have installed it while this one waited.
     if home.join(COMPLETE).is_file() {
         return Ok(());
@@ -323,6 +312,24 @@ pub const GUNICORN_VERSION: &str = "27.0.1";
 /// The folder (`<cache>/tools/gunicorn-<version>/lib`) holding the pinned
 /// gunicorn and what it needs, installed there once with `python`'s pip
 /// (`pip install --target`): beside the env, never in it. The app's python
+/// The cache's tools folder, locked: one install at a time, across
+/// deployments and repositories (held until the returned file is dropped).
+fn install_lock(cache_dir: &Path) -> Result<std::fs::File> {
+    let tools = cache_dir.join("tools");
+    fs_err::create_dir_all(&tools)?;
+    let lock_path = tools.join(".install.lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    Ok(lock)
+}
+
 /// appends it to its path, so the env's own packages win.
 pub fn ensure_gunicorn(
     cache_dir: &Path,
@@ -336,17 +343,7 @@ pub fn ensure_gunicorn(
     if home.join(COMPLETE).is_file() {
         return Ok(lib);
     }
-    fs_err::create_dir_all(&tools)?;
-    let lock_path = tools.join(".install.lock");
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let _lock = install_lock(cache_dir)?;
     if home.join(COMPLETE).is_file() {
         return Ok(lib);
     }
