@@ -1173,74 +1173,6 @@ class Bench:
                           % fmt_time(more))
         self.rm(repo, site, work, plain, plain_site, plain_work)
 
-# ---- requests to the running app (issue 16) ------------------------------------------
-
-
-def free_port():
-    """A port nothing listens on now (the kernel's choice, then released)."""
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(port, timeout=60):
-    """GET / over a new connection: (status, body), or (None, what went wrong)."""
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/", headers={"Connection": "close"})
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
-    except ConnectionRefusedError:
-        return None, "refused"
-    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
-            http.client.IncompleteRead, http.client.BadStatusLine):
-        return None, "reset"
-    except TimeoutError:
-        return None, "timed out"
-    except OSError as e:
-        return None, "error %s" % e
-    finally:
-        conn.close()
-
-
-class LoadClients:
-    """Threads that GET / without a pause, each over a fresh connection,
-    counting the requests and the failed ones by kind."""
-
-    def __init__(self, port, clients):
-        import threading
-        self.port = port
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.total = 0
-        self.failed = {}
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-        for t in self.threads:
-            t.start()
-
-    def client(self):
-        while not self.stopping.is_set():
-            status, what = http_get(self.port)
-            kind = what if status is None else ("5xx" if status >= 500 else None)
-            with self.lock:
-                self.total += 1
-                if kind:
-                    self.failed[kind] = self.failed.get(kind, 0) + 1
-            # a few hundred requests a second: every moment of a reload is met
-            # without taking the cores from the deployments measured
-            time.sleep(0.01)
-
-    def stop(self):
-        self.stopping.set()
-        for t in self.threads:
-            t.join()
-        return self.total, dict(self.failed)
-
-
-    # ---- issue 17: a dependency change in a large env, old envs removed ---------------
-
     def big_env_app(self, name):
         """Wheels for an app whose env holds more than 10,000 files (with pip's
         bytecode, about 20,000), built once: a few large packages and many small
@@ -1397,6 +1329,76 @@ class LoadClients:
                  "the wait does not grow with the old env (<= 1.2x a small one)", 1.2,
                  note="whole push; the removal runs after the last line, under the lock")
         self.rm(repo, site, work)
+
+
+# ---- requests to the running app (issue 16) ------------------------------------------
+
+
+def free_port():
+    """A port nothing listens on now (the kernel's choice, then released)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(port, timeout=60):
+    """GET / over a new connection: (status, body), or (None, what went wrong)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    except ConnectionRefusedError:
+        return None, "refused"
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
+            http.client.IncompleteRead, http.client.BadStatusLine):
+        return None, "reset"
+    except TimeoutError:
+        return None, "timed out"
+    except OSError as e:
+        return None, "error %s" % e
+    finally:
+        conn.close()
+
+
+class LoadClients:
+    """Threads that GET / without a pause, each over a fresh connection,
+    counting the requests and the failed ones by kind."""
+
+    def __init__(self, port, clients):
+        import threading
+        self.port = port
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.total = 0
+        self.failed = {}
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def client(self):
+        while not self.stopping.is_set():
+            status, what = http_get(self.port)
+            kind = what if status is None else ("5xx" if status >= 500 else None)
+            with self.lock:
+                self.total += 1
+                if kind:
+                    self.failed[kind] = self.failed.get(kind, 0) + 1
+            # a few hundred requests a second: every moment of a reload is met
+            # without taking the cores from the deployments measured
+            time.sleep(0.01)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+        return self.total, dict(self.failed)
+
+
+    # ---- issue 17: a dependency change in a large env, old envs removed ---------------
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
