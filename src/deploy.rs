@@ -739,6 +739,23 @@ fn install_into(
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
+    if !matches!(plan.python, Python::Run { .. }) {
+        return Ok(());
+    }
+    let before = env::dist_infos(env_dir);
+    install_with(plan, settings, env_dir, files, runner, report)?;
+    env::forget_replaced_bytecode(env_dir, &before)
+}
+
+/// `install_into`'s install: the lock's tool, or the requirements' installer.
+fn install_with(
+    plan: &Plan,
+    settings: &Settings,
+    env_dir: &Path,
+    files: &Path,
+    runner: &Runner,
+    report: &mut Report,
+) -> Result<()> {
     let Python::Run {
         installer,
         lock,

@@ -13,6 +13,7 @@
 //! and never fails. An `env` that is a symlink (made by earlier versions) is
 //! exchanged the same way, and the directory it led to is kept.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -335,6 +336,70 @@ pub fn share_tree(from: &Path, to: &Path) -> Result<()> {
             }
         } else {
             copy_tree_entry(&entry, &target, Files::Copy)?;
+        }
+    }
+    Ok(())
+}
+
+/// The env's `site-packages` folders (`lib/pythonX.Y/site-packages`).
+fn site_packages(env_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(env_dir.join("lib")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// The distributions installed in an env: their `.dist-info` folders.
+pub fn dist_infos(env_dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for dir in site_packages(env_dir) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".dist-info") {
+                out.insert(entry.path());
+            }
+        }
+    }
+    out
+}
+
+/// After an install: the bytecode of every module of a distribution it
+/// added (one not in `before`) goes. Python trusts a `.pyc` while its source
+/// has the recorded size and whole-second mtime, and an installer may write
+/// another version's module with both the same (uv keeps its cache's mtimes;
+/// a downgrade within the second of an upgrade); pip removes the bytecode
+/// when it uninstalls, uv does not. It is made again on the next import.
+pub fn forget_replaced_bytecode(env_dir: &Path, before: &BTreeSet<PathBuf>) -> Result<()> {
+    for dist in dist_infos(env_dir).difference(before) {
+        let Some(site) = dist.parent() else { continue };
+        let Ok(record) = std::fs::read_to_string(dist.join("RECORD")) else {
+            continue;
+        };
+        for line in record.lines() {
+            // `path,hash,size`; a path with a comma is quoted, and none of
+            // those is a module pushdeploy looks for.
+            let path = line.split(',').next().unwrap_or_default();
+            let Some(module) = path.strip_suffix(".py") else {
+                continue;
+            };
+            if path.starts_with('"') || path.split('/').any(|part| part == "..") {
+                continue;
+            }
+            let module = Path::new(module);
+            let (Some(folder), Some(stem)) = (module.parent(), module.file_name()) else {
+                continue;
+            };
+            let stem = stem.to_string_lossy();
+            let cache = site.join(folder).join("__pycache__");
+            for entry in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                if crate::site_dir::is_bytecode_of(&name.to_string_lossy(), &stem) {
+                    crate::files::remove_file_if_there(&entry.path())?;
+                }
+            }
         }
     }
     Ok(())

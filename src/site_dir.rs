@@ -465,7 +465,7 @@ impl Dir {
 /// Whether `entry` of a `__pycache__` is the bytecode of the module `stem`:
 /// `stem.cpython-312.pyc` or `stem.cpython-312.opt-1.pyc`, never that of
 /// `stem.other.py`.
-fn is_bytecode_of(entry: &str, stem: &str) -> bool {
+pub fn is_bytecode_of(entry: &str, stem: &str) -> bool {
     let Some(rest) = entry
         .strip_prefix(stem)
         .and_then(|r| r.strip_prefix('.'))

@@ -398,3 +398,61 @@ fn uv_sync_never_writes_through_a_shared_file_into_the_live_env() {
         diff(&before, &after)
     );
 }
+
+/// Python trusts a module's `.pyc` while the source has the size and
+/// whole-second mtime it records. A downgrade can write the older version's
+/// module with both (uv links or copies it from its cache, with the cache's
+/// time; an upgrade and a downgrade within one second): the bytecode of
+/// what the installer wrote goes, with pip and with uv. The stale `.pyc` is
+/// made here as Python would have made it in that second.
+fn a_downgrade_never_runs_the_newer_versions_bytecode(installer: Option<&Path>) {
+    let s = Server::new();
+    if let Some(uv) = installer {
+        s.config(&["deploy.installer", uv.to_str().unwrap()]);
+    }
+    let wheels = s.root.join("more-wheels");
+    build_wheels(&wheels);
+    let requirements = |v: &str| {
+        format!(
+            "--find-links {}\ngreeting==1.0.0\npathy=={v}\n",
+            wheels.display()
+        )
+    };
+    s.app("flask-app")
+        .write("requirements.txt", &requirements("1.0.0"));
+    s.commit("pathy 1");
+    s.push(&[]).assert_ok().assert_has("successful");
+    let module = |s: &Server| site_packages(&s.site.join("env")).join("pathy_single.py");
+    let first = std::fs::metadata(module(&s)).unwrap().mtime();
+    s.write("requirements.txt", &requirements("2.0.0"));
+    s.commit("pathy 2");
+    s.push(&[]).assert_ok().assert_has("successful");
+    // 2.0.0's bytecode, stamped with the time and size 1.0.0's module has.
+    s.env_python(&format!(
+        "import importlib.util as u, importlib._bootstrap_external as b, pathy_single as m\n\
+         code = compile(open(m.__file__).read(), m.__file__, 'exec')\n\
+         data = b._code_to_timestamp_pyc(code, {first}, len(\"SINGLE = '1.0.0'\\n\"))\n\
+         open(u.cache_from_source(m.__file__), 'wb').write(data)\n"
+    ))
+    .assert_ok();
+    s.write("requirements.txt", &requirements("1.0.0"));
+    s.commit("pathy 1 again");
+    s.push(&[]).assert_ok().assert_has("successful");
+    s.env_python("import pathy_single; print('single', pathy_single.SINGLE)")
+        .assert_ok()
+        .assert_has("single 1.0.0");
+}
+
+#[test]
+fn a_pip_downgrade_never_runs_the_newer_versions_bytecode() {
+    a_downgrade_never_runs_the_newer_versions_bytecode(None);
+}
+
+#[test]
+fn a_uv_downgrade_never_runs_the_newer_versions_bytecode() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv not found: skipped");
+        return;
+    };
+    a_downgrade_never_runs_the_newer_versions_bytecode(Some(&uv));
+}
