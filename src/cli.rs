@@ -561,7 +561,7 @@ fn status(repo: &RepoArg, env: Environment) -> Result<ExitCode> {
                         pid.trim(),
                         pid_file.display()
                     ),
-                    Err(_) => "not started".to_string(),
+                    Err(_) => "stopped, or never started".to_string(),
                 };
                 writeln!(out, "{kind}: not running ({why}): {command}")?;
             }

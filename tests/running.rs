@@ -221,7 +221,7 @@ fn stop_start_status_and_logs() {
     assert!(get(r.port).is_err(), "stopped, yet it answers");
     s.run("status", &[])
         .assert_status(3)
-        .assert_has("web: not running (not started)");
+        .assert_has("web: not running (stopped, or never started)");
     s.run("start", &[])
         .assert_ok()
         .assert_has("web: started (pid ");
