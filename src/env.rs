@@ -13,7 +13,7 @@
 //! and never fails. An `env` that is a symlink (made by earlier versions) is
 //! exchanged the same way, and the directory it led to is kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -341,22 +341,10 @@ pub fn share_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The env's `site-packages` folders (`lib/pythonX.Y/site-packages`).
-fn site_packages(env_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(env_dir.join("lib")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| e.path().join("site-packages"))
-        .filter(|p| p.is_dir())
-        .collect()
-}
-
 /// The distributions installed in an env: their `.dist-info` folders.
 pub fn dist_infos(env_dir: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
-    for dir in site_packages(env_dir) {
+    for dir in crate::installed::site_packages(env_dir) {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().ends_with(".dist-info") {
                 out.insert(entry.path());
@@ -378,27 +366,22 @@ pub fn forget_replaced_bytecode(env_dir: &Path, before: &BTreeSet<PathBuf>) -> R
         let Ok(record) = std::fs::read_to_string(dist.join("RECORD")) else {
             continue;
         };
+        // The distribution's modules by folder: each `__pycache__` read once.
+        let mut folders: BTreeMap<&Path, Vec<&str>> = BTreeMap::new();
         for line in record.lines() {
             // `path,hash,size`; a path with a comma is quoted, and none of
             // those is a module pushdeploy looks for.
             let path = line.split(',').next().unwrap_or_default();
-            let Some(module) = path.strip_suffix(".py") else {
-                continue;
-            };
-            if path.starts_with('"') || path.split('/').any(|part| part == "..") {
+            if !path.ends_with(".py") || path.starts_with('"') || path.split('/').any(|p| p == "..")
+            {
                 continue;
             }
-            let module = Path::new(module);
-            let (Some(folder), Some(stem)) = (module.parent(), module.file_name()) else {
-                continue;
-            };
-            let stem = stem.to_string_lossy();
-            let cache = site.join(folder).join("__pycache__");
-            for entry in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
-                let name = entry.file_name();
-                if crate::site_dir::is_bytecode_of(&name.to_string_lossy(), &stem) {
-                    crate::files::remove_file_if_there(&entry.path())?;
-                }
+            let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+            folders.entry(Path::new(folder)).or_default().push(name);
+        }
+        for (folder, names) in folders {
+            if let Ok(dir) = crate::site_dir::SiteDir::open(&site.join(folder)) {
+                dir.root().forget_bytecode(names)?;
             }
         }
     }

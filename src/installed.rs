@@ -143,12 +143,7 @@ impl Resolution {
 /// paths and file times (a copy aside, a reinstall of the same build).
 pub fn installed_metadata(env: &Path) -> String {
     let mut lines = Vec::new();
-    for dir in std::fs::read_dir(env.join("lib"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let site = dir.path().join("site-packages");
+    for site in site_packages(env) {
         for entry in std::fs::read_dir(&site).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.ends_with(".dist-info") && !name.ends_with(".egg-info") {
@@ -933,20 +928,24 @@ pub fn listing(dir: &Path) -> String {
     rows.join("\n")
 }
 
-/// The env's identity: its real directory, and what its site-packages holds.
-pub fn env_identity(env: &Path) -> String {
-    let real = std::fs::canonicalize(env).unwrap_or_else(|_| env.to_path_buf());
-    let lib = real.join("lib");
-    let mut site_packages: Vec<PathBuf> = std::fs::read_dir(&lib)
+/// An env's `site-packages` folders (`lib/pythonX.Y/site-packages`), by name.
+pub fn site_packages(env: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(env.join("lib"))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path().join("site-packages"))
         .filter(|p| p.is_dir())
         .collect();
-    site_packages.sort();
+    out.sort();
+    out
+}
+
+/// The env's identity: its real directory, and what its site-packages holds.
+pub fn env_identity(env: &Path) -> String {
+    let real = std::fs::canonicalize(env).unwrap_or_else(|_| env.to_path_buf());
     let mut out = real.display().to_string();
-    for dir in site_packages {
+    for dir in site_packages(&real) {
         out.push('\n');
         out.push_str(&listing(&dir));
     }

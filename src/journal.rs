@@ -703,7 +703,7 @@ fn restore(site: &SiteDir, aside: &Dir, path: &str, slot: u64, there: There) -> 
         }
     })?;
     // The replacement's bytecode may pass for the kept file's.
-    dir.forget_bytecode(name)
+    dir.forget_bytecode([name])
         .with_context(|| format!("putting back {path}"))?;
     Ok(1)
 }

@@ -716,9 +716,7 @@ fn installed_with_commits(env: &Path) -> Vec<Package> {
 
 fn installed(env: &Path, commits: bool) -> Vec<Package> {
     let mut found = Vec::new();
-    let lib = env.join("lib");
-    for dir in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
-        let site = dir.path().join("site-packages");
+    for site in crate::installed::site_packages(env) {
         for entry in std::fs::read_dir(&site).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(stem) = name.strip_suffix(".dist-info")

@@ -624,11 +624,7 @@ impl Launch {
             user,
         }
         .detached_reading(reader)?;
-        let env: Vec<(OsString, OsString)> = command
-            .env
-            .iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let env = command.os_env();
         let mut child = AppCommand {
             argv: &command.argv,
             dir: &self.site,
@@ -790,11 +786,7 @@ impl Launch {
         let command = self.command(process, user, runner, report)?;
         self.not_running(kind)?;
         fresh(&self.state_dir, kind)?;
-        let mut env: Vec<(OsString, OsString)> = command
-            .env
-            .iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let mut env = command.os_env();
         // systemd's socket activation: the listening socket it passes (the
         // pid stays the same through exec).
         env.extend(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("LISTEN_")));
@@ -819,11 +811,7 @@ impl Launch {
             let command = self.command(process, user, runner, report)?;
             self.not_running(&process.kind)?;
             fresh(&self.state_dir, &process.kind)?;
-            let env: Vec<(OsString, OsString)> = command
-                .env
-                .iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect();
+            let env = command.os_env();
             let child = AppCommand {
                 argv: &command.argv,
                 dir: &self.site,
@@ -1028,6 +1016,13 @@ struct Command {
     gunicorn: bool,
 }
 
+impl Command {
+    /// Its environment as a program is given it.
+    fn os_env(&self) -> Vec<(OsString, OsString)> {
+        self.env.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+}
+
 pub fn run_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("run")
 }
@@ -1075,15 +1070,9 @@ fn clear_markers(state_dir: &Path, kind: &str, keep: Option<i32>) {
 
 /// Whether the env has its own gunicorn (then it is the one that runs).
 fn env_has_gunicorn(site: &Path) -> bool {
-    std::fs::read_dir(site.join("env/lib"))
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                e.path()
-                    .join("site-packages/gunicorn/__init__.py")
-                    .is_file()
-            })
-        })
-        .unwrap_or(false)
+    crate::installed::site_packages(&site.join("env"))
+        .iter()
+        .any(|sp| sp.join("gunicorn/__init__.py").is_file())
 }
 
 fn read_pid(file: &Path) -> Option<i32> {

@@ -378,21 +378,27 @@ impl Dir {
         }
     }
 
-    /// Python's cached bytecode of the source `name` here
+    /// Python's cached bytecode of the sources `names` here
     /// (`__pycache__/<stem>.<tag>[.opt-N].pyc`), removed once the source
     /// changed under that name: Python trusts a .pyc while its source has
     /// the recorded size and whole-second mtime, which a file replaced
     /// within the second of the one before can have. It is a cache, made
     /// again on the next import.
-    pub fn forget_bytecode(&self, name: &str) -> io::Result<()> {
-        let Some(stem) = name.strip_suffix(".py") else {
+    /// Takes several sources of this directory at once: `__pycache__` is
+    /// read once for all of them.
+    pub fn forget_bytecode<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
+        let stems: Vec<&str> = names
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".py"))
+            .collect();
+        if stems.is_empty() {
             return Ok(());
-        };
+        }
         let Some(cache) = self.open_dir("__pycache__")? else {
             return Ok(());
         };
         for (entry, kind) in cache.entries()? {
-            if kind == Kind::File && is_bytecode_of(&entry, stem) {
+            if kind == Kind::File && stems.iter().any(|stem| is_bytecode_of(&entry, stem)) {
                 match cache.unlink(&entry) {
                     Err(e) if !is_absent(&e) => return Err(e),
                     _ => {}
@@ -465,7 +471,7 @@ impl Dir {
 /// Whether `entry` of a `__pycache__` is the bytecode of the module `stem`:
 /// `stem.cpython-312.pyc` or `stem.cpython-312.opt-1.pyc`, never that of
 /// `stem.other.py`.
-pub fn is_bytecode_of(entry: &str, stem: &str) -> bool {
+fn is_bytecode_of(entry: &str, stem: &str) -> bool {
     let Some(rest) = entry
         .strip_prefix(stem)
         .and_then(|r| r.strip_prefix('.'))

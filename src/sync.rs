@@ -1191,7 +1191,7 @@ impl Writer<'_, '_, '_> {
             Target::Plain(_) => dir.unlink(name)?,
         }
         // A source added again later must not meet this one's bytecode.
-        Ok(dir.forget_bytecode(name)?)
+        Ok(dir.forget_bytecode([name])?)
     }
 
     /// Removes the directories that the deletions left empty, deepest first.
@@ -1422,7 +1422,7 @@ impl Writer<'_, '_, '_> {
         }
         // rename(2) replaces the name itself, never what a symlink there points to.
         dir.rename(&temp, dir, name)?;
-        dir.forget_bytecode(name)?;
+        dir.forget_bytecode([name])?;
         Ok(())
     }
 
