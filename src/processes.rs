@@ -490,7 +490,7 @@ impl Launch {
             let ready = marker(&self.state_dir, kind, "ready", old);
             crate::files::remove_file_if_there(&ready)?;
             signal(old, rustix::process::Signal::HUP)?;
-            let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+            let deadline = self.ready_by();
             while !ready.exists() {
                 if !alive(old) || Instant::now() >= deadline {
                     bail!(
@@ -511,7 +511,7 @@ impl Launch {
         }
         let _ = signal(old, rustix::process::Signal::TERM);
         wait_gone(old, Duration::from_secs(60));
-        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let deadline = self.ready_by();
         let new = loop {
             match running_pid(&self.state_dir, kind) {
                 Some(pid) if pid != old => break pid,
@@ -600,6 +600,11 @@ impl Launch {
         Ok(())
     }
 
+    /// When a process started now must be ready (`healthCheckTimeout`).
+    fn ready_by(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.timeout.max(1))
+    }
+
     /// Starts one process detached, its output through the log writer, and
     /// waits until it is ready: a gunicorn worker imported the app, another
     /// web process answers on its port; a process that exits first fails.
@@ -646,7 +651,7 @@ impl Launch {
                 format!("{pid}\n").as_bytes(),
             )?;
         }
-        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let deadline = self.ready_by();
         let grace = Instant::now() + Duration::from_millis(500);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -692,13 +697,12 @@ impl Launch {
         // `<type>.pid` within a second of its parent's exit (gunicorn's
         // loop); until then it ignores USR2. Waited for here, not after the
         // last reload, so that a push does not wait for it.
-        let promoted = Instant::now() + Duration::from_secs(10);
-        while read_pid(&pid_file(&self.state_dir, kind)) != Some(old) && Instant::now() < promoted {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_while(Duration::from_secs(10), || {
+            read_pid(&pid_file(&self.state_dir, kind)) != Some(old)
+        });
         clear_markers(&self.state_dir, kind, Some(old));
         signal(old, rustix::process::Signal::USR2)?;
-        let deadline = Instant::now() + Duration::from_secs(self.timeout.max(1));
+        let deadline = self.ready_by();
         let mut new = None;
         let failed = loop {
             if new.is_none() {
@@ -740,10 +744,9 @@ impl Launch {
             // The old master ignores the next USR2 until it has reaped the
             // failed one ("Child exists"): a rollback sends one at once.
             if let Some(pid) = new {
-                let reaped = Instant::now() + Duration::from_secs(10);
-                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < reaped {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_while(Duration::from_secs(10), || {
+                    Path::new(&format!("/proc/{pid}")).exists()
+                });
             }
             bail!(
                 "process {kind}: the new version did not start: {why}; the old one still serves{}",
@@ -1161,17 +1164,25 @@ fn kill_now(pid: i32) {
 
 /// Waits until `pid` is gone; KILL after `limit`.
 fn wait_gone(pid: i32, limit: Duration) {
+    if !wait_while(limit, || alive(pid)) {
+        kill_now(pid);
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Polls `busy` until it is false or `limit` has passed; says whether it
+/// ended in time.
+fn wait_while(limit: Duration, mut busy: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    while alive(pid) {
+    while busy() {
         if Instant::now() >= deadline {
-            kill_now(pid);
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-            }
-            return;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 /// Stops a type's process: TERM (gunicorn: its master, which stops its
