@@ -182,6 +182,9 @@ class Bench:
 
     def init(self, repo, site):
         self.run([self.bin, "init", repo, "--site", site])
+        # `init` turns running the app on for a new repository; the cases
+        # measure deployments, the app's own cases turn it on themselves.
+        self.git("--git-dir", repo, "config", "deploy.run", "false")
 
     def rm(self, *paths):
         subprocess.run(["rm", "-rf", "--"] + [p for p in paths if p])
