@@ -255,22 +255,7 @@ int unlinkat(int dirfd, const char *path, int flags) {
 "#;
 
 fn hold_library(dir: &Path) -> PathBuf {
-    let source = dir.join("hold.c");
-    let library = dir.join("hold.so");
-    std::fs::write(&source, HOLD_REMOVAL).unwrap();
-    let out = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .output()
-        .expect("a C compiler (cc), as Rust's linker needs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    library
+    crate::util::preload_library(dir, "hold", HOLD_REMOVAL)
 }
 
 /// Waits (polling, 60 s at most) until `done` says yes.

@@ -476,22 +476,7 @@ int fsync(int fd) {
 "#;
 
 fn stop_library(dir: &Path) -> PathBuf {
-    let source = dir.join("stop.c");
-    let library = dir.join("stop.so");
-    std::fs::write(&source, STOP_BEFORE_RECORD).unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .output()
-        .expect("a C compiler (cc), as Rust's linker needs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    library
+    crate::util::preload_library(dir, "stop", STOP_BEFORE_RECORD)
 }
 
 #[test]

@@ -944,3 +944,24 @@ impl Drop for StopsApp<'_> {
         }
     }
 }
+
+/// Builds `<name>.so` in `dir` from C `source`: a library for LD_PRELOAD
+/// that holds or stops pushdeploy at a chosen call.
+pub fn preload_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let library = dir.join(format!("{name}.so"));
+    let source_file = dir.join(format!("{name}.c"));
+    std::fs::write(&source_file, source).unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source_file)
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (cc), as Rust's linker needs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    library
+}
