@@ -367,7 +367,7 @@ const MAX_FILES: usize = 256;
 /// `None` when a line names a package only pip can name (a URL, a local
 /// path, a variable, an option pushdeploy does not follow) or an include
 /// leaves the site.
-fn top_level(site: &Path) -> Option<Vec<String>> {
+pub fn top_level(site: &Path) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut queue = vec![REQUIREMENTS.to_string()];
     let mut seen = BTreeSet::new();

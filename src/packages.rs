@@ -146,11 +146,18 @@ pub fn install(
         }
         None => None,
     };
+    let upgrade = !pinned_throughout(dir, env_dir);
+    if !upgrade {
+        report.detail(
+            "every package in env/ is pinned with == by requirements.txt: installed without --upgrade, which would choose the same versions",
+        );
+    }
     let first = run_installer(
         installer,
         env_dir,
         dir,
         constraints.as_deref(),
+        upgrade,
         runner,
         report,
     );
@@ -159,7 +166,7 @@ pub fn install(
             report.detail(format!(
                 "the versions installed before cannot be installed again ({e:#}): installing as for new requirements"
             ));
-            run_installer(installer, env_dir, dir, None, runner, report)
+            run_installer(installer, env_dir, dir, None, upgrade, runner, report)
         }
         (result, _) => result,
     }
@@ -175,11 +182,46 @@ pub fn versions(env_dir: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether a `name==version` line (no marker) of the requirements pins each
+/// package in the env. Then the eager upgrade that makes an env what a new
+/// one would get has nothing to choose: what is needed is pinned, what is
+/// not needed is removed after, what is new gets the newest either way. So
+/// `--upgrade` is left out, and the installer does not ask the index about
+/// every package (files from `pip freeze` or `pip-compile` are like this).
+fn pinned_throughout(dir: &Path, env_dir: &Path) -> bool {
+    let Some(lines) = crate::exact::top_level(dir) else {
+        return false;
+    };
+    let pinned: std::collections::BTreeSet<String> =
+        lines.iter().filter_map(|l| pinned_name(l)).collect();
+    versions(env_dir).keys().all(|name| pinned.contains(name))
+}
+
+/// The normalised name a requirement line pins to one version
+/// (`Name[extra]==1.2.3`), if it does; `None` for a range, a wildcard,
+/// `===`, a URL or a marker (which may not hold).
+fn pinned_name(line: &str) -> Option<String> {
+    if line.contains([';', '@']) {
+        return None;
+    }
+    let (name, version) = line.split_once("==")?;
+    let version = version.trim();
+    let exact = !version.is_empty()
+        && !version.contains(|c: char| c.is_whitespace() || ",*<>!~=".contains(c));
+    let name = name.split('[').next()?.trim();
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (exact && plain).then(|| crate::lockfile::normalize(name))
+}
+
 fn run_installer(
     installer: &Installer,
     env_dir: &Path,
     dir: &Path,
     constraints: Option<&Path>,
+    upgrade: bool,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
@@ -215,13 +257,13 @@ fn run_installer(
                 "off",
                 "--timeout",
                 &timeout,
-                "--upgrade",
-                "--upgrade-strategy",
-                "eager",
-                "-r",
             ]
             .map(Into::into)
             .to_vec();
+            if upgrade {
+                args.extend(["--upgrade", "--upgrade-strategy", "eager"].map(Into::into));
+            }
+            args.push("-r".into());
             args.push(requirements.into());
             args.extend(extra);
             let expr = duct::cmd(python, args)
@@ -238,11 +280,13 @@ fn run_installer(
                 // site must not steer the install (its target, its Python):
                 // uv is configured by the server's UV_* variables only.
                 "--no-config",
-                "--upgrade",
-                "-r",
             ]
             .map(Into::into)
             .to_vec();
+            if upgrade {
+                args.push("--upgrade".into());
+            }
+            args.push("-r".into());
             args.push(requirements.into());
             args.extend(extra);
             // uv keeps its first build of a local folder while its version
@@ -583,5 +627,24 @@ mod tests {
             ["Greeting 2.0.0", "tinyweb 1.0.0"]
         );
         assert!(parse_report(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_pin_is_one_version_by_name_with_no_marker() {
+        for (line, name) in [
+            ("Django==4.2.1", Some("django")),
+            ("zope.interface == 6.0", Some("zope-interface")),
+            ("Flask[async]==3.0.0", Some("flask")),
+            ("greeting>=1", None),
+            ("greeting==1.*", None),
+            ("greeting===1.0", None),
+            ("greeting==1.0,!=1.0.1", None),
+            ("greeting==1.0 ; python_version >= '3'", None),
+            ("greeting @ https://example.com/greeting-1.0.whl", None),
+            ("greeting", None),
+            ("==1.0", None),
+        ] {
+            assert_eq!(pinned_name(line).as_deref(), name, "{line}");
+        }
     }
 }

@@ -905,3 +905,68 @@ fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
         ));
     touch(&s, &vars).assert_ok().assert_has("pip skipped");
 }
+
+/// Issue 17: a requirements file that pins every package in the env (as
+/// `pip freeze` writes it) is installed without `--upgrade` (the index is not
+/// asked about each package), and the env is what a new one would get; one
+/// package in the env that no line pins (a dependency) keeps the eager upgrade.
+/// With pip, and with uv when it is here.
+#[test]
+fn a_file_that_pins_every_package_installs_without_asking_the_index_about_each() {
+    let mut installers = vec![None];
+    installers.extend(crate::util::uv().map(Some));
+    for uv in installers {
+        let s = Server::new();
+        if let Some(uv) = &uv {
+            s.config(&["deploy.installer", uv.to_str().unwrap()]);
+        }
+        let said = "installed without --upgrade";
+        s.app("flask-app");
+        s.write("requirements.txt", "tinyweb==1.0.0\ngreeting==1.0.0\n");
+        s.commit("pinned");
+        s.push(&[]).assert_ok();
+        let run = push_files(
+            &s,
+            &[("requirements.txt", "tinyweb==1.0.0\ngreeting==2.0.0\n")],
+            &[],
+        );
+        run.assert_ok().assert_has(said);
+        assert_eq!(greeting_version(&s), "2.0.0", "{uv:?}");
+        assert_eq!(
+            env_listing(&s),
+            ["greeting 2.0.0", "tinyweb 1.0.0"],
+            "{uv:?}"
+        );
+
+        // Django 0.1.0 needs staticpipe, which no line pins: eager again.
+        push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "tinyweb==1.0.0\ngreeting==2.0.0\nDjango==0.1.0\n",
+            )],
+            &[],
+        )
+        .assert_ok();
+        let run = push_files(
+            &s,
+            &[(
+                "requirements.txt",
+                "tinyweb==1.0.0\ngreeting==1.0.0\nDjango==0.1.0\n",
+            )],
+            &[],
+        );
+        run.assert_ok();
+        assert!(!run.has(said), "{uv:?}: {run}");
+        assert_eq!(
+            env_listing(&s),
+            [
+                "django 0.1.0",
+                "greeting 1.0.0",
+                "staticpipe 1.0.0",
+                "tinyweb 1.0.0"
+            ],
+            "{uv:?}"
+        );
+    }
+}
