@@ -285,12 +285,31 @@ pub fn build(
     Ok(dir.keep())
 }
 
-/// A new, empty directory for an env, beside `env`.
+/// A new, empty directory for an env, beside `env`: the first free of a
+/// few fixed names, which alternate as envs are switched and removed. uv
+/// keeps what it learnt of an interpreter by its path; under a new random
+/// name each time, every install began by running the env's Python to ask
+/// again (70 ms and more).
 fn new_dir(site: &Path) -> Result<tempfile::TempDir> {
     crate::fault::point("make env directory")?;
-    tempfile::Builder::new()
-        .prefix(ENV_DIR_PREFIX)
-        .tempdir_in(site)
+    let named = |suffix: &str, rand: usize| {
+        tempfile::Builder::new()
+            .prefix(ENV_DIR_PREFIX)
+            .suffix(suffix)
+            .rand_bytes(rand)
+            .tempdir_in(site)
+    };
+    for suffix in ["a", "b", "c"] {
+        match named(suffix, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            made => {
+                return made.with_context(|| {
+                    format!("creating a directory for the new env in {}", site.display())
+                });
+            }
+        }
+    }
+    named("", 6)
         .with_context(|| format!("creating a directory for the new env in {}", site.display()))
 }
 
@@ -745,6 +764,31 @@ mod tests {
 
     fn which(dir: &Path) -> String {
         std::fs::read_to_string(dir.join("which")).unwrap()
+    }
+
+    #[test]
+    fn a_new_env_directory_takes_the_first_free_fixed_name_then_a_random_one() {
+        let site = tempfile::tempdir().unwrap();
+        let name = |d: tempfile::TempDir| {
+            let path = d.keep();
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        };
+        // Something not ours in the way (a file the app made) is skipped, never used.
+        std::fs::write(site.path().join(format!("{ENV_DIR_PREFIX}a")), "app's").unwrap();
+        assert_eq!(
+            name(new_dir(site.path()).unwrap()),
+            format!("{ENV_DIR_PREFIX}b")
+        );
+        assert_eq!(
+            name(new_dir(site.path()).unwrap()),
+            format!("{ENV_DIR_PREFIX}c")
+        );
+        let random = name(new_dir(site.path()).unwrap());
+        assert!(random.starts_with(ENV_DIR_PREFIX) && random.len() == ENV_DIR_PREFIX.len() + 6);
+        assert_eq!(
+            std::fs::read_to_string(site.path().join(format!("{ENV_DIR_PREFIX}a"))).unwrap(),
+            "app's"
+        );
     }
 
     #[test]

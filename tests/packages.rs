@@ -970,3 +970,59 @@ fn a_file_that_pins_every_package_installs_without_asking_the_index_about_each()
         );
     }
 }
+
+/// Issue 17: uv keeps what it learnt of an interpreter by its path, so the
+/// env prepared aside for an install is made under one of a few fixed
+/// names: a dependency change does not begin with uv running the env's
+/// Python to ask again, which cost 70 ms or more a push. Seen in uv's cache:
+/// its interpreter entries stop growing once each name was seen.
+#[test]
+fn uv_knows_the_env_prepared_aside_from_earlier_pushes() {
+    let Some(uv) = crate::util::uv() else {
+        eprintln!("uv is not installed: skipped");
+        return;
+    };
+    let s = Server::new();
+    s.config(&["deploy.installer", uv.to_str().unwrap()]);
+    let cache = s.root.join("uv-cache");
+    let vars = [("UV_CACHE_DIR", cache.to_str().unwrap())];
+    let entries = || -> usize {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("interpreter-"))
+            .map(|e| walk_files(&e.path()))
+            .sum()
+    };
+    s.app("flask-app");
+    s.write("requirements.txt", "tinyweb==1.0.0\ngreeting==1.0.0\n");
+    s.commit("first");
+    s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
+        .assert_ok();
+    let mut counts = Vec::new();
+    for version in ["2.0.0", "1.0.0", "2.0.0", "1.0.0", "2.0.0"] {
+        let text = format!("tinyweb==1.0.0\ngreeting=={version}\n");
+        push_files(&s, &[("requirements.txt", &text)], &vars).assert_ok();
+        assert_eq!(greeting_version(&s), version);
+        counts.push(entries());
+    }
+    // The first two changes may each meet a name for the first time.
+    assert!(
+        counts[2..].iter().all(|&c| c == counts[1]),
+        "uv's interpreter entries after each push: {counts:?}"
+    );
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk_files(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
