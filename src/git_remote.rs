@@ -586,6 +586,52 @@ mod tests {
         }
     }
 
+    /// The same, with git itself: a revision that would run a program as
+    /// `--upload-pack` runs nothing, and names no commit (pip runs).
+    #[test]
+    fn git_runs_nothing_a_revision_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let marker = dir.path().join("ran");
+        let evil = dir.path().join("evil.sh");
+        std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "a")
+                .env("GIT_AUTHOR_EMAIL", "a@example.invalid")
+                .env("GIT_COMMITTER_NAME", "a")
+                .env("GIT_COMMITTER_EMAIL", "a@example.invalid")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        let path = repo.to_str().unwrap();
+        git(&["init", "-q", "-b", "main", path]);
+        git(&["-C", path, "commit", "-q", "--allow-empty", "-m", "one"]);
+        let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
+        let mut lines: Vec<GitLine> = [
+            format!("--upload-pack={}", evil.display()),
+            format!("@--upload-pack={}", evil.display()),
+            "-x".to_string(),
+            "main".to_string(),
+        ]
+        .iter()
+        .map(|rev| {
+            let url = GitUrl::parse(&format!("x @ git+file://{path}@{rev}")).unwrap();
+            GitLine::new("requirements.txt".into(), 1, url)
+        })
+        .collect();
+        resolve(&mut lines, None, &runner);
+        assert!(!marker.exists(), "git ran a program the line named");
+        let known: Vec<bool> = lines.iter().map(|l| l.commit().is_some()).collect();
+        assert_eq!(known, [false, false, false, true], "{lines:?}");
+    }
+
     #[test]
     fn revisions_resolve_as_pip_resolves_them() {
         let refs: Vec<(String, String)> = [

@@ -917,14 +917,15 @@ pub fn fingerprint(
         .collect();
     fp.insert(Input::FindLinks, dirs.join("\n"));
     if !requirements.git.is_empty() {
-        let lines: Vec<String> = requirements
+        // By what each line asks for, wherever it is in the files (which
+        // the requirements input counts).
+        let mut lines: Vec<String> = requirements
             .git
             .iter()
             .map(|l| {
                 let url = &l.url;
                 format!(
-                    "{} {} {:?} {:?} -> {}",
-                    l.place(),
+                    "{} {:?} {:?} -> {}",
                     url.shown_url,
                     url.revision,
                     url.subdirectory,
@@ -932,6 +933,8 @@ pub fn fingerprint(
                 )
             })
             .collect();
+        lines.sort();
+        lines.dedup();
         fp.insert(Input::GitCommits, lines.join("\n"));
     }
     if requirements.platform {
