@@ -597,23 +597,19 @@ mod tests {
         std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
         std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
+        let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
         let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args(args)
+            let expr = duct::cmd("git", args)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_AUTHOR_NAME", "a")
                 .env("GIT_AUTHOR_EMAIL", "a@example.invalid")
                 .env("GIT_COMMITTER_NAME", "a")
-                .env("GIT_COMMITTER_EMAIL", "a@example.invalid")
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
+                .env("GIT_COMMITTER_EMAIL", "a@example.invalid");
+            assert!(runner.capture("git", expr).unwrap().success, "git {args:?}");
         };
         let path = repo.to_str().unwrap();
         git(&["init", "-q", "-b", "main", path]);
         git(&["-C", path, "commit", "-q", "--allow-empty", "-m", "one"]);
-        let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
         let mut lines: Vec<GitLine> = [
             format!("--upload-pack={}", evil.display()),
             format!("@--upload-pack={}", evil.display()),
