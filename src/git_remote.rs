@@ -202,7 +202,8 @@ pub enum Answer {
 #[serde(rename_all = "camelCase")]
 pub struct Installed {
     pub name: String,
-    pub commit: String,
+    /// `None` when it was not installed from git.
+    pub commit: Option<String>,
     /// Whether it was installed from this same URL, revision and subdirectory.
     pub same_request: bool,
 }
@@ -248,7 +249,9 @@ impl GitLine {
     /// installed from the same URL, revision and subdirectory, at the commit.
     pub fn satisfied(&self) -> bool {
         match (&self.installed, self.commit()) {
-            (Some(installed), Some(commit)) => installed.same_request && installed.commit == commit,
+            (Some(installed), Some(commit)) => {
+                installed.same_request && installed.commit.as_deref() == Some(commit)
+            }
             _ => false,
         }
     }
@@ -295,7 +298,7 @@ impl fmt::Display for GitLine {
                         f,
                         "; env/ has {} {}: installed again",
                         show(&i.name),
-                        short(&i.commit)
+                        i.commit.as_deref().map_or("(not from git)".into(), short)
                     ),
                     None => f.write_str("; not in env/"),
                 }
@@ -336,7 +339,7 @@ pub fn resolve(lines: &mut [GitLine], env: Option<&Path>, runner: &Runner) {
             lines[i].answer = Some(answer);
         }
     }
-    let dists = env.map(git_dists).unwrap_or_default();
+    let dists = env.map(dists).unwrap_or_default();
     for line in lines.iter_mut() {
         line.installed = installed(&dists, &line.url);
     }
@@ -440,18 +443,23 @@ fn answer(refs: &[(String, String)], revision: Option<&str>) -> Answer {
     }
 }
 
-/// A distribution of the env installed from git: its name (normalised) and
-/// what its `direct_url.json` records.
+/// A distribution of the env: its name (normalised) and, when it was
+/// installed from git, what its `direct_url.json` records.
 #[derive(Debug, Clone)]
-struct GitDist {
+struct Dist {
     name: String,
+    git: Option<Recorded>,
+}
+
+#[derive(Debug, Clone)]
+struct Recorded {
     url: String,
     revision: Option<String>,
     subdirectory: Option<String>,
     commit: String,
 }
 
-fn git_dists(env: &Path) -> Vec<GitDist> {
+fn dists(env: &Path) -> Vec<Dist> {
     let mut out = Vec::new();
     for site in crate::installed::site_packages(env) {
         for entry in std::fs::read_dir(&site).into_iter().flatten().flatten() {
@@ -459,32 +467,30 @@ fn git_dists(env: &Path) -> Vec<GitDist> {
             let Some(stem) = file.strip_suffix(".dist-info") else {
                 continue;
             };
-            let Ok(bytes) = std::fs::read(entry.path().join("direct_url.json")) else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
-            let vcs = &json["vcs_info"];
-            if vcs["vcs"].as_str() != Some("git") {
-                continue;
-            }
-            let (Some(url), Some(commit)) = (text(json.get("url")), text(vcs.get("commit_id")))
-            else {
-                continue;
-            };
             let name = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
-            out.push(GitDist {
+            out.push(Dist {
                 name: normalized(name),
-                url,
-                revision: text(vcs.get("requested_revision")),
-                subdirectory: text(json.get("subdirectory")),
-                commit: commit.to_ascii_lowercase(),
+                git: recorded(&entry.path().join("direct_url.json")),
             });
         }
     }
     out
+}
+
+/// What a `direct_url.json` records of a git install.
+fn recorded(path: &Path) -> Option<Recorded> {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
+    let vcs = json.get("vcs_info")?;
+    if vcs.get("vcs")?.as_str()? != "git" {
+        return None;
+    }
+    Some(Recorded {
+        url: text(json.get("url"))?,
+        revision: text(vcs.get("requested_revision")),
+        subdirectory: text(json.get("subdirectory")),
+        commit: text(vcs.get("commit_id"))?.to_ascii_lowercase(),
+    })
 }
 
 /// A distribution name as PEP 503 compares them.
@@ -502,25 +508,31 @@ fn normalized(name: &str) -> String {
     out
 }
 
-/// What the env holds of a line: by its name when it gives one, else the
-/// distribution installed from the same URL (and subdirectory).
-fn installed(dists: &[GitDist], url: &GitUrl) -> Option<Installed> {
-    let same_place = |d: &&GitDist| d.url == url.shown_url && d.subdirectory == url.subdirectory;
+/// What the env holds of a line: by its name when it gives one (from git
+/// or not), else the distribution installed from the same URL (and
+/// subdirectory).
+fn installed(dists: &[Dist], url: &GitUrl) -> Option<Installed> {
+    let same_place = |g: &Recorded| g.url == url.shown_url && g.subdirectory == url.subdirectory;
+    let same_request = |d: &Dist| {
+        d.git
+            .as_ref()
+            .is_some_and(|g| same_place(g) && g.revision == url.revision)
+    };
     let dist = match &url.name {
         Some(name) => {
             let name = normalized(name);
             dists.iter().find(|d| d.name == name)
         }
-        None => dists
-            .iter()
-            .filter(same_place)
-            .find(|d| d.revision == url.revision)
-            .or_else(|| dists.iter().find(same_place)),
+        None => dists.iter().find(|d| same_request(d)).or_else(|| {
+            dists
+                .iter()
+                .find(|d| d.git.as_ref().is_some_and(same_place))
+        }),
     }?;
     Some(Installed {
         name: dist.name.clone(),
-        commit: dist.commit.clone(),
-        same_request: same_place(&dist) && dist.revision == url.revision,
+        commit: dist.git.as_ref().map(|g| g.commit.clone()),
+        same_request: same_request(dist),
     })
 }
 
@@ -677,19 +689,21 @@ mod tests {
         assert_eq!(redacted("https://h/r.git"), "https://h/r.git");
     }
 
-    fn dist(name: &str, rev: Option<&str>, commit: &str) -> GitDist {
-        GitDist {
+    fn dist(name: &str, rev: Option<&str>, commit: &str) -> Dist {
+        Dist {
             name: name.into(),
-            url: "https://h/r.git".into(),
-            revision: rev.map(String::from),
-            subdirectory: None,
-            commit: commit.into(),
+            git: Some(Recorded {
+                url: "https://h/r.git".into(),
+                revision: rev.map(String::from),
+                subdirectory: None,
+                commit: commit.into(),
+            }),
         }
     }
 
     #[test]
     fn what_the_env_holds_of_a_line() {
-        let line = |text: &str, commit: &str, dists: &[GitDist]| {
+        let line = |text: &str, commit: &str, dists: &[Dist]| {
             let url = GitUrl::parse(text).unwrap();
             let mut line = GitLine::new("requirements.txt".into(), 1, url);
             line.answer = Some(Answer::Commit {
@@ -714,5 +728,17 @@ mod tests {
         let new = line("x @ git+https://h/r.git@main", "a", &dists);
         assert_eq!(new.installed, None);
         assert_eq!(new.stale(), None);
+        // Installed by that name, but not from git: installed again from it.
+        let wheel = [Dist {
+            name: "x".into(),
+            git: None,
+        }];
+        let from_index = line("x @ git+https://h/r.git@main", "a", &wheel);
+        assert_eq!(from_index.stale(), Some("x"));
+        assert!(
+            from_index
+                .to_string()
+                .ends_with("env/ has x (not from git): installed again")
+        );
     }
 }
