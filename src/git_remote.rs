@@ -383,8 +383,14 @@ fn ls_remote(
         .capture("git ls-remote", expr)
         .map_err(|e| format!("git ls-remote: {e:#}"))?;
     if !out.success {
-        let last = crate::process::last_line(&out.stderr);
-        return Err(format!("git ls-remote failed: {}", show_message(&last)));
+        // git's `fatal:` line says why; what follows it is advice.
+        let text = String::from_utf8_lossy(&out.stderr);
+        let fatal = text.lines().find_map(|l| l.trim().strip_prefix("fatal: "));
+        let why = match fatal {
+            Some(line) => line.to_string(),
+            None => crate::process::last_line(&out.stderr),
+        };
+        return Err(format!("git ls-remote failed: {}", show_message(&why)));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -230,7 +230,7 @@ fn a_remote_that_cannot_be_asked_runs_the_installer_and_says_why() {
     push.assert_has(&format!(
         "requirements.txt line 2: which commit main of {URL} names is not known (git ls-remote failed: "
     ))
-    .assert_has(": the installer runs")
+    .assert_has("does not appear to be a git repository): the installer runs")
     .assert_has("pip install -r requirements.txt (requirements.txt line 2: which commit");
     push.assert_has("failed in step pip");
     assert_eq!(installed(&s), format!("from git\n{first}"));
