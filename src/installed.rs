@@ -539,7 +539,7 @@ pub struct Requirements {
     pub unnamed: Option<Always>,
     /// The git lines at a commit, by branch, tag or none: each counts as
     /// pinned at the commit its remote names, once asked
-    /// ([`Requirements::ask_remotes`]).
+    /// (`git_remote::resolve`).
     pub git: Vec<GitLine>,
     find_links: Vec<String>,
     platform: bool,

@@ -432,17 +432,22 @@ pub fn plan(
     let pip = match (env, &requirements.always, &fingerprint) {
         (Decision::Create { .. }, _, _) => PipDecision::run(RunReason::NewEnv),
         (_, Some(why), _) => PipDecision::run(RunReason::Always { why: why.clone() }),
-        (Decision::Reuse, None, _) if unknown.or(unsatisfied).is_some() => {
-            let line = unknown.or(unsatisfied).map(|l| l.to_string());
-            PipDecision::run(RunReason::Git {
-                line: line.unwrap_or_default(),
-            })
-        }
-        (Decision::Reuse, None, Some(fp)) => match values.bool(SKIP_UNCHANGED) {
-            Some((false, origin)) => PipDecision::run(RunReason::NotSkipping {
+        (Decision::Reuse, None, _) if unknown.is_some() => PipDecision::run(RunReason::Git {
+            line: unknown.map(|l| l.to_string()).unwrap_or_default(),
+        }),
+        (Decision::Reuse, None, Some(fp)) => match (values.bool(SKIP_UNCHANGED), unsatisfied) {
+            (Some((false, origin)), _) => PipDecision::run(RunReason::NotSkipping {
                 origin: origin.to_string(),
             }),
-            _ => store.decide(fp),
+            // Nothing else changed, but the env does not hold what a git
+            // line names now.
+            (_, Some(line)) => match store.decide(fp) {
+                PipDecision::Skip { .. } => PipDecision::run(RunReason::Git {
+                    line: line.to_string(),
+                }),
+                run => run,
+            },
+            (_, None) => store.decide(fp),
         },
         (Decision::Reuse, None, None) => PipDecision::run(RunReason::NoRecord),
     };

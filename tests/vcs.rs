@@ -120,7 +120,7 @@ fn a_branch_line_skips_pip_until_the_branch_moves() {
             short(&second),
             short(&first)
         ))
-        .assert_has("pip: runs (requirements.txt line 2: branch main");
+        .assert_has("pip: runs (changed since the last install: git commits)");
 
     let push = touch(&s, &vars);
     assert_eq!(installed(&s), format!("second commit\n{second}"));
