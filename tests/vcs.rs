@@ -274,3 +274,31 @@ fn with_uv_a_branch_line_skips_and_follows_the_branch() {
     assert_eq!(installed(&s), format!("second commit\n{second}"));
     touch(&s, &vars).assert_ok().assert_has("uv skipped");
 }
+
+/// A revision that git would take for an option (`--upload-pack=<program>`
+/// runs the program when it reaches git as one) is asked about after `--`:
+/// nothing runs, the remote has no such branch or tag, and the installer
+/// runs as before (here pip refuses it: the push fails as it did).
+#[test]
+fn a_revision_that_looks_like_an_option_runs_nothing() {
+    let s = Server::new();
+    let (_repo, config) = hellogit(&s);
+    let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
+    let marker = s.root.join("ran");
+    let evil = s.root.join("evil.sh");
+    std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.app("flask-app");
+    push_requirements(&s, "tinyweb==1.0.0\n", &vars).assert_ok();
+    let rev = format!("--upload-pack={}", evil.display());
+    let push = push_requirements(
+        &s,
+        &format!("tinyweb==1.0.0\nhellogit @ git+{URL}@{rev}\n"),
+        &vars,
+    );
+    push.assert_has(&format!(
+        "(the remote has no branch or tag {rev}: pip takes it for a commit): the installer runs"
+    ));
+    push.assert_has("failed in step pip");
+    assert!(!marker.exists(), "a program the line named ran");
+}
