@@ -284,14 +284,17 @@ impl fmt::Display for GitLine {
             ),
             Some(Answer::Commit { commit, by }) => {
                 let by = match by {
-                    By::Pinned => "commit",
-                    By::Branch => "branch",
-                    By::Tag => "tag",
-                    By::AnnotatedTag => "annotated tag",
-                    By::Head => "remote HEAD",
-                    By::Ref => "ref",
+                    By::Pinned => "",
+                    By::Branch => "branch ",
+                    By::Tag => "tag ",
+                    By::AnnotatedTag => "annotated tag ",
+                    By::Head => "remote HEAD ",
+                    By::Ref => "ref ",
                 };
-                write!(f, "{by} {} is commit {}", self.url.what(), short(commit))?;
+                match self.url.pinned() {
+                    Some(_) => write!(f, "{} at commit {}", self.url.shown_url, short(commit))?,
+                    None => write!(f, "{by}{} is commit {}", self.url.what(), short(commit))?,
+                }
                 match &self.installed {
                     _ if self.satisfied() => f.write_str("; env/ has it"),
                     Some(i) => write!(

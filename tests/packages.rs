@@ -887,7 +887,12 @@ fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
         .assert_ok()
         .assert_has("successful in");
     let push = touch(&s, &vars);
-    push.assert_ok().assert_has("pip skipped");
+    push.assert_ok()
+        .assert_has(&format!(
+            "requirements.txt line 2: https://git.example.invalid/hellogit.git at commit {}; env/ has it",
+            &first[..7]
+        ))
+        .assert_has("pip skipped");
     assert!(!push.has("What requirements.txt needs"), "{}", push.stderr);
 
     std::fs::write(
