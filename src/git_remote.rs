@@ -124,7 +124,7 @@ impl GitUrl {
     fn what(&self) -> String {
         match &self.revision {
             Some(revision) => format!("{} of {}", show(revision), self.shown_url),
-            None => format!("{} (no revision: its HEAD)", self.shown_url),
+            None => format!("{} (no revision: the remote's HEAD)", self.shown_url),
         }
     }
 }
@@ -288,7 +288,7 @@ impl fmt::Display for GitLine {
                     By::Branch => "branch ",
                     By::Tag => "tag ",
                     By::AnnotatedTag => "annotated tag ",
-                    By::Head => "remote HEAD ",
+                    By::Head => "",
                     By::Ref => "ref ",
                 };
                 match self.url.pinned() {

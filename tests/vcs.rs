@@ -160,7 +160,7 @@ fn tags_and_the_remote_head_count_as_pinned_at_their_commit() {
     let table = [
         ("@v1", "tag v1"),
         ("@v1a", "annotated tag v1a"),
-        ("", "remote HEAD"),
+        ("", "(no revision: the remote's HEAD)"),
     ];
     for (rev, what) in table {
         push_requirements(
@@ -182,7 +182,7 @@ fn tags_and_the_remote_head_count_as_pinned_at_their_commit() {
     touch(&s, &vars)
         .assert_ok()
         .assert_has(&format!(
-            "remote HEAD {URL} (no revision: its HEAD) is commit {}",
+            "requirements.txt line 2: {URL} (no revision: the remote's HEAD) is commit {}",
             short(&second)
         ))
         .assert_has("successful in");
