@@ -62,6 +62,11 @@ impl GitUrl {
         };
         let token = spec[start + 4..].split([' ', '\t']).next()?;
         let token = token.trim_end_matches(';');
+        // Text that is no URL (an escape sequence for the pusher's
+        // terminal): not asked about, the installer runs.
+        if token.chars().any(char::is_control) {
+            return None;
+        }
         let (token, fragment) = match token.split_once('#') {
             Some((url, fragment)) => (url, Some(fragment)),
             None => (token, None),
@@ -580,6 +585,7 @@ mod tests {
             "x @ git+https://h.example/r.git@a..b",
             "x @ git+ext::sh -c touch% /tmp/x",
             "x @ git+https://h.example/r.git@a\u{1b}[31m",
+            "x @ git+https://h.\u{1b}]0;x\u{7}example/r.git@main",
         ] {
             assert_eq!(GitUrl::parse(line), None, "{line}");
         }
