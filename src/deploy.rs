@@ -625,6 +625,11 @@ fn prepare(
                 "Found compatible virtual environment env/ ({})",
                 runtime.runtime
             ));
+            if let Python::Run { git, .. } = &plan.python {
+                for line in git {
+                    report.detail(line.to_string());
+                }
+            }
             let reason = match (lock, pip) {
                 (Some(lock), PipDecision::Skip { .. }) => {
                     report.header(format!("{step} skipped: {}", lock.reason));
@@ -761,6 +766,7 @@ fn install_with(
         lock,
         runtime,
         fingerprint,
+        git,
         ..
     } = &plan.python
     else {
@@ -776,7 +782,18 @@ fn install_with(
             let pins = fingerprint
                 .as_ref()
                 .and_then(|fp| versions.recorded(fp, env_dir));
-            packages::install(installer, env_dir, files, pins.as_ref(), runner, report)?;
+            // A git line's distribution at another commit than the line
+            // names now: pip would keep it while its version is the same.
+            let stale: Vec<&str> = git.iter().filter_map(|l| l.stale()).collect();
+            packages::install(
+                installer,
+                env_dir,
+                files,
+                pins.as_ref(),
+                &stale,
+                runner,
+                report,
+            )?;
             match fingerprint {
                 Some(fp) => {
                     versions.remember(fp, env_dir, &plan.commit.id, packages::versions(env_dir))

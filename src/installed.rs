@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::commit::{Commit, Resolved, short_id};
 use crate::error::shown;
 use crate::files::{remove_file_if_there, write_atomic};
+use crate::git_remote::{GitLine, GitUrl};
 use crate::requirements::{self, Line, Unfixed};
 use crate::runtime::Version;
 use crate::settings::Environment;
@@ -38,6 +39,8 @@ pub enum Input {
     ConfigFiles,
     FindLinks,
     Platform,
+    /// The commit each git line names (asked of its remote unless pinned).
+    GitCommits,
 }
 
 impl fmt::Display for Input {
@@ -51,6 +54,7 @@ impl fmt::Display for Input {
             Input::ConfigFiles => "config files",
             Input::FindLinks => "find-links directories",
             Input::Platform => "platform",
+            Input::GitCommits => "git commits",
         })
     }
 }
@@ -219,6 +223,11 @@ pub enum RunReason {
     NotSkipping {
         origin: String,
     },
+    /// A git line whose commit is not known, or that the env does not hold
+    /// at the commit it names (as `git_remote` words it).
+    Git {
+        line: String,
+    },
 }
 
 impl fmt::Display for RunReason {
@@ -250,6 +259,7 @@ impl fmt::Display for RunReason {
             RunReason::NotSkipping { origin } => {
                 write!(f, "skipUnchangedPackages is false ({origin})")
             }
+            RunReason::Git { line } => f.write_str(line),
         }
     }
 }
@@ -527,6 +537,10 @@ pub struct Requirements {
     /// The first line that names a package only the installer can name
     /// (fixed or not): what the requirements need then takes a resolution.
     pub unnamed: Option<Always>,
+    /// The git lines at a commit, by branch, tag or none: each counts as
+    /// pinned at the commit its remote names, once asked
+    /// (`git_remote::resolve`).
+    pub git: Vec<GitLine>,
     find_links: Vec<String>,
     platform: bool,
     /// Lines of options with `${VAR}`, as pip will read them (hashed).
@@ -645,9 +659,16 @@ pub fn read_requirements(
                         .map(|(kind, v)| (kind, requirements::expand(&v, lookup)))
                 }
                 // A VCS URL at a full commit id names one tree for good,
-                // as `==` names one release: it does not make pip run.
-                Err(Unfixed::Vcs) if git_commit_pinned(&line).is_some() => {
+                // as `==` names one release: it does not make pip run. A
+                // git URL by branch or tag counts as pinned at the commit
+                // its remote names, once asked (`git_remote`).
+                Err(Unfixed::Vcs)
+                    if git_commit_pinned(&line).is_some() || GitUrl::parse(&line).is_some() =>
+                {
                     out.unnamed.get_or_insert(at(Unfixed::Vcs));
+                    if let Some(url) = GitUrl::parse(&line) {
+                        out.git.push(GitLine::new(name.clone(), number, url));
+                    }
                     None
                 }
                 Err(what) => {
@@ -895,6 +916,27 @@ pub fn fingerprint(
         })
         .collect();
     fp.insert(Input::FindLinks, dirs.join("\n"));
+    if !requirements.git.is_empty() {
+        // By what each line asks for, wherever it is in the files (which
+        // the requirements input counts).
+        let mut lines: Vec<String> = requirements
+            .git
+            .iter()
+            .map(|l| {
+                let url = &l.url;
+                format!(
+                    "{} {:?} {:?} -> {}",
+                    url.shown_url,
+                    url.revision,
+                    url.subdirectory,
+                    l.commit().unwrap_or("(unknown)")
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.dedup();
+        fp.insert(Input::GitCommits, lines.join("\n"));
+    }
     if requirements.platform {
         // Markers on platform_release or platform_version read the kernel's.
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
@@ -1355,7 +1397,7 @@ mod tests {
                 "requirements.txt line 1 is an editable requirement (-e)",
             ),
             (
-                &[("requirements.txt", "git+https://x.example/r.git#egg=r\n")],
+                &[("requirements.txt", "hg+https://x.example/r#egg=r\n")],
                 "requirements.txt line 1 is a VCS URL",
             ),
             (

@@ -33,6 +33,7 @@ mod tools; // uv and Poetry at pinned versions (the pins: the settings' defaults
 // The inputs: what a push says and what the commit holds.
 mod app; // what runs: the Procfile, startupCommand, or detection as Oryx does it
 mod commit; // reading the commit's tree with git2, no work tree
+mod git_remote; // which commit a git requirement's branch or tag names now (`git ls-remote`)
 mod managers; // which package manager file decides the env (requirements, locks)
 mod pipfile; // Pipfile.lock read as a hashed requirements file
 pub mod receive; // the hook's `<old> <new> <ref>` lines and push options

@@ -381,6 +381,7 @@ fn lock_inputs(inputs: &[Input]) -> String {
             Input::Env => "env",
             Input::FindLinks => "find-links directories",
             Input::Platform => "platform",
+            Input::GitCommits => "git commits",
         })
         .collect();
     names.join(", ")

@@ -121,14 +121,31 @@ pub fn installer(settings: &Settings, values: &Values) -> Result<Installer> {
 /// as constraints, so that a push back or a redeploy gets what it had. If
 /// they cannot be installed any more, the install goes on as for new
 /// requirements, and says so.
+///
+/// `stale` names the distributions of git lines that the env holds at
+/// another commit than the line names now: pip keeps an installed
+/// distribution whose version is the same, so they are uninstalled from
+/// the env aside first (uv is told to reinstall them).
 pub fn install(
     installer: &Installer,
     env_dir: &Path,
     dir: &Path,
     pins: Option<&Pins>,
+    stale: &[&str],
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
+    if let (Installer::Pip, false) = (installer, stale.is_empty()) {
+        let mut args: Vec<&str> = vec!["-m", "pip", "uninstall", "--yes", "--"];
+        args.extend(stale);
+        let expr = duct::cmd(env_dir.join("bin").join("python"), args)
+            .env("PIP_REQUIRE_VIRTUALENV", "1")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        let names = env_dir
+            .file_name()
+            .map(|n| (n.to_string_lossy().into_owned(), "env".to_string()));
+        runner.run_showing(report, "pip uninstall", expr, &Vec::from_iter(names))?;
+    }
     let constraints = match pins {
         Some(pins) => {
             report.detail(format!(
@@ -152,21 +169,19 @@ pub fn install(
             "every package in env/ is pinned with == by requirements.txt: installed without --upgrade, which would choose the same versions",
         );
     }
-    let first = run_installer(
-        installer,
-        env_dir,
-        dir,
-        constraints.as_deref(),
+    let mut told = Told {
+        constraints: constraints.as_deref(),
         upgrade,
-        runner,
-        report,
-    );
+        stale,
+    };
+    let first = run_installer(installer, env_dir, dir, &told, runner, report);
     match (first, &constraints) {
         (Err(e), Some(_)) if runner.check_deadline().is_ok() => {
             report.detail(format!(
                 "the versions installed before cannot be installed again ({e:#}): installing as for new requirements"
             ));
-            run_installer(installer, env_dir, dir, None, upgrade, runner, report)
+            told.constraints = None;
+            run_installer(installer, env_dir, dir, &told, runner, report)
         }
         (result, _) => result,
     }
@@ -216,12 +231,20 @@ fn pinned_name(line: &str) -> Option<String> {
     (exact && plain).then(|| crate::lockfile::normalize(name))
 }
 
+/// What one installer run is told beyond the requirements: the earlier
+/// versions as constraints, whether to upgrade eagerly, and the
+/// distributions to install again.
+struct Told<'a> {
+    constraints: Option<&'a Path>,
+    upgrade: bool,
+    stale: &'a [&'a str],
+}
+
 fn run_installer(
     installer: &Installer,
     env_dir: &Path,
     dir: &Path,
-    constraints: Option<&Path>,
-    upgrade: bool,
+    told: &Told,
     runner: &Runner,
     report: &mut Report,
 ) -> Result<()> {
@@ -243,7 +266,7 @@ fn run_installer(
     let timeout = (runner.limits().idle.as_secs() / 4).max(1).to_string();
     let python = env_dir.join("bin").join("python");
     let mut extra: Vec<std::ffi::OsString> = Vec::new();
-    if let Some(file) = constraints {
+    if let Some(file) = told.constraints {
         extra.push("-c".into());
         extra.push(file.into());
     }
@@ -260,7 +283,7 @@ fn run_installer(
             ]
             .map(Into::into)
             .to_vec();
-            if upgrade {
+            if told.upgrade {
                 args.extend(["--upgrade", "--upgrade-strategy", "eager"].map(Into::into));
             }
             args.push("-r".into());
@@ -283,7 +306,7 @@ fn run_installer(
             ]
             .map(Into::into)
             .to_vec();
-            if upgrade {
+            if told.upgrade {
                 args.push("--upgrade".into());
             }
             args.push("-r".into());
@@ -292,6 +315,11 @@ fn run_installer(
             // uv keeps its first build of a local folder while its version
             // holds (pip rebuilds it): rebuilt, so the env has the commit's code.
             args.extend(local_builds(dir).into_iter().map(Into::into));
+            args.extend(
+                told.stale
+                    .iter()
+                    .map(|n| format!("--reinstall-package={n}").into()),
+            );
             args.push("--python".into());
             args.push(python.into());
             let expr = duct::cmd(path, args)
@@ -389,6 +417,8 @@ pub struct PackagesPlan {
     pub fingerprint: Option<Fingerprint>,
     /// When what the requirements need takes a whole resolution.
     pub resolve: Option<installed::ResolvePlan>,
+    /// The git lines, the commit each names now and what the env holds.
+    pub git: Vec<crate::git_remote::GitLine>,
 }
 
 /// Decides the installer's step: reads the requirement files from the
@@ -415,10 +445,17 @@ pub fn plan(
         installer: installer.to_string(),
         site: &settings.site,
     };
-    let requirements = installed::read_requirements(commit, &|name| context.var(name))?;
-    let fingerprint = match &requirements.always {
-        Some(_) => None,
-        None => Some(installed::fingerprint(
+    let mut requirements = installed::read_requirements(commit, &|name| context.var(name))?;
+    // Which commit each git line names now, and (in a reused env) which
+    // the env holds: a line whose commit the env holds counts as pinned.
+    let live = settings.site.join("env");
+    let reused = matches!(env, Decision::Reuse).then_some(live.as_path());
+    crate::git_remote::resolve(&mut requirements.git, reused, runner);
+    let unknown = requirements.git.iter().find(|l| l.commit().is_none());
+    let unsatisfied = requirements.git.iter().find(|l| !l.satisfied());
+    let fingerprint = match (&requirements.always, unknown) {
+        (Some(_), _) | (_, Some(_)) => None,
+        (None, None) => Some(installed::fingerprint(
             &requirements,
             &context,
             &settings.site.join("env"),
@@ -443,11 +480,22 @@ pub fn plan(
     let pip = match (env, &requirements.always, &fingerprint) {
         (Decision::Create { .. }, _, _) => PipDecision::run(RunReason::NewEnv),
         (_, Some(why), _) => PipDecision::run(RunReason::Always { why: why.clone() }),
-        (Decision::Reuse, None, Some(fp)) => match values.bool(SKIP_UNCHANGED) {
-            Some((false, origin)) => PipDecision::run(RunReason::NotSkipping {
+        (Decision::Reuse, None, _) if unknown.is_some() => PipDecision::run(RunReason::Git {
+            line: unknown.map(|l| l.to_string()).unwrap_or_default(),
+        }),
+        (Decision::Reuse, None, Some(fp)) => match (values.bool(SKIP_UNCHANGED), unsatisfied) {
+            (Some((false, origin)), _) => PipDecision::run(RunReason::NotSkipping {
                 origin: origin.to_string(),
             }),
-            _ => store.decide(fp),
+            // Nothing else changed, but the env does not hold what a git
+            // line names now.
+            (_, Some(line)) => match store.decide(fp) {
+                PipDecision::Skip { .. } => PipDecision::run(RunReason::Git {
+                    line: line.to_string(),
+                }),
+                run => run,
+            },
+            (_, None) => store.decide(fp),
         },
         (Decision::Reuse, None, None) => PipDecision::run(RunReason::NoRecord),
     };
@@ -472,6 +520,7 @@ pub fn plan(
         packages,
         fingerprint,
         resolve,
+        git: requirements.git,
     })
 }
 

@@ -104,6 +104,9 @@ pub enum Python {
         fingerprint: Option<Fingerprint>,
         /// Set when what the requirements need takes a whole resolution.
         resolve: Option<crate::installed::ResolvePlan>,
+        /// requirements.txt's git lines: the commit each names now, and
+        /// what the env holds of it.
+        git: Vec<crate::git_remote::GitLine>,
     },
 }
 
@@ -291,6 +294,7 @@ impl Plan {
                 lock,
                 notes,
                 resolve,
+                git,
                 ..
             } => {
                 out.extend(notes.iter().cloned());
@@ -319,6 +323,7 @@ impl Plan {
                         out.extend(changes.lines().into_iter().map(|l| format!("{file}: {l}")));
                     }
                 } else {
+                    out.extend(git.iter().map(|line| format!("git: {line}")));
                     out.push(match pip {
                         PipDecision::Skip { .. } => format!("{installer}: skipped ({pip})"),
                         PipDecision::Run { .. } => format!("{installer}: runs ({pip})"),
@@ -628,6 +633,7 @@ fn python_plan(
             keep_unneeded,
             fingerprint,
             resolve: None,
+            git: Vec::new(),
         });
     }
     let packages = packages::plan(
@@ -650,6 +656,7 @@ fn python_plan(
         keep_unneeded,
         fingerprint: packages.fingerprint,
         resolve: packages.resolve,
+        git: packages.git,
     })
 }
 

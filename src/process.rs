@@ -283,6 +283,7 @@ impl Runner {
         }
         drop(send);
         let mut open = true;
+        let mut closed: Option<Instant> = None;
         let mut last_sign = Instant::now();
         let mut cpu = group_cpu_ticks(pgid);
         let mut sampled = Instant::now();
@@ -299,7 +300,15 @@ impl Runner {
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             } else {
-                std::thread::sleep(Duration::from_millis(20));
+                // The output closed as the program exits: look again soon
+                // (a 20 ms pause cost a short program most of its time).
+                let waited = closed.get_or_insert_with(Instant::now).elapsed();
+                let pause = if waited < Duration::from_millis(100) {
+                    1
+                } else {
+                    20
+                };
+                std::thread::sleep(Duration::from_millis(pause));
             }
             if let Some(output) = handle.try_wait()?.cloned() {
                 break output;

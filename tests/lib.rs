@@ -28,3 +28,4 @@ mod systemd;
 mod transactions;
 mod transcript;
 mod trust;
+mod vcs;

@@ -797,19 +797,24 @@ fn last_steps(s: &Server) -> Vec<String> {
         .collect()
 }
 
-/// Issue 17: a VCS line makes pip run on every push, and what the
-/// requirements need then takes a whole resolution (`pip install --dry-run
-/// --report`). It runs again only when what it depends on changed (the
-/// requirement files, the env's packages, the interpreter, the installer,
-/// the settings), as a step of its own, with its time in the record; the
-/// dry run says so.
+/// Issue 17: a VCS line that cannot count as pinned (here: at a short
+/// commit id, which no remote lists) makes pip run on every push, and what
+/// the requirements need then takes a whole resolution (`pip install
+/// --dry-run --report`). It runs again only when what it depends on changed
+/// (the requirement files, the env's packages, the interpreter, the
+/// installer, the settings), as a step of its own, with its time in the
+/// record; the dry run says so.
 #[test]
 fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
     let s = Server::new();
     let config = hellogit(&s);
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
     s.app("flask-app");
-    let vcs = "hellogit @ git+https://git.example.invalid/hellogit.git\n";
+    let run = crate::util::git_in(&s.root.join("hellogit"))
+        .args(["rev-parse", "--short=9", "HEAD"])
+        .run();
+    let short = run.stdout.trim();
+    let vcs = format!("hellogit @ git+https://git.example.invalid/hellogit.git@{short}\n");
     s.write("requirements.txt", &format!("tinyweb==1.0.0\n{vcs}"));
     s.commit("a package from git");
     s.git_with(&["push", s.repo.to_str().unwrap(), "main"], &vars)
@@ -818,7 +823,7 @@ fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
 
     let push = touch(&s, &vars);
     push.assert_ok()
-        .assert_has("requirements.txt line 2 is a VCS URL: the installer always runs")
+        .assert_has(&format!("requirements.txt line 2: which commit {short} of https://git.example.invalid/hellogit.git names is not known (the remote has no branch or tag {short}: pip takes it for a commit): the installer runs"))
         .assert_has("What requirements.txt needs: pip install --dry-run --report resolves it again (requirements.txt line 2 is a VCS URL; no earlier resolution is recorded)")
         .assert_has("closure: done in");
     assert!(last_steps(&s).contains(&"closure".to_string()));
@@ -882,7 +887,12 @@ fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
         .assert_ok()
         .assert_has("successful in");
     let push = touch(&s, &vars);
-    push.assert_ok().assert_has("pip skipped");
+    push.assert_ok()
+        .assert_has(&format!(
+            "requirements.txt line 2: https://git.example.invalid/hellogit.git at commit {}; env/ has it",
+            &first[..7]
+        ))
+        .assert_has("pip skipped");
     assert!(!push.has("What requirements.txt needs"), "{}", push.stderr);
 
     std::fs::write(
@@ -895,14 +905,19 @@ fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
         .run()
         .assert_ok();
     let second = head(&repo);
-    // (pip resolves the new commit, and keeps the installed build while
-    // its version is the same: pip's own rule, as in Kudu.)
+    // pip alone keeps the installed build while its version is the same:
+    // the env's one, at the other commit, is uninstalled first.
     push_files(&s, &[("requirements.txt", &line(&second))], &vars)
         .assert_ok()
-        .assert_has("changed since the last install: requirements")
+        .assert_has(&format!(
+            "env/ has hellogit {}: installed again",
+            &first[..7]
+        ))
         .assert_has(&format!(
             "Resolved https://git.example.invalid/hellogit.git to commit {second}"
         ));
+    s.env_python("import hellogit; assert hellogit.WHERE == 'second commit', hellogit.WHERE")
+        .assert_ok();
     touch(&s, &vars).assert_ok().assert_has("pip skipped");
 }
 
