@@ -538,6 +538,9 @@ fn walk(
     interpreter: &crate::markers::Interpreter,
 ) -> Result<Read, String> {
     use crate::markers::Requirement;
+    if let Some(why) = &interpreter.unsupported {
+        return Err(why.clone());
+    }
     let env = interpreter.environment().ok_or_else(|| {
         format!(
             "the marker environment of Python {} is not one both readers agree on",
@@ -794,13 +797,29 @@ mod tests {
 
     /// A real env: `python3 -m venv`, then pip from fixtures/wheels.
     fn real_env(dir: &Path, packages: &[&str]) -> PathBuf {
+        real_env_of(Path::new("python3"), dir, packages)
+    }
+
+    /// [`real_env`] made by `python`.
+    fn real_env_of(python: &Path, dir: &Path, packages: &[&str]) -> PathBuf {
         let env = dir.join("env");
-        duct::cmd!("python3", "-m", "venv", &env).run().unwrap();
+        // As an OsStr: duct runs a Path as a relative path, not from PATH.
+        duct::cmd!(python.as_os_str(), "-m", "venv", &env)
+            .run()
+            .unwrap();
         let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wheels");
-        let mut args: Vec<std::ffi::OsString> = ["-m", "pip", "install", "--quiet", "--no-index"]
-            .iter()
-            .map(Into::into)
-            .collect();
+        let mut args: Vec<std::ffi::OsString> = [
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            // gunicorn's metadata, on Pythons it does not run on.
+            "--ignore-requires-python",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
         args.extend(["--find-links".into(), wheels.into_os_string()]);
         args.extend(packages.iter().map(Into::into));
         duct::cmd(env.join("bin/python"), args)
@@ -836,11 +855,44 @@ mod tests {
         }
     }
 
+    /// The interpreters of pyenv named `3.N.*`, where there are.
+    fn pyenv_python(minor: u32) -> Option<PathBuf> {
+        let root = Path::new(&std::env::var_os("HOME")?).join(".pyenv/versions");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("3.{minor}."))
+            })
+            .map(|e| e.path().join("bin/python3"))
+            .filter(|p| p.is_file())
+            .collect();
+        found.sort();
+        found.pop()
+    }
+
+    /// With the machine's python3 (pip 23, whose `packaging` 21 compares
+    /// extras as plain strings), and where pyenv has them with Python 3.8
+    /// and 3.13 (pip 24, `packaging` 24).
     #[test]
     fn the_closure_read_in_rust_is_the_python_closure() {
+        let mut pythons = vec![PathBuf::from("python3")];
+        pythons.extend([8, 13].into_iter().filter_map(pyenv_python));
+        for python in pythons {
+            same_closure(&python);
+        }
+    }
+
+    fn same_closure(python: &Path) {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
-        let env = real_env(dir.path(), &["gunicorn", "greeting", "tinyweb", "django"]);
+        let env = real_env_of(
+            python,
+            dir.path(),
+            &["gunicorn", "greeting", "tinyweb", "django"],
+        );
         // Extras that pull extras, markers on the interpreter and on extras,
         // names spelt with `_`, `.` and capitals.
         dist(
@@ -891,9 +943,8 @@ mod tests {
             lines(&["alpha-pkg[all]"]),
             lines(&["beta-core[slow]", "nothing-here"]),
         ] {
-            let python = by_python(&env, &case);
             let rust = read_closure(&env, &case, &cache, &runner);
-            assert_eq!(rust, python, "{case:?}");
+            assert_eq!(rust, by_python(&env, &case), "{case:?}");
         }
         // The marker environment was asked once, and cached: no program
         // runs any more (a runner past its deadline runs none).
@@ -911,6 +962,35 @@ mod tests {
         let case = lines(&["alpha-pkg[speed]", "gunicorn"]);
         let names = from_metadata(&env, &case, &cache, &expired, &mut report).unwrap();
         assert_eq!(Read::Needed(names), by_python(&env, &case));
+    }
+
+    /// Python 3.7 has no importlib.metadata: the Python closure fails, and
+    /// the interpreter is asked once only.
+    #[test]
+    fn an_interpreter_without_importlib_metadata_is_asked_once() {
+        let Some(python) = pyenv_python(7) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let env = dir.path().join("env");
+        duct::cmd!(&python, "-m", "venv", "--without-pip", &env)
+            .run()
+            .unwrap();
+        let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
+        let case = lines(&["greeting"]);
+        let unsupported = Read::Uncertain("Python 3.7 has no importlib.metadata".into());
+        assert_eq!(read_closure(&env, &case, &cache, &runner), unsupported);
+        let expired = Runner::new(
+            Vec::new(),
+            crate::process::Limits {
+                total: std::time::Duration::ZERO,
+                ..crate::process::Limits::DEFAULT
+            },
+            None,
+        );
+        assert_eq!(read_closure(&env, &case, &cache, &expired), unsupported);
+        assert!(closure(&env, &case, &runner).is_err());
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Interpreter {
     pub markers: BTreeMap<String, String>,
     /// `sys.path` under `-I -S`: the standard library's entries.
     pub stdlib: Vec<PathBuf>,
+    /// Why the closure cannot be read for this interpreter (an old Python),
+    /// remembered so that it is not asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 /// The names of the marker variables, in the order of PEP 508.
@@ -49,7 +53,9 @@ const VARIABLES: [&str; 11] = [
 const PROBE: &str = r#"
 import json, os, platform, sys
 if sys.version_info < (3, 8):
-    sys.exit("Python %d.%d has no importlib.metadata" % sys.version_info[:2])
+    json.dump({"markers": {}, "stdlib": [], "unsupported":
+               "Python %d.%d has no importlib.metadata" % sys.version_info[:2]}, sys.stdout)
+    sys.exit()
 def full(info):
     v = "%d.%d.%d" % (info.major, info.minor, info.micro)
     if info.releaselevel != "final":
@@ -344,6 +350,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             stdlib: Vec::new(),
+            unsupported: None,
         }
         .environment()
         .unwrap()
@@ -430,6 +437,7 @@ mod tests {
                 .map(|k| (k.to_string(), "x".to_string()))
                 .collect(),
             stdlib: Vec::new(),
+            unsupported: None,
         };
         for (k, v) in [
             ("python_version", "3.13"),
