@@ -589,11 +589,17 @@ fn walk(
 }
 
 /// `.pth` lines that run code and are known not to change what
-/// importlib.metadata finds: setuptools' distutils shim, virtualenv's.
+/// importlib.metadata finds: setuptools' distutils shim, virtualenv's, and
+/// the namespace packages of old setuptools (`*-nspkg.pth`, which only add
+/// a module to `sys.modules`).
 fn harmless_import(file: &str, line: &str) -> bool {
     (file == "distutils-precedence.pth"
         && line.contains("__import__('_distutils_hack').add_shim()"))
         || (file == "_virtualenv.pth" && line.trim_end() == "import _virtualenv")
+        || (file.ends_with("-nspkg.pth")
+            && line.starts_with("import sys, types, os;")
+            && !line.contains("sys.path")
+            && !line.contains("meta_path"))
 }
 
 /// Whether a directory on `sys.path` holds anything importlib.metadata
@@ -855,6 +861,9 @@ mod tests {
         }
     }
 
+    /// What setuptools before 67 wrote for `zope` as a namespace package.
+    const NSPKG: &str = "import sys, types, os;has_mfs = sys.version_info > (3, 5);p = os.path.join(sys._getframe(1).f_locals['sitedir'], *('zope',));importlib = has_mfs and __import__('importlib.util');has_mfs and __import__('importlib.machinery');m = has_mfs and sys.modules.setdefault('zope', importlib.util.module_from_spec(importlib.machinery.PathFinder.find_spec('zope', [os.path.dirname(p)])));m = m or sys.modules.setdefault('zope', types.ModuleType('zope'));mp = (m or []) and m.__dict__.setdefault('__path__',[]);(p not in mp) and mp.append(p)\n";
+
     /// The interpreters of pyenv named `3.N.*`, where there are.
     fn pyenv_python(minor: u32) -> Option<PathBuf> {
         let root = Path::new(&std::env::var_os("HOME")?).join(".pyenv/versions");
@@ -931,6 +940,9 @@ mod tests {
             "eta",
             &["missing-one ; python_version >= '3'"],
         );
+        // A namespace package of old setuptools: its .pth runs code at startup.
+        let site = crate::installed::site_packages(&env).remove(0);
+        std::fs::write(site.join("zope.interface-5.0-nspkg.pth"), NSPKG).unwrap();
         let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
         for case in [
             lines(&["gunicorn", "greeting==1.0.0", "django"]),
