@@ -128,7 +128,8 @@ pub fn interpreter(
     let found: Interpreter = serde_json::from_slice(&out.stdout)
         .context("the interpreter's marker environment is not JSON")?;
     known.insert(key, found.clone());
-    crate::files::write_cache(&path, &serde_json::to_vec_pretty(&known)?)?;
+    // A cache that cannot be written costs a probe a push, not the answer.
+    let _ = crate::files::write_cache(&path, &serde_json::to_vec_pretty(&known)?);
     Ok(found)
 }
 
@@ -427,6 +428,44 @@ mod tests {
             };
             assert!(refused, "{line}");
         }
+    }
+
+    /// Asked once per interpreter: a changed interpreter file is asked again.
+    #[test]
+    fn the_marker_environment_is_cached_per_interpreter_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (python, answer) = (dir.path().join("python3"), dir.path().join("answer"));
+        let write_python = |comment: &str| {
+            let script = format!("#!/bin/sh\n# {comment}\ncat {}\n", answer.display());
+            std::fs::write(&python, script).unwrap();
+            std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let answer_with = |version: &str| {
+            let markers: BTreeMap<&str, &str> = VARIABLES
+                .iter()
+                .map(|k| (*k, "x"))
+                .chain([("python_version", version)])
+                .collect();
+            let json = serde_json::json!({"markers": markers, "stdlib": ["/usr/lib/python3.11"]});
+            std::fs::write(&answer, json.to_string()).unwrap();
+        };
+        write_python("one");
+        answer_with("3.11");
+        let runner = crate::process::Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None);
+        let cache = dir.path().join("cache");
+        let asked = |python: &Path| {
+            interpreter(python, &cache, &runner).unwrap().markers["python_version"].clone()
+        };
+        assert_eq!(asked(&python), "3.11");
+        answer_with("3.12");
+        assert_eq!(asked(&python), "3.11", "cached");
+        write_python("another build");
+        assert_eq!(asked(&python), "3.12", "asked again");
+        // A cache that cannot be written: still the answer.
+        let not_a_dir = answer.join("cache");
+        let found = interpreter(&python, &not_a_dir, &runner).unwrap();
+        assert_eq!(found.markers["python_version"], "3.12");
     }
 
     #[test]
