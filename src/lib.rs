@@ -25,6 +25,7 @@ mod exact; // removing what the requirements no longer need
 mod framework; // Django's collectstatic
 mod health; // the health check after postDeploy
 mod lockfile; // installing exactly what uv.lock, poetry.lock or Pipfile.lock names
+mod markers; // PEP 508 requirements and markers, with the env interpreter's marker environment
 mod packages; // whether the installer runs, and running pip or uv
 mod seed; // fast env creation from a per-interpreter pip seed
 mod sync; // making the site's files match the commit, through the site walk

@@ -187,7 +187,9 @@ impl Probes {
     }
 
     /// What identifies an interpreter's behaviour: its path, the file it
-    /// runs, and for a venv's python its pyvenv.cfg.
+    /// runs, and for a venv's python what its pyvenv.cfg says (by content:
+    /// each env prepared aside has a new copy of the same file, which must
+    /// not make every deployment run the probe again).
     fn key(path: &Path) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
         let stamp = |p: &Path| {
@@ -200,8 +202,9 @@ impl Probes {
             .parent()
             .and_then(Path::parent)
             .map(|d| d.join("pyvenv.cfg"));
-        if let Some(cfg_stamp) = cfg.and_then(|cfg| stamp(&cfg)) {
-            key.push_str(&format!(" cfg {cfg_stamp}"));
+        if let Some(content) = cfg.and_then(|cfg| std::fs::read(cfg).ok()) {
+            let id = git2::Oid::hash_object(git2::ObjectType::Blob, &content).ok()?;
+            key.push_str(&format!(" cfg {id}"));
         }
         Some(key)
     }
@@ -743,5 +746,31 @@ mod shim_tests {
         std::fs::write(&shim_v, "3.13.1").unwrap();
         let found = first_fitting(&search, &probes, &|v| v.major == 3 && v.minor >= 11).unwrap();
         assert_eq!((found.version.minor, found.version.patch), (13, 1));
+    }
+
+    /// A copy of an env prepared aside has a new pyvenv.cfg with the same
+    /// content: its python is not run again. Another content is.
+    #[test]
+    fn an_env_python_is_probed_again_when_its_pyvenv_cfg_says_something_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let answer = tmp.path().join("answer");
+        std::fs::write(&answer, "3.11.7").unwrap();
+        let python = tmp.path().join("env/bin/python");
+        fake_python(&python, &answer);
+        let cfg = tmp.path().join("env/pyvenv.cfg");
+        std::fs::write(&cfg, "home = /usr/bin\n").unwrap();
+        let probes = Probes::load(
+            tmp.path(),
+            crate::process::Runner::new(Vec::new(), crate::process::Limits::DEFAULT, None),
+        );
+        assert_eq!(probes.probe(&python).unwrap().version.minor, 11);
+        // The interpreter now answers otherwise: a probe that runs shows it.
+        std::fs::write(&answer, "3.12.1").unwrap();
+        std::fs::remove_file(&cfg).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&cfg, "home = /usr/bin\n").unwrap();
+        assert_eq!(probes.probe(&python).unwrap().version.minor, 11);
+        std::fs::write(&cfg, "home = /usr/local/bin\n").unwrap();
+        assert_eq!(probes.probe(&python).unwrap().version.minor, 12);
     }
 }

@@ -5,6 +5,7 @@ mod util;
 
 mod app;
 mod bad_input;
+mod closure;
 mod customise;
 mod demo;
 mod docs;
