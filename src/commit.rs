@@ -10,6 +10,7 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use serde::Serialize;
 
 use crate::error::{shown, usage};
+use crate::pack::Packs;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitInfo {
@@ -67,6 +68,8 @@ pub struct Commit<'r> {
     project: Option<String>,
     /// See [`Commit::packed_only`].
     packed_only: std::cell::OnceCell<bool>,
+    /// The repository's packs, opened when first read (see [`crate::pack`]).
+    packs: std::cell::RefCell<Option<Packs>>,
 }
 
 /// A commit id's first seven characters, as git shows it (the whole id if
@@ -114,6 +117,7 @@ impl<'r> Commit<'r> {
             tree,
             project: None,
             packed_only: std::cell::OnceCell::new(),
+            packs: std::cell::RefCell::new(None),
         })
     }
 
@@ -268,9 +272,9 @@ impl<'r> Commit<'r> {
             let reason = "a submodule (gitlink): its files are not in this repository".into();
             return Ok(Err(Skipped { path, reason }));
         }
-        match self.repo.odb()?.read_header(id) {
-            Ok((_, ObjectType::Blob)) => {}
-            Ok((_, other)) => {
+        match self.object_kind(id) {
+            Ok(ObjectType::Blob) => {}
+            Ok(other) => {
                 bail!(
                     "commit entry {path}: git records a file, but object {id} is a {other}; refused"
                 )
@@ -515,6 +519,13 @@ impl<'r> Commit<'r> {
     /// memory holds one file at most, never the repository.
     pub fn write_blob(&self, id: &str, out: &mut impl std::io::Write) -> Result<()> {
         let oid = Oid::from_str(id)?;
+        if let Some(object) = self.packed(|packs| packs.read(&oid)) {
+            if object.kind != ObjectType::Blob {
+                bail!("object {id} is a {}, not a file's content", object.kind);
+            }
+            out.write_all(&object.data)?;
+            return Ok(());
+        }
         let odb = self.repo.odb()?;
         // libgit2 looks for a stream among the loose objects only (a system
         // call each): not tried where there are none.
@@ -526,6 +537,24 @@ impl<'r> Commit<'r> {
         }
         out.write_all(self.blob(id)?.content())?;
         Ok(())
+    }
+
+    /// What `ask` finds in the repository's packs; `None` where they do not
+    /// have it, or cannot say (libgit2 then reads it, and names any damage).
+    fn packed<T>(&self, ask: impl FnOnce(&mut Packs) -> Result<Option<T>>) -> Option<T> {
+        let mut packs = self.packs.borrow_mut();
+        let packs = packs.get_or_insert_with(|| Packs::open(&self.repo.path().join("objects")));
+        ask(packs).ok().flatten()
+    }
+
+    /// The type of an object: from the packs' headers where they have it
+    /// (libgit2 would inflate the start of each delta of its chain), else
+    /// from libgit2.
+    fn object_kind(&self, id: Oid) -> Result<ObjectType, git2::Error> {
+        if let Some(kind) = self.packed(|packs| packs.kind(&id)) {
+            return Ok(kind);
+        }
+        self.repo.odb()?.read_header(id).map(|(_, kind)| kind)
     }
 
     /// Whether every object of the repository is in a pack: no loose

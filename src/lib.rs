@@ -34,6 +34,7 @@ mod tools; // uv and Poetry at pinned versions (the pins: the settings' defaults
 mod app; // what runs: the Procfile, startupCommand, or detection as Oryx does it
 mod commit; // reading the commit's tree with git2, no work tree
 mod managers; // which package manager file decides the env (requirements, locks)
+mod pack; // objects read straight from the packs, each inflated once
 mod pipfile; // Pipfile.lock read as a hashed requirements file
 pub mod receive; // the hook's `<old> <new> <ref>` lines and push options
 mod requirements; // requirements.txt as pip reads it, as far as it is vouched for
