@@ -47,7 +47,18 @@ impl Kind {
 pub struct Entry {
     pub path: String,
     pub kind: Kind,
-    pub blob: String,
+    /// Its content's id (20 bytes, not 40 of text: a plan holds one a file).
+    #[serde(serialize_with = "blob_text")]
+    pub blob: Oid,
+}
+
+/// A blob id as text in the plan's JSON; none (a custom command's output
+/// file, which has no blob) as "".
+pub fn blob_text<S: serde::Serializer>(id: &Oid, s: S) -> Result<S::Ok, S::Error> {
+    match id.is_zero() {
+        true => s.serialize_str(""),
+        false => s.collect_str(id),
+    }
 }
 
 /// Entries the sync leaves out, with the reason.
@@ -296,13 +307,13 @@ impl<'r> Commit<'r> {
             return Ok(Ok(Entry {
                 path,
                 kind,
-                blob: id.to_string(),
+                blob: id,
             }));
         }
         Ok(Ok(Entry {
             path,
             kind,
-            blob: id.to_string(),
+            blob: id,
         }))
     }
 
@@ -468,7 +479,7 @@ impl<'r> Commit<'r> {
                         out.push(Entry {
                             path,
                             kind,
-                            blob: id.to_string(),
+                            blob: id,
                         });
                     }
                 }
@@ -517,8 +528,8 @@ impl<'r> Commit<'r> {
     /// Writes a blob's content to `out`: streamed from a loose object,
     /// read whole from a pack (libgit2 cannot stream packed objects), so
     /// memory holds one file at most, never the repository.
-    pub fn write_blob(&self, id: &str, out: &mut impl std::io::Write) -> Result<()> {
-        let oid = Oid::from_str(id)?;
+    pub fn write_blob(&self, oid: Oid, out: &mut impl std::io::Write) -> Result<()> {
+        let id = oid;
         if let Some(object) = self.packed(|packs| packs.read(&oid)) {
             if object.kind != ObjectType::Blob {
                 bail!("object {id} is a {}, not a file's content", object.kind);
@@ -535,7 +546,7 @@ impl<'r> Commit<'r> {
             std::io::copy(&mut reader, out).with_context(|| format!("reading blob {id}"))?;
             return Ok(());
         }
-        out.write_all(self.blob(id)?.content())?;
+        out.write_all(self.blob(oid)?.content())?;
         Ok(())
     }
 
@@ -545,6 +556,14 @@ impl<'r> Commit<'r> {
         let mut packs = self.packs.borrow_mut();
         let packs = packs.get_or_insert_with(|| Packs::open(&self.repo.path().join("objects")));
         ask(packs).ok().flatten()
+    }
+
+    /// The repository's packs, for reading in another thread (see
+    /// [`crate::pack::ReadAhead`]); the commit opens them again if it needs them.
+    pub fn take_packs(&self) -> Packs {
+        self.packs
+            .take()
+            .unwrap_or_else(|| Packs::open(&self.repo.path().join("objects")))
     }
 
     /// The type of an object: from the packs' headers where they have it
@@ -676,8 +695,8 @@ impl<'r> Commit<'r> {
     }
 
     /// The content of a blob.
-    pub fn blob(&self, id: &str) -> Result<git2::Blob<'r>> {
-        let oid = Oid::from_str(id)?;
+    pub fn blob(&self, oid: Oid) -> Result<git2::Blob<'r>> {
+        let id = oid;
         self.repo
             .find_blob(oid)
             .with_context(|| format!("reading blob {id}"))

@@ -459,6 +459,89 @@ impl Packs {
     }
 }
 
+/// Objects read in a thread of their own, ahead of the one that writes
+/// them out, in the order it will ask for them: a first deployment inflates
+/// on one core and writes files on the other, as `git archive | tar -x`
+/// does in two processes. They come in batches (one wake-up of the writer
+/// each, not one per file), at most a few batches ahead, and only blobs of
+/// up to [`AHEAD_MAX`] bytes: for any other object the writer is told
+/// `None` and reads it itself, as it does an object asked out of order.
+pub struct ReadAhead {
+    batches: std::sync::mpsc::Receiver<Vec<(Oid, Option<Data>)>>,
+    batch: std::vec::IntoIter<(Oid, Option<Data>)>,
+    next: Option<(Oid, Option<Data>)>,
+}
+
+/// The largest blob read ahead.
+const AHEAD_MAX: usize = 256 << 10;
+/// Objects and bytes in a batch, and batches sent ahead.
+const BATCH: usize = 128;
+const BATCH_BYTES: usize = 1 << 20;
+const BATCHES_AHEAD: usize = 2;
+
+impl ReadAhead {
+    /// Starts reading the blobs `ids` from `packs`; `None` if no thread can be made.
+    pub fn start<'s, I>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        mut packs: Packs,
+        ids: I,
+    ) -> Option<ReadAhead>
+    where
+        I: Iterator<Item = Oid> + Send + 's,
+    {
+        let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+        let read = move || {
+            let (mut batch, mut bytes) = (Vec::with_capacity(BATCH), 0);
+            for id in ids {
+                let data = match packs.read(&id) {
+                    Ok(Some(o)) if o.kind == ObjectType::Blob && o.data.len() <= AHEAD_MAX => {
+                        bytes += o.data.len();
+                        Some(o.data)
+                    }
+                    _ => None,
+                };
+                batch.push((id, data));
+                if batch.len() == BATCH || bytes >= BATCH_BYTES {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    bytes = 0;
+                    // The writer stopped: nothing more to read.
+                    if send.send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = send.send(batch);
+        };
+        std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn_scoped(scope, read)
+            .ok()?;
+        Some(ReadAhead {
+            batches,
+            batch: Vec::new().into_iter(),
+            next: None,
+        })
+    }
+
+    /// The blob `id` if it is the next one read ahead; `None` otherwise
+    /// (the caller reads it).
+    pub fn take(&mut self, id: &Oid) -> Option<Data> {
+        if self.next.is_none() {
+            self.next = match self.batch.next() {
+                Some(next) => Some(next),
+                None => {
+                    self.batch = self.batches.recv().ok()?.into_iter();
+                    self.batch.next()
+                }
+            };
+        }
+        match &self.next {
+            Some((next, _)) if next == id => self.next.take()?.1,
+            _ => None,
+        }
+    }
+}
+
 /// An entry's data, inflated: exactly the size its header says.
 fn inflate(z: &mut flate2::Decompress, pack: &Pack, header: &Header) -> Result<Vec<u8>> {
     let p = pack.pack.bytes();
@@ -628,6 +711,39 @@ mod tests {
             assert!(packs.read(&missing).unwrap().is_none());
             assert!(packs.kind(&missing).unwrap().is_none());
         }
+    }
+
+    /// The blobs come in the order they are asked for; one asked out of
+    /// order is `None` (its reader reads it itself) and leaves the order as
+    /// it was; and a reader that stops early never holds the thread up.
+    #[test]
+    fn blobs_read_ahead_come_in_order() {
+        let tmp = packed_repository(true);
+        let repo = git2::Repository::open(tmp.path()).unwrap();
+        let odb = repo.odb().unwrap();
+        let mut ids = Vec::new();
+        odb.foreach(|id| {
+            ids.push(*id);
+            true
+        })
+        .unwrap();
+        ids.retain(|id| odb.read_header(*id).unwrap().1 == ObjectType::Blob);
+        let objects = repo.path().join("objects");
+        std::thread::scope(|scope| {
+            let mut ahead =
+                ReadAhead::start(scope, Packs::open(&objects), ids.clone().into_iter()).unwrap();
+            assert!(ahead.take(&ids[1]).is_none());
+            for id in &ids {
+                let data = ahead.take(id).unwrap();
+                assert!(*data == odb.read(*id).unwrap().data(), "{id}");
+            }
+            assert!(ahead.take(&ids[0]).is_none());
+        });
+        std::thread::scope(|scope| {
+            let many = ids.iter().cycle().take(ids.len() * 20).copied();
+            let mut ahead = ReadAhead::start(scope, Packs::open(&objects), many).unwrap();
+            assert!(ahead.take(&ids[0]).is_some());
+        });
     }
 
     /// A pack damaged anywhere gives errors (or, where the damage happens
