@@ -5,9 +5,9 @@
 //! asked for: a first deployment of files that are deltas of each other
 //! inflated each delta about three times (twice to read it, once more for
 //! its header in the plan), and kept 16 MiB of bases and every page of the
-//! pack it touched. Here every object read is cached (4 MiB at most, the
+//! pack it touched. Here every object read is cached (2 MiB at most, the
 //! oldest dropped first), so the next one in its chain starts from it; the
-//! pack is mapped whole, and the pages read are given back every few MiB.
+//! pack is mapped whole, and the pages read are given back every 4 MiB.
 //!
 //! The packs were checked as they were received (index-pack hashes every
 //! object), so, as git does, nothing is hashed again here; every length and
@@ -24,9 +24,9 @@ use anyhow::{Context, Result, bail};
 use git2::{ObjectType, Oid};
 
 /// The most bytes of inflated objects kept for the next delta.
-const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 2 << 20;
 /// Bytes of a pack read before its pages are given back (see [`Map::read`]).
-const RESIDENT_BYTES: usize = 8 << 20;
+const RESIDENT_BYTES: usize = 4 << 20;
 /// Deltas on deltas that a pack may chain: git writes at most 4095 (its
 /// `--depth` limit); more is a loop of ref deltas.
 const MAX_CHAIN: usize = 10_000;
