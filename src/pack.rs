@@ -639,19 +639,19 @@ fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::process::{Limits, Runner};
 
     fn git(dir: &Path, args: &[&str]) {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
+        let mut all = vec!["-C", dir.to_str().unwrap()];
+        all.extend(["-c", "user.name=t", "-c", "user.email=t@example.invalid"]);
+        all.extend(args);
+        let expr = duct::cmd("git", all)
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
+            .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        let out = Runner::new(Vec::new(), Limits::DEFAULT, None)
+            .capture("git", expr)
             .unwrap();
-        assert!(status.success(), "git {args:?}");
+        assert!(out.success, "git {args:?}");
     }
 
     /// A repository of similar files over three commits, repacked so that
