@@ -491,26 +491,11 @@ impl ReadAhead {
     {
         let (send, batches) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
         let read = move || {
-            let (mut batch, mut bytes) = (Vec::with_capacity(BATCH), 0);
-            for id in ids {
-                let data = match packs.read(&id) {
-                    Ok(Some(o)) if o.kind == ObjectType::Blob && o.data.len() <= AHEAD_MAX => {
-                        bytes += o.data.len();
-                        Some(o.data)
-                    }
-                    _ => None,
-                };
-                batch.push((id, data));
-                if batch.len() == BATCH || bytes >= BATCH_BYTES {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    bytes = 0;
-                    // The writer stopped: nothing more to read.
-                    if send.send(full).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = send.send(batch);
+            // A panic here (a bug: damage is an error) ends the reading
+            // only; the writer reads the rest itself.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_all(&mut packs, ids, &send)
+            }));
         };
         std::thread::Builder::new()
             .name("read-ahead".into())
@@ -540,6 +525,35 @@ impl ReadAhead {
             _ => None,
         }
     }
+}
+
+/// Reads the blobs `ids` into batches for [`ReadAhead`], until the writer
+/// stops taking them.
+fn read_all(
+    packs: &mut Packs,
+    ids: impl Iterator<Item = Oid>,
+    send: &std::sync::mpsc::SyncSender<Vec<(Oid, Option<Data>)>>,
+) {
+    let (mut batch, mut bytes) = (Vec::with_capacity(BATCH), 0);
+    for id in ids {
+        let data = match packs.read(&id) {
+            Ok(Some(o)) if o.kind == ObjectType::Blob && o.data.len() <= AHEAD_MAX => {
+                bytes += o.data.len();
+                Some(o.data)
+            }
+            _ => None,
+        };
+        batch.push((id, data));
+        if batch.len() == BATCH || bytes >= BATCH_BYTES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            bytes = 0;
+            // The writer stopped: nothing more to read.
+            if send.send(full).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = send.send(batch);
 }
 
 /// An entry's data, inflated: exactly the size its header says.
