@@ -415,18 +415,18 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
             .collect();
         return Ok(plan);
     }
-    let mut wanted = HashSet::new();
     for entry in entries {
         check_entry(commit, &entry)?;
         if before.interrupted.is_some() {
             plan.sweep.insert(split(&entry.path).0.to_string());
         }
-        if !written.is_empty() {
-            wanted.insert(entry.path.clone());
-        }
+        // Each path of the commit is taken out of `written` (it occurs
+        // once): what is left is what the commit no longer has, without a
+        // second set of every path.
+        let was_written = written.remove(&entry.path);
         if empty {
             plan.write.push(Change::of(entry, Why::Added));
-        } else if !written.contains(&entry.path) {
+        } else if !was_written {
             unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else if matches_site(commit, &entry, site)? {
             *plan.unchanged.get_or_insert(0) += 1;
@@ -434,10 +434,7 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
             plan.write.push(Change::of(entry, Why::Repair));
         }
     }
-    let gone: BTreeSet<String> = written
-        .into_iter()
-        .filter(|p| !wanted.contains(p))
-        .collect();
+    let gone: BTreeSet<String> = written.into_iter().collect();
     plan.delete = gone.into_iter().collect();
     Ok(plan)
 }
