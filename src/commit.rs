@@ -10,6 +10,7 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use serde::Serialize;
 
 use crate::error::{shown, usage};
+use crate::pack::Packs;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CommitInfo {
@@ -46,7 +47,18 @@ impl Kind {
 pub struct Entry {
     pub path: String,
     pub kind: Kind,
-    pub blob: String,
+    /// Its content's id (20 bytes, not 40 of text: a plan holds one a file).
+    #[serde(serialize_with = "blob_text")]
+    pub blob: Oid,
+}
+
+/// A blob id as text in the plan's JSON; none (a custom command's output
+/// file, which has no blob) as "".
+pub fn blob_text<S: serde::Serializer>(id: &Oid, s: S) -> Result<S::Ok, S::Error> {
+    match id.is_zero() {
+        true => s.serialize_str(""),
+        false => s.collect_str(id),
+    }
 }
 
 /// Entries the sync leaves out, with the reason.
@@ -67,6 +79,8 @@ pub struct Commit<'r> {
     project: Option<String>,
     /// See [`Commit::packed_only`].
     packed_only: std::cell::OnceCell<bool>,
+    /// The repository's packs, opened when first read (see [`crate::pack`]).
+    packs: std::cell::RefCell<Option<Packs>>,
 }
 
 /// A commit id's first seven characters, as git shows it (the whole id if
@@ -114,6 +128,7 @@ impl<'r> Commit<'r> {
             tree,
             project: None,
             packed_only: std::cell::OnceCell::new(),
+            packs: std::cell::RefCell::new(None),
         })
     }
 
@@ -268,9 +283,9 @@ impl<'r> Commit<'r> {
             let reason = "a submodule (gitlink): its files are not in this repository".into();
             return Ok(Err(Skipped { path, reason }));
         }
-        match self.repo.odb()?.read_header(id) {
-            Ok((_, ObjectType::Blob)) => {}
-            Ok((_, other)) => {
+        match self.object_kind(id) {
+            Ok(ObjectType::Blob) => {}
+            Ok(other) => {
                 bail!(
                     "commit entry {path}: git records a file, but object {id} is a {other}; refused"
                 )
@@ -292,13 +307,13 @@ impl<'r> Commit<'r> {
             return Ok(Ok(Entry {
                 path,
                 kind,
-                blob: id.to_string(),
+                blob: id,
             }));
         }
         Ok(Ok(Entry {
             path,
             kind,
-            blob: id.to_string(),
+            blob: id,
         }))
     }
 
@@ -464,7 +479,7 @@ impl<'r> Commit<'r> {
                         out.push(Entry {
                             path,
                             kind,
-                            blob: id.to_string(),
+                            blob: id,
                         });
                     }
                 }
@@ -513,8 +528,15 @@ impl<'r> Commit<'r> {
     /// Writes a blob's content to `out`: streamed from a loose object,
     /// read whole from a pack (libgit2 cannot stream packed objects), so
     /// memory holds one file at most, never the repository.
-    pub fn write_blob(&self, id: &str, out: &mut impl std::io::Write) -> Result<()> {
-        let oid = Oid::from_str(id)?;
+    pub fn write_blob(&self, oid: Oid, out: &mut impl std::io::Write) -> Result<()> {
+        let id = oid;
+        if let Some(object) = self.packed(|packs| packs.read(&oid)) {
+            if object.kind != ObjectType::Blob {
+                bail!("object {id} is a {}, not a file's content", object.kind);
+            }
+            out.write_all(&object.data)?;
+            return Ok(());
+        }
         let odb = self.repo.odb()?;
         // libgit2 looks for a stream among the loose objects only (a system
         // call each): not tried where there are none.
@@ -524,8 +546,34 @@ impl<'r> Commit<'r> {
             std::io::copy(&mut reader, out).with_context(|| format!("reading blob {id}"))?;
             return Ok(());
         }
-        out.write_all(self.blob(id)?.content())?;
+        out.write_all(self.blob(oid)?.content())?;
         Ok(())
+    }
+
+    /// What `ask` finds in the repository's packs; `None` where they do not
+    /// have it, or cannot say (libgit2 then reads it, and names any damage).
+    fn packed<T>(&self, ask: impl FnOnce(&mut Packs) -> Result<Option<T>>) -> Option<T> {
+        let mut packs = self.packs.borrow_mut();
+        let packs = packs.get_or_insert_with(|| Packs::open(&self.repo.path().join("objects")));
+        ask(packs).ok().flatten()
+    }
+
+    /// The repository's packs, for reading in another thread (see
+    /// [`crate::pack::ReadAhead`]); the commit opens them again if it needs them.
+    pub fn take_packs(&self) -> Packs {
+        self.packs
+            .take()
+            .unwrap_or_else(|| Packs::open(&self.repo.path().join("objects")))
+    }
+
+    /// The type of an object: from the packs' headers where they have it
+    /// (libgit2 would inflate the start of each delta of its chain), else
+    /// from libgit2.
+    fn object_kind(&self, id: Oid) -> Result<ObjectType, git2::Error> {
+        if let Some(kind) = self.packed(|packs| packs.kind(&id)) {
+            return Ok(kind);
+        }
+        self.repo.odb()?.read_header(id).map(|(_, kind)| kind)
     }
 
     /// Whether every object of the repository is in a pack: no loose
@@ -647,8 +695,8 @@ impl<'r> Commit<'r> {
     }
 
     /// The content of a blob.
-    pub fn blob(&self, id: &str) -> Result<git2::Blob<'r>> {
-        let oid = Oid::from_str(id)?;
+    pub fn blob(&self, oid: Oid) -> Result<git2::Blob<'r>> {
+        let id = oid;
         self.repo
             .find_blob(oid)
             .with_context(|| format!("reading blob {id}"))

@@ -58,6 +58,14 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 /// (`report\u{202e}txt.exe` shown raw reads `reportexe.txt`). Everything
 /// else is kept.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    // Printable ASCII, as most names are, seen a byte at a time: the dry
+    // run of 100,000 files spent a seventh of its time in the lookups below.
+    if text
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return text.into();
+    }
     if !text.chars().any(is_unprintable) {
         return text.into();
     }
@@ -68,6 +76,11 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn is_unprintable(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // ASCII has controls and no format characters or separators: no table
+    // lookup for it.
+    if c.is_ascii() {
+        return c.is_ascii_control() && c != '\t';
+    }
     // Tab is the one control that is plain text (Django and pip indent with it).
     c != '\t'
         && matches!(
@@ -221,6 +234,25 @@ mod tests {
             message.contains("`sudo -u '#4242' pushdeploy`"),
             "{message}"
         );
+    }
+
+    /// The ASCII shortcuts decide as the general category does.
+    #[test]
+    fn ascii_is_decided_as_its_general_category_says() {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        for c in (0u8..=127).map(char::from) {
+            let hidden = c != '\t'
+                && matches!(
+                    c.general_category(),
+                    GeneralCategory::Control
+                        | GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
+                );
+            assert_eq!(super::is_unprintable(c), hidden, "{c:?}");
+            let text = format!("a{c}b");
+            assert_eq!(printable(&text) != text, hidden, "{c:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod app; // what runs: the Procfile, startupCommand, or detection as Oryx does i
 mod commit; // reading the commit's tree with git2, no work tree
 mod git_remote; // which commit a git requirement's branch or tag names now (`git ls-remote`)
 mod managers; // which package manager file decides the env (requirements, locks)
+mod pack; // objects read straight from the packs, each inflated once
 mod pipfile; // Pipfile.lock read as a hashed requirements file
 pub mod receive; // the hook's `<old> <new> <ref>` lines and push options
 mod requirements; // requirements.txt as pip reads it, as far as it is vouched for

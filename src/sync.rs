@@ -32,6 +32,7 @@ use crate::error::shown;
 use crate::journal::PENDING_REF;
 pub use crate::journal::{Journal, Recovered, recover};
 use crate::manifest::{self, Manifest};
+use crate::pack::ReadAhead;
 use crate::site_dir::{self, Dir, SiteDir, split};
 
 /// The start of every name pushdeploy makes in the site.
@@ -66,7 +67,8 @@ pub enum Why {
 pub struct Change {
     pub path: String,
     pub kind: Kind,
-    pub blob: String,
+    #[serde(serialize_with = "crate::commit::blob_text")]
+    pub blob: git2::Oid,
     pub why: Why,
 }
 
@@ -401,18 +403,30 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
         sweep: BTreeSet::new(),
         take_over: before.take_over,
     };
-    let mut wanted = HashSet::new();
+    if empty && written.is_empty() {
+        // A first deployment onto an empty site: every file is written, and
+        // the plan takes the entries' own vector (collected in place).
+        for entry in &entries {
+            check_entry(commit, entry)?;
+        }
+        plan.write = entries
+            .into_iter()
+            .map(|e| Change::of(e, Why::Added))
+            .collect();
+        return Ok(plan);
+    }
     for entry in entries {
         check_entry(commit, &entry)?;
         if before.interrupted.is_some() {
             plan.sweep.insert(split(&entry.path).0.to_string());
         }
-        if !written.is_empty() {
-            wanted.insert(entry.path.clone());
-        }
+        // Each path of the commit is taken out of `written` (it occurs
+        // once): what is left is what the commit no longer has, without a
+        // second set of every path.
+        let was_written = written.remove(&entry.path);
         if empty {
             plan.write.push(Change::of(entry, Why::Added));
-        } else if !written.contains(&entry.path) {
+        } else if !was_written {
             unowned(commit, entry, Why::Added, before, site, &mut plan)?;
         } else if matches_site(commit, &entry, site)? {
             *plan.unchanged.get_or_insert(0) += 1;
@@ -420,10 +434,7 @@ fn full_plan(commit: &Commit, basis: Basis, before: &Before, site: &SiteDir) -> 
             plan.write.push(Change::of(entry, Why::Repair));
         }
     }
-    let gone: BTreeSet<String> = written
-        .into_iter()
-        .filter(|p| !wanted.contains(p))
-        .collect();
+    let gone: BTreeSet<String> = written.into_iter().collect();
     plan.delete = gone.into_iter().collect();
     Ok(plan)
 }
@@ -477,7 +488,7 @@ fn output_entries(output: &Path) -> Result<Vec<Entry>> {
             let entry = Entry {
                 path,
                 kind,
-                blob: String::new(),
+                blob: git2::Oid::ZERO_SHA1,
             };
             check_output_entry(output, &entry)?;
             entries.push(entry);
@@ -687,20 +698,20 @@ fn matches_site(commit: &Commit, entry: &Entry, site: &SiteDir) -> Result<bool> 
             meta.kind == site_dir::Kind::Symlink
                 && dir.read_link(name).is_ok_and(|t| {
                     commit
-                        .blob(&entry.blob)
+                        .blob(entry.blob)
                         .is_ok_and(|b| b.content() == t.as_slice())
                 })
         }
         // Opened first, then checked (see `Dir::open_file`).
         Kind::File | Kind::Executable => dir.open_file(name).is_ok_and(|(file, meta)| {
             let executable = meta.mode & 0o111 != 0;
-            executable == (entry.kind == Kind::Executable) && same_bytes(commit, &entry.blob, file)
+            executable == (entry.kind == Kind::Executable) && same_bytes(commit, entry.blob, file)
         }),
     })
 }
 
 /// Whether a file holds exactly a blob's bytes, compared as the blob streams.
-fn same_bytes(commit: &Commit, blob: &str, file: std::fs::File) -> bool {
+fn same_bytes(commit: &Commit, blob: git2::Oid, file: std::fs::File) -> bool {
     struct Compare {
         file: io::BufReader<std::fs::File>,
         buf: Vec<u8>,
@@ -750,7 +761,7 @@ fn check_entry(commit: &Commit, entry: &Entry) -> Result<()> {
         );
     }
     if entry.kind == Kind::Symlink {
-        let blob = commit.blob(&entry.blob)?;
+        let blob = commit.blob(entry.blob)?;
         let target = blob.content();
         if let Err(why) = check_link_target(&entry.path, target) {
             bail!(
@@ -1062,15 +1073,41 @@ fn apply(plan: &SyncPlan, source: Source, target: Target, hook: TestHook) -> Res
         Target::Journal(journal) => format!("{SYNC_TEMP_PREFIX}{}-", journal.tag()),
         Target::Plain(_) => SYNC_TEMP_PREFIX.to_string(),
     };
-    let mut writer = Writer {
-        source,
-        target,
-        temp_prefix,
-        cached: None,
-        hook,
-        changes: 0,
-        take_over: plan.take_over,
+    std::thread::scope(|scope| {
+        let writer = Writer {
+            source,
+            target,
+            temp_prefix,
+            cached: None,
+            hook,
+            changes: 0,
+            take_over: plan.take_over,
+            ahead: read_ahead(scope, source, plan),
+        };
+        // The writer (and with it the read-ahead's end of the channel) is
+        // dropped before the scope waits for the reading thread.
+        apply_with(plan, writer)
+    })
+}
+
+/// Files read ahead in another thread (see [`ReadAhead`]), where there are
+/// enough of them to be worth one.
+fn read_ahead<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    source: Source<'s, '_>,
+    plan: &'s SyncPlan,
+) -> Option<ReadAhead> {
+    const WORTH_A_THREAD: usize = 64;
+    let Source::Commit(commit) = source else {
+        return None;
     };
+    let files = plan.write.iter().filter(|c| c.kind != Kind::Symlink);
+    files.clone().nth(WORTH_A_THREAD)?;
+    let ids = files.map(|c| c.blob);
+    ReadAhead::start(scope, commit.take_packs(), ids)
+}
+
+fn apply_with(plan: &SyncPlan, mut writer: Writer) -> Result<()> {
     writer.sweep_temp_files(plan)?;
     for path in &plan.delete {
         writer
@@ -1098,7 +1135,7 @@ enum Source<'a, 'c> {
 impl Source<'_, '_> {
     fn link_target(&self, change: &Change) -> Result<Vec<u8>> {
         match self {
-            Source::Commit(commit) => Ok(commit.blob(&change.blob)?.content().to_vec()),
+            Source::Commit(commit) => Ok(commit.blob(change.blob)?.content().to_vec()),
             Source::Dir(dir) => {
                 use std::os::unix::ffi::OsStrExt;
                 let target = fs_err::read_link(dir.join(&change.path))?;
@@ -1109,7 +1146,7 @@ impl Source<'_, '_> {
 
     fn write(&self, change: &Change, file: &mut std::fs::File) -> Result<()> {
         match self {
-            Source::Commit(commit) => commit.write_blob(&change.blob, file),
+            Source::Commit(commit) => commit.write_blob(change.blob, file),
             Source::Dir(dir) => {
                 // A file to file copy: copy_file_range, which shares the
                 // blocks (a reflink) where the file system can.
@@ -1135,6 +1172,8 @@ struct Writer<'a, 'c, 'j> {
     /// See [`SyncPlan::take_over`].
     take_over: bool,
     temp_prefix: String,
+    /// The files' contents, read in another thread (see [`ReadAhead`]).
+    ahead: Option<ReadAhead>,
 }
 
 impl Writer<'_, '_, '_> {
@@ -1142,6 +1181,15 @@ impl Writer<'_, '_, '_> {
         match &self.target {
             Target::Journal(j) => j.site(),
             Target::Plain(s) => s,
+        }
+    }
+
+    /// Writes a file's content: read ahead, or read now.
+    fn write_content(&mut self, change: &Change, file: &mut std::fs::File) -> Result<()> {
+        let ahead = self.ahead.as_mut().and_then(|a| a.take(&change.blob));
+        match ahead {
+            Some(data) => Ok(io::Write::write_all(file, &data)?),
+            None => self.source.write(change, file),
         }
     }
 
@@ -1299,8 +1347,7 @@ impl Writer<'_, '_, '_> {
             let (temp, mut file) = dir
                 .make_temp(&self.temp_prefix, |n| dir.create_new(n, change.kind.mode()))
                 .with_context(|| format!("writing {}", change.path))?;
-            self.source
-                .write(change, &mut file)
+            self.write_content(change, &mut file)
                 .with_context(|| format!("writing {}", change.path))?;
             let ino = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
             temps.push((temp, ino));
@@ -1392,12 +1439,12 @@ impl Writer<'_, '_, '_> {
             {
                 // A checkout into an empty directory: written in place.
                 let mut file = dir.create_new(name, change.kind.mode())?;
-                return self.source.write(change, &mut file);
+                return self.write_content(change, &mut file);
             }
             Kind::File | Kind::Executable => {
                 let (temp, mut file) =
                     dir.make_temp(&self.temp_prefix, |n| dir.create_new(n, change.kind.mode()))?;
-                self.source.write(change, &mut file)?;
+                self.write_content(change, &mut file)?;
                 temp
             }
         };

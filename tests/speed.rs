@@ -288,3 +288,56 @@ fn a_first_deployment_takes_five_system_calls_a_file() {
     let per_file = (large - small) as f64 / 400.0;
     assert!(per_file <= 5.5, "{per_file} system calls a file");
 }
+
+/// Issue 17: a first deployment's memory does not grow with the repository's
+/// delta chains. 12,000 similar files (18 MiB) written by `git fast-import`,
+/// which stores each as a delta of the one before, in chains of up to 50 (a
+/// bulk import, or a push whose files are alike, looks the same). libgit2
+/// kept 16 MiB of the bases it inflated and every tree it read (raw and
+/// parsed); the pack reader keeps 2 MiB of objects and gives back the pages
+/// of the pack it read. Peak RSS measured by GNU time, where it is installed.
+#[test]
+fn a_first_deployment_of_delta_chains_keeps_its_memory() {
+    let time = std::path::Path::new("/usr/bin/time");
+    if !time.exists() {
+        eprintln!("GNU time is not installed: skipping");
+        return;
+    }
+    let s = Server::new();
+    let common: String = (0..60)
+        .map(|i| format!("setting_{i} = {}  # shared by every file\n", i * 7919))
+        .collect();
+    let content = |i: usize| format!("# file {i}\n{common}value = {i}\n");
+    let mut stream = String::from(
+        "commit refs/heads/main\ncommitter t <t@example.invalid> 1700000000 +0000\ndata 4\nbulk\n",
+    );
+    for i in 0..12_000 {
+        let text = content(i);
+        let path = format!("src/d{:03}/f{i:05}.py", i / 50);
+        stream.push_str(&format!(
+            "M 100644 inline {path}\ndata {}\n{text}\n",
+            text.len()
+        ));
+    }
+    stream.push_str("done\n");
+    crate::util::git_in(&s.root)
+        .args(["--git-dir"])
+        .args([&s.repo])
+        .args(["fast-import", "--quiet", "--done"])
+        .stdin(stream)
+        .run()
+        .assert_ok();
+    let out = s.root.join("time.txt");
+    crate::util::TestCommand::new(time, &s.root)
+        .args(["-f", "%M", "-o"])
+        .args([&out])
+        .args([env!("CARGO_BIN_EXE_pushdeploy"), "deploy", "--repo"])
+        .args([&s.repo])
+        .run()
+        .assert_ok()
+        .assert_has("12000 to write");
+    assert_eq!(s.site_file("src/d100/f05007.py"), content(5007));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let kib: u64 = text.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(kib < 24 * 1024, "peak RSS {kib} KiB");
+}
