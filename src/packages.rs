@@ -209,7 +209,9 @@ fn pinned_throughout(dir: &Path, env_dir: &Path) -> bool {
     };
     let pinned: std::collections::BTreeSet<String> =
         lines.iter().filter_map(|l| pinned_name(l)).collect();
-    versions(env_dir).keys().all(|name| pinned.contains(name))
+    // A new env has nothing to upgrade: it is left as it was.
+    let installed = versions(env_dir);
+    !installed.is_empty() && installed.keys().all(|name| pinned.contains(name))
 }
 
 /// The normalised name a requirement line pins to one version
