@@ -75,13 +75,19 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn is_unprintable(c: char) -> bool {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     // ASCII has controls and no format characters or separators: no table
     // lookup for it.
     if c.is_ascii() {
         return c.is_ascii_control() && c != '\t';
     }
-    // Tab is the one control that is plain text (Django and pip indent with it).
+    hidden_by_category(c)
+}
+
+/// What the general category hides: controls, format characters and line
+/// or paragraph separators. Tab is the one control that is plain text
+/// (Django and pip indent with it).
+fn hidden_by_category(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     c != '\t'
         && matches!(
             c.general_category(),
@@ -239,16 +245,8 @@ mod tests {
     /// The ASCII shortcuts decide as the general category does.
     #[test]
     fn ascii_is_decided_as_its_general_category_says() {
-        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
         for c in (0u8..=127).map(char::from) {
-            let hidden = c != '\t'
-                && matches!(
-                    c.general_category(),
-                    GeneralCategory::Control
-                        | GeneralCategory::Format
-                        | GeneralCategory::LineSeparator
-                        | GeneralCategory::ParagraphSeparator
-                );
+            let hidden = super::hidden_by_category(c);
             assert_eq!(super::is_unprintable(c), hidden, "{c:?}");
             let text = format!("a{c}b");
             assert_eq!(printable(&text) != text, hidden, "{c:?}");

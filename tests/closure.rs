@@ -2,20 +2,8 @@
 //! from the env's metadata; what Rust cannot be sure to read as pip does is
 //! read by Python, and a line says why.
 
+use crate::packages::installed;
 use crate::util::Server;
-
-/// The env's distributions but pip and setuptools, as `name version`, sorted.
-fn installed(s: &Server) -> Vec<String> {
-    let run = s.env_python(
-        "import importlib.metadata as m; print('\\n'.join(sorted('%s %s' % (d.metadata['Name'].lower(), d.version) for d in m.distributions())))",
-    );
-    run.assert_ok();
-    run.stdout
-        .lines()
-        .filter(|l| !l.starts_with("pip ") && !l.starts_with("setuptools "))
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn what_requirements_need_is_read_in_rust_and_by_python_where_rust_cannot_be_sure() {

@@ -495,7 +495,7 @@ fn an_env_that_leads_outside_the_site_is_replaced_and_left_alone() {
 }
 
 /// The env's packages but what it was made with, as `name version`, sorted.
-fn installed(s: &Server) -> Vec<String> {
+pub fn installed(s: &Server) -> Vec<String> {
     let run = s.env_python(
         "import importlib.metadata as m; print('\\n'.join(sorted('%s %s' % (d.metadata['Name'].lower(), d.version) for d in m.distributions())))",
     );

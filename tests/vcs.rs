@@ -73,6 +73,22 @@ fn push_requirements(s: &Server, requirements: &str, vars: &[(&str, &str)]) -> R
     s.git_with(&["push", s.repo.to_str().unwrap(), "main"], vars)
 }
 
+/// The flask app pushed with hellogit by branch `main`; returns the commit
+/// the env then holds (the branch's).
+fn push_branch_line(s: &Server, repo: &Path, vars: &[(&str, &str)]) -> String {
+    let first = head(repo);
+    s.app("flask-app");
+    push_requirements(
+        s,
+        &format!("tinyweb==1.0.0\nhellogit @ git+{URL}@main\n"),
+        vars,
+    )
+    .assert_ok()
+    .assert_has("successful in");
+    assert_eq!(installed(s), format!("from git\n{first}"));
+    first
+}
+
 /// Pushes a change of app.py only.
 fn touch(s: &Server, vars: &[(&str, &str)]) -> Run {
     let app = std::fs::read_to_string(s.work.join("app.py")).unwrap();
@@ -90,16 +106,7 @@ fn a_branch_line_skips_pip_until_the_branch_moves() {
     let s = Server::new();
     let (repo, config) = hellogit(&s);
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
-    let first = head(&repo);
-    s.app("flask-app");
-    push_requirements(
-        &s,
-        &format!("tinyweb==1.0.0\nhellogit @ git+{URL}@main\n"),
-        &vars,
-    )
-    .assert_ok()
-    .assert_has("successful in");
-    assert_eq!(installed(&s), format!("from git\n{first}"));
+    let first = push_branch_line(&s, &repo, &vars);
 
     let said = format!(
         "requirements.txt line 2: branch main of {URL} is commit {}; env/ has it",
@@ -252,16 +259,7 @@ fn with_uv_a_branch_line_skips_and_follows_the_branch() {
     s.config(&["deploy.installer", uv.to_str().unwrap()]);
     let (repo, config) = hellogit(&s);
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
-    let first = head(&repo);
-    s.app("flask-app");
-    push_requirements(
-        &s,
-        &format!("tinyweb==1.0.0\nhellogit @ git+{URL}@main\n"),
-        &vars,
-    )
-    .assert_ok()
-    .assert_has("successful in");
-    assert_eq!(installed(&s), format!("from git\n{first}"));
+    let first = push_branch_line(&s, &repo, &vars);
     touch(&s, &vars)
         .assert_ok()
         .assert_has(&format!("is commit {}; env/ has it", short(&first)))
