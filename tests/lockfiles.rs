@@ -70,7 +70,7 @@ fn python3_on_path() -> String {
 /// main, made as fixtures/build-locks makes it (fixed author, committer and
 /// date), so its id is the one the committed pipenv-git lock pins. Returns
 /// the commit id.
-fn hellogit_repo(dir: &std::path::Path) -> String {
+pub fn hellogit_repo(dir: &std::path::Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
     copy_dir(&fixtures().join("git-src/hellogit"), dir);
     let vars = [
@@ -553,6 +553,13 @@ fn hellogit_remote(s: &Server, repo: &std::path::Path) -> (String, PathBuf) {
         lock.contains(&format!("\"ref\": \"{first}\"")),
         "the repository is not the one fixtures/build-locks locked"
     );
+    (first, fetched_from(s, repo))
+}
+
+/// A git config file (for the push's `GIT_CONFIG_GLOBAL`, which reaches the
+/// hook) that fetches `https://git.example.invalid/hellogit.git` from
+/// `repo`: nothing goes to the network.
+pub fn fetched_from(s: &Server, repo: &std::path::Path) -> PathBuf {
     let config = s.root.join("gitconfig");
     std::fs::write(
         &config,
@@ -562,7 +569,7 @@ fn hellogit_remote(s: &Server, repo: &std::path::Path) -> (String, PathBuf) {
         ),
     )
     .unwrap();
-    (first, config)
+    config
 }
 
 /// hellogit's `WHERE` in the env, and the commit it was installed from.

@@ -33,6 +33,20 @@ fn touch(s: &Server, vars: &[(&str, &str)]) -> Run {
     push_files(s, &[("app.py", &app)], vars)
 }
 
+/// A new server for each installer, the one given to it: pip, then uv
+/// when it is here.
+fn each_installer() -> impl Iterator<Item = (Option<PathBuf>, Server)> {
+    let mut installers = vec![None];
+    installers.extend(crate::util::uv().map(Some));
+    installers.into_iter().map(|uv| {
+        let s = Server::new();
+        if let Some(uv) = &uv {
+            s.config(&["deploy.installer", uv.to_str().unwrap()]);
+        }
+        (uv, s)
+    })
+}
+
 fn greeting_version(s: &Server) -> String {
     s.env_python("import greeting; print(greeting.__version__)")
         .stdout
@@ -546,13 +560,7 @@ fn what_requirements_need_follows_includes_markers_and_dependencies_not_constrai
 /// get what a new env would. Run with pip, and with uv when it is here.
 #[test]
 fn a_push_back_gets_the_versions_it_had_and_a_new_commit_what_a_new_env_would() {
-    let mut installers = vec![None];
-    installers.extend(crate::util::uv().map(Some));
-    for uv in installers {
-        let s = Server::new();
-        if let Some(uv) = &uv {
-            s.config(&["deploy.installer", uv.to_str().unwrap()]);
-        }
+    for (uv, s) in each_installer() {
         // The index of the first push has greeting 1.0.0 only. (`--no-index`
         // in the file: uv 0.13 reads no UV_NO_INDEX.)
         let wheels = s.root.join("wheels");
@@ -653,13 +661,7 @@ fn env_listing(s: &Server) -> Vec<String> {
 /// keep its first build while the version holds).
 #[test]
 fn a_local_package_in_the_env_is_the_deployed_commits_code() {
-    let mut installers = vec![None];
-    installers.extend(crate::util::uv().map(Some));
-    for uv in installers {
-        let s = Server::new();
-        if let Some(uv) = &uv {
-            s.config(&["deploy.installer", uv.to_str().unwrap()]);
-        }
+    for (uv, s) in each_installer() {
         // Offline (uv 0.13 reads no UV_NO_INDEX): flit_core from fixtures/wheels.
         let vars = [("UV_OFFLINE", "1")];
         let mylib = |message: &str| {
@@ -756,33 +758,6 @@ fn the_uv_installer_is_the_pinned_uv_of_the_cache_dir() {
     assert!(!cache.join("tools/uv-0.0.1").exists());
 }
 
-/// fixtures/git-src/hellogit as a git repository at `repo`, and a git config
-/// file (for the push's `GIT_CONFIG_GLOBAL`, which reaches the hook) that
-/// fetches `https://git.example.invalid/hellogit.git` from it: nothing goes
-/// to the network, and its build backend (flit_core) is in fixtures/wheels.
-fn hellogit(s: &Server) -> PathBuf {
-    let repo = s.root.join("hellogit");
-    std::fs::create_dir_all(&repo).unwrap();
-    crate::util::copy_dir(&crate::util::fixtures().join("git-src/hellogit"), &repo);
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-q", "--no-gpg-sign", "-m", "hellogit 0.1.0"],
-    ] {
-        crate::util::git_in(&repo).args(args).run().assert_ok();
-    }
-    let config = s.root.join("gitconfig");
-    std::fs::write(
-        &config,
-        format!(
-            "[url \"{}\"]\n\tinsteadOf = https://git.example.invalid/hellogit.git\n",
-            repo.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 /// The steps of the newest deployment's record, and whether their times
 /// add up to its total (only output and the record lie between them).
 fn last_steps(s: &Server) -> Vec<String> {
@@ -807,7 +782,7 @@ fn last_steps(s: &Server) -> Vec<String> {
 #[test]
 fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
     let s = Server::new();
-    let config = hellogit(&s);
+    let (_, config) = crate::vcs::hellogit(&s);
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
     s.app("flask-app");
     let run = crate::util::git_in(&s.root.join("hellogit"))
@@ -869,7 +844,7 @@ fn a_vcs_requirement_is_resolved_again_only_when_its_inputs_change() {
 #[test]
 fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
     let s = Server::new();
-    let config = hellogit(&s);
+    let (_, config) = crate::vcs::hellogit(&s);
     let vars = [("GIT_CONFIG_GLOBAL", config.to_str().unwrap())];
     let repo = s.root.join("hellogit");
     let head = |repo: &Path| {
@@ -928,13 +903,7 @@ fn a_vcs_requirement_at_a_commit_id_lets_an_unchanged_push_skip_pip() {
 /// With pip, and with uv when it is here.
 #[test]
 fn a_file_that_pins_every_package_installs_without_asking_the_index_about_each() {
-    let mut installers = vec![None];
-    installers.extend(crate::util::uv().map(Some));
-    for uv in installers {
-        let s = Server::new();
-        if let Some(uv) = &uv {
-            s.config(&["deploy.installer", uv.to_str().unwrap()]);
-        }
+    for (uv, s) in each_installer() {
         let said = "installed without --upgrade";
         s.app("flask-app");
         s.write("requirements.txt", "tinyweb==1.0.0\ngreeting==1.0.0\n");

@@ -395,6 +395,15 @@ fn a_new_python_and_a_new_start_command_serve_with_no_failed_request() {
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
 
+/// Gives the site to `nobody` (65534), who reaches it through the test's
+/// own (0700) folder: as root, the app then runs as `nobody`.
+fn give_site_to_nobody(s: &Server) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = rustix::fs::Uid::from_raw(65534);
+    rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+}
+
 /// As root, the app runs as the site's owner (here `nobody`), never as
 /// root: a site that root owns is refused, with the way out.
 #[test]
@@ -414,11 +423,7 @@ fn as_root_the_app_runs_as_the_sites_owner() {
             s.site.display()
         ))
         .assert_has("rolled back to");
-    // nobody reaches the site through the test's own (0700) folder.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let nobody = rustix::fs::Uid::from_raw(65534);
-    rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
+    give_site_to_nobody(s);
     // `release:` is the app's code too: it runs as the owner, with its HOME.
     s.write(
         "Procfile",
@@ -719,10 +724,8 @@ fn as_root_the_pinned_gunicorn_is_read_by_the_sites_owner_from_a_closed_cache() 
     let r = running();
     let s = &r.s;
     s.config(&["--unset", "deploy.runAsRoot"]);
+    give_site_to_nobody(s);
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let nobody = rustix::fs::Uid::from_raw(65534);
-    rustix::fs::chown(&s.site, Some(nobody), None).unwrap();
     // A cache of its own, in a folder only root enters.
     let closed = s.root.join("closed");
     std::fs::create_dir(&closed).unwrap();

@@ -12,11 +12,7 @@ use crate::util::{Run, Server, TestCommand};
 const OWNER: u32 = 4242;
 
 fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// As root, gives the site to a user (system units run as it); as anyone

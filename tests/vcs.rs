@@ -14,23 +14,10 @@ const URL: &str = "https://git.example.invalid/hellogit.git";
 
 /// fixtures/git-src/hellogit as a git repository at `<root>/hellogit` (one
 /// commit on main), and the git config that fetches [`URL`] from it.
-fn hellogit(s: &Server) -> (PathBuf, PathBuf) {
+pub fn hellogit(s: &Server) -> (PathBuf, PathBuf) {
     let repo = s.root.join("hellogit");
-    std::fs::create_dir_all(&repo).unwrap();
-    crate::util::copy_dir(&crate::util::fixtures().join("git-src/hellogit"), &repo);
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-q", "--no-gpg-sign", "-m", "hellogit 0.1.0"],
-    ] {
-        git_in(&repo).args(args).run().assert_ok();
-    }
-    let config = s.root.join("gitconfig");
-    std::fs::write(
-        &config,
-        format!("[url \"{}\"]\n\tinsteadOf = {URL}\n", repo.display()),
-    )
-    .unwrap();
+    crate::lockfiles::hellogit_repo(&repo);
+    let config = crate::lockfiles::fetched_from(s, &repo);
     (repo, config)
 }
 
