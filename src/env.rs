@@ -132,10 +132,18 @@ fn markers(env: &Path) -> Vec<String> {
 
 /// `home` from `pyvenv.cfg`: the directory of the interpreter the env was built on.
 fn base_home(env: &Path) -> Option<PathBuf> {
+    pyvenv_cfg(env, "home").map(PathBuf::from)
+}
+
+/// A value of the env's `pyvenv.cfg`, its key compared as Python's `site`
+/// compares it (trimmed, in any case).
+pub fn pyvenv_cfg(env: &Path, key: &str) -> Option<String> {
     let cfg = std::fs::read_to_string(env.join("pyvenv.cfg")).ok()?;
     cfg.lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+        let (k, value) = line.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| value.trim().to_string())
     })
 }
 

@@ -624,17 +624,10 @@ fn distributions(
     env_dir: &Path,
     interpreter: &crate::markers::Interpreter,
 ) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
-    let cfg = std::fs::read_to_string(env_dir.join("pyvenv.cfg"))
-        .map_err(|e| format!("env/pyvenv.cfg: {e}"))?;
-    for line in cfg.lines() {
-        if let Some((key, value)) = line.split_once('=')
-            && key
-                .trim()
-                .eq_ignore_ascii_case("include-system-site-packages")
-            && value.trim().eq_ignore_ascii_case("true")
-        {
-            return Err("env/pyvenv.cfg has include-system-site-packages = true".into());
-        }
+    std::fs::metadata(env_dir.join("pyvenv.cfg")).map_err(|e| format!("env/pyvenv.cfg: {e}"))?;
+    let system = crate::env::pyvenv_cfg(env_dir, "include-system-site-packages");
+    if system.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err("env/pyvenv.cfg has include-system-site-packages = true".into());
     }
     for dir in &interpreter.stdlib {
         if !dir.is_absolute() || holds_distributions(dir)? {

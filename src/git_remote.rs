@@ -19,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::shown;
+use crate::lockfile::normalize;
 use crate::process::Runner;
 
 /// A git URL of a requirement line, as pip reads it.
@@ -474,21 +475,18 @@ struct Recorded {
 }
 
 fn dists(env: &Path) -> Vec<Dist> {
-    let mut out = Vec::new();
-    for site in crate::installed::site_packages(env) {
-        for entry in std::fs::read_dir(&site).into_iter().flatten().flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = file.strip_suffix(".dist-info") else {
-                continue;
-            };
+    crate::env::dist_infos(env)
+        .into_iter()
+        .filter_map(|dir| {
+            let file = dir.file_name()?.to_string_lossy().into_owned();
+            let stem = file.strip_suffix(".dist-info")?;
             let name = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
-            out.push(Dist {
-                name: normalized(name),
-                git: recorded(&entry.path().join("direct_url.json")),
-            });
-        }
-    }
-    out
+            Some(Dist {
+                name: normalize(name),
+                git: recorded(&dir.join("direct_url.json")),
+            })
+        })
+        .collect()
 }
 
 /// What a `direct_url.json` records of a git install.
@@ -507,21 +505,6 @@ fn recorded(path: &Path) -> Option<Recorded> {
     })
 }
 
-/// A distribution name as PEP 503 compares them.
-fn normalized(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
-
 /// What the env holds of a line: by its name when it gives one (from git
 /// or not), else the distribution installed from the same URL (and
 /// subdirectory).
@@ -534,7 +517,7 @@ fn installed(dists: &[Dist], url: &GitUrl) -> Option<Installed> {
     };
     let dist = match &url.name {
         Some(name) => {
-            let name = normalized(name);
+            let name = normalize(name);
             dists.iter().find(|d| d.name == name)
         }
         None => dists.iter().find(|d| same_request(d)).or_else(|| {

@@ -503,11 +503,8 @@ impl Versions {
 /// X.Y of the env at `env` (from its `pyvenv.cfg`), hashed.
 fn versions_key(fingerprint: &Fingerprint, env: &Path) -> Option<String> {
     let requirements = fingerprint.0.get(&Input::Requirements)?;
-    let cfg = std::fs::read_to_string(env.join("pyvenv.cfg")).ok()?;
-    let version = cfg.lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        matches!(key.trim(), "version" | "version_info").then(|| value.trim().to_string())
-    })?;
+    let version = crate::env::pyvenv_cfg(env, "version")
+        .or_else(|| crate::env::pyvenv_cfg(env, "version_info"))?;
     let minor: Vec<&str> = version.split('.').take(2).collect();
     let text = format!("python {}\n{requirements}", minor.join("."));
     git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
