@@ -31,6 +31,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_cache(path, bytes)
 }
 
+/// What tells a file's version apart in a cache key: its inode, size and
+/// modification time (of the file a symlink leads to).
+pub fn stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}",
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
 /// [`write_atomic`] for a cache, which is no part of any deployment's
 /// transaction (and is written or not depending on its age): no fault point.
 pub fn write_cache(path: &Path, bytes: &[u8]) -> Result<()> {

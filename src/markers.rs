@@ -80,17 +80,12 @@ json.dump({"markers": {
 /// (whatever links lead to it) with its stamp, and the kernel, whose
 /// release and version are marker variables.
 fn key(python: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(python).ok()?;
-    let m = std::fs::metadata(&real).ok()?;
+    let stamp = crate::files::stamp(&real)?;
     let uname = rustix::system::uname();
     Some(format!(
-        "{} {}:{}:{}.{} {} {} {}",
+        "{} {stamp} {} {} {}",
         real.display(),
-        m.ino(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec(),
         uname.release().to_string_lossy(),
         uname.version().to_string_lossy(),
         uname.machine().to_string_lossy()

@@ -191,13 +191,7 @@ impl Probes {
     /// each env prepared aside has a new copy of the same file, which must
     /// not make every deployment run the probe again).
     fn key(path: &Path) -> Option<String> {
-        use std::os::unix::fs::MetadataExt;
-        let stamp = |p: &Path| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| format!("{}:{}:{}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
-        };
-        let mut key = format!("{} {}", path.display(), stamp(path)?);
+        let mut key = format!("{} {}", path.display(), crate::files::stamp(path)?);
         let cfg = path
             .parent()
             .and_then(Path::parent)

@@ -141,16 +141,7 @@ fn cache_home(settings: &Settings, name: Name, version: &str) -> PathBuf {
 /// A tool's version, remembered in the cache dir per file (path, inode,
 /// size, time), so that a deployment that does not install runs no tool.
 fn cached_version(settings: &Settings, path: &Path, runner: &Runner) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let key = format!(
-        "{} {}:{}:{}.{}",
-        path.display(),
-        meta.ino(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    );
+    let key = format!("{} {}", path.display(), crate::files::stamp(path)?);
     let file = settings.cache_dir.join("tools").join("versions.json");
     let mut known: std::collections::BTreeMap<String, String> = std::fs::read(&file)
         .ok()
