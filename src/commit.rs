@@ -528,9 +528,8 @@ impl<'r> Commit<'r> {
     /// Writes a blob's content to `out`: streamed from a loose object,
     /// read whole from a pack (libgit2 cannot stream packed objects), so
     /// memory holds one file at most, never the repository.
-    pub fn write_blob(&self, oid: Oid, out: &mut impl std::io::Write) -> Result<()> {
-        let id = oid;
-        if let Some(object) = self.packed(|packs| packs.read(&oid)) {
+    pub fn write_blob(&self, id: Oid, out: &mut impl std::io::Write) -> Result<()> {
+        if let Some(object) = self.packed(|packs| packs.read(&id)) {
             if object.kind != ObjectType::Blob {
                 bail!("object {id} is a {}, not a file's content", object.kind);
             }
@@ -541,12 +540,12 @@ impl<'r> Commit<'r> {
         // libgit2 looks for a stream among the loose objects only (a system
         // call each): not tried where there are none.
         if !self.packed_only()
-            && let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(oid)
+            && let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(id)
         {
             std::io::copy(&mut reader, out).with_context(|| format!("reading blob {id}"))?;
             return Ok(());
         }
-        out.write_all(self.blob(oid)?.content())?;
+        out.write_all(self.blob(id)?.content())?;
         Ok(())
     }
 
@@ -695,10 +694,9 @@ impl<'r> Commit<'r> {
     }
 
     /// The content of a blob.
-    pub fn blob(&self, oid: Oid) -> Result<git2::Blob<'r>> {
-        let id = oid;
+    pub fn blob(&self, id: Oid) -> Result<git2::Blob<'r>> {
         self.repo
-            .find_blob(oid)
+            .find_blob(id)
             .with_context(|| format!("reading blob {id}"))
     }
 }
