@@ -134,6 +134,17 @@ pub fn json_printable(json: &str) -> String {
         .collect()
 }
 
+/// A word of the commit (a file name, a revision) as a message names it:
+/// as it is, or quoted with its hidden characters shown when it has any or
+/// a space, so that it never reaches the pusher's terminal raw.
+pub fn named(text: &str) -> String {
+    if text.chars().all(|c| !c.is_control() && !c.is_whitespace()) {
+        text.to_string()
+    } else {
+        shown(text.as_bytes())
+    }
+}
+
 /// Shows a value from a file so that hidden characters can be seen, cut to a
 /// readable length: `"python-3.12\r"`, `"\u{feff}python"`, `"\xff\xfe"` for
 /// bytes that are not UTF-8.

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::shown;
+use crate::error::named;
 use crate::lockfile::normalize;
 use crate::process::Runner;
 
@@ -129,7 +129,7 @@ impl GitUrl {
     /// The revision as the output names it.
     fn what(&self) -> String {
         match &self.revision {
-            Some(revision) => format!("{} of {}", show(revision), self.shown_url),
+            Some(revision) => format!("{} of {}", named(revision), self.shown_url),
             None => format!("{} (no revision: the remote's HEAD)", self.shown_url),
         }
     }
@@ -146,18 +146,8 @@ fn ref_name_ok(revision: &str) -> bool {
         })
 }
 
-fn is_full_id(text: &str) -> bool {
+pub fn is_full_id(text: &str) -> bool {
     (text.len() == 40 || text.len() == 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A value of the commit as written in a message: as it is, or quoted with
-/// its hidden characters shown.
-fn show(text: &str) -> String {
-    if text.chars().all(|c| !c.is_control() && !c.is_whitespace()) {
-        text.to_string()
-    } else {
-        shown(text.as_bytes())
-    }
 }
 
 /// A URL with its password taken out, as pip records it (PEP 610): a
@@ -273,7 +263,7 @@ impl GitLine {
 
     /// `requirements.txt line 2`, as messages name the line.
     pub fn place(&self) -> String {
-        format!("{} line {}", show(&self.file), self.line)
+        format!("{} line {}", named(&self.file), self.line)
     }
 }
 
@@ -306,7 +296,7 @@ impl fmt::Display for GitLine {
                     Some(i) => write!(
                         f,
                         "; env/ has {} {}: installed again",
-                        show(&i.name),
+                        named(&i.name),
                         i.commit.as_deref().map_or("(not from git)".into(), short)
                     ),
                     None => f.write_str("; not in env/"),
@@ -452,7 +442,7 @@ fn answer(refs: &[(String, String)], revision: Option<&str>) -> Answer {
         (None, Some(r)) => Answer::Unknown {
             why: format!(
                 "the remote has no branch or tag {}: pip takes it for a commit",
-                show(r)
+                named(r)
             ),
         },
     }

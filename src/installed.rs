@@ -18,7 +18,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::commit::{Commit, Resolved, short_id};
-use crate::error::shown;
+use crate::error::{named, shown};
 use crate::files::{remove_file_if_there, write_atomic};
 use crate::git_remote::{GitLine, GitUrl};
 use crate::requirements::{self, Line, Unfixed};
@@ -188,12 +188,12 @@ impl fmt::Display for Always {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Always::Line { file, line, what } => {
-                write!(f, "{} line {line} is {what}", file_name(file))
+                write!(f, "{} line {line} is {what}", named(file))
             }
             Always::NotInCommit { file, included_by } => {
-                write!(f, "{}", file_name(file))?;
+                write!(f, "{}", named(file))?;
                 if let Some((by, line)) = included_by {
-                    write!(f, " ({} line {line})", file_name(by))?;
+                    write!(f, " ({} line {line})", named(by))?;
                 }
                 f.write_str(" is not a file of the commit")
             }
@@ -589,14 +589,14 @@ pub fn read_requirements(
             Resolved::Link { link, target } => {
                 bail!(
                     "{} is a symlink to {}, which is not a file of the commit; requirement files must be files of the commit",
-                    file_name(&link),
-                    file_name(&target)
+                    named(&link),
+                    named(&target)
                 )
             }
             Resolved::Outside => {
                 bail!(
                     "{}: leads outside the site; requirement files must be files of the commit",
-                    file_name(&name)
+                    named(&name)
                 )
             }
         };
@@ -616,7 +616,7 @@ pub fn read_requirements(
                 if let Some(why) = why {
                     bail!(
                         "{} line {number}: {} {why}; local requirements must be inside the site",
-                        file_name(&name),
+                        named(&name),
                         shown(path.as_bytes())
                     );
                 }
@@ -680,7 +680,7 @@ pub fn read_requirements(
             let refuse = |why: &str| {
                 anyhow::anyhow!(
                     "{} line {number}: {} {} {why}; requirement files must be inside the site",
-                    file_name(&name),
+                    named(&name),
                     kind.flag(),
                     shown(value.as_bytes())
                 )
@@ -726,8 +726,7 @@ fn git_commit_pinned(line: &str) -> Option<&str> {
     let url = url.split('#').next()?;
     let (_, rest) = url.split_once("://")?;
     let (_, id) = rest.rsplit_once('@')?;
-    let full = (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
-    full.then_some(id)
+    crate::git_remote::is_full_id(id).then_some(id)
 }
 
 /// A requirement file's text, which must be UTF-8 as pushdeploy reads it.
@@ -735,12 +734,8 @@ fn git_commit_pinned(line: &str) -> Option<&str> {
 /// `coding:` comment in the first two lines names (UTF-7 among them), where
 /// an include out of the site could hide from this reading: refused.
 fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
-    let refuse = |what: &str| {
-        anyhow::anyhow!(
-            "{}: {what}; requirement files must be UTF-8",
-            file_name(name)
-        )
-    };
+    let refuse =
+        |what: &str| anyhow::anyhow!("{}: {what}; requirement files must be UTF-8", named(name));
     let boms: [&[u8]; 2] = [b"\xff\xfe", b"\xfe\xff"];
     if boms.iter().any(|bom| content.starts_with(bom)) || content.starts_with(b"\x00\x00\xfe\xff") {
         return Err(refuse("starts with a UTF-16 or UTF-32 byte order mark"));
@@ -770,17 +765,6 @@ fn utf8_text<'a>(name: &str, content: &'a [u8]) -> Result<&'a str> {
         }
     }
     Ok(text)
-}
-
-/// A requirement file's name as written in a message: as it is, or quoted
-/// with its hidden characters shown when it has any (a name is the
-/// commit's text, and must not reach the pusher's terminal raw).
-fn file_name(name: &str) -> String {
-    if name.chars().all(|c| !c.is_control() && !c.is_whitespace()) {
-        name.to_string()
-    } else {
-        shown(name.as_bytes())
-    }
 }
 
 /// Whether a relative path goes above its top with `..`, taken as written.
